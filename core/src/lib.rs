@@ -4,12 +4,12 @@
 //! `infotext` and `images` are leaves anyone may use. The engine knows nothing of JSON or HTTP.
 
 pub mod api;
-pub mod engine;
 pub mod images;
 pub mod infotext;
 pub mod processing;
 pub mod prompts;
 pub mod rng;
+pub mod runner;
 pub mod sampling;
 pub mod store;
 

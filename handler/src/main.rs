@@ -1,1 +1,53 @@
-fn main() {}
+//! `sdapi`: one binary, one router. Under Lambda (`AWS_LAMBDA_RUNTIME_API` set) `lambda_http` serves
+//! the router; otherwise the same router listens on `SDAPI_LISTEN` (default 127.0.0.1:7860).
+
+use sdapi_handler::{app, config::Config};
+
+fn init_tracing(on_lambda: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // CloudWatch parses one JSON object per line; humans read the compact format.
+    if on_lambda {
+        builder.json().without_time().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutdown signal received, finishing in-flight requests");
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
+    init_tracing(on_lambda);
+    let config = Config::from_env()?;
+    let state = app::AppState::from_config(config.clone())?;
+    let router = app::router(state);
+    if on_lambda {
+        tracing::info!("serving through lambda_http");
+        lambda_http::run(router).await
+    } else {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        tracing::info!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+        Ok(())
+    }
+}

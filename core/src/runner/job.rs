@@ -1,0 +1,141 @@
+//! The unit of work the runner executes: one batch of images, fully resolved by `process_images`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// An 8-bit RGB image, row-major HWC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RgbImage {
+    pub width: u32,
+    pub height: u32,
+    pub pixels: Vec<u8>,
+}
+
+/// Which checkpoint (and optional separate VAE) a job needs; the worker keeps a cache keyed by this.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelSelection {
+    /// Single-file checkpoint or diffusers folder.
+    pub checkpoint: PathBuf,
+    pub vae: Option<PathBuf>,
+}
+
+/// txt2img or img2img specifics.
+#[derive(Clone, Debug)]
+pub enum JobMode {
+    Txt2Img,
+    Img2Img {
+        /// Already resized to the job's width x height, one per image or one shared.
+        init_images: Vec<RgbImage>,
+        denoising_strength: f64,
+        initial_noise_multiplier: f64,
+    },
+}
+
+/// Generation settings that come from options (possibly overridden per request).
+#[derive(Clone, Debug)]
+pub struct GenerationSettings {
+    pub clip_skip: usize,
+    /// "GPU", "CPU" or "NV".
+    pub randn_source: String,
+    pub eta_noise_seed_delta: i64,
+    pub eta: Option<f64>,
+    pub eta_ancestral: f64,
+    pub eta_ddim: f64,
+    pub s_churn: f64,
+    pub s_tmin: f64,
+    pub s_tmax: f64,
+    pub s_noise: f64,
+    pub sigma_min: f64,
+    pub sigma_max: f64,
+    pub rho: f64,
+    pub always_discard_next_to_last_sigma: bool,
+    pub emphasis: String,
+    pub comma_padding_backtrack: usize,
+    pub img2img_fix_steps: bool,
+    pub use_old_scheduling: bool,
+    pub beta_dist_alpha: f64,
+    pub beta_dist_beta: f64,
+    pub show_progress_every_n_steps: i64,
+}
+
+impl Default for GenerationSettings {
+    fn default() -> Self {
+        Self {
+            clip_skip: 1,
+            randn_source: "GPU".into(),
+            eta_noise_seed_delta: 0,
+            eta: None,
+            eta_ancestral: 1.0,
+            eta_ddim: 0.0,
+            s_churn: 0.0,
+            s_tmin: 0.0,
+            s_tmax: 0.0,
+            s_noise: 1.0,
+            sigma_min: 0.0,
+            sigma_max: 0.0,
+            rho: 0.0,
+            always_discard_next_to_last_sigma: false,
+            emphasis: "Original".into(),
+            comma_padding_backtrack: 20,
+            img2img_fix_steps: false,
+            use_old_scheduling: false,
+            beta_dist_alpha: 0.6,
+            beta_dist_beta: 0.6,
+            show_progress_every_n_steps: 10,
+        }
+    }
+}
+
+/// One batch: `prompts.len() == seeds.len() == batch size`.
+#[derive(Clone, Debug)]
+pub struct BatchJob {
+    /// A1111 task id of the request this batch belongs to (`task(txt2img-XXXXXXX)`).
+    pub task_id: String,
+    /// 0-based batch number within the request and the request's batch count (`n_iter`).
+    pub batch_index: usize,
+    pub batch_count: usize,
+    pub model: ModelSelection,
+    pub mode: JobMode,
+    pub prompts: Vec<String>,
+    pub negative_prompts: Vec<String>,
+    pub seeds: Vec<i64>,
+    pub subseeds: Vec<i64>,
+    pub subseed_strength: f64,
+    pub seed_resize_from_w: i64,
+    pub seed_resize_from_h: i64,
+    /// Canonical A1111 sampler name and scheduler label (already resolved).
+    pub sampler: String,
+    pub scheduler: String,
+    pub steps: usize,
+    pub cfg_scale: f64,
+    pub width: usize,
+    pub height: usize,
+    pub settings: GenerationSettings,
+}
+
+/// What a finished batch hands back.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOutput {
+    pub images: Vec<RgbImage>,
+    /// The batch was cut short by `/interrupt` or `/skip`; `images` hold the partial results.
+    pub interrupted: bool,
+    pub skipped: bool,
+    /// Extra infotext parameters the engine determined (insertion order), e.g. `Schedule type`.
+    pub extra_generation_params: Vec<(String, String)>,
+}
+
+/// Per-job timings, exposed to callers outside the process via the `X-Runner-Job` header.
+#[derive(Clone, Debug, Default)]
+pub struct JobTimings {
+    pub queue_wait: Duration,
+    pub execute: Duration,
+    pub total: Duration,
+}
+
+/// A finished job as the submitter sees it.
+#[derive(Clone, Debug)]
+pub struct JobReport {
+    pub job_id: u64,
+    pub output: BatchOutput,
+    pub timings: JobTimings,
+}

@@ -1,0 +1,205 @@
+//! A1111's `shared.state`, as `GET /sdapi/v1/progress` reports it (§2.7).
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The mutable generation state. One per runner (one device, one job at a time).
+#[derive(Debug, Default)]
+pub struct ProgressState {
+    inner: Mutex<StateInner>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct StateInner {
+    skipped: bool,
+    interrupted: bool,
+    job: String,
+    job_count: i64,
+    job_timestamp: String,
+    job_no: i64,
+    sampling_step: i64,
+    sampling_steps: i64,
+    textinfo: Option<String>,
+    time_start: Option<Instant>,
+    current_image: Option<String>,
+    current_image_sampling_step: i64,
+    /// Task id whose batches must not run any more (`/interrupt` stops the whole request).
+    interrupted_task: Option<String>,
+}
+
+/// A consistent copy of the state, with the derived progress figures of A1111's `progressapi`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProgressSnapshot {
+    pub progress: f64,
+    pub eta_relative: f64,
+    pub skipped: bool,
+    pub interrupted: bool,
+    pub job: String,
+    pub job_count: i64,
+    pub job_timestamp: String,
+    pub job_no: i64,
+    pub sampling_step: i64,
+    pub sampling_steps: i64,
+    pub textinfo: Option<String>,
+    pub current_image: Option<String>,
+}
+
+impl ProgressState {
+    fn with<R>(&self, f: impl FnOnce(&mut StateInner) -> R) -> R {
+        // A poisoned lock only means a panic elsewhere while holding it; the data is still usable.
+        let mut guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
+    }
+
+    /// Start of a batch job (A1111's `state.begin` for the first batch, `nextjob` afterwards).
+    pub fn begin_batch(&self, task_id: &str, batch_index: usize, batch_count: usize) {
+        self.with(|s| {
+            if batch_index == 0 {
+                s.job_timestamp = chrono::Local::now().format("%Y%m%d%H%M%S").to_string();
+                s.time_start = Some(Instant::now());
+                s.interrupted = false;
+                s.current_image = None;
+                s.current_image_sampling_step = 0;
+                if s.interrupted_task.as_deref() != Some(task_id) {
+                    s.interrupted_task = None;
+                }
+            }
+            if s.time_start.is_none() {
+                s.time_start = Some(Instant::now());
+            }
+            s.skipped = false;
+            s.textinfo = None;
+            s.job_count = batch_count as i64;
+            s.job_no = batch_index as i64;
+            s.sampling_step = 0;
+            s.sampling_steps = 0;
+            s.job = if batch_count > 1 {
+                format!("Batch {} out of {}", batch_index + 1, batch_count)
+            } else {
+                String::new()
+            };
+        })
+    }
+
+    /// The sampler's callback: step `i` (0-based) of `total`.
+    pub fn set_sampling(&self, step: usize, total: usize) {
+        self.with(|s| {
+            s.sampling_step = step as i64;
+            s.sampling_steps = total as i64;
+        })
+    }
+
+    pub fn set_current_image(&self, b64_png: String, at_step: i64) {
+        self.with(|s| {
+            s.current_image = Some(b64_png);
+            s.current_image_sampling_step = at_step;
+        })
+    }
+
+    /// Whether a live preview is due (A1111: every `show_progress_every_n_steps` steps).
+    pub fn preview_due(&self, every_n: i64) -> bool {
+        every_n > 0 && self.with(|s| s.sampling_step - s.current_image_sampling_step >= every_n)
+    }
+
+    /// End of the request (A1111's `state.end`): idle again, `job_no` etc. keep their last values.
+    pub fn end(&self) {
+        self.with(|s| {
+            s.job.clear();
+            s.job_count = 0;
+            s.time_start = None;
+        })
+    }
+
+    pub fn interrupt(&self) {
+        self.with(|s| s.interrupted = true)
+    }
+
+    /// Mark a whole task as interrupted so its queued batches are not started.
+    pub fn interrupt_task(&self, task_id: &str) {
+        self.with(|s| {
+            s.interrupted = true;
+            s.interrupted_task = Some(task_id.to_string());
+        })
+    }
+
+    pub fn skip(&self) {
+        self.with(|s| s.skipped = true)
+    }
+
+    pub fn is_interrupted(&self) -> bool {
+        self.with(|s| s.interrupted)
+    }
+
+    pub fn is_skipped(&self) -> bool {
+        self.with(|s| s.skipped)
+    }
+
+    pub fn task_interrupted(&self, task_id: &str) -> bool {
+        self.with(|s| s.interrupted_task.as_deref() == Some(task_id))
+    }
+
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        self.with(|s| {
+            let (mut progress, mut eta_relative) = (0.0, 0.0);
+            if s.job_count != 0 {
+                progress = 0.01;
+                if s.job_count > 0 {
+                    progress += s.job_no as f64 / s.job_count as f64;
+                    if s.sampling_steps > 0 {
+                        progress += (1.0 / s.job_count as f64)
+                            * (s.sampling_step as f64 / s.sampling_steps as f64);
+                    }
+                }
+                let elapsed = s.time_start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
+                eta_relative = elapsed / progress - elapsed;
+                progress = progress.min(1.0);
+            }
+            ProgressSnapshot {
+                progress,
+                eta_relative,
+                skipped: s.skipped,
+                interrupted: s.interrupted,
+                job: s.job.clone(),
+                job_count: s.job_count,
+                job_timestamp: s.job_timestamp.clone(),
+                job_no: s.job_no,
+                sampling_step: s.sampling_step,
+                sampling_steps: s.sampling_steps,
+                textinfo: s.textinfo.clone(),
+                current_image: if s.job_count == 0 { None } else { s.current_image.clone() },
+            }
+        })
+    }
+
+    pub fn job_timestamp(&self) -> String {
+        self.with(|s| s.job_timestamp.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_state_reports_zero_progress() {
+        let s = ProgressState::default();
+        let snap = s.snapshot();
+        assert_eq!(snap.progress, 0.0);
+        assert_eq!(snap.eta_relative, 0.0);
+        assert_eq!(snap.job_count, 0);
+    }
+
+    #[test]
+    fn progress_follows_a1111_formula() {
+        let s = ProgressState::default();
+        s.begin_batch("t", 1, 2);
+        s.set_sampling(5, 10);
+        let snap = s.snapshot();
+        // 0.01 + job_no/job_count + (1/job_count) * step/steps
+        assert!((snap.progress - (0.01 + 0.5 + 0.5 * 0.5)).abs() < 1e-12);
+        assert_eq!(snap.job, "Batch 2 out of 2");
+        s.end();
+        assert_eq!(s.snapshot().progress, 0.0);
+        assert_eq!(s.snapshot().job_no, 1, "job_no keeps its last value after end()");
+    }
+}
