@@ -1,1 +1,310 @@
-//! (module under construction)
+//! `process_images`: A1111's request processing (§6.1–6.2) up to the runner. It applies
+//! `override_settings` on a per-request copy of the options (so nothing leaks into concurrent or later
+//! requests), resolves the checkpoint, sampler, prompts and seeds, hands each batch to the runner,
+//! and builds infotexts, the `info` JSON and the encoded images of a [`Processed`].
+//!
+//! This module cannot reach the diffusion engine: it only sees the [`Runner`] trait.
+
+mod params;
+
+pub use params::CommonParams;
+
+use std::sync::{Arc, RwLock};
+
+use serde_json::{Map, Value};
+
+use crate::api::errors::ApiError;
+use crate::api::models_dir::ModelIndex;
+use crate::api::options::Options;
+use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use crate::api::sampler_resolution::get_sampler_and_scheduler;
+use crate::infotext::{InfotextParams, create_infotext, info_json};
+use crate::rng::seeds;
+use crate::runner::{
+    BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
+};
+
+/// Shared services `process_images` needs.
+#[derive(Clone)]
+pub struct ProcessingContext {
+    pub runner: Arc<dyn Runner>,
+    /// The server-wide options (`/sdapi/v1/options`).
+    pub options: Arc<RwLock<Options>>,
+    pub models: Arc<RwLock<ModelIndex>>,
+    /// Written into infotexts' `Version:` and the `info` JSON.
+    pub version: String,
+}
+
+/// A generation request as it arrives from the API.
+#[derive(Debug, Clone)]
+pub enum GenerationRequest {
+    Txt2Img(Txt2ImgRequest),
+    Img2Img { request: Img2ImgRequest, init_images: Vec<RgbImage> },
+}
+
+/// One job the runner executed for this request (for `X-Runner-Job`).
+#[derive(Debug, Clone)]
+pub struct RunnerJobRecord {
+    pub job_id: u64,
+    pub timings: JobTimings,
+}
+
+/// The result of `process_images`, A1111's `Processed`.
+#[derive(Debug, Clone)]
+pub struct Processed {
+    pub images: Vec<RgbImage>,
+    pub infotexts: Vec<String>,
+    /// `Processed.js()`: the `info` JSON string.
+    pub info: String,
+    pub all_seeds: Vec<i64>,
+    pub jobs: Vec<RunnerJobRecord>,
+    pub interrupted: bool,
+    /// Options in force for this request (after overrides), e.g. for image encoding.
+    pub options: Options,
+    pub task_id: String,
+    pub mode: &'static str,
+}
+
+fn runner_error(e: RunnerError) -> ApiError {
+    match e {
+        RunnerError::Model(m) => ApiError::runtime(m),
+        RunnerError::Panicked(m) => ApiError::runtime(format!("generation panicked: {m}")),
+        other => ApiError::runtime(other.to_string()),
+    }
+}
+
+/// A1111's `create_task_id`: `task(<kind>-XXXXXXX)` with 7 random `[A-Z0-9]`.
+pub fn create_task_id(kind: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    let mut state = seeds::random_u64();
+    let id: String = (0..7)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ALPHABET[((state >> 33) % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect();
+    format!("task({kind}-{id})")
+}
+
+/// Bad values A1111 would only fail on deep inside; we answer them up front with a clear 422.
+fn validate(p: &CommonParams) -> Result<(), ApiError> {
+    let bad = |msg: String| Err(ApiError::http(422, msg));
+    if p.steps < 1 || p.steps > 1000 {
+        return bad(format!("steps must be between 1 and 1000, got {}", p.steps));
+    }
+    if p.batch_size < 1 || p.batch_size > 64 {
+        return bad(format!("batch_size must be between 1 and 64, got {}", p.batch_size));
+    }
+    if p.n_iter < 1 || p.n_iter > 1000 {
+        return bad(format!("n_iter must be between 1 and 1000, got {}", p.n_iter));
+    }
+    for (name, v) in [("width", p.width), ("height", p.height)] {
+        if !(8..=8192).contains(&v) {
+            return bad(format!("{name} must be between 8 and 8192, got {v}"));
+        }
+    }
+    if !p.cfg_scale.is_finite() {
+        return bad("cfg_scale must be a finite number".into());
+    }
+    if p.enable_hr {
+        return Err(ApiError::http(501, "Hires fix (enable_hr) is not supported by this server yet"));
+    }
+    if let Some(name) = p.script_name.as_deref().filter(|s| !s.is_empty()) {
+        return Err(ApiError::script_not_found(name));
+    }
+    for name in p.alwayson_scripts.keys() {
+        return Err(ApiError::alwayson_script_not_found(name));
+    }
+    Ok(())
+}
+
+/// Applies `override_settings` to a copy of the options (A1111 §6.1 steps 3–4): an unknown
+/// `sd_model_checkpoint` is dropped, unknown keys fail with A1111's KeyError.
+fn apply_overrides(base: &Options, overrides: &Map<String, Value>, models: &ModelIndex) -> Result<Options, ApiError> {
+    let mut opts = base.clone();
+    for (k, v) in overrides {
+        if k == "sd_model_checkpoint" {
+            let known = v.as_str().map(|s| models.find_checkpoint(s).is_some()).unwrap_or(false);
+            if !known {
+                continue;
+            }
+        }
+        opts.set(k, v.clone())?;
+    }
+    Ok(opts)
+}
+
+fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
+    GenerationSettings {
+        clip_skip: opts.clip_stop_at_last_layers().max(1) as usize,
+        randn_source: opts.randn_source(),
+        eta_noise_seed_delta: opts.eta_noise_seed_delta(),
+        eta: p.eta,
+        eta_ancestral: opts.eta_ancestral(),
+        eta_ddim: opts.eta_ddim(),
+        s_churn: p.s_churn.unwrap_or(opts.s_churn()),
+        s_tmin: p.s_tmin.unwrap_or(opts.s_tmin()),
+        s_tmax: p.s_tmax.unwrap_or(opts.s_tmax()),
+        s_noise: p.s_noise.unwrap_or(opts.s_noise()),
+        sigma_min: opts.sigma_min(),
+        sigma_max: opts.sigma_max(),
+        rho: opts.rho(),
+        always_discard_next_to_last_sigma: opts.always_discard_next_to_last_sigma(),
+        emphasis: opts.emphasis(),
+        comma_padding_backtrack: opts.comma_padding_backtrack().max(0) as usize,
+        img2img_fix_steps: opts.img2img_fix_steps(),
+        use_old_scheduling: opts.use_old_scheduling(),
+        beta_dist_alpha: opts.beta_dist_alpha(),
+        beta_dist_beta: opts.beta_dist_beta(),
+        show_progress_every_n_steps: opts.show_progress_every_n_steps(),
+    }
+}
+
+/// Runs a generation request through the runner, batch by batch.
+pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
+    let (p, mode_name, denoising_strength, img2img) = match &request {
+        GenerationRequest::Txt2Img(r) => (CommonParams::from_txt2img(r), "txt2img", r.denoising_strength, None),
+        GenerationRequest::Img2Img { request: r, init_images } => {
+            if init_images.is_empty() {
+                return Err(ApiError::init_image_not_found());
+            }
+            (CommonParams::from_img2img(r), "img2img", Some(r.denoising_strength), Some((r, init_images)))
+        }
+    };
+    validate(&p)?;
+    let task_id = p.force_task_id.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| create_task_id(mode_name));
+
+    // Per-request options: overrides never touch the shared copy unless asked to persist.
+    let (opts, checkpoint) = {
+        let base = ctx.options.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
+        let opts = apply_overrides(&base, &p.override_settings, &models)?;
+        let wanted = opts.sd_model_checkpoint().unwrap_or_default();
+        let checkpoint = models
+            .find_checkpoint(&wanted)
+            .or_else(|| models.default_checkpoint())
+            .cloned()
+            .ok_or_else(|| ApiError::runtime("No checkpoints found in the models directory"))?;
+        (opts, checkpoint)
+    };
+    if !p.override_settings_restore_afterwards && !p.override_settings.is_empty() {
+        let mut shared = ctx.options.write().unwrap_or_else(|e| e.into_inner());
+        *shared = opts.clone();
+    }
+
+    let (sampler_name, scheduler_label) = get_sampler_and_scheduler(&p.requested_sampler, p.scheduler.as_deref(), true);
+    let batch_size = p.batch_size as usize;
+    let n_iter = p.n_iter as usize;
+    let total = batch_size * n_iter;
+
+    // Seeds (§4.1): -1 resolves to a random seed; variation seeds pin the main seed.
+    let seed = seeds::fixed_seed(p.seed);
+    let subseed = seeds::fixed_seed(p.subseed);
+    let strength = p.subseed_strength_f64();
+    let all_seeds = seeds::all_seeds(seed, strength, total);
+    let all_subseeds = seeds::all_subseeds(subseed, total);
+    let all_prompts = vec![p.prompt.clone(); total];
+    let all_negative_prompts = vec![p.negative_prompt.clone(); total];
+
+    let settings = settings_from(&opts, &p);
+    let model = ModelSelection { checkpoint: checkpoint.path.clone(), vae: None };
+    let job_mode = match img2img {
+        None => JobMode::Txt2Img,
+        Some((r, images)) => JobMode::Img2Img {
+            init_images: images.clone(),
+            denoising_strength: r.denoising_strength,
+            initial_noise_multiplier: r.initial_noise_multiplier.unwrap_or(opts.initial_noise_multiplier()),
+        },
+    };
+
+    let mut images = Vec::with_capacity(total);
+    let mut infotexts = Vec::with_capacity(total);
+    let mut jobs = Vec::with_capacity(n_iter);
+    let mut interrupted = false;
+    let mut extra_params: Vec<(String, String)> = Vec::new();
+    for n in 0..n_iter {
+        if n > 0 && ctx.runner.state().is_interrupted() {
+            interrupted = true;
+            ctx.runner.state().end();
+            break;
+        }
+        let range = n * batch_size..(n + 1) * batch_size;
+        let job = BatchJob {
+            task_id: task_id.clone(),
+            batch_index: n,
+            batch_count: n_iter,
+            model: model.clone(),
+            mode: job_mode.clone(),
+            prompts: all_prompts[range.clone()].to_vec(),
+            negative_prompts: all_negative_prompts[range.clone()].to_vec(),
+            seeds: all_seeds[range.clone()].to_vec(),
+            subseeds: all_subseeds[range.clone()].to_vec(),
+            subseed_strength: strength,
+            seed_resize_from_w: p.seed_resize_from_w,
+            seed_resize_from_h: p.seed_resize_from_h,
+            sampler: sampler_name.clone(),
+            scheduler: scheduler_label.clone(),
+            steps: p.steps as usize,
+            cfg_scale: p.cfg_scale,
+            width: p.width as usize,
+            height: p.height as usize,
+            settings: settings.clone(),
+        };
+        let report = ctx.runner.submit(job).wait().await.map_err(runner_error)?;
+        jobs.push(RunnerJobRecord { job_id: report.job_id, timings: report.timings });
+        for (k, v) in report.output.extra_generation_params {
+            if !extra_params.iter().any(|(ek, _)| ek == &k) {
+                extra_params.push((k, v));
+            }
+        }
+        let batch_images = report.output.images;
+        let offset = n * batch_size;
+        for (i, img) in batch_images.into_iter().enumerate() {
+            images.push(img);
+            infotexts.push(offset + i);
+        }
+        if report.output.interrupted {
+            interrupted = true;
+            break;
+        }
+    }
+
+    let info_params = InfotextParams {
+        all_prompts: all_prompts.clone(),
+        all_negative_prompts: all_negative_prompts.clone(),
+        all_seeds: all_seeds.clone(),
+        all_subseeds: all_subseeds.clone(),
+        subseed_strength: p.subseed_strength.clone(),
+        steps: p.steps,
+        sampler_name: sampler_name.clone(),
+        scheduler: scheduler_label.clone(),
+        cfg_scale: p.cfg_scale,
+        width: p.width,
+        height: p.height,
+        batch_size: p.batch_size,
+        seed_resize_from_w: p.seed_resize_from_w,
+        seed_resize_from_h: p.seed_resize_from_h,
+        denoising_strength,
+        is_img2img: matches!(request, GenerationRequest::Img2Img { .. }),
+        extra_generation_params: extra_params,
+        model_name: checkpoint.model_name.clone(),
+        model_hash: checkpoint.short_hash(),
+        styles: p.styles.clone(),
+        clip_skip: opts.clip_stop_at_last_layers(),
+        job_timestamp: ctx.runner.state().job_timestamp(),
+        version: ctx.version.clone(),
+    };
+    let infotexts: Vec<String> = infotexts.into_iter().map(|i| create_infotext(&info_params, &opts, i)).collect();
+    let info = info_json(&info_params, &opts, &infotexts);
+    Ok(Processed {
+        images,
+        infotexts,
+        info,
+        all_seeds,
+        jobs,
+        interrupted,
+        options: opts,
+        task_id,
+        mode: mode_name,
+    })
+}

@@ -1,0 +1,136 @@
+//! A1111's `CFGDenoiser` (§5.4) over the UNet: batches cond and uncond, applies the CompVis wrapping
+//! (`c_in`, continuous `t`, `denoised = x - sigma * eps`) and combines with the CFG scale and AND
+//! weights. Prompt-editing schedules are looked up by the denoiser call counter.
+
+use candle_core::{DType, Tensor};
+
+use super::JobControl;
+use super::engine::{LoadedModel, PredictionType};
+use crate::prompts::conditioning::{
+    MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_multicond_batch,
+};
+use crate::sampling::{Model, SamplingError};
+
+/// The denoiser a sampler drives for one batch.
+pub struct CfgDenoiser<'a> {
+    pub model: &'a LoadedModel,
+    pub cond: &'a MulticondLearnedConditioning,
+    pub uncond: &'a [PromptSchedule],
+    pub cfg_scale: f64,
+    /// Maps sigma to the model's continuous timestep (k-diffusion `sigma_to_t`).
+    pub sigma_to_t: &'a dyn Fn(f64) -> f64,
+    pub control: &'a JobControl<'a>,
+    /// Denoiser calls so far (A1111's `self.step`).
+    pub step: usize,
+}
+
+fn prompt_err(e: impl std::fmt::Display) -> SamplingError {
+    SamplingError::Other(format!("conditioning: {e}"))
+}
+
+impl CfgDenoiser<'_> {
+    /// Runs the UNet on `x_in` with per-row timesteps and context; returns eps (or v).
+    fn unet(&self, x_in: &Tensor, t: &Tensor, context: &Tensor) -> Result<Tensor, SamplingError> {
+        let dtype = self.model.dtype;
+        let out = self.model.unet.forward(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?)?;
+        Ok(out.to_dtype(DType::F32)?)
+    }
+
+    /// Builds the A1111 batch `[cond rows…, uncond rows…]` and returns (x_in, conds per image, uncond,
+    /// cond tensor).
+    fn batch(&self, x: &Tensor) -> Result<(Tensor, Vec<Vec<(usize, f64)>>, Tensor, Tensor), SamplingError> {
+        let (conds_list, tensor) = reconstruct_multicond_batch(self.cond, self.step).map_err(prompt_err)?;
+        let uncond = reconstruct_cond_batch(self.uncond, self.step).map_err(prompt_err)?;
+        let mut rows = Vec::new();
+        for (i, conds) in conds_list.iter().enumerate() {
+            let xi = x.narrow(0, i, 1)?;
+            for _ in conds {
+                rows.push(xi.clone());
+            }
+        }
+        rows.push(x.clone());
+        let x_in = Tensor::cat(&rows, 0)?;
+        Ok((x_in, conds_list, uncond, tensor))
+    }
+
+    /// Evaluates the model output for every row of `x_in`, in one call when cond and uncond have the
+    /// same token length, else in two (A1111's behaviour, which matters for numerics).
+    fn evaluate(
+        &self,
+        x_in: &Tensor,
+        scale: Option<f64>,
+        t: f64,
+        tensor: &Tensor,
+        uncond: &Tensor,
+    ) -> Result<Tensor, SamplingError> {
+        let rows = x_in.dim(0)?;
+        let scaled = match scale {
+            Some(c) => (x_in * c)?,
+            None => x_in.clone(),
+        };
+        let t_all = Tensor::full(t as f32, rows, x_in.device())?;
+        if tensor.dim(1)? == uncond.dim(1)? {
+            let context = Tensor::cat(&[tensor, uncond], 0)?;
+            self.unet(&scaled, &t_all, &context)
+        } else {
+            let n_cond = tensor.dim(0)?;
+            let n_uncond = uncond.dim(0)?;
+            let a = self.unet(&scaled.narrow(0, 0, n_cond)?, &t_all.narrow(0, 0, n_cond)?, tensor)?;
+            let b = self.unet(&scaled.narrow(0, n_cond, n_uncond)?, &t_all.narrow(0, n_cond, n_uncond)?, uncond)?;
+            Ok(Tensor::cat(&[a, b], 0)?)
+        }
+    }
+
+    /// `denoised_i = uncond_i + Σ_k (cond_{i,k} − uncond_i) · (w_k · cfg_scale)`.
+    fn combine(&self, out: &Tensor, conds_list: &[Vec<(usize, f64)>], n_uncond: usize) -> Result<Tensor, SamplingError> {
+        let total = out.dim(0)?;
+        let denoised_uncond = out.narrow(0, total - n_uncond, n_uncond)?;
+        let mut images = Vec::with_capacity(conds_list.len());
+        for (i, conds) in conds_list.iter().enumerate() {
+            let u = denoised_uncond.narrow(0, i, 1)?;
+            let mut acc = u.clone();
+            for &(index, weight) in conds {
+                let c = out.narrow(0, index, 1)?;
+                acc = (acc + ((c - &u)? * (weight * self.cfg_scale))?)?;
+            }
+            images.push(acc);
+        }
+        Ok(Tensor::cat(&images, 0)?)
+    }
+
+    fn check_stop(&self) -> Result<(), SamplingError> {
+        if self.control.should_stop() { Err(SamplingError::Interrupted) } else { Ok(()) }
+    }
+}
+
+impl Model for CfgDenoiser<'_> {
+    fn denoised(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
+        self.check_stop()?;
+        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
+        let t = (self.sigma_to_t)(sigma);
+        let out = self.evaluate(&x_in, Some(c_in), t, &tensor, &uncond)?;
+        // CompVisDenoiser: x0 = x - sigma * eps;  CompVisVDenoiser: x0 = c_skip x + c_out v.
+        let denoised_rows = match self.model.prediction {
+            PredictionType::Eps => (&x_in - (out * sigma)?)?,
+            PredictionType::V => {
+                let s2 = sigma * sigma + 1.0;
+                let c_skip = 1.0 / s2;
+                let c_out = -sigma / s2.sqrt();
+                ((&x_in * c_skip)? + (out * c_out)?)?
+            }
+        };
+        let denoised = self.combine(&denoised_rows, &conds_list, uncond.dim(0)?)?;
+        self.step += 1;
+        Ok(denoised)
+    }
+
+    fn eps_at_timestep(&mut self, x: &Tensor, t: usize) -> Result<Tensor, SamplingError> {
+        self.check_stop()?;
+        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let out = self.evaluate(&x_in, None, t as f64, &tensor, &uncond)?;
+        let eps = self.combine(&out, &conds_list, uncond.dim(0)?)?;
+        self.step += 1;
+        Ok(eps)
+    }
+}
