@@ -7,8 +7,8 @@
 //! merge of equal-weight runs and the products of nested brackets match A1111 bit for bit;
 //! they become `f32` only where a tensor is built.
 
-use super::text::{is_py_space, is_py_word_char};
 use super::PromptError;
+use super::text::{is_py_space, is_py_word_char};
 
 /// Weight A1111 gives to the `BREAK` marker fragment.
 pub const BREAK_WEIGHT: f64 = -1.0;
@@ -58,12 +58,15 @@ pub fn parse_attention(text: &str) -> Result<Vec<WeightedText>, PromptError> {
 
     for lexeme in lex(text) {
         match lexeme {
-            Lexeme::Escaped(s) => out.push(WeightedText { text: s.to_string(), weight: 1.0 }),
+            Lexeme::Escaped(s) => out.push(WeightedText {
+                text: s.to_string(),
+                weight: 1.0,
+            }),
             Lexeme::OpenRound => round_open.push(out.len()),
             Lexeme::OpenSquare => square_open.push(out.len()),
             Lexeme::WeightClose { number, .. } if !round_open.is_empty() => {
-                let weight = parse_python_float(number)
-                    .ok_or_else(|| PromptError::InvalidEmphasisWeight(number.to_string()))?;
+                let weight =
+                    parse_python_float(number).ok_or_else(|| PromptError::InvalidEmphasisWeight(number.to_string()))?;
                 if let Some(start) = round_open.pop() {
                     multiply_from(&mut out, start, weight);
                 }
@@ -92,7 +95,10 @@ pub fn parse_attention(text: &str) -> Result<Vec<WeightedText>, PromptError> {
     }
 
     if out.is_empty() {
-        out.push(WeightedText { text: String::new(), weight: 1.0 });
+        out.push(WeightedText {
+            text: String::new(),
+            weight: 1.0,
+        });
     }
     Ok(merge_equal_weights(out))
 }
@@ -113,11 +119,20 @@ fn merge_equal_weights(parts: Vec<WeightedText>) -> Vec<WeightedText> {
 fn push_text_with_breaks(out: &mut Vec<WeightedText>, text: &str) {
     let mut rest_start = 0;
     for (start, end) in break_matches(text) {
-        out.push(WeightedText { text: text[rest_start..start].to_string(), weight: 1.0 });
-        out.push(WeightedText { text: BREAK_TEXT.to_string(), weight: BREAK_WEIGHT });
+        out.push(WeightedText {
+            text: text[rest_start..start].to_string(),
+            weight: 1.0,
+        });
+        out.push(WeightedText {
+            text: BREAK_TEXT.to_string(),
+            weight: BREAK_WEIGHT,
+        });
         rest_start = end;
     }
-    out.push(WeightedText { text: text[rest_start..].to_string(), weight: 1.0 });
+    out.push(WeightedText {
+        text: text[rest_start..].to_string(),
+        weight: 1.0,
+    });
 }
 
 /// Byte ranges of the matches of `\s*\bBREAK\b\s*` (leftmost, non-overlapping).
@@ -169,7 +184,10 @@ enum Lexeme<'a> {
     OpenRound,
     OpenSquare,
     /// `:\s*([+-]?[.\d]+)\s*\)`
-    WeightClose { whole: &'a str, number: &'a str },
+    WeightClose {
+        whole: &'a str,
+        number: &'a str,
+    },
     CloseRound,
     CloseSquare,
     /// A run of characters other than `\ ( ) [ ] :`, or a lone `:`.
@@ -215,7 +233,13 @@ fn next_lexeme(rest: &str) -> (Lexeme<'_>, usize) {
         '(' => (Lexeme::OpenRound, 1),
         '[' => (Lexeme::OpenSquare, 1),
         ':' => match weight_close_len(rest) {
-            Some((len, number)) => (Lexeme::WeightClose { whole: &rest[..len], number }, len),
+            Some((len, number)) => (
+                Lexeme::WeightClose {
+                    whole: &rest[..len],
+                    number,
+                },
+                len,
+            ),
             None => (Lexeme::Text(&rest[..1]), 1),
         },
         ')' => (Lexeme::CloseRound, 1),

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use candle_core::{DType, Tensor};
 
 use super::multicond::get_multicond_prompt_list;
-use super::schedules::{prompt_schedule, ScheduleEntry, ScheduleParams};
-use super::tokenize::{ChunkingOptions, ClipTokenizer, EmphasisMode, PromptChunk, CHUNK_TOKENS};
+use super::schedules::{ScheduleEntry, ScheduleParams, prompt_schedule};
+use super::tokenize::{CHUNK_TOKENS, ChunkingOptions, ClipTokenizer, EmphasisMode, PromptChunk};
 use super::{PromptError, TextEncoder};
 
 /// Everything that shapes the conditioning besides the prompts.
@@ -25,7 +25,10 @@ pub struct ConditioningOptions {
 
 impl Default for ConditioningOptions {
     fn default() -> Self {
-        Self { chunking: ChunkingOptions::default(), clip_skip: 1 }
+        Self {
+            chunking: ChunkingOptions::default(),
+            clip_skip: 1,
+        }
     }
 }
 
@@ -38,11 +41,7 @@ pub struct ChunkedBatch {
 
 impl ChunkedBatch {
     /// Tokenizes every text and pads to the longest (A1111's `process_texts` + `forward`).
-    pub fn new(
-        tokenizer: &ClipTokenizer,
-        texts: &[String],
-        options: &ChunkingOptions,
-    ) -> Result<Self, PromptError> {
+    pub fn new(tokenizer: &ClipTokenizer, texts: &[String], options: &ChunkingOptions) -> Result<Self, PromptError> {
         let mut cache: HashMap<&str, Vec<PromptChunk>> = HashMap::new();
         let mut per_text = Vec::with_capacity(texts.len());
         for text in texts {
@@ -59,7 +58,10 @@ impl ChunkedBatch {
         let chunk_count = per_text.iter().map(Vec::len).max().unwrap_or(0);
         let chunks = (0..chunk_count)
             .map(|i| {
-                per_text.iter().map(|c| c.get(i).cloned().unwrap_or_else(PromptChunk::empty)).collect()
+                per_text
+                    .iter()
+                    .map(|c| c.get(i).cloned().unwrap_or_else(PromptChunk::empty))
+                    .collect()
             })
             .collect();
         Ok(Self { chunks })
@@ -112,12 +114,18 @@ impl LearnedConditioningPlan {
                 })
             })
             .collect();
-        Self { distinct, prompt_to_distinct }
+        Self {
+            distinct,
+            prompt_to_distinct,
+        }
     }
 
     /// The texts of encoder call `j`.
     pub fn call_texts(&self, j: usize) -> Vec<String> {
-        self.distinct.get(j).map(|s| s.iter().map(|(_, t)| t.clone()).collect()).unwrap_or_default()
+        self.distinct
+            .get(j)
+            .map(|s| s.iter().map(|(_, t)| t.clone()).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -130,7 +138,11 @@ pub struct TextConditioner<'a> {
 
 impl<'a> TextConditioner<'a> {
     pub fn new(encoder: &'a dyn TextEncoder, options: ConditioningOptions) -> Self {
-        Self { encoder, tokenizer: ClipTokenizer::shared(), options }
+        Self {
+            encoder,
+            tokenizer: ClipTokenizer::shared(),
+            options,
+        }
     }
 
     /// Tokens and multipliers of a batch of texts, as the encoder will get them.
@@ -171,7 +183,10 @@ impl<'a> TextConditioner<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, (end_at_step, _))| {
-                    Ok(ScheduledPromptConditioning { end_at_step: *end_at_step, cond: conds.get(i)? })
+                    Ok(ScheduledPromptConditioning {
+                        end_at_step: *end_at_step,
+                        cond: conds.get(i)?,
+                    })
                 })
                 .collect::<Result<Vec<_>, PromptError>>()?;
             schedules.push(Arc::new(entries));
@@ -239,7 +254,10 @@ fn mean_f32(t: &Tensor) -> candle_core::Result<f32> {
 
 /// Index of the schedule entry in use at `step`: the first with `step <= end_at_step`, else 0.
 fn entry_at(schedule: &[ScheduledPromptConditioning], step: usize) -> Option<&ScheduledPromptConditioning> {
-    schedule.iter().find(|e| step <= e.end_at_step).or_else(|| schedule.first())
+    schedule
+        .iter()
+        .find(|e| step <= e.end_at_step)
+        .or_else(|| schedule.first())
 }
 
 /// A1111's `reconstruct_cond_batch`: (B, 77k, C) for the denoiser call `step`.

@@ -16,22 +16,22 @@ pub mod conditioning;
 pub mod extra_networks;
 pub mod multicond;
 pub mod schedules;
-pub mod tokenize;
 mod text;
+pub mod tokenize;
 
 #[cfg(test)]
 mod tests;
 
-pub use attention::{parse_attention, parse_prompt_attention, WeightedText};
+pub use attention::{WeightedText, parse_attention, parse_prompt_attention};
 pub use conditioning::{
-    apply_emphasis, multicond_plan, reconstruct_cond_batch, reconstruct_multicond_batch, ChunkedBatch,
-    ComposableScheduledPromptConditioning, ConditioningOptions, CondsList, LearnedConditioningPlan,
-    MulticondLearnedConditioning, PromptSchedule, ScheduledPromptConditioning, TextConditioner,
+    ChunkedBatch, ComposableScheduledPromptConditioning, ConditioningOptions, CondsList, LearnedConditioningPlan,
+    MulticondLearnedConditioning, PromptSchedule, ScheduledPromptConditioning, TextConditioner, apply_emphasis,
+    multicond_plan, reconstruct_cond_batch, reconstruct_multicond_batch,
 };
-pub use extra_networks::{parse_extra_networks, strip_comments, ExtraNetworkTag};
-pub use multicond::{get_multicond_prompt_list, MulticondPromptList};
-pub use schedules::{get_learned_conditioning_prompt_schedules, prompt_schedule, ScheduleEntry, ScheduleParams};
-pub use tokenize::{ChunkingOptions, ClipTokenizer, EmphasisMode, PromptChunk, TokenizedLine};
+pub use extra_networks::{ExtraNetworkTag, parse_extra_networks, strip_comments};
+pub use multicond::{MulticondPromptList, get_multicond_prompt_list};
+pub use schedules::{ScheduleEntry, ScheduleParams, get_learned_conditioning_prompt_schedules, prompt_schedule};
+pub use tokenize::{ChunkingOptions, ClipTokenizer, EmphasisMode, PromptChunk, TokenizedLine, emphasis_infotext};
 
 /// What the conditioning code needs from a text encoder: run CLIP over chunks of exactly 77 token ids.
 /// Returns (n, 77, C). `clip_skip` is A1111's `CLIP_stop_at_last_layers` (1 = last layer).

@@ -31,7 +31,11 @@ pub struct ScheduleParams {
 
 impl ScheduleParams {
     pub fn new(steps: usize) -> Self {
-        Self { steps, hires_steps: None, use_old_scheduling: false }
+        Self {
+            steps,
+            hires_steps: None,
+            use_old_scheduling: false,
+        }
     }
 }
 
@@ -70,7 +74,11 @@ pub fn prompt_schedule(prompt: &str, params: &ScheduleParams) -> Vec<ScheduleEnt
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
     Text(String),
-    Scheduled { before: Option<Vec<Node>>, after: Vec<Node>, when: String },
+    Scheduled {
+        before: Option<Vec<Node>>,
+        after: Vec<Node>,
+        when: String,
+    },
     Alternate(Vec<Vec<Node>>),
 }
 
@@ -295,7 +303,11 @@ impl<'a> Parser<'a> {
             ':' => {
                 // `[to:when]`
                 if let Some((when, end)) = self.number_tail(after_first + 1) {
-                    let node = Node::Scheduled { before: None, after: first, when };
+                    let node = Node::Scheduled {
+                        before: None,
+                        after: first,
+                        when,
+                    };
                     return Some((vec![node], end));
                 }
                 // `[from:to:when]`
@@ -304,7 +316,11 @@ impl<'a> Parser<'a> {
                     return None;
                 }
                 let (when, end) = self.number_tail(after_second + 1)?;
-                let node = Node::Scheduled { before: Some(first), after: second, when };
+                let node = Node::Scheduled {
+                    before: Some(first),
+                    after: second,
+                    when,
+                };
                 Some((vec![node], end))
             }
             _ => None,
@@ -321,7 +337,10 @@ impl<'a> Parser<'a> {
         if !after_number[trail..].starts_with(']') {
             return None;
         }
-        Some((rest[lead..lead + number_len].to_string(), pos + lead + number_len + trail + 1))
+        Some((
+            rest[lead..lead + number_len].to_string(),
+            pos + lead + number_len + trail + 1,
+        ))
     }
 }
 

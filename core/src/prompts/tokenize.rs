@@ -4,8 +4,8 @@ use std::sync::OnceLock;
 
 use instant_clip_tokenizer::{Token, Tokenizer};
 
-use super::attention::{parse_attention, WeightedText};
 use super::PromptError;
+use super::attention::{WeightedText, parse_attention};
 
 /// Tokens per chunk, without BOS/EOS.
 pub const CHUNK_LENGTH: usize = 75;
@@ -61,7 +61,11 @@ pub struct ChunkingOptions {
 impl Default for ChunkingOptions {
     /// SD1 with A1111's default options.
     fn default() -> Self {
-        Self { emphasis: EmphasisMode::Original, comma_padding_backtrack: 20, pad_id: ClipTokenizer::EOS }
+        Self {
+            emphasis: EmphasisMode::Original,
+            comma_padding_backtrack: 20,
+            pad_id: ClipTokenizer::EOS,
+        }
     }
 }
 
@@ -77,7 +81,10 @@ impl PromptChunk {
     pub fn empty() -> Self {
         let mut tokens = [ClipTokenizer::EOS; CHUNK_TOKENS];
         tokens[0] = ClipTokenizer::BOS;
-        Self { tokens, multipliers: [1.0; CHUNK_TOKENS] }
+        Self {
+            tokens,
+            multipliers: [1.0; CHUNK_TOKENS],
+        }
     }
 
     /// The ids CLIP gets: everything after the first EOS replaced by `pad_id`
@@ -161,7 +168,10 @@ impl ClipTokenizer {
     /// embeddings are not supported.
     pub fn tokenize_line(&self, line: &str, options: &ChunkingOptions) -> Result<TokenizedLine, PromptError> {
         let parsed = match options.emphasis {
-            EmphasisMode::None => vec![WeightedText { text: line.to_string(), weight: 1.0 }],
+            EmphasisMode::None => vec![WeightedText {
+                text: line.to_string(),
+                weight: 1.0,
+            }],
             _ => parse_attention(line)?,
         };
         let mut packer = ChunkPacker::new(options.comma_padding_backtrack, self.comma);
@@ -248,12 +258,17 @@ impl ChunkPacker {
         if !self.tokens.is_empty() || self.chunks.is_empty() {
             self.close_chunk(true);
         }
-        TokenizedLine { chunks: self.chunks, token_count: self.token_count }
+        TokenizedLine {
+            chunks: self.chunks,
+            token_count: self.token_count,
+        }
     }
 }
 
-const SPECIAL_TOKENS: [(&str, u32); 2] =
-    [("<|startoftext|>", ClipTokenizer::BOS), ("<|endoftext|>", ClipTokenizer::EOS)];
+const SPECIAL_TOKENS: [(&str, u32); 2] = [
+    ("<|startoftext|>", ClipTokenizer::BOS),
+    ("<|endoftext|>", ClipTokenizer::EOS),
+];
 
 /// Splits out the special-token strings transformers recognises inside the text.
 fn split_special_tokens(text: &str) -> Vec<(&str, Option<u32>)> {
@@ -307,4 +322,11 @@ fn fold_char(c: char) -> Vec<char> {
         '\u{ff01}'..='\u{ff5e}' => vec![char::from_u32(c as u32 - 0xfee0).unwrap_or(c)],
         _ => vec![c],
     }
+}
+
+/// The `Emphasis` infotext value A1111 adds: the mode name when it is not "Original" and some
+/// text of the batch contains `(` or `[`.
+pub fn emphasis_infotext(texts: &[String], mode: EmphasisMode) -> Option<&'static str> {
+    let has_brackets = texts.iter().any(|t| t.contains('(') || t.contains('['));
+    (mode != EmphasisMode::Original && has_brackets).then(|| mode.option_name())
 }

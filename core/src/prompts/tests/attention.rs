@@ -21,7 +21,12 @@ fn matches_a1111_on_recorded_cases() {
             .as_array()
             .expect("parsed")
             .iter()
-            .map(|p| (p[0].as_str().expect("text").to_string(), p[1].as_str().expect("weight").parse::<f64>().expect("f64")))
+            .map(|p| {
+                (
+                    p[0].as_str().expect("text").to_string(),
+                    p[1].as_str().expect("weight").parse::<f64>().expect("f64"),
+                )
+            })
             .collect();
         let ours: Vec<(String, f64)> = ours.into_iter().map(|p| (p.text, p.weight)).collect();
         assert_eq!(ours, theirs, "prompt {prompt:?}");
@@ -64,5 +69,8 @@ fn break_marker_only_at_word_boundaries() {
 
 #[test]
 fn invalid_weight_falls_back_to_literal_text_in_f32_api() {
-    assert_eq!(parse_prompt_attention("(a:1.2.3)"), vec![("(a:1.2.3)".to_string(), 1.0)]);
+    assert_eq!(
+        parse_prompt_attention("(a:1.2.3)"),
+        vec![("(a:1.2.3)".to_string(), 1.0)]
+    );
 }
