@@ -14,6 +14,11 @@ const MAX_SCORE_ELEMENTS: usize = 1 << 26;
 /// `q`: (B, N, H*D), `k`/`v`: (B, M, H*D) → (B, N, H*D). `mask` is added to the (N, M) scores
 /// (e.g. a causal mask of -inf). Scores and softmax run in f32 whatever the input dtype.
 pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+    sliced_attention(q, k, v, heads, mask, MAX_SCORE_ELEMENTS)
+}
+
+/// [`multi_head_attention`] with an explicit bound on the elements of one score slice.
+fn sliced_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>, max_elements: usize) -> Result<Tensor> {
     let (batch, n, width) = q.dims3()?;
     let m = k.dim(1)?;
     let head_dim = width / heads;
@@ -32,8 +37,8 @@ pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, ma
     let mask = mask.map(|m| m.to_dtype(DType::F32)).transpose()?;
 
     let per_head = n * m;
-    let rows = if per_head <= MAX_SCORE_ELEMENTS { n } else { (MAX_SCORE_ELEMENTS / m).max(1) };
-    let heads_per_slice = (MAX_SCORE_ELEMENTS / (rows * m)).max(1);
+    let rows = if per_head <= max_elements { n } else { (max_elements / m).max(1) };
+    let heads_per_slice = (max_elements / (rows * m)).max(1);
 
     let mut head_chunks = Vec::new();
     let mut h0 = 0;
@@ -94,6 +99,23 @@ mod tests {
                 assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn slicing_does_not_change_the_result() -> Result<()> {
+        // B=2, 4 heads, N=9 queries, M=6 keys; a budget of 12 elements forces 2-row query slices
+        // and one head per slice. The causal-style mask checks that mask rows follow the slices.
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (2, 9, 16), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (2, 6, 16), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (2, 6, 16), &dev)?;
+        let mask: Vec<f32> = (0..9).flat_map(|i| (0..6).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        let mask = Tensor::from_vec(mask, (9, 6), &dev)?;
+        let whole = sliced_attention(&q, &k, &v, 4, Some(&mask), usize::MAX)?;
+        let sliced = sliced_attention(&q, &k, &v, 4, Some(&mask), 12)?;
+        let diff = (whole - sliced)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(diff < 1e-6, "sliced attention differs by {diff}");
         Ok(())
     }
 }

@@ -41,10 +41,28 @@ pub enum EngineError {
 impl From<candle_core::Error> for EngineError {
     /// Lift "tensor not found" out of candle's error wrappers so callers get `MissingTensor`.
     fn from(e: candle_core::Error) -> Self {
-        match missing_tensor_name(&e) {
-            Some(name) => EngineError::MissingTensor(name),
-            None => EngineError::Candle(e),
+        if let Some(name) = missing_tensor_name(&e) {
+            return EngineError::MissingTensor(name);
         }
+        if let Some((name, expected, actual)) = shape_mismatch(&e) {
+            return EngineError::ShapeMismatch { name, expected, actual };
+        }
+        EngineError::Candle(e)
+    }
+}
+
+/// Prefix of the message the tensor store puts on a weight with an unexpected shape.
+pub(crate) const SHAPE_MISMATCH_PREFIX: &str = "shape mismatch for ";
+
+fn shape_mismatch(e: &candle_core::Error) -> Option<(String, Vec<usize>, Vec<usize>)> {
+    use candle_core::Error as E;
+    match e {
+        E::UnexpectedShape { msg, expected, got } => {
+            let name = msg.strip_prefix(SHAPE_MISMATCH_PREFIX)?;
+            Some((name.to_string(), expected.dims().to_vec(), got.dims().to_vec()))
+        }
+        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => shape_mismatch(inner),
+        _ => None,
     }
 }
 

@@ -265,3 +265,21 @@ pub fn to_rgb8(decoded: &Tensor) -> Result<Vec<u8>> {
     let hwc = x.permute((1, 2, 0))?.flatten_all()?.to_vec1::<f32>()?;
     Ok(hwc.into_iter().map(|v| v as u8).collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn rgb8_conversion_clamps_truncates_and_interleaves() -> Result<()> {
+        // (3 channels, 1 row, 4 pixels). Expected bytes by hand from floor(255 * clamp((x+1)/2, 0, 1)):
+        // ch0: -1 -> 0, 1 -> 255, 0 -> floor(127.5) = 127, 2 -> 255 (clamped)
+        // ch1: -3 -> 0 (clamped), 0.5 -> floor(191.25) = 191, -0.999 -> floor(0.1275) = 0, 0.99 -> floor(253.725) = 253
+        // ch2: 0.1 -> floor(140.25) = 140, -0.1 -> floor(114.75) = 114, 0.25 -> floor(159.375) = 159, -0.5 -> floor(63.75) = 63
+        let values = [-1.0f32, 1.0, 0.0, 2.0, -3.0, 0.5, -0.999, 0.99, 0.1, -0.1, 0.25, -0.5];
+        let t = Tensor::from_slice(&values, (3, 1, 4), &Device::Cpu)?;
+        assert_eq!(to_rgb8(&t)?, vec![0, 0, 140, 255, 191, 114, 127, 0, 159, 255, 253, 63]);
+        Ok(())
+    }
+}

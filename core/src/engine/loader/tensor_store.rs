@@ -142,7 +142,7 @@ impl candle_nn::var_builder::SimpleBackend for StoreBackend {
         let tensor = self.0.load(name, dtype, dev)?;
         if tensor.shape() != &shape {
             return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("shape mismatch for {name}"),
+                msg: format!("{}{name}", crate::engine::error::SHAPE_MISMATCH_PREFIX),
                 expected: shape,
                 got: tensor.shape().clone(),
             }

@@ -88,3 +88,24 @@ fn missing_tensor_is_named() {
         other => panic!("expected MissingTensor, got {:?}", other.err()),
     }
 }
+
+#[test]
+fn wrongly_shaped_tensor_is_named() {
+    let name = "model.diffusion_model.middle_block.1.transformer_blocks.0.ff.net.2.weight";
+    let mut all = candle_core::safetensors::load(single_file_path(), &Device::Cpu).unwrap();
+    all.insert(name.to_string(), Tensor::zeros((64, 128), DType::F32, &Device::Cpu).unwrap());
+    match load(&write("bad-shape.safetensors", &all)) {
+        Err(EngineError::ShapeMismatch { name: n, expected, actual }) => {
+            assert_eq!(n, name);
+            assert_eq!((expected, actual), (vec![64, 256], vec![64, 128]));
+        }
+        other => panic!("expected ShapeMismatch, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn loaded_model_can_move_between_threads() {
+    // The runner keeps the model in a blocking worker thread and shares it.
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<LoadedModel>();
+}
