@@ -33,7 +33,13 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, heads: usize, activation: ClipActivation, causal_mask: &Tensor) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        activation: ClipActivation,
+        causal_mask: &Tensor,
+    ) -> Result<Tensor> {
         let h = self.layer_norm1.forward(x)?;
         let attn = multi_head_attention(
             &self.q_proj.forward(&h)?,
@@ -72,8 +78,16 @@ impl ClipTextModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: candle_nn::embedding(config.vocab_size, c, emb.pp("token_embedding"))?,
-            position_embedding: candle_nn::embedding(config.max_positions, c, emb.pp("position_embedding"))?,
-            final_layer_norm: candle_nn::layer_norm(c, config.layer_norm_eps, vb.pp("final_layer_norm"))?,
+            position_embedding: candle_nn::embedding(
+                config.max_positions,
+                c,
+                emb.pp("position_embedding"),
+            )?,
+            final_layer_norm: candle_nn::layer_norm(
+                c,
+                config.layer_norm_eps,
+                vb.pp("final_layer_norm"),
+            )?,
             layers,
             device: vb.device().clone(),
             config,

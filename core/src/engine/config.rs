@@ -62,43 +62,69 @@ impl UnetConfig {
         let time_embed_dim = shape("time_embed.0.weight")?[0];
 
         // Walk input_blocks.1.. in order: ResBlocks fill the current level, a downsampler ends it.
-        let mut channel_mult = Vec::new();
-        let mut num_res_blocks = Vec::new();
-        let mut transformer_depth = Vec::new();
-        let (mut level_res, mut level_channels, mut level_depth) = (0usize, 0usize, 0usize);
-        let mut index = 1;
-        loop {
+        let mut levels: Vec<ScannedLevel> = vec![ScannedLevel::default()];
+        for index in 1.. {
             let block = format!("input_blocks.{index}");
+            let res_conv = format!("{block}.0.in_layers.2.weight");
             if has(&format!("{block}.0.op.weight")) {
-                push_level(&mut channel_mult, &mut num_res_blocks, &mut transformer_depth, model_channels, level_channels, level_res, level_depth)?;
-                (level_res, level_depth) = (0, 0);
-            } else if has(&format!("{block}.0.in_layers.2.weight")) {
-                level_channels = shape(&format!("{block}.0.in_layers.2.weight"))?[0];
-                level_res += 1;
-                level_depth = level_depth.max(count_indexed(store, &format!("{UNET_PREFIX}{block}.1.transformer_blocks.")));
+                levels.push(ScannedLevel::default());
+            } else if has(&res_conv) {
+                let depth = count_indexed(
+                    store,
+                    &format!("{UNET_PREFIX}{block}.1.transformer_blocks."),
+                );
+                let channels = shape(&res_conv)?[0];
+                if let Some(level) = levels.last_mut() {
+                    level.channels = channels;
+                    level.res_blocks += 1;
+                    level.depth = level.depth.max(depth);
+                }
             } else {
                 break;
             }
-            index += 1;
         }
-        if level_res > 0 {
-            push_level(&mut channel_mult, &mut num_res_blocks, &mut transformer_depth, model_channels, level_channels, level_res, level_depth)?;
+        let mut channel_mult = Vec::with_capacity(levels.len());
+        for (i, level) in levels.iter().enumerate() {
+            if level.res_blocks == 0
+                || model_channels == 0
+                || !level.channels.is_multiple_of(model_channels)
+            {
+                return Err(EngineError::Unsupported(format!(
+                    "UNet level {i} has {} res blocks of {} channels (model_channels {model_channels})",
+                    level.res_blocks, level.channels
+                )));
+            }
+            channel_mult.push(level.channels / model_channels);
         }
-        if channel_mult.is_empty() {
-            return Err(EngineError::MissingTensor(format!("{UNET_PREFIX}input_blocks.1.0.in_layers.2.weight")));
-        }
-        let transformer_depth_middle = count_indexed(store, &format!("{UNET_PREFIX}middle_block.1.transformer_blocks."));
+        let num_res_blocks = levels.iter().map(|l| l.res_blocks).collect();
+        let transformer_depth = levels.iter().map(|l| l.depth).collect();
+        let transformer_depth_middle = count_indexed(
+            store,
+            &format!("{UNET_PREFIX}middle_block.1.transformer_blocks."),
+        );
 
         // Context width and projection kind, from the first SpatialTransformer found.
         let transformer = store
             .names()
-            .filter(|n| n.starts_with(UNET_PREFIX) && n.ends_with(".transformer_blocks.0.attn2.to_k.weight"))
+            .filter(|n| {
+                n.starts_with(UNET_PREFIX) && n.ends_with(".transformer_blocks.0.attn2.to_k.weight")
+            })
             .min()
-            .map(|n| n.trim_end_matches(".transformer_blocks.0.attn2.to_k.weight").to_string())
+            .map(|n| {
+                n.trim_end_matches(".transformer_blocks.0.attn2.to_k.weight")
+                    .to_string()
+            })
             .ok_or_else(|| EngineError::Unsupported("UNet without cross-attention".into()))?;
-        let context_dim = store.require_shape(&format!("{transformer}.transformer_blocks.0.attn2.to_k.weight"))?[1];
-        let use_linear_proj = store.require_shape(&format!("{transformer}.proj_in.weight"))?.len() == 2;
-        let adm_in_channels = store.shape(&format!("{UNET_PREFIX}label_emb.0.0.weight")).map(|s| s[1]);
+        let context_dim = store.require_shape(&format!(
+            "{transformer}.transformer_blocks.0.attn2.to_k.weight"
+        ))?[1];
+        let use_linear_proj = store
+            .require_shape(&format!("{transformer}.proj_in.weight"))?
+            .len()
+            == 2;
+        let adm_in_channels = store
+            .shape(&format!("{UNET_PREFIX}label_emb.0.0.weight"))
+            .map(|s| s[1]);
 
         Ok(Self {
             in_channels,
@@ -117,32 +143,23 @@ impl UnetConfig {
     }
 }
 
-fn push_level(
-    channel_mult: &mut Vec<usize>,
-    num_res_blocks: &mut Vec<usize>,
-    transformer_depth: &mut Vec<usize>,
-    model_channels: usize,
+/// One resolution level of the input blocks, as found while scanning tensor names.
+#[derive(Default)]
+struct ScannedLevel {
     channels: usize,
     res_blocks: usize,
     depth: usize,
-) -> Result<(), EngineError> {
-    if res_blocks == 0 || model_channels == 0 || channels % model_channels != 0 {
-        return Err(EngineError::Unsupported(format!(
-            "UNet level {} has {res_blocks} res blocks of {channels} channels (model_channels {model_channels})",
-            channel_mult.len()
-        )));
-    }
-    channel_mult.push(channels / model_channels);
-    num_res_blocks.push(res_blocks);
-    transformer_depth.push(depth);
-    Ok(())
 }
 
 /// Number of consecutive indices `i = 0, 1, …` with some tensor named `{prefix}{i}.…`.
 fn count_indexed(store: &TensorStore, prefix: &str) -> usize {
     let mut present = std::collections::BTreeSet::new();
     for name in store.names() {
-        if let Some(i) = name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|s| s.parse::<usize>().ok()) {
+        if let Some(i) = name
+            .strip_prefix(prefix)
+            .and_then(|r| r.split('.').next())
+            .and_then(|s| s.parse::<usize>().ok())
+        {
             present.insert(i);
         }
     }
@@ -175,7 +192,9 @@ impl VaeConfig {
         let levels = count_indexed(store, &format!("{VAE_PREFIX}encoder.down."));
         let num_res_blocks = count_indexed(store, &format!("{VAE_PREFIX}encoder.down.0.block."));
         if levels == 0 || num_res_blocks == 0 || ch == 0 {
-            return Err(EngineError::MissingTensor(format!("{VAE_PREFIX}encoder.down.0.block.0.conv1.weight")));
+            return Err(EngineError::MissingTensor(format!(
+                "{VAE_PREFIX}encoder.down.0.block.0.conv1.weight"
+            )));
         }
         let mut ch_mult = Vec::with_capacity(levels);
         for level in 0..levels {
@@ -183,10 +202,13 @@ impl VaeConfig {
             ch_mult.push(width / ch);
         }
         let has_level_attention = store.names().any(|n| {
-            n.starts_with(VAE_PREFIX) && (n.contains(".attn.") && (n.contains("coder.down.") || n.contains("coder.up.")))
+            n.starts_with(VAE_PREFIX)
+                && (n.contains(".attn.") && (n.contains("coder.down.") || n.contains("coder.up.")))
         });
         if has_level_attention {
-            return Err(EngineError::Unsupported("VAE with attention inside its resolution levels".into()));
+            return Err(EngineError::Unsupported(
+                "VAE with attention inside its resolution levels".into(),
+            ));
         }
         Ok(Self {
             in_channels,
@@ -228,7 +250,11 @@ impl ClipConfig {
     /// bigG: 1280) all use 64-wide heads; narrower test models use 8-wide heads (the tiny
     /// fixture: width 32, 4 heads).
     pub fn heads_for_width(hidden: usize) -> usize {
-        if hidden >= 64 && hidden % 64 == 0 { hidden / 64 } else { (hidden / 8).max(1) }
+        if hidden >= 64 && hidden.is_multiple_of(64) {
+            hidden / 64
+        } else {
+            (hidden / 8).max(1)
+        }
     }
 
     pub fn infer(store: &TensorStore, activation: ClipActivation) -> Result<Self, EngineError> {
@@ -237,7 +263,9 @@ impl ClipConfig {
         let (vocab_size, hidden_size) = (token[0], token[1]);
         let num_layers = count_indexed(store, &format!("{CLIP_PREFIX}encoder.layers."));
         if num_layers == 0 {
-            return Err(EngineError::MissingTensor(format!("{CLIP_PREFIX}encoder.layers.0.layer_norm1.weight")));
+            return Err(EngineError::MissingTensor(format!(
+                "{CLIP_PREFIX}encoder.layers.0.layer_norm1.weight"
+            )));
         }
         Ok(Self {
             vocab_size,

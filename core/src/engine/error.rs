@@ -45,7 +45,11 @@ impl From<candle_core::Error> for EngineError {
             return EngineError::MissingTensor(name);
         }
         if let Some((name, expected, actual)) = shape_mismatch(&e) {
-            return EngineError::ShapeMismatch { name, expected, actual };
+            return EngineError::ShapeMismatch {
+                name,
+                expected,
+                actual,
+            };
         }
         EngineError::Candle(e)
     }
@@ -59,9 +63,15 @@ fn shape_mismatch(e: &candle_core::Error) -> Option<(String, Vec<usize>, Vec<usi
     match e {
         E::UnexpectedShape { msg, expected, got } => {
             let name = msg.strip_prefix(SHAPE_MISMATCH_PREFIX)?;
-            Some((name.to_string(), expected.dims().to_vec(), got.dims().to_vec()))
+            Some((
+                name.to_string(),
+                expected.dims().to_vec(),
+                got.dims().to_vec(),
+            ))
         }
-        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => shape_mismatch(inner),
+        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => {
+            shape_mismatch(inner)
+        }
         _ => None,
     }
 }

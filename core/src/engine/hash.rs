@@ -9,7 +9,10 @@ use crate::engine::EngineError;
 
 /// Full sha256 of a file as lowercase hex, streamed in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
-    let io_err = |source| EngineError::Io { path: path.to_path_buf(), source };
+    let io_err = |source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = std::fs::File::open(path).map_err(io_err)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -20,7 +23,11 @@ pub fn sha256_file(path: &Path) -> Result<String, EngineError> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
 }
 
 /// A1111's short hash (`sd_model_hash`): the first 10 hex digits of the sha256.

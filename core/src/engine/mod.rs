@@ -48,8 +48,15 @@ pub struct ModelFile {
 
 impl ModelFile {
     fn describe(path: &Path) -> Result<Self, EngineError> {
-        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let sha256 = if path.is_file() { Some(hash::sha256_file(path)?) } else { None };
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let sha256 = if path.is_file() {
+            Some(hash::sha256_file(path)?)
+        } else {
+            None
+        };
         Ok(Self { file_name, sha256 })
     }
 
@@ -78,7 +85,12 @@ pub struct LoadedModel {
 impl LoadedModel {
     /// Loads a single `.safetensors` checkpoint or a diffusers folder, optionally replacing its
     /// VAE, onto `device` in `dtype`. Computes the file's sha256 (one full read).
-    pub fn load(path: &Path, vae_override: Option<&Path>, device: &Device, dtype: DType) -> Result<Self, EngineError> {
+    pub fn load(
+        path: &Path,
+        vae_override: Option<&Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, EngineError> {
         let mut ckpt = checkpoint::open_checkpoint(path)?;
         if let Some(vae_path) = vae_override {
             checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
@@ -107,7 +119,11 @@ impl LoadedModel {
 }
 
 impl crate::prompts::TextEncoder for LoadedModel {
-    fn encode_chunks(&self, tokens: &[[u32; 77]], clip_skip: usize) -> candle_core::Result<candle_core::Tensor> {
+    fn encode_chunks(
+        &self,
+        tokens: &[[u32; 77]],
+        clip_skip: usize,
+    ) -> candle_core::Result<candle_core::Tensor> {
         self.clip.encode_chunks(tokens, clip_skip)
     }
 }

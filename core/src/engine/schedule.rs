@@ -10,13 +10,19 @@ pub enum BetaSchedule {
 }
 
 /// SD 1.x / 2.x training schedule.
-pub const SD_BETAS: BetaSchedule = BetaSchedule::ScaledLinear { start: 0.00085, end: 0.012 };
+pub const SD_BETAS: BetaSchedule = BetaSchedule::ScaledLinear {
+    start: 0.00085,
+    end: 0.012,
+};
 
 /// `cumprod(1 - beta)` computed in f64 (as LDM does with numpy) and stored as f32.
 pub fn alphas_cumprod(schedule: BetaSchedule, steps: usize) -> Vec<f32> {
     let betas: Vec<f64> = match schedule {
         BetaSchedule::ScaledLinear { start, end } => {
-            torch_linspace(start.sqrt(), end.sqrt(), steps).into_iter().map(|b| b * b).collect()
+            torch_linspace(start.sqrt(), end.sqrt(), steps)
+                .into_iter()
+                .map(|b| b * b)
+                .collect()
         }
         BetaSchedule::Linear { start, end } => torch_linspace(start, end, steps),
     };
@@ -39,6 +45,12 @@ fn torch_linspace(start: f64, end: f64, steps: usize) -> Vec<f64> {
     let step = (end - start) / (steps - 1) as f64;
     let halfway = steps / 2;
     (0..steps)
-        .map(|i| if i < halfway { start + step * i as f64 } else { end - step * (steps - i - 1) as f64 })
+        .map(|i| {
+            if i < halfway {
+                start + step * i as f64
+            } else {
+                end - step * (steps - i - 1) as f64
+            }
+        })
         .collect()
 }

@@ -26,9 +26,15 @@ impl SafetensorsFile {
         // Safety: the file is mapped read-only; like every mmap user we assume nobody truncates
         // the checkpoint while it is loaded.
         let data = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
-            EngineError::InvalidSafetensors { path: path.to_path_buf(), message: e.to_string() }
+            EngineError::InvalidSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
         })?;
-        Ok(Self { path: path.to_path_buf(), data })
+        Ok(Self {
+            path: path.to_path_buf(),
+            data,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -37,7 +43,11 @@ impl SafetensorsFile {
 
     /// Stored tensor names with their shapes.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.data.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect()
+        self.data
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect()
     }
 }
 
@@ -65,9 +75,18 @@ impl TensorStore {
         let shapes: HashMap<String, Vec<usize>> = file.tensor_shapes().into_iter().collect();
         let index = self.files.len();
         for (stored, canonical) in names {
-            let Some(stored_shape) = shapes.get(&stored) else { continue };
+            let Some(stored_shape) = shapes.get(&stored) else {
+                continue;
+            };
             let shape = canonical_shape(&canonical, stored_shape);
-            self.entries.insert(canonical, Entry { file: index, stored, shape });
+            self.entries.insert(
+                canonical,
+                Entry {
+                    file: index,
+                    stored,
+                    shape,
+                },
+            );
         }
         self.files.push(file);
     }
@@ -88,7 +107,8 @@ impl TensorStore {
 
     /// Like [`Self::shape`] but a missing tensor is an error.
     pub fn require_shape(&self, name: &str) -> Result<&[usize], EngineError> {
-        self.shape(name).ok_or_else(|| EngineError::MissingTensor(name.to_string()))
+        self.shape(name)
+            .ok_or_else(|| EngineError::MissingTensor(name.to_string()))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -100,17 +120,26 @@ impl TensorStore {
         let entry = self
             .entries
             .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
         let file = &self.files[entry.file];
         let tensor = file.data.load(&entry.stored, device)?;
-        let tensor =
-            if tensor.dims() == entry.shape.as_slice() { tensor } else { tensor.reshape(entry.shape.as_slice())? };
+        let tensor = if tensor.dims() == entry.shape.as_slice() {
+            tensor
+        } else {
+            tensor.reshape(entry.shape.as_slice())?
+        };
         tensor.to_dtype(dtype)
     }
 
     /// A `VarBuilder` reading from this store.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(Box::new(StoreBackend(Arc::clone(self))), dtype, device.clone())
+        VarBuilder::from_backend(
+            Box::new(StoreBackend(Arc::clone(self))),
+            dtype,
+            device.clone(),
+        )
     }
 }
 

@@ -24,14 +24,25 @@ fn write(name: &str, tensors: &HashMap<String, Tensor>) -> std::path::PathBuf {
 }
 
 fn small(names: &[&str]) -> HashMap<String, Tensor> {
-    names.iter().map(|n| (n.to_string(), Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap())).collect()
+    names
+        .iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect()
 }
 
 #[test]
 fn sdxl_checkpoint_is_refused_clearly() {
     let path = write(
         "sdxl.safetensors",
-        &small(&["conditioner.embedders.0.transformer.text_model.final_layer_norm.weight", "model.diffusion_model.label_emb.0.0.weight"]),
+        &small(&[
+            "conditioner.embedders.0.transformer.text_model.final_layer_norm.weight",
+            "model.diffusion_model.label_emb.0.0.weight",
+        ]),
     );
     let err = load(&path).err().expect("must fail");
     assert!(matches!(err, EngineError::SdxlNotSupported), "{err}");
@@ -42,7 +53,10 @@ fn sdxl_checkpoint_is_refused_clearly() {
 fn sd2_checkpoint_is_refused_clearly() {
     let path = write(
         "sd2.safetensors",
-        &small(&["cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight", "model.diffusion_model.input_blocks.0.0.weight"]),
+        &small(&[
+            "cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight",
+            "model.diffusion_model.input_blocks.0.0.weight",
+        ]),
     );
     let err = load(&path).err().expect("must fail");
     assert!(matches!(err, EngineError::Sd2NotSupported), "{err}");
@@ -53,16 +67,25 @@ fn sd2_checkpoint_is_refused_clearly() {
 fn pickle_checkpoints_are_refused() {
     let path = temp_path("model.ckpt");
     std::fs::write(&path, b"PK\x03\x04 not really a zip").unwrap();
-    assert!(matches!(load(&path), Err(EngineError::PickleNotSupported(_))));
+    assert!(matches!(
+        load(&path),
+        Err(EngineError::PickleNotSupported(_))
+    ));
     // Content is checked too, whatever the extension says.
     let disguised = temp_path("disguised.safetensors");
     std::fs::write(&disguised, [0x80u8, 2, 0x7d, 0x71]).unwrap();
-    assert!(matches!(load(&disguised), Err(EngineError::PickleNotSupported(_))));
+    assert!(matches!(
+        load(&disguised),
+        Err(EngineError::PickleNotSupported(_))
+    ));
 }
 
 #[test]
 fn non_model_files_are_refused() {
-    let path = write("lora.safetensors", &small(&["lora_unet_down_blocks_0.lora_up.weight"]));
+    let path = write(
+        "lora.safetensors",
+        &small(&["lora_unet_down_blocks_0.lora_up.weight"]),
+    );
     assert!(matches!(load(&path), Err(EngineError::UnknownLayout(_))));
 }
 
@@ -93,9 +116,16 @@ fn missing_tensor_is_named() {
 fn wrongly_shaped_tensor_is_named() {
     let name = "model.diffusion_model.middle_block.1.transformer_blocks.0.ff.net.2.weight";
     let mut all = candle_core::safetensors::load(single_file_path(), &Device::Cpu).unwrap();
-    all.insert(name.to_string(), Tensor::zeros((64, 128), DType::F32, &Device::Cpu).unwrap());
+    all.insert(
+        name.to_string(),
+        Tensor::zeros((64, 128), DType::F32, &Device::Cpu).unwrap(),
+    );
     match load(&write("bad-shape.safetensors", &all)) {
-        Err(EngineError::ShapeMismatch { name: n, expected, actual }) => {
+        Err(EngineError::ShapeMismatch {
+            name: n,
+            expected,
+            actual,
+        }) => {
             assert_eq!(n, name);
             assert_eq!((expected, actual), (vec![64, 256], vec![64, 128]));
         }

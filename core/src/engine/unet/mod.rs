@@ -29,7 +29,13 @@ enum Layer {
 struct Block(Vec<Layer>);
 
 impl Block {
-    fn forward(&self, x: &Tensor, emb: &Tensor, context: &Tensor, upsample_to: Option<(usize, usize)>) -> Result<Tensor> {
+    fn forward(
+        &self,
+        x: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        upsample_to: Option<(usize, usize)>,
+    ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.0 {
             x = match layer {
@@ -67,17 +73,37 @@ impl UNetModel {
         if cfg.adm_in_channels.is_some() {
             candle_core::bail!("UNet label_emb (SDXL) is not supported yet");
         }
-        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
-        let stride2 = Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
+        let pad1 = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let stride2 = Conv2dConfig {
+            padding: 1,
+            stride: 2,
+            ..Default::default()
+        };
         let emb_dim = cfg.time_embed_dim;
         let mc = cfg.model_channels;
         let levels = cfg.channel_mult.len();
         let attention = |channels: usize, depth: usize, vb: VarBuilder| {
-            SpatialTransformer::new(channels, depth, cfg.context_dim, cfg.heads.heads_for(channels), cfg.use_linear_proj, vb)
+            SpatialTransformer::new(
+                channels,
+                depth,
+                cfg.context_dim,
+                cfg.heads.heads_for(channels),
+                cfg.use_linear_proj,
+                vb,
+            )
         };
 
         let ib = vb.pp("input_blocks");
-        let mut input_blocks = vec![Block(vec![Layer::Conv(candle_nn::conv2d(cfg.in_channels, mc, 3, pad1, ib.pp("0.0"))?)])];
+        let mut input_blocks = vec![Block(vec![Layer::Conv(candle_nn::conv2d(
+            cfg.in_channels,
+            mc,
+            3,
+            pad1,
+            ib.pp("0.0"),
+        )?)])];
         let mut skip_channels = vec![mc];
         let mut ch = mc;
         for level in 0..levels {
@@ -87,14 +113,20 @@ impl UNetModel {
                 let mut layers = vec![Layer::Res(ResBlock::new(ch, out_ch, emb_dim, vb.pp("0"))?)];
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
-                    layers.push(Layer::Attention(attention(ch, cfg.transformer_depth[level], vb.pp("1"))?));
+                    layers.push(Layer::Attention(attention(
+                        ch,
+                        cfg.transformer_depth[level],
+                        vb.pp("1"),
+                    )?));
                 }
                 input_blocks.push(Block(layers));
                 skip_channels.push(ch);
             }
             if level + 1 != levels {
                 let vb = ib.pp(input_blocks.len()).pp("0.op");
-                input_blocks.push(Block(vec![Layer::Downsample(candle_nn::conv2d(ch, ch, 3, stride2, vb)?)]));
+                input_blocks.push(Block(vec![Layer::Downsample(candle_nn::conv2d(
+                    ch, ch, 3, stride2, vb,
+                )?)]));
                 skip_channels.push(ch);
             }
         }
@@ -112,11 +144,22 @@ impl UNetModel {
             let out_ch = mc * cfg.channel_mult[level];
             for i in 0..=cfg.num_res_blocks[level] {
                 let vb = ob.pp(output_blocks.len());
-                let skip = skip_channels.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
-                let mut layers = vec![Layer::Res(ResBlock::new(ch + skip, out_ch, emb_dim, vb.pp("0"))?)];
+                let skip = skip_channels
+                    .pop()
+                    .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+                let mut layers = vec![Layer::Res(ResBlock::new(
+                    ch + skip,
+                    out_ch,
+                    emb_dim,
+                    vb.pp("0"),
+                )?)];
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
-                    layers.push(Layer::Attention(attention(ch, cfg.transformer_depth[level], vb.pp("1"))?));
+                    layers.push(Layer::Attention(attention(
+                        ch,
+                        cfg.transformer_depth[level],
+                        vb.pp("1"),
+                    )?));
                 }
                 if level > 0 && i == cfg.num_res_blocks[level] {
                     let conv = candle_nn::conv2d(ch, ch, 3, pad1, vb.pp(layers.len()).pp("conv"))?;
@@ -146,8 +189,11 @@ impl UNetModel {
     /// `context`: (B, T, context_dim). Returns the model output (eps for SD 1.x).
     pub fn forward(&self, x: &Tensor, t: &Tensor, context: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        let t_emb = timestep_embedding(t, self.config.model_channels, 10000.0, x.device())?.to_dtype(dtype)?;
-        let emb = self.time_embed_2.forward(&self.time_embed_1.forward(&t_emb)?.silu()?)?;
+        let t_emb = timestep_embedding(t, self.config.model_channels, 10000.0, x.device())?
+            .to_dtype(dtype)?;
+        let emb = self
+            .time_embed_2
+            .forward(&self.time_embed_1.forward(&t_emb)?.silu()?)?;
         let context = context.to_dtype(dtype)?;
 
         let mut skips = Vec::with_capacity(self.input_blocks.len());
@@ -158,9 +204,15 @@ impl UNetModel {
         }
         h = self.middle_block.forward(&h, &emb, &context, None)?;
         for block in &self.output_blocks {
-            let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+            let skip = skips
+                .pop()
+                .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
             h = Tensor::cat(&[&h, &skip], 1)?;
-            let upsample_to = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));
+            let upsample_to = skips
+                .last()
+                .map(|s| s.dims4())
+                .transpose()?
+                .map(|(_, _, sh, sw)| (sh, sw));
             h = block.forward(&h, &emb, &context, upsample_to)?;
         }
         self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)
