@@ -4,10 +4,10 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::engine::EngineError;
-use crate::engine::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use crate::engine::loader::tensor_store::{SafetensorsFile, TensorStore};
-use crate::engine::schedule::{self, BetaSchedule};
+use crate::runner::engine::EngineError;
+use crate::runner::engine::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::runner::engine::loader::tensor_store::{SafetensorsFile, TensorStore};
+use crate::runner::engine::schedule::{self, BetaSchedule};
 
 /// Model generation, recognised from tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,28 +1,177 @@
-//! The real executor: runs a batch through the diffusion engine on the runner's device.
+//! The real executor: runs a batch through the diffusion engine on the runner's device, in A1111's
+//! order — conditioning, noise, sigma schedule, sampling with CFG, VAE decode per image.
 
-use super::{BatchExecutor, BatchJob, BatchOutput, JobControl, RunnerError};
+use std::path::Path;
 
-/// Owns the device and the model cache; lives on the runner's worker thread.
-pub struct DiffusionExecutor {}
+use candle_core::{DType, Device, Tensor};
+
+use super::cfg_denoiser::CfgDenoiser;
+use super::engine::{LoadedModel, to_rgb8};
+use super::{BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, ModelSelection, RgbImage, RunnerError};
+use crate::prompts::conditioning::{ConditioningOptions, TextConditioner};
+use crate::prompts::schedules::ScheduleParams;
+use crate::prompts::tokenize::{ChunkingOptions, EmphasisMode};
+use crate::rng::image_rng::{ImageRng, ImageRngOptions};
+use crate::rng::RandnSource;
+use crate::sampling::{self, SamplingError};
+
+/// Owns the device and the loaded model; lives on the runner's worker thread.
+pub struct DiffusionExecutor {
+    device: Device,
+    dtype: DType,
+    loaded: Option<(ModelSelection, LoadedModel)>,
+}
 
 impl DiffusionExecutor {
-    pub fn new() -> Self {
-        Self {}
+    /// `device`: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    pub fn new(device: &str) -> Result<Self, RunnerError> {
+        let device = parse_device(device)?;
+        // f32 on CPU (f16 is slower there and A1111 parity is defined in f32).
+        let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
+        Ok(Self { device, dtype, loaded: None })
+    }
+
+    fn model(&self) -> Result<&LoadedModel, RunnerError> {
+        self.loaded.as_ref().map(|(_, m)| m).ok_or_else(|| RunnerError::Model("no model loaded".into()))
     }
 }
 
-impl Default for DiffusionExecutor {
-    fn default() -> Self {
-        Self::new()
+fn parse_device(spec: &str) -> Result<Device, RunnerError> {
+    let spec = spec.trim().to_ascii_lowercase();
+    if spec.is_empty() || spec == "cpu" {
+        return Ok(Device::Cpu);
     }
+    let ordinal = match spec.strip_prefix("cuda") {
+        Some("") => 0,
+        Some(rest) => rest
+            .strip_prefix(':')
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| RunnerError::Model(format!("SDAPI_DEVICE {spec:?}: expected cpu, cuda or cuda:N")))?,
+        None => return Err(RunnerError::Model(format!("SDAPI_DEVICE {spec:?}: expected cpu, cuda or cuda:N"))),
+    };
+    Device::new_cuda(ordinal).map_err(|e| RunnerError::Model(format!("cannot open CUDA device {ordinal}: {e}")))
+}
+
+fn exec_err(e: impl std::fmt::Display) -> RunnerError {
+    RunnerError::Execution(e.to_string())
+}
+
+/// Pixels of an init image as A1111 feeds the VAE: (1, 3, H, W) in [-1, 1].
+fn image_to_tensor(img: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
+    let (w, h) = (img.width as usize, img.height as usize);
+    let data: Vec<f32> = img.pixels.iter().map(|&p| p as f32 / 255.0 * 2.0 - 1.0).collect();
+    Tensor::from_vec(data, (h, w, 3), &Device::Cpu)?.permute((2, 0, 1))?.unsqueeze(0)?.to_device(device)
 }
 
 impl BatchExecutor for DiffusionExecutor {
-    fn prepare(&mut self, _job: &BatchJob) -> Result<bool, RunnerError> {
-        Err(RunnerError::Model("the diffusion engine is not wired in yet".into()))
+    fn prepare(&mut self, job: &BatchJob) -> Result<bool, RunnerError> {
+        if matches!(&self.loaded, Some((sel, _)) if *sel == job.model) {
+            return Ok(false);
+        }
+        // Free the old model before loading the next (one checkpoint on the device, as A1111).
+        self.loaded = None;
+        let started = std::time::Instant::now();
+        let model = LoadedModel::load(&job.model.checkpoint, job.model.vae.as_deref().map(Path::new), &self.device, self.dtype)
+            .map_err(|e| RunnerError::Model(e.to_string()))?;
+        tracing::info!(checkpoint = %job.model.checkpoint.display(), ms = started.elapsed().as_millis() as u64, "model loaded");
+        self.loaded = Some((job.model.clone(), model));
+        Ok(true)
     }
 
-    fn execute(&mut self, _job: &BatchJob, _control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
-        Err(RunnerError::Execution("the diffusion engine is not wired in yet".into()))
+    fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
+        let model = self.model()?;
+        let batch = job.seeds.len();
+        let (lh, lw) = (job.height / 8, job.width / 8);
+        let sampler = sampling::SamplerKind::from_name(&job.sampler)
+            .ok_or_else(|| RunnerError::Execution(format!("unknown sampler {:?}", job.sampler)))?;
+        let flags = sampler.flags();
+        let total_steps = if flags.second_order { job.steps * 2 } else { job.steps };
+
+        // Conditioning: negative prompts first, then the multicond positive prompts (A1111 order).
+        let chunking = ChunkingOptions {
+            emphasis: EmphasisMode::from_option(&job.settings.emphasis),
+            comma_padding_backtrack: job.settings.comma_padding_backtrack,
+            ..ChunkingOptions::default()
+        };
+        let conditioner =
+            TextConditioner::new(model, ConditioningOptions { chunking, clip_skip: job.settings.clip_skip });
+        let mut schedule_params = ScheduleParams::new(total_steps);
+        schedule_params.use_old_scheduling = job.settings.use_old_scheduling;
+        let uncond = conditioner.learned_conditioning(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
+        let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(exec_err)?;
+
+        // Noise: one generator per image seed (§4.3).
+        let source = RandnSource::from_option(&job.settings.randn_source).unwrap_or(RandnSource::Gpu);
+        let rng_options = ImageRngOptions {
+            source,
+            subseeds: job.subseeds.clone(),
+            subseed_strength: job.subseed_strength,
+            seed_resize_from_h: job.seed_resize_from_h,
+            seed_resize_from_w: job.seed_resize_from_w,
+            eta_noise_seed_delta: job.settings.eta_noise_seed_delta,
+        };
+        let mut rng = ImageRng::new([4, lh, lw], job.seeds.clone(), rng_options, self.device.clone());
+
+        let discrete = sampling::DiscreteSchedule::from_alphas_cumprod(&model.alphas_cumprod).map_err(exec_err)?;
+        let sigma_to_t = |s: f64| discrete.sigma_to_t(s);
+        let mut denoiser = CfgDenoiser {
+            model,
+            cond: &cond,
+            uncond: &uncond,
+            cfg_scale: job.cfg_scale,
+            sigma_to_t: &sigma_to_t,
+            control,
+            step: 0,
+        };
+
+        let init_latent = match &job.mode {
+            JobMode::Txt2Img => None,
+            JobMode::Img2Img { init_images, .. } => {
+                let mut latents = Vec::with_capacity(batch);
+                for i in 0..batch {
+                    let img = &init_images[i.min(init_images.len() - 1)];
+                    let x = image_to_tensor(img, &self.device).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
+                    latents.push(model.vae.encode(&x).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)?);
+                }
+                Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
+            }
+        };
+
+        let plan = sampling::plan_sampling(job, sampler, &discrete, init_latent.is_some()).map_err(exec_err)?;
+        let state = control.state;
+        let mut callback = |step: usize, total: usize| state.set_sampling(step, total);
+        let outcome = sampling::run(
+            sampler,
+            &plan,
+            &mut denoiser,
+            &mut rng,
+            init_latent.as_ref(),
+            &mut callback,
+        );
+        let (latent, interrupted) = match outcome {
+            Ok(latent) => (latent, false),
+            Err(SamplingError::InterruptedAt(latent)) => (latent, true),
+            Err(e) => return Err(exec_err(e)),
+        };
+
+        // Decode each latent separately, as A1111's decode_first_stage loop does.
+        let mut images = Vec::with_capacity(batch);
+        for i in 0..batch {
+            let z = latent.narrow(0, i, 1).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
+            let decoded = model.vae.decode(&z).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)?;
+            let pixels = to_rgb8(&decoded).map_err(exec_err)?;
+            images.push(RgbImage { width: (lw * 8) as u32, height: (lh * 8) as u32, pixels });
+        }
+        let stopped_by_skip = interrupted && !control.state.is_interrupted();
+        Ok(BatchOutput {
+            images,
+            interrupted: interrupted && !stopped_by_skip,
+            skipped: stopped_by_skip,
+            extra_generation_params: plan.extra_generation_params.clone(),
+        })
+    }
+
+    fn unload(&mut self) {
+        self.loaded = None;
     }
 }

@@ -1,0 +1,177 @@
+//! Application state and the one router every deployment mode serves.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use sdapi_core::api::cmd_flags::ServerFlags;
+use sdapi_core::api::errors::ApiError;
+use sdapi_core::api::models_dir::ModelIndex;
+use sdapi_core::api::options::Options;
+use sdapi_core::processing::ProcessingContext;
+use sdapi_core::runner::{DiffusionExecutor, ProcessingRunner, Runner};
+
+use crate::auth::{self, AuthOutcome};
+use crate::config::Config;
+use crate::errors::HandlerError;
+use crate::routes::{control, generation, listing, openapi, unsupported};
+
+/// Everything the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub ctx: ProcessingContext,
+    pub flags: Arc<ServerFlags>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("runner: {0}")]
+    Runner(String),
+    #[error("models directory: {0}")]
+    Models(String),
+}
+
+impl AppState {
+    /// Builds the real service: model index, options, and a runner on the configured device.
+    pub fn from_config(config: Config) -> Result<Self, StartupError> {
+        let executor = DiffusionExecutor::new(&config.device).map_err(|e| StartupError::Runner(e.to_string()))?;
+        let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(executor));
+        Self::with_runner(config, runner)
+    }
+
+    /// Same, with a given runner (tests inject recording runners here).
+    pub fn with_runner(config: Config, runner: Arc<dyn Runner>) -> Result<Self, StartupError> {
+        let models = ModelIndex::scan(&config.models_dir).map_err(|e| StartupError::Models(e.to_string()))?;
+        let mut options = Options::new();
+        let default_ckpt = config
+            .checkpoint
+            .as_deref()
+            .and_then(|c| models.find_checkpoint(c))
+            .or_else(|| models.default_checkpoint())
+            .map(|c| c.title.clone());
+        if let Some(title) = default_ckpt {
+            // The option holds the checkpoint title, as A1111's does.
+            let _ = options.set("sd_model_checkpoint", serde_json::Value::String(title));
+        }
+        let flags = ServerFlags::for_server(&config.models_dir.to_string_lossy(), config.listen, !config.api_auth.is_empty());
+        Ok(Self {
+            ctx: ProcessingContext {
+                runner,
+                options: Arc::new(RwLock::new(options)),
+                models: Arc::new(RwLock::new(models)),
+                version: sdapi_core::VERSION.to_string(),
+            },
+            flags: Arc::new(flags),
+            config: Arc::new(config),
+        })
+    }
+}
+
+/// HTTP Basic on `/sdapi/*` (except the Lora routes, which A1111 leaves open).
+async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    let protected = path.starts_with("/sdapi/") && !path.contains("loras");
+    if protected && !state.config.api_auth.is_empty() {
+        let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+        match auth::check(header, &state.config.api_auth) {
+            AuthOutcome::Allowed => {}
+            AuthOutcome::Missing => return HandlerError::Api(ApiError::http(401, "Not authenticated")).into_response(),
+            AuthOutcome::Wrong => {
+                return HandlerError::Api(ApiError::http(401, "Incorrect username or password")).into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+/// A1111 adds `X-Process-Time` (seconds, 4 decimals) to every response its middleware sees.
+async fn process_time(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(&format!("{:.4}", started.elapsed().as_secs_f64())) {
+        resp.headers_mut().insert("x-process-time", v);
+    }
+    resp
+}
+
+async fn not_found() -> HandlerError {
+    HandlerError::Plain(StatusCode::NOT_FOUND, "Not Found".into())
+}
+
+async fn method_not_allowed() -> HandlerError {
+    HandlerError::Plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed".into())
+}
+
+/// A panic inside a route becomes A1111's 500 body; the server keeps serving.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let msg = err
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| err.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "internal error".into());
+    tracing::error!("handler panicked: {msg}");
+    HandlerError::Api(ApiError::runtime(msg)).into_response()
+}
+
+/// Every route of A1111's §2.1 (in its order), the Lora routes, and our own internal routes.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let sdapi = Router::new()
+        .route("/sdapi/v1/txt2img", post(generation::txt2img))
+        .route("/sdapi/v1/img2img", post(generation::img2img))
+        .route("/sdapi/v1/extra-single-image", post(unsupported::extras))
+        .route("/sdapi/v1/extra-batch-images", post(unsupported::extras))
+        .route("/sdapi/v1/png-info", post(listing::png_info))
+        .route("/sdapi/v1/progress", get(control::progress))
+        .route("/sdapi/v1/interrogate", post(unsupported::interrogate))
+        .route("/sdapi/v1/interrupt", post(control::interrupt))
+        .route("/sdapi/v1/skip", post(control::skip))
+        .route("/sdapi/v1/options", get(listing::get_options).post(listing::set_options))
+        .route("/sdapi/v1/cmd-flags", get(listing::cmd_flags))
+        .route("/sdapi/v1/samplers", get(listing::samplers))
+        .route("/sdapi/v1/schedulers", get(listing::schedulers))
+        .route("/sdapi/v1/upscalers", get(listing::upscalers))
+        .route("/sdapi/v1/latent-upscale-modes", get(listing::latent_upscale_modes))
+        .route("/sdapi/v1/sd-models", get(listing::sd_models))
+        .route("/sdapi/v1/sd-vae", get(listing::sd_vae))
+        .route("/sdapi/v1/hypernetworks", get(listing::empty_list))
+        .route("/sdapi/v1/face-restorers", get(listing::empty_list))
+        .route("/sdapi/v1/realesrgan-models", get(listing::empty_list))
+        .route("/sdapi/v1/prompt-styles", get(listing::empty_list))
+        .route("/sdapi/v1/embeddings", get(listing::embeddings))
+        .route("/sdapi/v1/refresh-embeddings", post(listing::refresh_noop))
+        .route("/sdapi/v1/refresh-checkpoints", post(listing::refresh_checkpoints))
+        .route("/sdapi/v1/refresh-vae", post(listing::refresh_checkpoints))
+        .route("/sdapi/v1/create/embedding", post(unsupported::training))
+        .route("/sdapi/v1/create/hypernetwork", post(unsupported::training))
+        .route("/sdapi/v1/train/embedding", post(unsupported::training))
+        .route("/sdapi/v1/train/hypernetwork", post(unsupported::training))
+        .route("/sdapi/v1/memory", get(listing::memory))
+        .route("/sdapi/v1/unload-checkpoint", post(control::unload_checkpoint))
+        .route("/sdapi/v1/reload-checkpoint", post(control::reload_checkpoint))
+        .route("/sdapi/v1/scripts", get(listing::scripts))
+        .route("/sdapi/v1/script-info", get(listing::empty_list))
+        .route("/sdapi/v1/extensions", get(listing::empty_list))
+        .route("/sdapi/v1/loras", get(listing::empty_list))
+        .route("/sdapi/v1/refresh-loras", post(listing::refresh_noop));
+    Router::new()
+        .merge(sdapi)
+        .route("/", get(control::root))
+        .route("/internal/ping", get(control::ping))
+        .route("/internal/runner", get(control::runner_counters))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(openapi::docs))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .layer(middleware::from_fn(process_time))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
