@@ -5,3 +5,4 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod routes;

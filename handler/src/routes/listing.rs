@@ -1,0 +1,165 @@
+//! Listing and settings routes: samplers, schedulers, models, options, flags, memory, png-info.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use sdapi_core::api::errors::ApiError;
+use sdapi_core::api::items::{
+    EmbeddingsResponse, ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
+};
+use sdapi_core::api::models_dir::ModelIndex;
+use sdapi_core::images::{decode_base64_image_bytes, read_infotext};
+use sdapi_core::infotext::parse_generation_parameters;
+use serde_json::{Value, json};
+
+use super::json_body;
+use crate::app::AppState;
+use crate::errors::HandlerError;
+
+pub async fn samplers() -> impl IntoResponse {
+    Json(sampler_items())
+}
+
+pub async fn schedulers() -> impl IntoResponse {
+    Json(scheduler_items())
+}
+
+pub async fn upscalers() -> impl IntoResponse {
+    Json(upscaler_items())
+}
+
+pub async fn latent_upscale_modes() -> impl IntoResponse {
+    Json(latent_upscale_mode_items())
+}
+
+/// Lists for capabilities with nothing installed (hypernetworks, styles, scripts info, …): `[]`.
+pub async fn empty_list() -> impl IntoResponse {
+    Json(Vec::<Value>::new())
+}
+
+pub async fn embeddings() -> impl IntoResponse {
+    Json(EmbeddingsResponse::default())
+}
+
+pub async fn scripts() -> impl IntoResponse {
+    Json(ScriptsList::default())
+}
+
+/// Refresh routes for resources we do not load (embeddings, LoRAs): `null`, as A1111.
+pub async fn refresh_noop() -> impl IntoResponse {
+    Json(Value::Null)
+}
+
+pub async fn sd_models(State(s): State<AppState>) -> impl IntoResponse {
+    let models = s.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+    Json(models.sd_model_items())
+}
+
+pub async fn sd_vae(State(s): State<AppState>) -> impl IntoResponse {
+    let models = s.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+    Json(models.sd_vae_items())
+}
+
+/// `POST /refresh-checkpoints` and `/refresh-vae`: rescan the models directory → `null`.
+pub async fn refresh_checkpoints(State(s): State<AppState>) -> Result<Json<Value>, HandlerError> {
+    let dir = s.config.models_dir.clone();
+    let index = tokio::task::spawn_blocking(move || ModelIndex::scan(&dir))
+        .await
+        .map_err(|e| ApiError::runtime(e.to_string()))?
+        .map_err(|e| ApiError::runtime(e.to_string()))?;
+    *s.ctx.models.write().unwrap_or_else(|e| e.into_inner()) = index;
+    Ok(Json(Value::Null))
+}
+
+pub async fn get_options(State(s): State<AppState>) -> impl IntoResponse {
+    let opts = s.ctx.options.read().unwrap_or_else(|e| e.into_inner());
+    Json(opts.to_api_json())
+}
+
+/// `POST /options`: `sd_model_checkpoint` is validated first (500 RuntimeError), unknown keys fail
+/// with A1111's KeyError; the whole update applies or nothing does.
+pub async fn set_options(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HandlerError> {
+    let value = json_body(&headers, body)?;
+    let Value::Object(map) = value else {
+        return Err(HandlerError::Validation(sdapi_core::api::errors::ValidationErrors {
+            detail: vec![sdapi_core::api::errors::ValidationError::body_not_a_dict()],
+        }));
+    };
+    if let Some(ckpt) = map.get("sd_model_checkpoint").filter(|v| !v.is_null()) {
+        let name = ckpt.as_str().map(str::to_string).unwrap_or_else(|| ckpt.to_string());
+        let models = s.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+        match models.find_checkpoint(&name) {
+            Some(info) => {
+                let mut m = map.clone();
+                m.insert("sd_model_checkpoint".into(), Value::String(info.title.clone()));
+                drop(models);
+                return apply_options(&s, &m);
+            }
+            None => return Err(ApiError::runtime(format!("model {name:?} not found")).into()),
+        }
+    }
+    apply_options(&s, &map)
+}
+
+fn apply_options(s: &AppState, map: &serde_json::Map<String, Value>) -> Result<Json<Value>, HandlerError> {
+    let mut opts = s.ctx.options.write().unwrap_or_else(|e| e.into_inner());
+    let mut updated = opts.clone();
+    updated.set_many(map)?;
+    *opts = updated;
+    Ok(Json(Value::Null))
+}
+
+pub async fn cmd_flags(State(s): State<AppState>) -> impl IntoResponse {
+    Json(s.flags.to_api_json())
+}
+
+/// `GET /memory`: process RSS and system RAM from /proc; no CUDA on this build.
+pub async fn memory() -> impl IntoResponse {
+    let ram = read_ram().map(|(free, used, total)| json!({"free": free, "used": used, "total": total}));
+    Json(json!({
+        "ram": ram.unwrap_or_else(|| json!({"error": "unavailable"})),
+        "cuda": {"error": "unavailable"},
+    }))
+}
+
+fn read_ram() -> Option<(u64, u64, u64)> {
+    let kb = |text: &str, key: &str| -> Option<u64> {
+        text.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse::<u64>().ok().map(|v| v * 1024)
+    };
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let total = kb(&meminfo, "MemTotal:")?;
+    let used = kb(&status, "VmRSS:")?;
+    Some((total.saturating_sub(used), used, total))
+}
+
+/// `POST /png-info`: the infotext of an image (PNG text chunk or EXIF UserComment), parsed.
+pub async fn png_info(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Json<Value>, HandlerError> {
+    let value = json_body(&headers, body)?;
+    let image = match value.get("image") {
+        Some(Value::String(s)) => s.clone(),
+        Some(_) | None => {
+            return Err(HandlerError::Validation(sdapi_core::api::errors::ValidationErrors {
+                detail: vec![sdapi_core::api::errors::ValidationError::new(
+                    vec!["body".into(), "image".into()],
+                    "field required",
+                    "value_error.missing",
+                )],
+            }));
+        }
+    };
+    if image.trim().is_empty() {
+        return Err(ApiError::http(404, "Image not found").into());
+    }
+    let bytes = decode_base64_image_bytes(&image)?;
+    let (info, items) = read_infotext(&bytes)?;
+    let parameters = parse_generation_parameters(&info);
+    Ok(Json(json!({ "info": info, "items": items, "parameters": parameters })))
+}
