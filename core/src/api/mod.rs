@@ -7,3 +7,10 @@ pub mod request;
 
 pub use errors::{ApiError, LaxError, ValidationError, ValidationErrors};
 pub use request::{Img2ImgRequest, Txt2ImgRequest};
+pub mod cmd_flags;
+pub mod items;
+pub mod options;
+pub mod sampler_resolution;
+
+pub use options::Options;
+pub use sampler_resolution::get_sampler_and_scheduler;
