@@ -14,3 +14,5 @@ pub mod sampler_resolution;
 
 pub use options::Options;
 pub use sampler_resolution::get_sampler_and_scheduler;
+pub mod models_dir;
+pub mod responses;
