@@ -1,1 +1,18 @@
-//! (module under construction)
+//! The A1111 `/sdapi/v1` data layer: request models with pydantic-v1 coercion, error bodies,
+//! options, listing items, sampler/scheduler resolution and the models directory.
+
+pub mod errors;
+pub mod lax;
+pub mod request;
+
+pub use errors::{ApiError, LaxError, ValidationError, ValidationErrors};
+pub use request::{Img2ImgRequest, Txt2ImgRequest};
+pub mod cmd_flags;
+pub mod items;
+pub mod options;
+pub mod sampler_resolution;
+
+pub use options::Options;
+pub use sampler_resolution::get_sampler_and_scheduler;
+pub mod models_dir;
+pub mod responses;

@@ -1,1 +1,25 @@
-//! (module under construction)
+//! Image codecs of the API: output encoding with infotext metadata, input decoding of
+//! base64 / data URLs, and metadata reading for `/png-info`.
+
+pub mod decode;
+pub mod encode;
+pub mod exif;
+pub mod read;
+
+pub use decode::{DecodedImage, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode};
+pub use encode::{encode_image_base64, encode_jpeg, encode_png, encode_webp, to_base64};
+pub use read::read_infotext;
+
+/// Failures of the encoders.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("png encoding failed: {0}")]
+    Png(#[from] png::EncodingError),
+    #[error("image encoding failed: {0}")]
+    Image(#[from] image::ImageError),
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+#[cfg(test)]
+mod tests;
