@@ -210,6 +210,64 @@ pub fn scan_vaes(vae_dir: &Path) -> Vec<SDVaeItem> {
     out
 }
 
+/// The scanned models directory: checkpoints and VAEs, with A1111's alias lookup.
+#[derive(Debug, Clone, Default)]
+pub struct ModelIndex {
+    pub root: PathBuf,
+    pub checkpoints: Vec<CheckpointInfo>,
+    pub vaes: Vec<SDVaeItem>,
+}
+
+impl ModelIndex {
+    /// Scans `<root>/Stable-diffusion` and `<root>/VAE`. Hashes are cached in
+    /// `<root>/cache.json` when the directory is writable (read-only roots, e.g. a Lambda image,
+    /// just hash again at start).
+    pub fn scan(root: &Path) -> Result<Self, ModelsDirError> {
+        let mut cache = HashCache::load(root.join("cache.json"));
+        let checkpoints = scan_checkpoints(&root.join("Stable-diffusion"), &mut cache, HashPolicy::AtScan)?;
+        if let Err(e) = cache.save() {
+            tracing::debug!("hash cache not saved: {e}");
+        }
+        let vaes = scan_vaes(&root.join("VAE"));
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes })
+    }
+
+    /// A1111's `checkpoint_aliases` lookup.
+    pub fn find_checkpoint(&self, alias: &str) -> Option<&CheckpointInfo> {
+        find_checkpoint(&self.checkpoints, alias)
+    }
+
+    /// The checkpoint used when none is configured: the first in A1111's listing order.
+    pub fn default_checkpoint(&self) -> Option<&CheckpointInfo> {
+        self.checkpoints.first()
+    }
+
+    pub fn sd_model_items(&self) -> Vec<SDModelItem> {
+        self.checkpoints.iter().map(|c| c.item.clone()).collect()
+    }
+
+    pub fn sd_vae_items(&self) -> Vec<SDVaeItem> {
+        self.vaes.clone()
+    }
+
+    /// A VAE file by its listed name (`sd_vae` option); "Automatic"/"None" mean the checkpoint's own.
+    pub fn find_vae(&self, name: &str) -> Option<&SDVaeItem> {
+        self.vaes.iter().find(|v| v.model_name == name || v.filename == name)
+    }
+}
+
+impl CheckpointInfo {
+    /// Checkpoint file name without extension (`sd_model_name`, the infotext's `Model:`).
+    pub fn model_name(&self) -> String {
+        let base = self.name_no_ext.rsplit('/').next().unwrap_or(&self.name_no_ext);
+        base.to_string()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.item.filename)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

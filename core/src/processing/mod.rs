@@ -18,7 +18,7 @@ use crate::api::models_dir::ModelIndex;
 use crate::api::options::Options;
 use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use crate::api::sampler_resolution::get_sampler_and_scheduler;
-use crate::infotext::{InfotextParams, create_infotext, info_json};
+use crate::infotext::{InfoJson, InfotextInput, create_infotext};
 use crate::rng::seeds;
 use crate::runner::{
     BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
@@ -172,10 +172,11 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         }
     };
     validate(&p)?;
+    let img2img_mode = img2img.is_some();
     let task_id = p.force_task_id.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| create_task_id(mode_name));
 
     // Per-request options: overrides never touch the shared copy unless asked to persist.
-    let (opts, checkpoint) = {
+    let (opts, checkpoint, vae) = {
         let base = ctx.options.read().unwrap_or_else(|e| e.into_inner()).clone();
         let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
         let opts = apply_overrides(&base, &p.override_settings, &models)?;
@@ -185,14 +186,27 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             .or_else(|| models.default_checkpoint())
             .cloned()
             .ok_or_else(|| ApiError::runtime("No checkpoints found in the models directory"))?;
-        (opts, checkpoint)
+        let vae = opts
+            .get("sd_vae")
+            .and_then(Value::as_str)
+            .filter(|v| !matches!(*v, "Automatic" | "None" | ""))
+            .and_then(|v| models.find_vae(v))
+            .map(|v| std::path::PathBuf::from(&v.filename));
+        (opts, checkpoint, vae)
     };
     if !p.override_settings_restore_afterwards && !p.override_settings.is_empty() {
         let mut shared = ctx.options.write().unwrap_or_else(|e| e.into_inner());
         *shared = opts.clone();
     }
 
-    let (sampler_name, scheduler_label) = get_sampler_and_scheduler(&p.requested_sampler, p.scheduler.as_deref(), true);
+    // §2.4 step 4–5 then §6.1 step 5: resolve with Automatic conversion, store a concrete
+    // scheduler on p only when the request named none, then resolve again without conversion.
+    let (sampler0, scheduler0) = get_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
+    let populated = match p.scheduler.clone().filter(|s| !s.is_empty()) {
+        Some(s) => Some(s),
+        None => (scheduler0 != "Automatic").then(|| scheduler0.clone()),
+    };
+    let (sampler_name, scheduler_label) = get_sampler_and_scheduler(Some(&sampler0), populated.as_deref(), false);
     let batch_size = p.batch_size as usize;
     let n_iter = p.n_iter as usize;
     let total = batch_size * n_iter;
@@ -207,7 +221,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let all_negative_prompts = vec![p.negative_prompt.clone(); total];
 
     let settings = settings_from(&opts, &p);
-    let model = ModelSelection { checkpoint: checkpoint.path.clone(), vae: None };
+    let model = ModelSelection { checkpoint: checkpoint.path(), vae };
     let job_mode = match img2img {
         None => JobMode::Txt2Img,
         Some((r, images)) => JobMode::Img2Img {
@@ -218,7 +232,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     };
 
     let mut images = Vec::with_capacity(total);
-    let mut infotexts = Vec::with_capacity(total);
+    let mut image_index = Vec::with_capacity(total);
     let mut jobs = Vec::with_capacity(n_iter);
     let mut interrupted = false;
     let mut extra_params: Vec<(String, String)> = Vec::new();
@@ -261,7 +275,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         let offset = n * batch_size;
         for (i, img) in batch_images.into_iter().enumerate() {
             images.push(img);
-            infotexts.push(offset + i);
+            image_index.push(offset + i);
         }
         if report.output.interrupted {
             interrupted = true;
@@ -269,33 +283,75 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         }
     }
 
-    let info_params = InfotextParams {
+    let mut extra = Map::new();
+    if let Some(ds) = denoising_strength.filter(|_| img2img_mode) {
+        extra.insert("Denoising strength".into(), Value::from(ds));
+    }
+    for (k, v) in extra_params {
+        extra.insert(k, Value::String(v));
+    }
+    let version = Some(ctx.version.clone());
+    let infotext_for = |index: usize| {
+        let input = InfotextInput {
+            prompt: all_prompts[index].clone(),
+            negative_prompt: all_negative_prompts[index].clone(),
+            steps: p.steps,
+            sampler_name: sampler_name.clone(),
+            scheduler: Some(scheduler_label.clone()),
+            cfg_scale: p.cfg_scale,
+            seed: all_seeds[index],
+            width: p.width,
+            height: p.height,
+            model_hash: checkpoint.item.hash.clone(),
+            model_name: Some(checkpoint.model_name()),
+            subseed: all_subseeds[index],
+            subseed_strength: p.subseed_strength.clone(),
+            seed_resize_from_w: p.seed_resize_from_w,
+            seed_resize_from_h: p.seed_resize_from_h,
+            eta: p.eta,
+            tiling: p.tiling.unwrap_or(false),
+            extra_generation_params: extra.clone(),
+            version: version.clone(),
+            ..Default::default()
+        };
+        create_infotext(&input, &opts)
+    };
+    let infotexts: Vec<String> = image_index.into_iter().map(infotext_for).collect();
+    let info = InfoJson {
+        prompt: all_prompts[0].clone(),
         all_prompts: all_prompts.clone(),
+        negative_prompt: all_negative_prompts[0].clone(),
         all_negative_prompts: all_negative_prompts.clone(),
+        seed: all_seeds[0],
         all_seeds: all_seeds.clone(),
+        subseed: all_subseeds[0],
         all_subseeds: all_subseeds.clone(),
         subseed_strength: p.subseed_strength.clone(),
-        steps: p.steps,
-        sampler_name: sampler_name.clone(),
-        scheduler: scheduler_label.clone(),
-        cfg_scale: p.cfg_scale,
         width: p.width,
         height: p.height,
+        sampler_name: sampler_name.clone(),
+        cfg_scale: p.cfg_scale,
+        steps: p.steps,
         batch_size: p.batch_size,
+        restore_faces: p.restore_faces.unwrap_or(false),
+        face_restoration_model: None,
+        sd_model_name: Some(checkpoint.model_name()),
+        sd_model_hash: checkpoint.item.hash.clone(),
+        sd_vae_name: None,
+        sd_vae_hash: None,
         seed_resize_from_w: p.seed_resize_from_w,
         seed_resize_from_h: p.seed_resize_from_h,
-        denoising_strength,
-        is_img2img: matches!(request, GenerationRequest::Img2Img { .. }),
-        extra_generation_params: extra_params,
-        model_name: checkpoint.model_name.clone(),
-        model_hash: checkpoint.short_hash(),
+        denoising_strength: denoising_strength.map(Value::from).unwrap_or(Value::Null),
+        extra_generation_params: extra.clone(),
+        index_of_first_image: 0,
+        infotexts: infotexts.clone(),
         styles: p.styles.clone(),
-        clip_skip: opts.clip_stop_at_last_layers(),
         job_timestamp: ctx.runner.state().job_timestamp(),
-        version: ctx.version.clone(),
-    };
-    let infotexts: Vec<String> = infotexts.into_iter().map(|i| create_infotext(&info_params, &opts, i)).collect();
-    let info = info_json(&info_params, &opts, &infotexts);
+        clip_skip: opts.clip_stop_at_last_layers(),
+        is_using_inpainting_conditioning: false,
+        version,
+    }
+    .to_info_string();
     Ok(Processed {
         images,
         infotexts,

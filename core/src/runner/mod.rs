@@ -15,6 +15,7 @@ mod worker;
 #[path = "../engine/mod.rs"]
 #[allow(dead_code)]
 mod engine;
+mod cfg_denoiser;
 mod pipeline;
 
 pub use job::*;
