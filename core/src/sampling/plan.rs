@@ -21,6 +21,8 @@ pub struct SamplingPlan {
     pub dpm_sigma_max: f64,
     pub dpm_steps: usize,
     pub is_img2img: bool,
+    /// Requested steps (A1111 reports them as `state.sampling_steps` for txt2img).
+    pub steps: usize,
     /// img2img: `(steps, t_enc)`; the sampler runs `t_enc + 1` steps.
     pub img2img_steps: Option<(usize, usize)>,
     /// Timestep samplers, img2img: the timestep the init latent is noised to (`timesteps[t_enc]`).
@@ -113,6 +115,7 @@ impl SamplingPlan {
             dpm_sigma_max: model.sigma_max(),
             dpm_steps: steps,
             is_img2img: false,
+            steps,
             img2img_steps: None,
             img2img_noise_timestep: None,
         })
@@ -159,6 +162,7 @@ impl SamplingPlan {
             full_sigmas,
             timesteps,
             is_img2img: true,
+            steps: requested_steps,
             img2img_steps: Some((steps, t_enc)),
             img2img_noise_timestep: noise_t,
         })
@@ -168,8 +172,7 @@ impl SamplingPlan {
     pub fn sampling_steps(&self) -> usize {
         match self.img2img_steps {
             Some((_, t_enc)) => t_enc + 1,
-            None if self.kind.flags().timesteps => self.timesteps.len().saturating_sub(1),
-            None => self.sigmas.len().saturating_sub(1),
+            None => self.steps,
         }
     }
 

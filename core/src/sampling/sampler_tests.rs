@@ -92,7 +92,8 @@ fn timestep_samplers_converge() {
         (SamplerKind::Ddim, 100, 0.02),
         (SamplerKind::DdimCfgPp, 100, 0.02),
         (SamplerKind::Plms, 30, 0.005),
-        (SamplerKind::UniPc, 20, 0.003),
+        (SamplerKind::UniPc, 20, 0.02),
+        (SamplerKind::UniPc, 100, 0.003),
     ] {
         let p = plan(kind, steps);
         let (t_first, t_last) = (p.timesteps[0], *p.timesteps.last().unwrap());
@@ -360,10 +361,12 @@ fn unipc_calls_and_progress() {
     };
     let mut ctx = SamplerContext::new(&mut model, &mut noise, SamplerParams::default(), &ac).with_callback(&mut cb);
     sample(&mut ctx, &p, one(1.0)).unwrap();
-    // A1111 runs UniPC with steps = len(timesteps) = 6 model evaluations (one per step, the last
-    // step's corrector skipped), reported once per step.
-    assert_eq!(model.calls, 6);
-    assert_eq!(steps_seen.len(), 6);
+    // 5 steps -> timesteps [1, 201, 401, 601, 801]; A1111 runs UniPC with steps = len(timesteps) = 5:
+    // one initial evaluation plus one corrector evaluation per step except the last (5 calls), and
+    // after_update reports every step once.
+    assert_eq!(p.timesteps.len(), 5);
+    assert_eq!(model.calls, 5);
+    assert_eq!(steps_seen, vec![(0, 5), (1, 5), (2, 5), (3, 5), (4, 5)]);
 }
 
 #[test]
