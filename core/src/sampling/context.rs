@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 
 use super::{
-    BrownianTreeNoise, Model, NoiseSource, SamplerKind, SamplerParams, SamplingError, SamplingPlan, dpm_solver, dpmpp,
-    k_euler, lcm, lms, restart, timestep_samplers, unipc,
+    BrownianTreeNoise, Model, NoiseSource, SamplerKind, SamplerParams, SamplingError, SamplingPlan,
+    dpm_solver, dpmpp, k_euler, lcm, lms, restart, timestep_samplers, unipc,
 };
 
 /// Progress of one sampler step, reported after the step's model evaluation.
@@ -56,8 +56,22 @@ pub struct SamplerContext<'a> {
 }
 
 impl<'a> SamplerContext<'a> {
-    pub fn new(model: &'a mut dyn Model, noise: &'a mut dyn NoiseSource, params: SamplerParams, alphas_cumprod: &'a [f32]) -> Self {
-        Self { model, noise, params, brownian: None, alphas_cumprod, callback: None, total_steps: 0, last_denoised: None }
+    pub fn new(
+        model: &'a mut dyn Model,
+        noise: &'a mut dyn NoiseSource,
+        params: SamplerParams,
+        alphas_cumprod: &'a [f32],
+    ) -> Self {
+        Self {
+            model,
+            noise,
+            params,
+            brownian: None,
+            alphas_cumprod,
+            callback: None,
+            total_steps: 0,
+            last_denoised: None,
+        }
     }
 
     pub fn with_callback(mut self, callback: &'a mut dyn StepCallback) -> Self {
@@ -75,11 +89,23 @@ impl<'a> SamplerContext<'a> {
     }
 
     /// Reports a finished step (and remembers its prediction for interruption).
-    pub(super) fn report(&mut self, step: usize, x: &Tensor, denoised: &Tensor, sigma: f64) -> Result<(), SamplingError> {
+    pub(super) fn report(
+        &mut self,
+        step: usize,
+        x: &Tensor,
+        denoised: &Tensor,
+        sigma: f64,
+    ) -> Result<(), SamplingError> {
         self.last_denoised = Some(denoised.clone());
         let total_steps = self.total_steps;
         match self.callback.as_deref_mut() {
-            Some(cb) => cb.on_step(&StepInfo { step, total_steps, x, denoised, sigma }),
+            Some(cb) => cb.on_step(&StepInfo {
+                step,
+                total_steps,
+                x,
+                denoised,
+                sigma,
+            }),
             None => Ok(()),
         }
     }
@@ -90,7 +116,12 @@ impl<'a> SamplerContext<'a> {
     }
 
     /// k-diffusion `noise_sampler(sigma, sigma_next)`: Brownian increment if configured, else randn_like.
-    pub(super) fn step_noise(&mut self, sigma: f64, sigma_next: f64, x: &Tensor) -> Result<Tensor, SamplingError> {
+    pub(super) fn step_noise(
+        &mut self,
+        sigma: f64,
+        sigma_next: f64,
+        x: &Tensor,
+    ) -> Result<Tensor, SamplingError> {
         match self.brownian.as_mut() {
             Some(tree) => tree.noise(sigma, sigma_next, x),
             None => self.noise.randn_like(x),
@@ -99,7 +130,11 @@ impl<'a> SamplerContext<'a> {
 }
 
 /// Runs `plan.kind` from latent `x` (already scaled: see `SamplingPlan::txt2img_start`).
-pub fn sample(ctx: &mut SamplerContext<'_>, plan: &SamplingPlan, x: Tensor) -> Result<SampleOutput, SamplingError> {
+pub fn sample(
+    ctx: &mut SamplerContext<'_>,
+    plan: &SamplingPlan,
+    x: Tensor,
+) -> Result<SampleOutput, SamplingError> {
     ctx.total_steps = plan.sampling_steps();
     ctx.last_denoised = None;
     let sigmas = plan.sigmas.as_slice();
@@ -117,8 +152,16 @@ pub fn sample(ctx: &mut SamplerContext<'_>, plan: &SamplingPlan, x: Tensor) -> R
         SamplerKind::DpmPp2MSde => dpmpp::dpmpp_2m_sde(ctx, x, sigmas, dpmpp::SolverType::Midpoint),
         SamplerKind::DpmPp2MSdeHeun => dpmpp::dpmpp_2m_sde(ctx, x, sigmas, dpmpp::SolverType::Heun),
         SamplerKind::DpmPp3MSde => dpmpp::dpmpp_3m_sde(ctx, x, sigmas),
-        SamplerKind::DpmFast => dpm_solver::dpm_fast(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max, plan.dpm_steps),
-        SamplerKind::DpmAdaptive => dpm_solver::dpm_adaptive(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max),
+        SamplerKind::DpmFast => dpm_solver::dpm_fast(
+            ctx,
+            x,
+            plan.dpm_sigma_min,
+            plan.dpm_sigma_max,
+            plan.dpm_steps,
+        ),
+        SamplerKind::DpmAdaptive => {
+            dpm_solver::dpm_adaptive(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max)
+        }
         SamplerKind::Restart => restart::restart(ctx, x, sigmas),
         SamplerKind::Lcm => lcm::lcm(ctx, x, sigmas),
         SamplerKind::Ddim => timestep_samplers::ddim(ctx, x, &plan.timesteps, false),
@@ -127,10 +170,14 @@ pub fn sample(ctx: &mut SamplerContext<'_>, plan: &SamplingPlan, x: Tensor) -> R
         SamplerKind::UniPc => unipc::unipc(ctx, x, &plan.timesteps, plan.is_img2img),
     };
     match result {
-        Ok(latent) => Ok(SampleOutput { latent, interrupted: false }),
-        Err(SamplingError::Interrupted) => {
-            Ok(SampleOutput { latent: ctx.last_denoised.take().unwrap_or(start), interrupted: true })
-        }
+        Ok(latent) => Ok(SampleOutput {
+            latent,
+            interrupted: false,
+        }),
+        Err(SamplingError::Interrupted) => Ok(SampleOutput {
+            latent: ctx.last_denoised.take().unwrap_or(start),
+            interrupted: true,
+        }),
         Err(e) => Err(e),
     }
 }
@@ -150,6 +197,9 @@ pub(super) fn ancestral_step(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, 
     if eta == 0.0 {
         return (sigma_to, 0.0);
     }
-    let up = sigma_to.min(eta * (sigma_to.powi(2) * (sigma_from.powi(2) - sigma_to.powi(2)) / sigma_from.powi(2)).sqrt());
+    let up = sigma_to.min(
+        eta * (sigma_to.powi(2) * (sigma_from.powi(2) - sigma_to.powi(2)) / sigma_from.powi(2))
+            .sqrt(),
+    );
     ((sigma_to.powi(2) - up.powi(2)).sqrt(), up)
 }

@@ -13,7 +13,11 @@ fn sigma_of(t: f64) -> f64 {
     (-t).exp()
 }
 
-pub fn dpmpp_2s_ancestral(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_2s_ancestral(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;
@@ -26,9 +30,19 @@ pub fn dpmpp_2s_ancestral(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &
             let (t, t_next) = (t_of(sigmas[i]), t_of(sigma_down));
             let h = t_next - t;
             let s = t + 0.5 * h;
-            let x_2 = lin2(&x, sigma_of(s) / sigma_of(t), &denoised, -(-h * 0.5).exp_m1())?;
+            let x_2 = lin2(
+                &x,
+                sigma_of(s) / sigma_of(t),
+                &denoised,
+                -(-h * 0.5).exp_m1(),
+            )?;
             let denoised_2 = ctx.denoise(&x_2, sigma_of(s))?;
-            x = lin2(&x, sigma_of(t_next) / sigma_of(t), &denoised_2, -(-h).exp_m1())?;
+            x = lin2(
+                &x,
+                sigma_of(t_next) / sigma_of(t),
+                &denoised_2,
+                -(-h).exp_m1(),
+            )?;
         }
         if sigmas[i + 1] > 0.0 {
             let noise = ctx.step_noise(sigmas[i], sigmas[i + 1], &x)?;
@@ -38,7 +52,11 @@ pub fn dpmpp_2s_ancestral(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &
     Ok(x)
 }
 
-pub fn dpmpp_2m(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_2m(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+) -> Result<Tensor, SamplingError> {
     let mut old_denoised: Option<Tensor> = None;
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;
@@ -60,7 +78,11 @@ pub fn dpmpp_2m(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> 
     Ok(x)
 }
 
-pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_sde(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+) -> Result<Tensor, SamplingError> {
     const R: f64 = 0.5;
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     for i in 0..sigmas.len().saturating_sub(1) {
@@ -78,7 +100,12 @@ pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) ->
         // Step 1: to the midpoint s, with ancestral noise.
         let (sd, su) = ancestral_step(sigma_of(t), sigma_of(s), eta);
         let s_ = t_of(sd);
-        let x_2 = lin2(&x, sigma_of(s_) / sigma_of(t), &denoised, -(t - s_).exp_m1())?;
+        let x_2 = lin2(
+            &x,
+            sigma_of(s_) / sigma_of(t),
+            &denoised,
+            -(t - s_).exp_m1(),
+        )?;
         let noise = ctx.step_noise(sigma_of(t), sigma_of(s), &x_2)?;
         let x_2 = lin2(&x_2, 1.0, &noise, s_noise * su)?;
         let denoised_2 = ctx.denoise(&x_2, sigma_of(s))?;
@@ -86,7 +113,12 @@ pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) ->
         let (sd, su) = ancestral_step(sigma_of(t), sigma_of(t_next), eta);
         let t_next_ = t_of(sd);
         let denoised_d = lin2(&denoised, 1.0 - fac, &denoised_2, fac)?;
-        x = lin2(&x, sigma_of(t_next_) / sigma_of(t), &denoised_d, -(t - t_next_).exp_m1())?;
+        x = lin2(
+            &x,
+            sigma_of(t_next_) / sigma_of(t),
+            &denoised_d,
+            -(t - t_next_).exp_m1(),
+        )?;
         let noise = ctx.step_noise(sigma_of(t), sigma_of(t_next), &x)?;
         x = lin2(&x, 1.0, &noise, s_noise * su)?;
     }
@@ -100,7 +132,12 @@ pub enum SolverType {
     Heun,
 }
 
-pub fn dpmpp_2m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64], solver: SolverType) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_2m_sde(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+    solver: SolverType,
+) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     let mut old_denoised: Option<Tensor> = None;
     let mut h_last: Option<f64> = None;
@@ -114,7 +151,12 @@ pub fn dpmpp_2m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64],
             let (t, s) = (-sigmas[i].ln(), -sigmas[i + 1].ln());
             let hh = s - t;
             let eta_h = eta * hh;
-            x = lin2(&x, sigmas[i + 1] / sigmas[i] * (-eta_h).exp(), &denoised, -(-hh - eta_h).exp_m1())?;
+            x = lin2(
+                &x,
+                sigmas[i + 1] / sigmas[i] * (-eta_h).exp(),
+                &denoised,
+                -(-hh - eta_h).exp_m1(),
+            )?;
             if let (Some(old), Some(hl)) = (&old_denoised, h_last) {
                 let r = hl / hh;
                 let diff = (&denoised - old)?;
@@ -140,7 +182,11 @@ pub fn dpmpp_2m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64],
     Ok(x)
 }
 
-pub fn dpmpp_3m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_3m_sde(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     let (mut denoised_1, mut denoised_2): (Option<Tensor>, Option<Tensor>) = (None, None);
     let (mut h_1, mut h_2): (Option<f64>, Option<f64>) = (None, None);

@@ -8,7 +8,12 @@ use super::context::{SamplerContext, lin2};
 use super::{DiscreteSchedule, SamplingError};
 
 /// `LCMCompVisDenoiser.forward` on top of the CFG eps model.
-fn lcm_denoised(ctx: &mut SamplerContext<'_>, table: &DiscreteSchedule, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
+fn lcm_denoised(
+    ctx: &mut SamplerContext<'_>,
+    table: &DiscreteSchedule,
+    x: &Tensor,
+    sigma: f64,
+) -> Result<Tensor, SamplingError> {
     let t = table.sigma_to_t(sigma);
     let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
     let eps = ctx.model.eps_at_timestep(&(x * c_in)?, t as usize)?;
@@ -20,7 +25,11 @@ fn lcm_denoised(ctx: &mut SamplerContext<'_>, table: &DiscreteSchedule, x: &Tens
     lin2(&plain, c_out, x, c_skip)
 }
 
-pub fn lcm(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
+pub fn lcm(
+    ctx: &mut SamplerContext<'_>,
+    mut x: Tensor,
+    sigmas: &[f64],
+) -> Result<Tensor, SamplingError> {
     let table = DiscreteSchedule::lcm(ctx.alphas_cumprod)?;
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = lcm_denoised(ctx, &table, &x, sigmas[i])?;

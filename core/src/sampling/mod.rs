@@ -10,9 +10,9 @@
 mod beta_dist;
 mod brownian;
 mod context;
+mod discrete;
 mod dpm_solver;
 mod dpmpp;
-mod discrete;
 mod k_euler;
 mod lcm;
 mod lms;
@@ -71,7 +71,9 @@ pub trait Model {
         if t >= 0.0 && t.fract() == 0.0 {
             self.eps_at_timestep(x, t as usize)
         } else {
-            Err(SamplingError::Other(format!("model cannot evaluate fractional timestep {t}")))
+            Err(SamplingError::Other(format!(
+                "model cannot evaluate fractional timestep {t}"
+            )))
         }
     }
 
@@ -84,7 +86,9 @@ pub trait Model {
         _t: usize,
         _cfg_scale_multiplier: f64,
     ) -> Result<(Tensor, Tensor), SamplingError> {
-        Err(SamplingError::Other("this model does not expose the unconditional prediction (DDIM CFG++)".into()))
+        Err(SamplingError::Other(
+            "this model does not expose the unconditional prediction (DDIM CFG++)".into(),
+        ))
     }
 }
 

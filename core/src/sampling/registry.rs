@@ -121,7 +121,9 @@ impl SamplerKind {
 
     /// Looks a sampler up by name or alias (exact match, as A1111's `all_samplers_map`).
     pub fn from_name(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == value || k.aliases().contains(&value))
+        Self::ALL
+            .into_iter()
+            .find(|k| k.name() == value || k.aliases().contains(&value))
     }
 
     pub fn flags(self) -> SamplerFlags {
@@ -129,24 +131,48 @@ impl SamplerKind {
         let karras = Some(Scheduler::Karras);
         let exponential = Some(Scheduler::Exponential);
         match self {
-            Self::DpmPp2M => SamplerFlags { default_scheduler: karras, ..f },
-            Self::DpmPpSde => SamplerFlags { default_scheduler: karras, second_order: true, brownian_noise: true, ..f },
-            Self::DpmPp2MSde | Self::DpmPp2MSdeHeun => {
-                SamplerFlags { default_scheduler: exponential, brownian_noise: true, ..f }
-            }
-            Self::DpmPp2SAncestral => SamplerFlags { default_scheduler: karras, uses_ensd: true, second_order: true, ..f },
+            Self::DpmPp2M => SamplerFlags {
+                default_scheduler: karras,
+                ..f
+            },
+            Self::DpmPpSde => SamplerFlags {
+                default_scheduler: karras,
+                second_order: true,
+                brownian_noise: true,
+                ..f
+            },
+            Self::DpmPp2MSde | Self::DpmPp2MSdeHeun => SamplerFlags {
+                default_scheduler: exponential,
+                brownian_noise: true,
+                ..f
+            },
+            Self::DpmPp2SAncestral => SamplerFlags {
+                default_scheduler: karras,
+                uses_ensd: true,
+                second_order: true,
+                ..f
+            },
             Self::DpmPp3MSde => SamplerFlags {
                 default_scheduler: exponential,
                 discard_next_to_last_sigma: true,
                 brownian_noise: true,
                 ..f
             },
-            Self::EulerAncestral | Self::DpmFast | Self::DpmAdaptive => SamplerFlags { uses_ensd: true, ..f },
+            Self::EulerAncestral | Self::DpmFast | Self::DpmAdaptive => SamplerFlags {
+                uses_ensd: true,
+                ..f
+            },
             Self::Euler | Self::Lms | Self::Lcm => f,
-            Self::Heun => SamplerFlags { second_order: true, ..f },
-            Self::Dpm2 => {
-                SamplerFlags { default_scheduler: karras, discard_next_to_last_sigma: true, second_order: true, ..f }
-            }
+            Self::Heun => SamplerFlags {
+                second_order: true,
+                ..f
+            },
+            Self::Dpm2 => SamplerFlags {
+                default_scheduler: karras,
+                discard_next_to_last_sigma: true,
+                second_order: true,
+                ..f
+            },
             Self::Dpm2Ancestral => SamplerFlags {
                 default_scheduler: karras,
                 discard_next_to_last_sigma: true,
@@ -154,8 +180,15 @@ impl SamplerKind {
                 second_order: true,
                 ..f
             },
-            Self::Restart => SamplerFlags { default_scheduler: karras, second_order: true, ..f },
-            Self::Ddim | Self::DdimCfgPp | Self::Plms | Self::UniPc => SamplerFlags { timesteps: true, ..f },
+            Self::Restart => SamplerFlags {
+                default_scheduler: karras,
+                second_order: true,
+                ..f
+            },
+            Self::Ddim | Self::DdimCfgPp | Self::Plms | Self::UniPc => SamplerFlags {
+                timesteps: true,
+                ..f
+            },
         }
     }
 
@@ -207,7 +240,10 @@ mod tests {
             }
         }
         assert_eq!(SamplerKind::from_name("euler"), None);
-        assert_eq!(SamplerKind::DpmPp2M.flags().default_scheduler, Some(Scheduler::Karras));
+        assert_eq!(
+            SamplerKind::DpmPp2M.flags().default_scheduler,
+            Some(Scheduler::Karras)
+        );
         assert!(SamplerKind::Heun.flags().second_order && !SamplerKind::Euler.flags().second_order);
         assert!(SamplerKind::DpmPp3MSde.flags().discard_next_to_last_sigma);
         assert!(SamplerKind::Ddim.flags().timesteps);
