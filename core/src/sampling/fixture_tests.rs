@@ -194,3 +194,31 @@ fn automatic_resolves_to_sampler_default() {
     assert_eq!(ddim.timesteps.len(), 14);
     assert_eq!(ddim.timesteps[..3], [1, 77, 153]);
 }
+
+/// The sampler input `iter{n}.x_T` from the fixture noise (and `init_latent` for img2img).
+#[test]
+fn fixture_sampler_inputs() {
+    let ac = fixture_alphas_cumprod();
+    let mut worst = 0f32;
+    for case in cases() {
+        let plan = plan_for(&case, &ac);
+        let noise = &case.tensors["iter0.noise"];
+        let x = match case.tensors.get("init_latent") {
+            Some(init) => plan.img2img_start(init, noise, &ac).unwrap(),
+            None => plan.txt2img_start(noise).unwrap(),
+        };
+        let want = &case.tensors["iter0.x_T"];
+        let err: f32 = (x - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        let scale: f32 = want.abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        assert!(err <= 1e-6 * scale, "{}: x_T error {err}", case.name);
+        worst = worst.max(err / scale);
+    }
+    eprintln!("x_T worst relative error {worst:.2e}");
+}
