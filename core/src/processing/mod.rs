@@ -19,7 +19,7 @@ use crate::api::options::Options;
 use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use crate::api::sampler_resolution::get_sampler_and_scheduler;
 use crate::infotext::{InfoJson, InfotextInput, create_infotext};
-use crate::rng::seeds;
+use crate::rng::{all_seeds, all_subseeds, fixed_seed};
 use crate::runner::{
     BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
 };
@@ -76,7 +76,11 @@ fn runner_error(e: RunnerError) -> ApiError {
 /// A1111's `create_task_id`: `task(<kind>-XXXXXXX)` with 7 random `[A-Z0-9]`.
 pub fn create_task_id(kind: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut state = seeds::random_u64();
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS per process; mixing in the time keeps ids distinct.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    let mut state = hasher.finish();
     let id: String = (0..7)
         .map(|_| {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -140,12 +144,16 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
         randn_source: opts.randn_source(),
         eta_noise_seed_delta: opts.eta_noise_seed_delta(),
         eta: p.eta,
+        request_s_churn: p.s_churn,
+        request_s_tmin: p.s_tmin,
+        request_s_tmax: p.s_tmax,
+        request_s_noise: p.s_noise,
         eta_ancestral: opts.eta_ancestral(),
         eta_ddim: opts.eta_ddim(),
-        s_churn: p.s_churn.unwrap_or(opts.s_churn()),
-        s_tmin: p.s_tmin.unwrap_or(opts.s_tmin()),
-        s_tmax: p.s_tmax.unwrap_or(opts.s_tmax()),
-        s_noise: p.s_noise.unwrap_or(opts.s_noise()),
+        s_churn: opts.s_churn(),
+        s_tmin: opts.s_tmin(),
+        s_tmax: opts.s_tmax(),
+        s_noise: opts.s_noise(),
         sigma_min: opts.sigma_min(),
         sigma_max: opts.sigma_max(),
         rho: opts.rho(),
@@ -212,11 +220,11 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let total = batch_size * n_iter;
 
     // Seeds (§4.1): -1 resolves to a random seed; variation seeds pin the main seed.
-    let seed = seeds::fixed_seed(p.seed);
-    let subseed = seeds::fixed_seed(p.subseed);
+    let seed = fixed_seed(p.seed);
+    let subseed = fixed_seed(p.subseed);
     let strength = p.subseed_strength_f64();
-    let all_seeds = seeds::all_seeds(seed, strength, total);
-    let all_subseeds = seeds::all_subseeds(subseed, total);
+    let all_seeds = all_seeds(seed, strength, total);
+    let all_subseeds = all_subseeds(subseed, total);
     let all_prompts = vec![p.prompt.clone(); total];
     let all_negative_prompts = vec![p.negative_prompt.clone(); total];
 

@@ -38,7 +38,13 @@ pub struct GenerationSettings {
     /// "GPU", "CPU" or "NV".
     pub randn_source: String,
     pub eta_noise_seed_delta: i64,
+    /// Request `eta` (None: the option's value).
     pub eta: Option<f64>,
+    /// Request `s_churn`/`s_tmin`/`s_tmax`/`s_noise`; the options' values are below.
+    pub request_s_churn: Option<f64>,
+    pub request_s_tmin: Option<f64>,
+    pub request_s_tmax: Option<f64>,
+    pub request_s_noise: Option<f64>,
     pub eta_ancestral: f64,
     pub eta_ddim: f64,
     pub s_churn: f64,
@@ -65,6 +71,10 @@ impl Default for GenerationSettings {
             randn_source: "GPU".into(),
             eta_noise_seed_delta: 0,
             eta: None,
+            request_s_churn: None,
+            request_s_tmin: None,
+            request_s_tmax: None,
+            request_s_noise: None,
             eta_ancestral: 1.0,
             eta_ddim: 0.0,
             s_churn: 0.0,
@@ -138,4 +148,17 @@ pub struct JobReport {
     pub job_id: u64,
     pub output: BatchOutput,
     pub timings: JobTimings,
+}
+
+impl From<image::RgbImage> for RgbImage {
+    fn from(img: image::RgbImage) -> Self {
+        Self { width: img.width(), height: img.height(), pixels: img.into_raw() }
+    }
+}
+
+impl RgbImage {
+    /// The same pixels as an `image` crate buffer (for the codecs).
+    pub fn to_image(&self) -> Option<image::RgbImage> {
+        image::RgbImage::from_raw(self.width, self.height, self.pixels.clone())
+    }
 }

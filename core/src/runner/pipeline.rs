@@ -11,9 +11,11 @@ use super::{BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, ModelSele
 use crate::prompts::conditioning::{ConditioningOptions, TextConditioner};
 use crate::prompts::schedules::ScheduleParams;
 use crate::prompts::tokenize::{ChunkingOptions, EmphasisMode};
-use crate::rng::image_rng::{ImageRng, ImageRngOptions};
-use crate::rng::RandnSource;
-use crate::sampling::{self, SamplingError};
+use crate::rng::{ImageRng, ImageRngOptions, RandnSource};
+use crate::sampling::{
+    self, BrownianTreeNoise, ExtraParamOptions, RequestExtraParams, SamplerContext, SamplerKind, SamplingPlan,
+    SamplingError, Scheduler, SchedulerOptions, StepInfo, resolve_sampler_params,
+};
 
 /// Owns the device and the loaded model; lives on the runner's worker thread.
 pub struct DiffusionExecutor {
@@ -52,8 +54,11 @@ fn parse_device(spec: &str) -> Result<Device, RunnerError> {
     Device::new_cuda(ordinal).map_err(|e| RunnerError::Model(format!("cannot open CUDA device {ordinal}: {e}")))
 }
 
+/// The first line of an error: candle appends a backtrace when RUST_BACKTRACE is set, which does
+/// not belong in an API response.
 fn exec_err(e: impl std::fmt::Display) -> RunnerError {
-    RunnerError::Execution(e.to_string())
+    let text = e.to_string();
+    RunnerError::Execution(text.lines().next().unwrap_or_default().to_string())
 }
 
 /// Pixels of an init image as A1111 feeds the VAE: (1, 3, H, W) in [-1, 1].
@@ -82,7 +87,7 @@ impl BatchExecutor for DiffusionExecutor {
         let model = self.model()?;
         let batch = job.seeds.len();
         let (lh, lw) = (job.height / 8, job.width / 8);
-        let sampler = sampling::SamplerKind::from_name(&job.sampler)
+        let sampler = SamplerKind::from_name(&job.sampler)
             .ok_or_else(|| RunnerError::Execution(format!("unknown sampler {:?}", job.sampler)))?;
         let flags = sampler.flags();
         let total_steps = if flags.second_order { job.steps * 2 } else { job.steps };
@@ -104,7 +109,7 @@ impl BatchExecutor for DiffusionExecutor {
         let source = RandnSource::from_option(&job.settings.randn_source).unwrap_or(RandnSource::Gpu);
         let rng_options = ImageRngOptions {
             source,
-            subseeds: job.subseeds.clone(),
+            subseeds: Some(job.subseeds.clone()),
             subseed_strength: job.subseed_strength,
             seed_resize_from_h: job.seed_resize_from_h,
             seed_resize_from_w: job.seed_resize_from_w,
@@ -137,29 +142,97 @@ impl BatchExecutor for DiffusionExecutor {
             }
         };
 
-        let plan = sampling::plan_sampling(job, sampler, &discrete, init_latent.is_some()).map_err(exec_err)?;
-        let state = control.state;
-        let mut callback = |step: usize, total: usize| state.set_sampling(step, total);
-        let outcome = sampling::run(
-            sampler,
-            &plan,
-            &mut denoiser,
-            &mut rng,
-            init_latent.as_ref(),
-            &mut callback,
-        );
-        let (latent, interrupted) = match outcome {
-            Ok(latent) => (latent, false),
-            Err(SamplingError::InterruptedAt(latent)) => (latent, true),
-            Err(e) => return Err(exec_err(e)),
+        // Sigma schedule (and DDIM-family timesteps), A1111's img2img truncation included.
+        let s = &job.settings;
+        let scheduler = Scheduler::from_name(&job.scheduler).unwrap_or(Scheduler::Automatic);
+        let sched_opts = SchedulerOptions {
+            sigma_min: s.sigma_min,
+            sigma_max: s.sigma_max,
+            rho: s.rho,
+            beta_alpha: s.beta_dist_alpha,
+            beta_beta: s.beta_dist_beta,
+            ..SchedulerOptions::default()
         };
+        let alphas = &model.alphas_cumprod;
+        let (plan, noise_multiplier) = match &job.mode {
+            JobMode::Txt2Img => (
+                SamplingPlan::txt2img(sampler, scheduler, job.steps, alphas, &sched_opts, s.always_discard_next_to_last_sigma),
+                1.0,
+            ),
+            JobMode::Img2Img { denoising_strength, initial_noise_multiplier, .. } => (
+                SamplingPlan::img2img(
+                    sampler,
+                    scheduler,
+                    job.steps,
+                    *denoising_strength,
+                    s.img2img_fix_steps,
+                    alphas,
+                    &sched_opts,
+                    s.always_discard_next_to_last_sigma,
+                ),
+                *initial_noise_multiplier,
+            ),
+        };
+        let plan = plan.map_err(exec_err)?;
+        let (params, param_infotext) = resolve_sampler_params(
+            sampler,
+            &RequestExtraParams {
+                eta: s.eta,
+                s_churn: s.request_s_churn,
+                s_tmin: s.request_s_tmin,
+                s_tmax: s.request_s_tmax,
+                s_noise: s.request_s_noise,
+            },
+            &ExtraParamOptions {
+                eta_ancestral: s.eta_ancestral,
+                eta_ddim: s.eta_ddim,
+                s_churn: s.s_churn,
+                s_tmin: s.s_tmin,
+                s_tmax: s.s_tmax,
+                s_noise: s.s_noise,
+            },
+        );
+
+        // The first draw of every image generator is the initial noise; later draws feed the sampler.
+        let noise = rng.next().map_err(exec_err)?;
+        let x = match &init_latent {
+            None => plan.txt2img_start(&noise).map_err(exec_err)?,
+            Some(init) => {
+                let noise = if noise_multiplier != 1.0 { (noise * noise_multiplier).map_err(exec_err)? } else { noise };
+                plan.img2img_start(init, &noise, alphas).map_err(exec_err)?
+            }
+        };
+        let state = control.state;
+        let mut callback = |info: &StepInfo<'_>| -> Result<(), SamplingError> {
+            state.set_sampling(info.step, info.total_steps);
+            Ok(())
+        };
+        let numel = 4 * lh * lw;
+        let brownian = sampler
+            .flags()
+            .brownian_noise
+            .then(|| BrownianTreeNoise::for_plan(&plan, &job.seeds, source, numel));
+        let mut ctx = SamplerContext::new(&mut denoiser, &mut rng, params, alphas).with_callback(&mut callback);
+        if let Some(tree) = brownian {
+            ctx = ctx.with_brownian(tree);
+        }
+        let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
+        let (latent, interrupted) = (output.latent, output.interrupted);
+        let mut extra_generation_params: Vec<(String, String)> = param_infotext
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), crate::infotext::python_json::float_repr(v)))
+            .collect();
+        if let Some(init) = init_latent.as_ref() {
+            // A1111 blends the img2img result with the init latent only under a mask; keep the shape check.
+            debug_assert_eq!(init.dims(), latent.dims());
+        }
 
         // Decode each latent separately, as A1111's decode_first_stage loop does.
         let mut images = Vec::with_capacity(batch);
         for i in 0..batch {
             let z = latent.narrow(0, i, 1).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
             let decoded = model.vae.decode(&z).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)?;
-            let pixels = to_rgb8(&decoded).map_err(exec_err)?;
+            let pixels = to_rgb8(&decoded.squeeze(0).map_err(exec_err)?).map_err(exec_err)?;
             images.push(RgbImage { width: (lw * 8) as u32, height: (lh * 8) as u32, pixels });
         }
         let stopped_by_skip = interrupted && !control.state.is_interrupted();
@@ -167,7 +240,7 @@ impl BatchExecutor for DiffusionExecutor {
             images,
             interrupted: interrupted && !stopped_by_skip,
             skipped: stopped_by_skip,
-            extra_generation_params: plan.extra_generation_params.clone(),
+            extra_generation_params: std::mem::take(&mut extra_generation_params),
         })
     }
 
