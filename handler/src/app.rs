@@ -54,12 +54,20 @@ impl AppState {
             .as_deref()
             .and_then(|c| models.find_checkpoint(c))
             .or_else(|| models.default_checkpoint())
-            .map(|c| c.title.clone());
+            .map(|c| c.item.title.clone());
         if let Some(title) = default_ckpt {
             // The option holds the checkpoint title, as A1111's does.
             let _ = options.set("sd_model_checkpoint", serde_json::Value::String(title));
         }
-        let flags = ServerFlags::for_server(&config.models_dir.to_string_lossy(), config.listen, !config.api_auth.is_empty());
+        let flags = ServerFlags {
+            models_dir: Some(config.models_dir.to_string_lossy().into_owned()),
+            listen: !config.listen.ip().is_loopback(),
+            port: Some(config.listen.port()),
+            api_auth: (!config.api_auth.is_empty()).then(|| "<redacted>".to_string()),
+            use_cpu: if config.device == "cpu" { vec!["all".into()] } else { vec![] },
+            no_half: config.device == "cpu",
+            ..ServerFlags::default()
+        };
         Ok(Self {
             ctx: ProcessingContext {
                 runner,

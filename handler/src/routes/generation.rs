@@ -5,10 +5,9 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use sdapi_core::api::errors::ApiError;
 use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_core::images::{decode_base64_image, encode_image};
+use sdapi_core::images::{decode_base64_image, encode_image_base64, parse_hex_color};
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
 use sdapi_core::runner::RgbImage;
 use serde_json::{Map, Value, json};
@@ -51,7 +50,8 @@ pub async fn img2img(
             .iter()
             .map(|v| {
                 let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
-                let img = decode_base64_image(s, &background)?;
+                // RGBA is flattened over `img2img_background_color`, as A1111 does.
+                let img: RgbImage = decode_base64_image(s)?.flatten(parse_hex_color(&background)).into();
                 Ok(resize_to(img, width, height))
             })
             .collect()
@@ -106,8 +106,8 @@ async fn respond(processed: Processed, parameters: Map<String, Value>, send_imag
                 .iter()
                 .zip(&p.infotexts)
                 .map(|(img, info)| {
-                    let bytes = encode_image(img, Some(info), &p.options)?;
-                    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    let buf = img.to_image().ok_or_else(|| ApiError::runtime("generated image has an invalid size"))?;
+                    encode_image_base64(&buf, Some(info), &p.options)
                 })
                 .collect()
         })

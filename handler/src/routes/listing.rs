@@ -11,8 +11,8 @@ use sdapi_core::api::items::{
     EmbeddingsResponse, ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
 };
 use sdapi_core::api::models_dir::ModelIndex;
-use sdapi_core::images::{decode_base64_image_bytes, read_infotext};
-use sdapi_core::infotext::parse_generation_parameters;
+use sdapi_core::api::responses::PngInfoResponse;
+use sdapi_core::images::py_b64decode;
 use serde_json::{Value, json};
 
 use super::json_body;
@@ -98,7 +98,7 @@ pub async fn set_options(
         match models.find_checkpoint(&name) {
             Some(info) => {
                 let mut m = map.clone();
-                m.insert("sd_model_checkpoint".into(), Value::String(info.title.clone()));
+                m.insert("sd_model_checkpoint".into(), Value::String(info.item.title.clone()));
                 drop(models);
                 return apply_options(&s, &m);
             }
@@ -158,8 +158,15 @@ pub async fn png_info(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -
     if image.trim().is_empty() {
         return Err(ApiError::http(404, "Image not found").into());
     }
-    let bytes = decode_base64_image_bytes(&image)?;
-    let (info, items) = read_infotext(&bytes)?;
-    let parameters = parse_generation_parameters(&info);
-    Ok(Json(json!({ "info": info, "items": items, "parameters": parameters })))
+    // A1111 decodes with decode_base64_to_image: data URLs are stripped to their payload.
+    let payload = match image.strip_prefix("data:image/") {
+        Some(_) => image.split(';').nth(1).and_then(|s| s.split(',').nth(1)).unwrap_or_default().to_string(),
+        None => image.clone(),
+    };
+    let bytes = py_b64decode(&payload).ok_or_else(ApiError::invalid_encoded_image)?;
+    if sdapi_core::images::decode_image_bytes(&bytes).is_none() {
+        return Err(ApiError::invalid_encoded_image().into());
+    }
+    let response = PngInfoResponse::from_image_bytes(&bytes, &[]);
+    Ok(Json(json!({ "info": response.info, "items": response.items, "parameters": response.parameters })))
 }
