@@ -208,7 +208,11 @@ fn open_diffusers_folder(folder: &Path) -> Result<Checkpoint, EngineError> {
     let vae = open_safetensors(&component_file(folder, "vae", "diffusion_pytorch_model")?)?;
     let clip = open_safetensors(&component_file(folder, "text_encoder", "model")?)?;
     let clip_g = if folder.join("text_encoder_2").is_dir() {
-        Some(open_safetensors(&component_file(folder, "text_encoder_2", "model")?)?)
+        Some(open_safetensors(&component_file(
+            folder,
+            "text_encoder_2",
+            "model",
+        )?)?)
     } else {
         None
     };

@@ -28,12 +28,14 @@ pub use checkpoint::{ModelFamily, PredictionType};
 pub use clip::ClipTextModel;
 pub use config::{ClipActivation, ClipConfig, UnetConfig, UnetHeads, VaeConfig};
 pub use error::EngineError;
-pub use text::{EncodedChunks, Emphasis, OpenClipG, SdxlSizes, TextEncoders, sdxl_vector};
+pub use text::{Emphasis, EncodedChunks, OpenClipG, SdxlSizes, TextEncoders, sdxl_vector};
 pub use unet::UNetModel;
 pub use vae::{AutoencoderKl, to_rgb8};
 
 use loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
+use loader::text_names::{
+    SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION,
+};
 
 /// SD 1.x / 2.x latent scale factor.
 pub const SD_VAE_SCALE_FACTOR: f64 = 0.18215;
@@ -186,16 +188,18 @@ impl LoadedModel {
         let mut crossattn = Vec::with_capacity(columns.len());
         let mut first_pooled = None;
         for column in columns {
-            let encoded = self
-                .text
-                .encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
+            let encoded =
+                self.text
+                    .encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
             crossattn.push(encoded.crossattn);
             if first_pooled.is_none() {
                 first_pooled = encoded.pooled;
             }
         }
         if crossattn.is_empty() {
-            return Err(EngineError::Unsupported("no prompt chunks to encode".into()));
+            return Err(EngineError::Unsupported(
+                "no prompt chunks to encode".into(),
+            ));
         }
         let mut crossattn = Tensor::cat(&crossattn, 1)?;
         let zero = zero_text && self.family == ModelFamily::Sdxl;
@@ -215,9 +219,11 @@ impl LoadedModel {
     /// SDXL's `y` from a pooled text output (texts, P); the per-number embedding width is what
     /// `label_emb` leaves after the pooled part (SDXL: (2816 − 1280) / 6 = 256).
     pub fn sdxl_vector(&self, pooled: &Tensor, sizes: &SdxlSizes) -> Result<Tensor, EngineError> {
-        let adm = self.unet.config().adm_in_channels.ok_or_else(|| {
-            EngineError::Unsupported("this UNet takes no SDXL vector".into())
-        })?;
+        let adm = self
+            .unet
+            .config()
+            .adm_in_channels
+            .ok_or_else(|| EngineError::Unsupported("this UNet takes no SDXL vector".into()))?;
         let embed_dim = (adm - pooled.dim(1)?.min(adm)) / 6;
         Ok(sdxl_vector(pooled, sizes, embed_dim)?)
     }
@@ -230,7 +236,10 @@ fn load_text_encoders(
 ) -> Result<TextEncoders, EngineError> {
     let tower = |prefix: &str, activation| -> Result<ClipTextModel, EngineError> {
         let config = ClipConfig::infer_at(store, prefix, activation)?;
-        Ok(ClipTextModel::new(config, vb.pp(prefix.trim_end_matches('.')))?)
+        Ok(ClipTextModel::new(
+            config,
+            vb.pp(prefix.trim_end_matches('.')),
+        )?)
     };
     Ok(match family {
         ModelFamily::Sd1 => TextEncoders::Sd1(tower(CLIP_PREFIX, ClipActivation::QuickGelu)?),

@@ -105,16 +105,24 @@ impl TextEncoders {
         )?;
         let encoded = match self {
             TextEncoders::Sd1(clip) => EncodedChunks {
-                crossattn: apply_emphasis(&clip.forward(&ids(tokens, None, device)?, clip_skip)?, &weights, emphasis)?,
+                crossattn: apply_emphasis(
+                    &clip.forward(&ids(tokens, false, device)?, clip_skip)?,
+                    &weights,
+                    emphasis,
+                )?,
                 pooled: None,
             },
             TextEncoders::Sd2 {
                 open_clip,
                 last_layer_dropped,
             } => {
-                let ids = ids(tokens, Some(OPEN_CLIP_PAD_ID), device)?;
+                let ids = ids(tokens, true, device)?;
                 let (penultimate, last) = open_clip.penultimate_and_last(&ids)?;
-                let state = if *last_layer_dropped { last } else { penultimate };
+                let state = if *last_layer_dropped {
+                    last
+                } else {
+                    penultimate
+                };
                 let z = open_clip.final_layer_norm(&state)?;
                 EncodedChunks {
                     crossattn: apply_emphasis(&z, &weights, emphasis)?,
@@ -122,8 +130,8 @@ impl TextEncoders {
                 }
             }
             TextEncoders::Sdxl { clip_l, clip_g } => {
-                let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, None, device)?)?;
-                let g_ids = ids(tokens, Some(OPEN_CLIP_PAD_ID), device)?;
+                let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, false, device)?)?;
+                let g_ids = ids(tokens, true, device)?;
                 let (z_g, last_g) = clip_g.model.penultimate_and_last(&g_ids)?;
                 let pooled = pooled_output(clip_g, &last_g, tokens)?;
                 let z_l = apply_emphasis(&z_l, &weights, emphasis)?;
@@ -138,15 +146,24 @@ impl TextEncoders {
     }
 }
 
-/// (n, 77) u32 ids; with `pad`, every id after the first EOS of a row is replaced by it.
-fn ids(tokens: &[[u32; CHUNK_LEN]], pad: Option<u32>, device: &Device) -> candle_core::Result<Tensor> {
+/// The ids OpenCLIP gets for a chunk: everything after the first EOS replaced by 0.
+pub fn open_clip_ids(row: &[u32; CHUNK_LEN]) -> [u32; CHUNK_LEN] {
+    let mut row = *row;
+    if let Some(eos) = row.iter().position(|&t| t == EOS_ID) {
+        row[eos + 1..].fill(OPEN_CLIP_PAD_ID);
+    }
+    row
+}
+
+/// (n, 77) u32 ids, OpenCLIP-padded when `open_clip`.
+fn ids(
+    tokens: &[[u32; CHUNK_LEN]],
+    open_clip: bool,
+    device: &Device,
+) -> candle_core::Result<Tensor> {
     let mut flat = Vec::with_capacity(tokens.len() * CHUNK_LEN);
     for row in tokens {
-        let mut row = *row;
-        if let (Some(pad), Some(eos)) = (pad, row.iter().position(|&t| t == EOS_ID)) {
-            row[eos + 1..].fill(pad);
-        }
-        flat.extend_from_slice(&row);
+        flat.extend_from_slice(&if open_clip { open_clip_ids(row) } else { *row });
     }
     Tensor::from_vec(flat, (tokens.len(), CHUNK_LEN), device)
 }
@@ -159,7 +176,10 @@ fn pooled_output(
 ) -> Result<Tensor, EngineError> {
     let mut rows = Vec::with_capacity(tokens.len());
     for (i, row) in tokens.iter().enumerate() {
-        let eos = row.iter().position(|&t| t == EOS_ID).unwrap_or(CHUNK_LEN - 1);
+        let eos = row
+            .iter()
+            .position(|&t| t == EOS_ID)
+            .unwrap_or(CHUNK_LEN - 1);
         rows.push(last.get(i)?.get(eos)?.unsqueeze(0)?);
     }
     let at_eos = clip_g.model.final_layer_norm(&Tensor::cat(&rows, 0)?)?;
@@ -169,7 +189,11 @@ fn pooled_output(
 
 /// `sd_emphasis` on `z` (n, 77, C) with `weights` (n, 77). "Original" takes both means over the
 /// whole tensor (accumulated in f64) and forms their ratio in f32, as torch does.
-pub fn apply_emphasis(z: &Tensor, weights: &Tensor, emphasis: Emphasis) -> candle_core::Result<Tensor> {
+pub fn apply_emphasis(
+    z: &Tensor,
+    weights: &Tensor,
+    emphasis: Emphasis,
+) -> candle_core::Result<Tensor> {
     let weighted = || z.broadcast_mul(&weights.to_dtype(z.dtype())?.unsqueeze(2)?);
     match emphasis {
         Emphasis::Off => Ok(z.clone()),
@@ -218,7 +242,11 @@ impl SdxlSizes {
 /// SDXL's `y`: `[pooled | E(original_size) | E(crop) | E(target_size)]` per row, where E embeds
 /// each number with the sinusoidal timestep embedding of width `embed_dim` (sgm's
 /// `ConcatTimestepEmbedderND`). `pooled`: (n, P) → (n, P + 6·embed_dim).
-pub fn sdxl_vector(pooled: &Tensor, sizes: &SdxlSizes, embed_dim: usize) -> candle_core::Result<Tensor> {
+pub fn sdxl_vector(
+    pooled: &Tensor,
+    sizes: &SdxlSizes,
+    embed_dim: usize,
+) -> candle_core::Result<Tensor> {
     let n = pooled.dim(0)?;
     let numbers: Vec<f32> = sizes.numbers().iter().map(|&v| v as f32).collect();
     let numbers = Tensor::from_vec(numbers, 6, pooled.device())?;

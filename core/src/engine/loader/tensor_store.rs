@@ -96,7 +96,11 @@ impl TensorStore {
     /// Like [`Self::add_file`], with a [`StoredView`] per name. Views that do not fit the stored
     /// shape (rows out of range, transposing a non-matrix) are skipped, so the tensor reads as
     /// missing rather than wrong.
-    pub fn add_file_views(&mut self, file: SafetensorsFile, names: Vec<(String, String, StoredView)>) {
+    pub fn add_file_views(
+        &mut self,
+        file: SafetensorsFile,
+        names: Vec<(String, String, StoredView)>,
+    ) {
         let shapes: HashMap<String, Vec<usize>> = file.tensor_shapes().into_iter().collect();
         let index = self.files.len();
         for (stored, canonical, view) in names {

@@ -157,8 +157,14 @@ mod tests {
                 "m.transformer.resblocks.3.attn.in_proj_weight".to_string(),
                 vec![48, 16],
             ),
-            ("m.transformer.resblocks.3.attn.in_proj_bias".to_string(), vec![48]),
-            ("m.transformer.resblocks.3.mlp.c_proj.bias".to_string(), vec![16]),
+            (
+                "m.transformer.resblocks.3.attn.in_proj_bias".to_string(),
+                vec![48],
+            ),
+            (
+                "m.transformer.resblocks.3.mlp.c_proj.bias".to_string(),
+                vec![16],
+            ),
             ("m.text_projection".to_string(), vec![16, 12]),
             ("m.logit_scale".to_string(), vec![]),
         ];
@@ -172,7 +178,10 @@ mod tests {
             find("t.encoder.layers.3.self_attn.v_proj.bias"),
             Some(StoredView::Rows { start: 32, len: 16 })
         );
-        assert_eq!(find("t.encoder.layers.3.mlp.fc2.bias"), Some(StoredView::Whole));
+        assert_eq!(
+            find("t.encoder.layers.3.mlp.fc2.bias"),
+            Some(StoredView::Whole)
+        );
         assert_eq!(find("proj"), Some(StoredView::Whole));
         assert_eq!(names.len(), 3 + 3 + 1 + 1, "logit_scale is dropped");
     }
