@@ -31,7 +31,7 @@ pub struct OpenClipG {
 /// The text encoders of a checkpoint, by family.
 pub enum TextEncoders {
     Sd1(ClipTextModel),
-    /// `skip_last_layer`: false when the tower still holds all layers (single files; the
+    /// `last_layer_dropped`: false when the tower still holds all layers (single files; the
     /// penultimate state is read), true for diffusers exports that dropped OpenCLIP-H's last layer
     /// (23 of 24 layers; their last state already is the penultimate one).
     Sd2 {
