@@ -4,14 +4,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::engine::EngineError;
-use crate::engine::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use crate::engine::loader::tensor_store::{SafetensorsFile, StoredView, TensorStore};
-use crate::engine::loader::text_names::{
+use crate::runner::engine::EngineError;
+use crate::runner::engine::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::runner::engine::loader::tensor_store::{SafetensorsFile, StoredView, TensorStore};
+use crate::runner::engine::loader::text_names::{
     self, SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
     SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_TEXT_PROJECTION,
 };
-use crate::engine::schedule::{self, BetaSchedule};
+use crate::runner::engine::schedule::{self, BetaSchedule};
 
 /// Model generation, recognised from tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

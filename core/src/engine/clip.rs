@@ -3,8 +3,8 @@
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
-use crate::engine::attention::multi_head_attention;
-use crate::engine::config::{ClipActivation, ClipConfig};
+use crate::runner::engine::attention::multi_head_attention;
+use crate::runner::engine::config::{ClipActivation, ClipConfig};
 
 struct EncoderLayer {
     layer_norm1: LayerNorm,

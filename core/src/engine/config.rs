@@ -4,9 +4,9 @@
 //! guessed from file names. The only facts shapes cannot tell are the attention head counts,
 //! fixed per model family (see [`UnetHeads`] and [`ClipConfig::heads_for_width`]).
 
-use crate::engine::EngineError;
-use crate::engine::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use crate::engine::loader::tensor_store::TensorStore;
+use crate::runner::engine::EngineError;
+use crate::runner::engine::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::runner::engine::loader::tensor_store::TensorStore;
 
 /// How the UNet's attention layers split channels into heads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

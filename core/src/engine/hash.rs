@@ -5,7 +5,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::EngineError;
+use crate::runner::engine::EngineError;
 
 /// Full sha256 of a file as lowercase hex, streamed in 1 MiB blocks.
 pub fn sha256_file(path: &Path) -> Result<String, EngineError> {

@@ -10,9 +10,9 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
-use crate::engine::clip::ClipTextModel;
-use crate::engine::unet::timestep_embedding;
-use crate::engine::{EngineError, ModelFamily};
+use crate::runner::engine::clip::ClipTextModel;
+use crate::runner::engine::unet::timestep_embedding;
+use crate::runner::engine::{EngineError, ModelFamily};
 
 /// Tokens per chunk: BOS + 75 + EOS.
 pub const CHUNK_LEN: usize = 77;

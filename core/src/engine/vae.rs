@@ -3,9 +3,9 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
-use crate::engine::attention::multi_head_attention;
-use crate::engine::config::VaeConfig;
-use crate::engine::norm::GroupNorm32;
+use crate::runner::engine::attention::multi_head_attention;
+use crate::runner::engine::config::VaeConfig;
+use crate::runner::engine::norm::GroupNorm32;
 
 const GROUPS: usize = 32;
 const EPS: f64 = 1e-6;

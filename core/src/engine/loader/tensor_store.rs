@@ -13,7 +13,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::engine::EngineError;
+use crate::runner::engine::EngineError;
 
 /// One opened `.safetensors` file.
 pub struct SafetensorsFile {
@@ -229,7 +229,7 @@ impl candle_nn::var_builder::SimpleBackend for StoreBackend {
         let tensor = self.0.load(name, dtype, dev)?;
         if tensor.shape() != &shape {
             return Err(candle_core::Error::UnexpectedShape {
-                msg: format!("{}{name}", crate::engine::error::SHAPE_MISMATCH_PREFIX),
+                msg: format!("{}{name}", crate::runner::engine::error::SHAPE_MISMATCH_PREFIX),
                 expected: shape,
                 got: tensor.shape().clone(),
             }

@@ -5,7 +5,7 @@
 //! residual blocks, causal mask, GELU MLP. Single files name OpenCLIP differently and fuse q, k, v
 //! into one `in_proj`; those rows are exposed as separate q/k/v views without copying the rest.
 
-use crate::engine::loader::tensor_store::StoredView;
+use crate::runner::engine::loader::tensor_store::StoredView;
 
 /// SD 2.x single-file OpenCLIP-H (`cond_stage_model.model.*`, OpenCLIP naming).
 pub const SD2_OPEN_CLIP_FILE_PREFIX: &str = "cond_stage_model.model.";
@@ -20,7 +20,7 @@ pub const SDXL_CLIP_G_PREFIX: &str = "conditioner.embedders.1.model.text_model."
 /// Canonical pooled-output projection, (width, projection), used as `x @ P` (OpenCLIP layout).
 pub const SDXL_TEXT_PROJECTION: &str = "conditioner.embedders.1.model.text_projection";
 
-/// A `(stored, canonical, view)` triple for [`crate::engine::loader::tensor_store::TensorStore::add_file_views`].
+/// A `(stored, canonical, view)` triple for [`crate::runner::engine::loader::tensor_store::TensorStore::add_file_views`].
 pub type NameView = (String, String, StoredView);
 
 /// Maps the OpenCLIP tensors under `file_prefix` onto transformers names under `text_prefix`.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::*;
-use crate::engine::{EngineError, LoadedModel};
+use crate::runner::engine::{EngineError, LoadedModel};
 
 fn temp_path(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sdapi-engine-errors-{}", std::process::id()));

@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 use candle_core::{DType, Device, Tensor};
 
 use super::{bits, case_name, intermediates, max_abs_diff};
-use crate::engine::text::{CHUNK_LEN, OPEN_CLIP_PAD_ID, open_clip_ids};
-use crate::engine::{
+use crate::runner::engine::text::{CHUNK_LEN, OPEN_CLIP_PAD_ID, open_clip_ids};
+use crate::runner::engine::{
     ChunkColumn, Emphasis, LoadedModel, ModelFamily, PredictionType, SdxlSizes, to_rgb8,
 };
 
@@ -168,7 +168,7 @@ fn families_and_prediction_are_read_from_the_files() {
 
 #[test]
 fn yaml_parameterization_is_read_like_a1111_configs() {
-    use crate::engine::checkpoint::parameterization_in_yaml as p;
+    use crate::runner::engine::checkpoint::parameterization_in_yaml as p;
     assert_eq!(
         p("model:\n  params:\n    parameterization: \"v\"\n"),
         PredictionType::V

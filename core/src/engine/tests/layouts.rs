@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 
 use super::*;
-use crate::engine::LoadedModel;
+use crate::runner::engine::LoadedModel;
 
 fn probe_inputs() -> (Tensor, Tensor, Tensor, Tensor) {
     let t = intermediates(&fixtures().join("cases/t2i_euler_nv_seed1234"));

@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor};
 
 use super::*;
-use crate::engine::to_rgb8;
+use crate::runner::engine::to_rgb8;
 
 const TOL: f32 = 1e-4;
 
@@ -206,7 +206,7 @@ fn hashes_and_schedule_of_the_fixture_checkpoint() {
         Some("7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd")
     );
     // The stored buffer must agree with our own f64 computation of the same schedule.
-    let computed = crate::engine::schedule::alphas_cumprod(crate::engine::schedule::SD_BETAS, 1000);
+    let computed = crate::runner::engine::schedule::alphas_cumprod(crate::runner::engine::schedule::SD_BETAS, 1000);
     assert_eq!(model.alphas_cumprod.len(), 1000);
     let err = model
         .alphas_cumprod

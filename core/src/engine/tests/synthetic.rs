@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
-use crate::engine::{
+use crate::runner::engine::{
     AutoencoderKl, ClipActivation, ClipConfig, ClipTextModel, LoadedModel, UNetModel, UnetConfig,
     UnetHeads, VaeConfig,
 };

@@ -7,8 +7,8 @@ mod transformer;
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
-use crate::engine::config::UnetConfig;
-use crate::engine::norm::GroupNorm32;
+use crate::runner::engine::config::UnetConfig;
+use crate::runner::engine::norm::GroupNorm32;
 pub use resblock::ResBlock;
 pub use timestep::timestep_embedding;
 pub use transformer::SpatialTransformer;

@@ -3,7 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
-use crate::engine::norm::GroupNorm32;
+use crate::runner::engine::norm::GroupNorm32;
 
 const GROUPS: usize = 32;
 const EPS: f64 = 1e-5;

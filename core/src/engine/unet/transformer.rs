@@ -4,8 +4,8 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, LayerNorm, Linear, VarBuilder};
 
-use crate::engine::attention::multi_head_attention;
-use crate::engine::norm::GroupNorm32;
+use crate::runner::engine::attention::multi_head_attention;
+use crate::runner::engine::norm::GroupNorm32;
 
 struct CrossAttention {
     to_q: Linear,
