@@ -6,7 +6,11 @@ use std::path::{Path, PathBuf};
 
 use crate::runner::engine::EngineError;
 use crate::runner::engine::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use crate::runner::engine::loader::tensor_store::{SafetensorsFile, TensorStore};
+use crate::runner::engine::loader::tensor_store::{SafetensorsFile, StoredView, TensorStore};
+use crate::runner::engine::loader::text_names::{
+    self, SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
+    SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_TEXT_PROJECTION,
+};
 use crate::runner::engine::schedule::{self, BetaSchedule};
 
 /// Model generation, recognised from tensor names.
@@ -73,33 +77,65 @@ fn open_safetensors(path: &Path) -> Result<SafetensorsFile, EngineError> {
     SafetensorsFile::open(path)
 }
 
-/// Identifies the family from LDM single-file names; errors for the ones not supported yet.
+/// Identifies the family from LDM / sgm single-file names.
 fn single_file_family(names: &[String]) -> Result<ModelFamily, EngineError> {
     let any = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
-    if any("conditioner.embedders.") || any(&format!("{UNET_PREFIX}label_emb.")) {
-        return Err(EngineError::SdxlNotSupported);
+    if any("conditioner.embedders.") {
+        // SDXL base: CLIP-L then OpenCLIP-bigG. The refiner (OpenCLIP only, aesthetic score) differs.
+        if any(SDXL_CLIP_L_PREFIX) && any(SDXL_OPEN_CLIP_FILE_PREFIX) && any(UNET_PREFIX) {
+            return Ok(ModelFamily::Sdxl);
+        }
+        return Err(EngineError::Unsupported(
+            "sgm checkpoint without SDXL base's two text encoders (an SDXL refiner?)".into(),
+        ));
     }
-    if any("cond_stage_model.model.") {
-        return Err(EngineError::Sd2NotSupported);
-    }
-    match (any(UNET_PREFIX), any(CLIP_PREFIX)) {
-        (true, true) => Ok(ModelFamily::Sd1),
-        (true, false) => Err(EngineError::UnknownLayout("UNet found but no CLIP text encoder (cond_stage_model.transformer.text_model.*)".into())),
+    match (any(UNET_PREFIX), any(CLIP_PREFIX), any(SD2_OPEN_CLIP_FILE_PREFIX)) {
+        (true, _, true) => Ok(ModelFamily::Sd2),
+        (true, true, false) => Ok(ModelFamily::Sd1),
+        (true, false, false) => Err(EngineError::UnknownLayout("UNet found but no text encoder (cond_stage_model.transformer.text_model.* or cond_stage_model.model.*)".into())),
         _ => Err(EngineError::UnknownLayout("no UNet (model.diffusion_model.*): not a Stable Diffusion checkpoint (a LoRA, VAE or embedding?)".into())),
     }
 }
 
+/// Canonical names of a single file: everything as stored, except the OpenCLIP towers, which are
+/// renamed to transformers naming with their fused `in_proj` split.
+fn single_file_names(
+    family: ModelFamily,
+    shapes: &[(String, Vec<usize>)],
+) -> Vec<(String, String, StoredView)> {
+    let open_clip = match family {
+        ModelFamily::Sd1 => None,
+        ModelFamily::Sd2 => Some((SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, None)),
+        ModelFamily::Sdxl => Some((
+            SDXL_OPEN_CLIP_FILE_PREFIX,
+            SDXL_CLIP_G_PREFIX,
+            Some(SDXL_TEXT_PROJECTION),
+        )),
+    };
+    let mut names: Vec<(String, String, StoredView)> = shapes
+        .iter()
+        .filter(|(n, _)| open_clip.is_none_or(|(file_prefix, _, _)| !n.starts_with(file_prefix)))
+        .map(|(n, _)| (n.clone(), n.clone(), StoredView::Whole))
+        .collect();
+    if let Some((file_prefix, text_prefix, projection)) = open_clip {
+        names.extend(text_names::open_clip_names(
+            shapes,
+            file_prefix,
+            text_prefix,
+            projection,
+        ));
+    }
+    names
+}
+
 fn open_single_file(path: &Path) -> Result<Checkpoint, EngineError> {
     let file = open_safetensors(path)?;
-    let names: Vec<String> = file
-        .tensor_shapes()
-        .into_iter()
-        .map(|(name, _)| name)
-        .collect();
+    let shapes = file.tensor_shapes();
+    let names: Vec<String> = shapes.iter().map(|(name, _)| name.clone()).collect();
     let family = single_file_family(&names)?;
-    let identity = names.iter().map(|n| (n.clone(), n.clone())).collect();
     let mut store = TensorStore::new();
-    store.add_file(file, identity);
+    store.add_file_views(file, single_file_names(family, &shapes));
+    // SDXL files carry no DDPM buffers; every SD family was trained with the same schedule.
     let alphas_cumprod = match store.shape("alphas_cumprod") {
         Some(_) => store
             .load(
@@ -113,9 +149,36 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, EngineError> {
     Ok(Checkpoint {
         store,
         family,
-        prediction: PredictionType::Eps,
+        prediction: yaml_prediction(path)?,
         alphas_cumprod,
     })
+}
+
+/// A1111's way to mark v-prediction: `<checkpoint stem>.yaml` beside the file with
+/// `parameterization: "v"` (only that key matters here, so no YAML parser). No yaml → eps.
+fn yaml_prediction(checkpoint: &Path) -> Result<PredictionType, EngineError> {
+    let yaml = checkpoint.with_extension("yaml");
+    let text = match std::fs::read_to_string(&yaml) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PredictionType::Eps),
+        Err(source) => return Err(EngineError::Io { path: yaml, source }),
+    };
+    Ok(parameterization_in_yaml(&text))
+}
+
+/// `PredictionType::V` when a `parameterization:` key has the value `v` (quoted or not).
+pub(crate) fn parameterization_in_yaml(text: &str) -> PredictionType {
+    let is_v = text.lines().any(|line| {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        line.strip_prefix("parameterization:")
+            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').trim() == "v")
+            .unwrap_or(false)
+    });
+    if is_v {
+        PredictionType::V
+    } else {
+        PredictionType::Eps
+    }
 }
 
 /// The weights file of a diffusers component folder (full precision preferred).
@@ -141,41 +204,57 @@ fn component_file(folder: &Path, component: &str, stem: &str) -> Result<PathBuf,
 }
 
 fn open_diffusers_folder(folder: &Path) -> Result<Checkpoint, EngineError> {
-    if folder.join("text_encoder_2").is_dir() {
-        return Err(EngineError::SdxlNotSupported);
-    }
     let unet = open_safetensors(&component_file(folder, "unet", "diffusion_pytorch_model")?)?;
     let vae = open_safetensors(&component_file(folder, "vae", "diffusion_pytorch_model")?)?;
     let clip = open_safetensors(&component_file(folder, "text_encoder", "model")?)?;
+    let clip_g = if folder.join("text_encoder_2").is_dir() {
+        Some(open_safetensors(&component_file(
+            folder,
+            "text_encoder_2",
+            "model",
+        )?)?)
+    } else {
+        None
+    };
 
-    let unet_names: Vec<String> = unet.tensor_shapes().into_iter().map(|(n, _)| n).collect();
-    if unet_names.iter().any(|n| n.starts_with("add_embedding.")) {
-        return Err(EngineError::SdxlNotSupported);
-    }
-    let clip_shapes = clip.tensor_shapes();
-    let clip_width = clip_shapes
+    let unet_shapes = unet.tensor_shapes();
+    let unet_names: Vec<String> = unet_shapes.iter().map(|(n, _)| n.clone()).collect();
+    // SD 2.x UNets project in/out of their transformers with linear layers (2-D weights).
+    let linear_proj = unet_shapes
         .iter()
-        .find(|(n, _)| n == "text_model.embeddings.token_embedding.weight")
-        .map(|(_, s)| s[1]);
-    if clip_width == Some(1024) {
-        // SD 2.x diffusers folders carry OpenCLIP-H as a transformers CLIPTextModel (width 1024).
-        return Err(EngineError::Sd2NotSupported);
+        .any(|(n, s)| n.ends_with(".proj_in.weight") && s.len() == 2);
+    let family = match (&clip_g, linear_proj) {
+        (Some(_), _) => ModelFamily::Sdxl,
+        (None, true) => ModelFamily::Sd2,
+        (None, false) => ModelFamily::Sd1,
+    };
+    if family != ModelFamily::Sdxl && unet_names.iter().any(|n| n.starts_with("add_embedding.")) {
+        return Err(EngineError::UnknownLayout(format!(
+            "{}: UNet with add_embedding but no text_encoder_2",
+            folder.display()
+        )));
     }
-    let clip_names = clip_shapes
-        .into_iter()
-        .filter_map(|(n, _)| diffusers_names::clip_name(&n).map(|c| (n, c)))
-        .collect();
+    let clip_prefix = match family {
+        ModelFamily::Sd1 => CLIP_PREFIX,
+        ModelFamily::Sd2 => SD2_TEXT_PREFIX,
+        ModelFamily::Sdxl => SDXL_CLIP_L_PREFIX,
+    };
+    let clip_names = text_names::transformers_clip_names(&clip.tensor_shapes(), clip_prefix);
     let vae_stored: Vec<String> = vae.tensor_shapes().into_iter().map(|(n, _)| n).collect();
 
     let mut store = TensorStore::new();
     store.add_file(unet, diffusers_names::unet_names(&unet_names));
     store.add_file(vae, diffusers_names::vae_names(&vae_stored));
-    store.add_file(clip, clip_names);
+    store.add_file_views(clip, clip_names);
+    if let Some(clip_g) = clip_g {
+        let names = text_names::diffusers_clip_g_names(&clip_g.tensor_shapes());
+        store.add_file_views(clip_g, names);
+    }
 
     let scheduler = read_scheduler_config(&folder.join("scheduler").join("scheduler_config.json"))?;
     Ok(Checkpoint {
         store,
-        family: ModelFamily::Sd1,
+        family,
         prediction: scheduler.prediction,
         alphas_cumprod: schedule::alphas_cumprod(scheduler.betas, scheduler.train_steps),
     })

@@ -108,16 +108,48 @@ impl ClipTextModel {
     /// state; N > 1 takes `hidden_states[-N]` (the output of layer L+1-N, where index 0 is the
     /// embeddings) and applies the final layer norm. Values beyond L+1 stop at the embeddings.
     pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
+        let layers_to_run = (self.layers.len() + 1).saturating_sub(clip_skip.max(1));
+        let x = self.run_layers(ids, layers_to_run, |_, _| Ok(()))?;
+        self.final_layer_norm.forward(&x)
+    }
+
+    /// The two hidden states SD 2.x / SDXL read, both without the final layer norm:
+    /// `hidden_states[-2]` (input of the last layer, "penultimate") and `hidden_states[-1]`.
+    pub fn penultimate_and_last(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+        let layers = self.layers.len();
+        let mut penultimate = None;
+        let last = self.run_layers(ids, layers, |i, x| {
+            if i + 1 == layers {
+                penultimate = Some(x.clone());
+            }
+            Ok(())
+        })?;
+        // Zero layers: the embeddings are both "penultimate" and last.
+        Ok((penultimate.unwrap_or_else(|| last.clone()), last))
+    }
+
+    /// The final layer norm (OpenCLIP's `ln_final`).
+    pub fn final_layer_norm(&self, x: &Tensor) -> Result<Tensor> {
+        self.final_layer_norm.forward(x)
+    }
+
+    /// Embeddings then the first `count` layers; `before_layer(i, x)` sees the input of layer i.
+    fn run_layers(
+        &self,
+        ids: &Tensor,
+        count: usize,
+        mut before_layer: impl FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let (_, seq_len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, seq_len as u32, &self.device)?;
         let x = self.token_embedding.forward(ids)?;
         let mut x = x.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq_len, &self.device)?;
-        let layers_to_run = (self.layers.len() + 1).saturating_sub(clip_skip.max(1));
-        for layer in &self.layers[..layers_to_run] {
+        for (i, layer) in self.layers.iter().take(count).enumerate() {
+            before_layer(i, &x)?;
             x = layer.forward(&x, self.config.num_heads, self.config.activation, &mask)?;
         }
-        self.final_layer_norm.forward(&x)
+        Ok(x)
     }
 }
 

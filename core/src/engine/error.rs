@@ -14,10 +14,6 @@ pub enum EngineError {
         "{0}: pickle checkpoints (.ckpt/.pt/.pth/.bin) are not supported; use a .safetensors file"
     )]
     PickleNotSupported(PathBuf),
-    #[error("SDXL checkpoints are not supported yet")]
-    SdxlNotSupported,
-    #[error("SD 2.x checkpoints are not supported yet")]
-    Sd2NotSupported,
     #[error("{path}: not a valid safetensors file: {message}")]
     InvalidSafetensors { path: PathBuf, message: String },
     #[error("unrecognised checkpoint layout: {0}")]

@@ -129,6 +129,9 @@ impl UnetLayout {
             ("conv_in.", "input_blocks.0.0."),
             ("time_embedding.linear_1.", "time_embed.0."),
             ("time_embedding.linear_2.", "time_embed.2."),
+            // SDXL's `label_emb` (a Sequential inside a Sequential in sgm).
+            ("add_embedding.linear_1.", "label_emb.0.0."),
+            ("add_embedding.linear_2.", "label_emb.0.2."),
             ("conv_norm_out.", "out.0."),
             ("conv_out.", "out.2."),
             ("mid_block.resnets.0.", "middle_block.0."),

@@ -51,10 +51,24 @@ impl SafetensorsFile {
     }
 }
 
+/// How a canonical tensor is cut from its stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredView {
+    /// The stored tensor as is.
+    Whole,
+    /// Rows `start..start + len` of dim 0 (q, k or v of OpenCLIP's fused `in_proj`); only those
+    /// bytes are read from the mmap.
+    Rows { start: usize, len: usize },
+    /// The transpose of a 2-D tensor (diffusers' `text_projection` Linear weight vs OpenCLIP's
+    /// `x @ P` matrix).
+    Transposed,
+}
+
 struct Entry {
     file: usize,
     stored: String,
     shape: Vec<usize>,
+    view: StoredView,
 }
 
 /// Tensors of one or more files, addressed by canonical (LDM) name.
@@ -72,19 +86,47 @@ impl TensorStore {
     /// Adds `file`, exposing each `(stored, canonical)` pair of `names` under its canonical name.
     /// A later file wins over an earlier one for the same canonical name (used by VAE overrides).
     pub fn add_file(&mut self, file: SafetensorsFile, names: Vec<(String, String)>) {
+        let views = names
+            .into_iter()
+            .map(|(stored, canonical)| (stored, canonical, StoredView::Whole))
+            .collect();
+        self.add_file_views(file, views);
+    }
+
+    /// Like [`Self::add_file`], with a [`StoredView`] per name. Views that do not fit the stored
+    /// shape (rows out of range, transposing a non-matrix) are skipped, so the tensor reads as
+    /// missing rather than wrong.
+    pub fn add_file_views(
+        &mut self,
+        file: SafetensorsFile,
+        names: Vec<(String, String, StoredView)>,
+    ) {
         let shapes: HashMap<String, Vec<usize>> = file.tensor_shapes().into_iter().collect();
         let index = self.files.len();
-        for (stored, canonical) in names {
+        for (stored, canonical, view) in names {
             let Some(stored_shape) = shapes.get(&stored) else {
                 continue;
             };
-            let shape = canonical_shape(&canonical, stored_shape);
+            let shape = match view {
+                StoredView::Whole => canonical_shape(&canonical, stored_shape),
+                StoredView::Rows { start, len } => match stored_shape.split_first() {
+                    Some((&rows, rest)) if start + len <= rows => {
+                        std::iter::once(len).chain(rest.iter().copied()).collect()
+                    }
+                    _ => continue,
+                },
+                StoredView::Transposed => match stored_shape.as_slice() {
+                    &[a, b] => vec![b, a],
+                    _ => continue,
+                },
+            };
             self.entries.insert(
                 canonical,
                 Entry {
                     file: index,
                     stored,
                     shape,
+                    view,
                 },
             );
         }
@@ -124,7 +166,23 @@ impl TensorStore {
                 path: name.to_string(),
             })?;
         let file = &self.files[entry.file];
-        let tensor = file.data.load(&entry.stored, device)?;
+        let tensor = match entry.view {
+            StoredView::Whole => file.data.load(&entry.stored, device)?,
+            StoredView::Transposed => file.data.load(&entry.stored, device)?.t()?.contiguous()?,
+            StoredView::Rows { start, len } => {
+                let view = file.data.get(&entry.stored)?;
+                let dtype = DType::try_from(view.dtype())?;
+                let row_bytes: usize =
+                    view.shape().iter().skip(1).product::<usize>() * dtype.size_in_bytes();
+                let bytes = view
+                    .data()
+                    .get(start * row_bytes..(start + len) * row_bytes)
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!("rows {start}+{len} outside `{name}`"))
+                    })?;
+                Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
+            }
+        };
         let tensor = if tensor.dims() == entry.shape.as_slice() {
             tensor
         } else {

@@ -29,8 +29,8 @@ fn outputs(m: &LoadedModel) -> Vec<Vec<u32>> {
     let latent = x.narrow(0, 0, 1).unwrap();
     let decoded = m.vae.decode(&latent).unwrap();
     vec![
-        bits(&m.clip.forward(&ids, 1).unwrap()),
-        bits(&m.clip.forward(&ids, 2).unwrap()),
+        bits(&m.clip().forward(&ids, 1).unwrap()),
+        bits(&m.clip().forward(&ids, 2).unwrap()),
         bits(&m.unet.forward(&x, &t, &context).unwrap()),
         bits(&decoded),
         bits(&m.vae.encode(&decoded.clamp(-1f32, 1f32).unwrap()).unwrap()),
@@ -43,7 +43,7 @@ fn diffusers_folder_is_bit_identical_to_single_file() {
     let single = model();
     assert_eq!(folder.unet.config(), single.unet.config());
     assert_eq!(folder.vae.config(), single.vae.config());
-    assert_eq!(folder.clip.config(), single.clip.config());
+    assert_eq!(folder.clip().config(), single.clip().config());
     assert_eq!(folder.checkpoint.sha256, None);
     // The folder's schedule is computed from scheduler_config.json, the file's is stored.
     assert_eq!(folder.alphas_cumprod, single.alphas_cumprod);

@@ -1,6 +1,7 @@
 //! Engine tests: parity with A1111's intermediates, layout equivalence, inference, errors.
 
 mod errors;
+mod family;
 mod layouts;
 mod parity;
 mod synthetic;

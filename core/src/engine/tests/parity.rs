@@ -155,7 +155,7 @@ fn clip_matches(case: &str, tokens_key: &str, expected_key: &str, clip_skip: usi
         .unwrap()
         .to_dtype(DType::U32)
         .unwrap();
-    let out = model().clip.forward(&ids, clip_skip).unwrap();
+    let out = model().clip().forward(&ids, clip_skip).unwrap();
     let err = max_abs_diff(&out, &t[expected_key]);
     println!("clip {case} {expected_key} (clip skip {clip_skip}) max abs err {err:.3e}");
     err

@@ -73,7 +73,7 @@ fn sizes_are_inferred_from_tensors_and_the_model_runs() {
 
     let m = LoadedModel::load(&path, None, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(m.unet.config(), &unet_config());
-    assert_eq!(m.clip.config(), &clip_config());
+    assert_eq!(m.clip().config(), &clip_config());
     assert_eq!(m.vae.config(), &vae_config());
     // No DDPM buffer in the file: the SD schedule is computed.
     assert_eq!(m.alphas_cumprod.len(), 1000);
@@ -86,7 +86,7 @@ fn sizes_are_inferred_from_tensors_and_the_model_runs() {
     assert_eq!(eps.dims(), &[2, 4, 10, 10]);
 
     let ids = Tensor::new(&[[5u32; 77]], &Device::Cpu).unwrap();
-    assert_eq!(m.clip.forward(&ids, 1).unwrap().dims(), &[1, 77, 48]);
+    assert_eq!(m.clip().forward(&ids, 1).unwrap().dims(), &[1, 77, 48]);
     let image = m.vae.decode(&x.narrow(0, 0, 1).unwrap()).unwrap();
     assert_eq!(image.dims(), &[1, 3, 20, 20]);
     assert_eq!(m.vae.encode(&image).unwrap().dims(), &[1, 4, 10, 10]);

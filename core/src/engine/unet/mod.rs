@@ -54,10 +54,24 @@ impl Block {
     }
 }
 
+/// SDXL's `label_emb`: Linear → SiLU → Linear from the "vector" (pooled text + size
+/// embeddings) to the time-embedding width; its output is added to the time embedding.
+struct LabelEmbedding {
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl LabelEmbedding {
+    fn forward(&self, y: &Tensor) -> Result<Tensor> {
+        self.linear_2.forward(&self.linear_1.forward(y)?.silu()?)
+    }
+}
+
 pub struct UNetModel {
     config: UnetConfig,
     time_embed_1: Linear,
     time_embed_2: Linear,
+    label_emb: Option<LabelEmbedding>,
     input_blocks: Vec<Block>,
     middle_block: Block,
     output_blocks: Vec<Block>,
@@ -70,9 +84,6 @@ impl UNetModel {
     /// `model.diffusion_model`.
     pub fn new(config: UnetConfig, vb: VarBuilder) -> Result<Self> {
         let cfg = &config;
-        if cfg.adm_in_channels.is_some() {
-            candle_core::bail!("UNet label_emb (SDXL) is not supported yet");
-        }
         let pad1 = Conv2dConfig {
             padding: 1,
             ..Default::default()
@@ -169,7 +180,16 @@ impl UNetModel {
             }
         }
 
+        let label_emb = match cfg.adm_in_channels {
+            Some(adm) => Some(LabelEmbedding {
+                linear_1: candle_nn::linear(adm, emb_dim, vb.pp("label_emb.0.0"))?,
+                linear_2: candle_nn::linear(emb_dim, emb_dim, vb.pp("label_emb.0.2"))?,
+            }),
+            None => None,
+        };
+
         Ok(Self {
+            label_emb,
             time_embed_1: candle_nn::linear(mc, emb_dim, vb.pp("time_embed.0"))?,
             time_embed_2: candle_nn::linear(emb_dim, emb_dim, vb.pp("time_embed.2"))?,
             input_blocks,
@@ -186,14 +206,40 @@ impl UNetModel {
     }
 
     /// `x`: (B, in_channels, h, w) already scaled by c_in; `t`: (B,) continuous timesteps (f32);
-    /// `context`: (B, T, context_dim). Returns the model output (eps for SD 1.x).
+    /// `context`: (B, T, context_dim). Returns the model output (eps, or v for v-prediction
+    /// models). SDXL UNets need the vector: use [`Self::forward_with_vector`].
     pub fn forward(&self, x: &Tensor, t: &Tensor, context: &Tensor) -> Result<Tensor> {
+        self.forward_with_vector(x, t, context, None)
+    }
+
+    /// Whether this UNet takes SDXL's `y` vector (it has a `label_emb`).
+    pub fn needs_vector(&self) -> bool {
+        self.label_emb.is_some()
+    }
+
+    /// [`Self::forward`] with SDXL's `y`: (B, adm_in_channels), required exactly when the UNet
+    /// has a `label_emb` (sgm asserts the same).
+    pub fn forward_with_vector(
+        &self,
+        x: &Tensor,
+        t: &Tensor,
+        context: &Tensor,
+        y: Option<&Tensor>,
+    ) -> Result<Tensor> {
         let dtype = x.dtype();
         let t_emb = timestep_embedding(t, self.config.model_channels, 10000.0, x.device())?
             .to_dtype(dtype)?;
-        let emb = self
+        let mut emb = self
             .time_embed_2
             .forward(&self.time_embed_1.forward(&t_emb)?.silu()?)?;
+        match (&self.label_emb, y) {
+            (Some(label_emb), Some(y)) => {
+                emb = (emb + label_emb.forward(&y.to_dtype(dtype)?)?)?;
+            }
+            (None, None) => {}
+            (Some(_), None) => candle_core::bail!("this UNet (SDXL) needs the `y` vector"),
+            (None, Some(_)) => candle_core::bail!("this UNet takes no `y` vector (not SDXL)"),
+        }
         let context = context.to_dtype(dtype)?;
 
         let mut skips = Vec::with_capacity(self.input_blocks.len());
