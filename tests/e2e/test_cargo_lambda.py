@@ -1,0 +1,271 @@
+"""The Lambda path through `cargo lambda watch` / `cargo lambda invoke` (cargo-lambda 1.9.2).
+
+Every committed event in samples/events/ goes through the Lambda runtime emulator into the same
+binary (lambda_http for HTTP events, the batch handler for S3/SQS), and the HTTP requests also go
+over the watch function-URL endpoint. A local S3 (moto) holds the batch request file and
+receives outputs. Pitfalls handled here (shared/reference/aws-lambda-notes.md §3, §8): loopback
+only (`--invoke-address 127.0.0.1`, never `-A`), CARGO_TARGET_DIR instead of the broken
+`--target-dir`, the REST stage stripped with AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH, processes
+stopped by signalling their own pid.
+
+Needs `cargo` on PATH (watch runs `cargo run`; with the binary built it only links nothing) and
+`cargo-lambda` and `moto_server` from tests/requirements.txt. Missing tools are a failure.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import (A1111_SAMPLERS, ROOT, SAMPLES, check_generation, counter_delta, free_port, get, post,
+                     runner_job_ids, stop_process, tail, wait_http)
+
+NEEDS_SERVER = False
+FUNCTION = "sdapi"  # the binary name; watch serves it at /lambda-url/sdapi/...
+BUCKET = "sdapi-outputs-123456789012"  # the bucket named in samples/events/s3-put-batch-request.json
+PREFIX = "outputs/"
+EVENTS = SAMPLES / "events"
+HTTP_TXT2IMG_EVENTS = ["function-url-txt2img", "http-api-txt2img", "rest-api-prod-txt2img", "alb-txt2img"]
+HTTP_SAMPLER_EVENTS = ["function-url-samplers", "http-api-samplers", "rest-api-prod-samplers", "alb-samplers"]
+COMPILE_TIMEOUT_S = float(os.environ.get("SDAPI_E2E_WATCH_TIMEOUT", "1200"))
+
+
+class Env:
+    watch: subprocess.Popen | None = None
+    moto: subprocess.Popen | None = None
+    port = 0
+    moto_url = ""
+    tmp: tempfile.TemporaryDirectory | None = None
+    watch_log: Path | None = None
+    s3 = None
+
+
+E = Env()
+
+
+def tool(name: str) -> str:
+    """A console script of this venv first (run_all may be run as .venv/bin/python without an
+    activated venv), then PATH. Missing is an error, not a skip."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    assert found, f"{name} not found: pip install -r tests/requirements.txt (cargo-lambda: --no-deps)"
+    return found
+
+
+def fn_url(path: str) -> str:
+    return f"http://127.0.0.1:{E.port}/lambda-url/{FUNCTION}{path}"
+
+
+def setup_suite(ctx):
+    cargo_lambda, moto_server = tool("cargo-lambda"), tool("moto_server")
+    assert shutil.which("cargo"), "cargo not on PATH: cargo lambda watch runs the function with cargo run"
+    E.tmp = tempfile.TemporaryDirectory(prefix="sdapi-lambda-")
+    tmp = Path(E.tmp.name)
+
+    moto_port = free_port()
+    E.moto_url = f"http://127.0.0.1:{moto_port}"
+    with open(tmp / "moto.log", "wb") as log:
+        E.moto = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(moto_port)], stdout=log,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    wait_http(E.moto_url + "/", 60, E.moto, tmp / "moto.log")
+    import boto3
+    E.s3 = boto3.client("s3", endpoint_url=E.moto_url, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test")
+    E.s3.create_bucket(Bucket=BUCKET)
+    E.s3.put_object(Bucket=BUCKET, Key="requests/batch-job-single.json",
+                    Body=(SAMPLES / "requests" / "batch-job-single.json").read_bytes(),
+                    ContentType="application/json")
+
+    E.port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SDAPI_", "AWS_"))}
+    env.update({
+        # The binary handed to run_all lives in <target>/<profile>/sdapi; reuse that target dir so
+        # watch's `cargo run` finds it built (the --target-dir flag is broken in 1.9.2).
+        "CARGO_TARGET_DIR": str(ctx.binary.parent.parent),
+        "SDAPI_MODELS_DIR": str(SAMPLES / "models"), "SDAPI_CHECKPOINT": "tiny-sd15",
+        "SDAPI_OUTPUT_DIR": str(tmp / "outputs"),
+        "SDAPI_OUTPUT_BUCKET": BUCKET, "SDAPI_OUTPUT_PREFIX": PREFIX, "SDAPI_S3_FORCE_PATH_STYLE": "true",
+        "AWS_ENDPOINT_URL": E.moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH": "true",  # REST API events carry stage "prod"
+    })
+    E.watch_log = tmp / "watch.log"
+    cmd = [cargo_lambda, "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(E.port),
+           "--ignore-changes", "--package", "sdapi-handler", "--bin", FUNCTION]
+    if ctx.binary.parent.name == "release":
+        cmd.append("--release")
+    with open(E.watch_log, "wb") as log:
+        E.watch = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:  # the watcher's port opens first; the function starts on the first request
+        assert E.watch.poll() is None, f"cargo lambda watch exited with {E.watch.returncode}{tail(E.watch_log)}"
+        try:
+            socket.create_connection(("127.0.0.1", E.port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, f"watch port never opened{tail(E.watch_log)}"
+            time.sleep(0.2)
+    # The first request blocks until `cargo run` has built and started the function.
+    wait_http(fn_url("/internal/ping"), COMPILE_TIMEOUT_S, E.watch, E.watch_log)
+
+
+def teardown_suite(ctx):
+    # SIGINT to the watcher's own pid stops it and its function child (which has its own group).
+    for p in (E.watch, E.moto):
+        if p is not None:
+            stop_process(p)
+    if E.tmp is not None:
+        E.tmp.cleanup()
+
+
+def invoke(event: str) -> dict:
+    """`cargo lambda invoke --data-file` with JSON output: the raw Lambda response object."""
+    proc = subprocess.run([tool("cargo-lambda"), "lambda", "invoke", "--invoke-address", "127.0.0.1",
+                           "--invoke-port", str(E.port), "--data-file", str(EVENTS / f"{event}.json"),
+                           "--output-format", "json", FUNCTION],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, f"invoke {event}: rc {proc.returncode}\n{proc.stdout[-1000:]}\n{proc.stderr[-2000:]}"
+    return json.loads(proc.stdout)
+
+
+def http_parts(resp: dict) -> tuple[int, dict, dict | list]:
+    """(status, lower-cased single-value headers, parsed JSON body) of an HTTP-event response."""
+    headers = {k.lower(): v for k, v in (resp.get("headers") or {}).items()}
+    for k, vs in (resp.get("multiValueHeaders") or {}).items():
+        headers.setdefault(k.lower(), ",".join(vs))
+    body = resp.get("body") or ""
+    if resp.get("isBase64Encoded"):
+        body = base64.b64decode(body).decode()
+    return resp["statusCode"], headers, json.loads(body)
+
+
+def counters() -> dict:
+    r = get(fn_url("/internal/runner"), timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()
+
+
+# --- HTTP events through `cargo lambda invoke` ----------------------------------------------------
+
+def _txt2img_event(event: str):
+    before = counters()
+    status, headers, body = http_parts(invoke(event))
+    assert status == 200, f"{event}: {status} {str(body)[:300]}"
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    info = check_generation(body, 1)
+    assert info["seed"] == 1234 and info["steps"] == 4, info
+    assert len(runner_job_ids(headers.get("x-runner-job"))) == 1
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["jobs_completed"], d["images_generated"]) == (1, 1, 1), d
+
+
+def test_invoke_function_url_txt2img(ctx):
+    _txt2img_event("function-url-txt2img")
+
+
+def test_invoke_http_api_default_stage_txt2img(ctx):
+    _txt2img_event("http-api-txt2img")
+
+
+def test_invoke_rest_api_prod_stage_txt2img(ctx):
+    _txt2img_event("rest-api-prod-txt2img")
+
+
+def test_invoke_alb_txt2img(ctx):
+    _txt2img_event("alb-txt2img")
+
+
+def test_invoke_sampler_events(ctx):
+    for event in HTTP_SAMPLER_EVENTS:
+        status, _, body = http_parts(invoke(event))
+        assert status == 200, f"{event}: {status}"
+        assert [s["name"] for s in body] == A1111_SAMPLERS, event
+
+
+def test_invoke_runner_event(ctx):
+    status, _, body = http_parts(invoke("function-url-runner"))
+    assert status == 200 and isinstance(body.get("jobs_submitted"), int), body
+
+
+def test_every_event_file_is_exercised(ctx):
+    used = set(HTTP_TXT2IMG_EVENTS + HTTP_SAMPLER_EVENTS) | {"function-url-runner", "s3-put-batch-request",
+                                                               "sqs-batch-request"}
+    present = {p.stem for p in EVENTS.glob("*.json")}
+    assert present == used, f"events without a test: {sorted(present - used)}; missing: {sorted(used - present)}"
+
+
+# --- the same requests over the watch function-URL endpoint ---------------------------------------
+
+def test_http_function_url_txt2img(ctx):
+    before = counters()
+    r = post(fn_url("/sdapi/v1/txt2img"), json.loads((SAMPLES / "requests" / "txt2img-minimal.json").read_text()))
+    assert r.status_code == 200, r.text[:300]
+    check_generation(r.json(), 1)
+    assert len(runner_job_ids(r.headers.get("X-Runner-Job"))) == 1
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["images_generated"]) == (1, 1), d
+
+
+def test_http_function_url_batch2x2(ctx):
+    before = counters()
+    r = post(fn_url("/sdapi/v1/txt2img"), json.loads((SAMPLES / "requests" / "txt2img-batch2x2.json").read_text()))
+    assert r.status_code == 200, r.text[:300]
+    check_generation(r.json(), 4)
+    assert len(runner_job_ids(r.headers.get("X-Runner-Job"))) == 2
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["jobs_completed"], d["images_generated"]) == (2, 2, 4), d
+
+
+def test_http_function_url_samplers_and_bare_base_url(ctx):
+    r = get(fn_url("/sdapi/v1/samplers"), timeout=60)
+    assert r.status_code == 200 and [s["name"] for s in r.json()] == A1111_SAMPLERS
+    # Single-function project: A1111 clients can use the watch root as their base URL.
+    r = get(f"http://127.0.0.1:{E.port}/sdapi/v1/samplers", timeout=60)
+    assert r.status_code == 200 and len(r.json()) == 20
+
+
+# --- batch events (S3 ObjectCreated, SQS) ----------------------------------------------------------
+
+def read_manifest(job_id: str) -> dict:
+    obj = E.s3.get_object(Bucket=BUCKET, Key=f"{PREFIX}batch/{job_id}/result.json")
+    return json.loads(obj["Body"].read())
+
+
+def check_manifest(m: dict, job_id: str, n_images: int):
+    assert m["job_id"] == job_id and m["status"] == "completed", m
+    assert len(m["requests"]) == 1 and m["requests"][0]["status"] == "completed", m
+    keys = m["requests"][0]["images"]
+    assert len(keys) == n_images, keys
+    for key in keys:
+        data = E.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", key
+    info = json.loads(m["requests"][0]["info"])
+    assert info["seed"] == 1234, info
+
+
+def test_invoke_s3_put_event_runs_batch_job(ctx):
+    before = counters()
+    resp = invoke("s3-put-batch-request")
+    assert "errorType" not in resp, resp
+    check_manifest(read_manifest("batch-job-single"), "batch-job-single", 1)
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["jobs_completed"], d["images_generated"]) == (1, 1, 1), d
+
+
+def test_invoke_sqs_event_runs_batch_job(ctx):
+    before = counters()
+    resp = invoke("sqs-batch-request")
+    # Partial-batch responses (ReportBatchItemFailures): nothing failed.
+    assert resp == {"batchItemFailures": []}, resp
+    message_id = json.loads((EVENTS / "sqs-batch-request.json").read_text())["Records"][0]["messageId"]
+    check_manifest(read_manifest(message_id), message_id, 1)
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["images_generated"]) == (1, 1), d
