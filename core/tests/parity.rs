@@ -81,15 +81,14 @@ async fn run_case(ctx: &ProcessingContext, dir: &Path) -> CaseResult {
     CaseResult { name, max_diff, exact }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn all_public_sd15_fixture_cases_match_a1111() {
+async fn run_fixture_set(folder: &str, expected_cases: usize) {
     let ctx = context();
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures/a1111-parity/cases"))
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures").join(folder).join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 16, "public SD-1.x cases");
+    assert_eq!(dirs.len(), expected_cases, "public cases of {folder}");
     let mut results = Vec::new();
     for dir in &dirs {
         results.push(run_case(&ctx, dir).await);
@@ -102,6 +101,21 @@ async fn all_public_sd15_fixture_cases_match_a1111() {
         }
     }
     let exact = results.iter().filter(|r| r.exact).count();
-    println!("parity: {} of {} cases PASS, {} exact", results.len() - failed.len(), results.len(), exact);
+    println!("parity {folder}: {} of {} cases PASS, {} exact", results.len() - failed.len(), results.len(), exact);
     assert!(failed.is_empty(), "cases over tolerance: {failed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_public_sd15_fixture_cases_match_a1111() {
+    run_fixture_set("a1111-parity", 16).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_public_sdxl_fixture_cases_match_a1111() {
+    run_fixture_set("a1111-parity-sdxl", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_public_sd2_fixture_cases_match_a1111() {
+    run_fixture_set("a1111-parity-sd2", 4).await;
 }

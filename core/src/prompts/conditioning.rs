@@ -73,6 +73,8 @@ impl ChunkedBatch {
 pub struct ScheduledPromptConditioning {
     pub end_at_step: usize,
     pub cond: Tensor,
+    /// SDXL's pooled/size vector for this entry (None for SD 1.x / 2.x).
+    pub vector: Option<Tensor>,
 }
 
 /// The schedule of one prompt, shared between identical prompts of a batch.
@@ -153,20 +155,29 @@ impl<'a> TextConditioner<'a> {
     /// A1111's `cond_stage_model(texts)`: (texts, 77·k, C), each chunk position encoded as one
     /// batch, emphasis applied per chunk, chunks concatenated on the token axis.
     pub fn encode_texts(&self, texts: &[String]) -> Result<Tensor, PromptError> {
+        self.encode_texts_with_vector(texts, false).map(|(t, _)| t)
+    }
+
+    /// Like [`Self::encode_texts`], plus the per-text vector of pooled-conditioning models.
+    pub fn encode_texts_with_vector(
+        &self,
+        texts: &[String],
+        zero_text: bool,
+    ) -> Result<(Tensor, Option<Tensor>), PromptError> {
         if texts.is_empty() {
             return Err(PromptError::Empty);
         }
         let batch = self.tokenize(texts)?;
-        let pad_id = self.options.chunking.pad_id;
-        let mut encoded = Vec::with_capacity(batch.chunks.len());
-        for column in &batch.chunks {
-            let ids: Vec<[u32; CHUNK_TOKENS]> = column.iter().map(|c| c.encoder_ids(pad_id)).collect();
-            let z = self.encoder.encode_chunks(&ids, self.options.clip_skip)?;
-            let multipliers: Vec<f32> = column.iter().flat_map(|c| c.multipliers).collect();
-            let multipliers = Tensor::from_vec(multipliers, (column.len(), CHUNK_TOKENS), z.device())?;
-            encoded.push(apply_emphasis(&z, &multipliers, self.options.chunking.emphasis)?);
-        }
-        Ok(Tensor::cat(&encoded, 1)?)
+        self.encoder.encode_batch(&batch, &self.options, zero_text)
+    }
+
+    /// `get_learned_conditioning` for negative prompts: SDXL zeroes an all-empty negative batch.
+    pub fn learned_conditioning_negative(
+        &self,
+        prompts: &[String],
+        params: &ScheduleParams,
+    ) -> Result<Vec<PromptSchedule>, PromptError> {
+        self.learned_conditioning_inner(prompts, params, true)
     }
 
     /// A1111's `get_learned_conditioning`: one schedule per prompt (shared between duplicates).
@@ -175,10 +186,22 @@ impl<'a> TextConditioner<'a> {
         prompts: &[String],
         params: &ScheduleParams,
     ) -> Result<Vec<PromptSchedule>, PromptError> {
+        self.learned_conditioning_inner(prompts, params, false)
+    }
+
+    fn learned_conditioning_inner(
+        &self,
+        prompts: &[String],
+        params: &ScheduleParams,
+        is_negative: bool,
+    ) -> Result<Vec<PromptSchedule>, PromptError> {
         let plan = LearnedConditioningPlan::new(prompts, params);
         let mut schedules = Vec::with_capacity(plan.distinct.len());
         for (j, schedule) in plan.distinct.iter().enumerate() {
-            let conds = self.encode_texts(&plan.call_texts(j))?;
+            let texts = plan.call_texts(j);
+            // A1111 (SDXL): force_zero_negative_prompt = is_negative and all texts empty.
+            let zero_text = is_negative && texts.iter().all(String::is_empty);
+            let (conds, vectors) = self.encode_texts_with_vector(&texts, zero_text)?;
             let entries = schedule
                 .iter()
                 .enumerate()
@@ -186,6 +209,7 @@ impl<'a> TextConditioner<'a> {
                     Ok(ScheduledPromptConditioning {
                         end_at_step: *end_at_step,
                         cond: conds.get(i)?,
+                        vector: vectors.as_ref().map(|v| v.get(i)).transpose()?,
                     })
                 })
                 .collect::<Result<Vec<_>, PromptError>>()?;
@@ -315,4 +339,49 @@ fn stack_conds(tensors: &[Tensor]) -> Result<Tensor, PromptError> {
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
     Ok(Tensor::stack(&padded, 0)?)
+}
+
+/// The SD-1.x conditioning of a chunked batch through [`TextEncoder::encode_chunks`]: each chunk
+/// position encoded as one batch, emphasis per chunk, chunks concatenated on the token axis.
+pub fn encode_batch_with_chunks<E: TextEncoder + ?Sized>(
+    encoder: &E,
+    batch: &ChunkedBatch,
+    options: &ConditioningOptions,
+) -> Result<Tensor, PromptError> {
+    let pad_id = options.chunking.pad_id;
+    let mut encoded = Vec::with_capacity(batch.chunks.len());
+    for column in &batch.chunks {
+        let ids: Vec<[u32; CHUNK_TOKENS]> = column.iter().map(|c| c.encoder_ids(pad_id)).collect();
+        let z = encoder.encode_chunks(&ids, options.clip_skip)?;
+        let multipliers: Vec<f32> = column.iter().flat_map(|c| c.multipliers).collect();
+        let multipliers = Tensor::from_vec(multipliers, (column.len(), CHUNK_TOKENS), z.device())?;
+        encoded.push(apply_emphasis(&z, &multipliers, options.chunking.emphasis)?);
+    }
+    Ok(Tensor::cat(&encoded, 1)?)
+}
+
+/// The vectors matching [`reconstruct_cond_batch`]'s rows (SDXL), or None.
+pub fn reconstruct_cond_vectors(c: &[PromptSchedule], step: usize) -> Result<Option<Tensor>, PromptError> {
+    let mut vectors = Vec::with_capacity(c.len());
+    for schedule in c {
+        match entry_at(schedule, step).and_then(|e| e.vector.clone()) {
+            Some(v) => vectors.push(v),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(Tensor::stack(&vectors, 0)?))
+}
+
+/// The vectors matching [`reconstruct_multicond_batch`]'s rows (SDXL), or None.
+pub fn reconstruct_multicond_vectors(c: &MulticondLearnedConditioning, step: usize) -> Result<Option<Tensor>, PromptError> {
+    let mut vectors = Vec::new();
+    for composable in &c.batch {
+        for sub in composable {
+            match entry_at(&sub.schedules, step).and_then(|e| e.vector.clone()) {
+                Some(v) => vectors.push(v),
+                None => return Ok(None),
+            }
+        }
+    }
+    Ok(Some(Tensor::stack(&vectors, 0)?))
 }

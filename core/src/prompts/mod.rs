@@ -37,6 +37,20 @@ pub use tokenize::{ChunkingOptions, ClipTokenizer, EmphasisMode, PromptChunk, To
 /// Returns (n, 77, C). `clip_skip` is A1111's `CLIP_stop_at_last_layers` (1 = last layer).
 pub trait TextEncoder {
     fn encode_chunks(&self, tokens: &[[u32; 77]], clip_skip: usize) -> candle_core::Result<Tensor>;
+
+    /// Conditioning of a whole chunked batch: (texts, 77·k, C) and, for models with pooled
+    /// conditioning (SDXL), a per-text vector. The default is the SD-1.x path: each chunk position
+    /// encoded as one batch, emphasis applied per chunk, chunks concatenated on the token axis.
+    /// `zero_text`: the batch is an all-empty negative prompt (SDXL zeroes it).
+    fn encode_batch(
+        &self,
+        batch: &conditioning::ChunkedBatch,
+        options: &conditioning::ConditioningOptions,
+        zero_text: bool,
+    ) -> Result<(Tensor, Option<Tensor>), PromptError> {
+        let _ = zero_text;
+        conditioning::encode_batch_with_chunks(self, batch, options).map(|t| (t, None))
+    }
 }
 
 /// Errors of prompt handling.

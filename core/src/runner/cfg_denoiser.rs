@@ -7,7 +7,8 @@ use candle_core::{DType, Tensor};
 use super::JobControl;
 use super::engine::{LoadedModel, PredictionType};
 use crate::prompts::conditioning::{
-    MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_multicond_batch,
+    MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_cond_vectors,
+    reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
 use crate::sampling::{Model, SamplingError};
 
@@ -29,11 +30,19 @@ fn prompt_err(e: impl std::fmt::Display) -> SamplingError {
 }
 
 impl CfgDenoiser<'_> {
-    /// Runs the UNet on `x_in` with per-row timesteps and context; returns eps (or v).
-    fn unet(&self, x_in: &Tensor, t: &Tensor, context: &Tensor) -> Result<Tensor, SamplingError> {
+    /// Runs the UNet on `x_in` with per-row timesteps, context and (SDXL) vector; returns eps or v.
+    fn unet(&self, x_in: &Tensor, t: &Tensor, context: &Tensor, y: Option<&Tensor>) -> Result<Tensor, SamplingError> {
         let dtype = self.model.dtype;
-        let out = self.model.unet.forward(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?)?;
+        let y = y.map(|y| y.to_dtype(dtype)).transpose()?;
+        let out = self.model.unet.forward_with_vector(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?, y.as_ref())?;
         Ok(out.to_dtype(DType::F32)?)
+    }
+
+    /// The SDXL vectors of the batch rows, `[cond rows…, uncond rows…]`, if the model uses them.
+    fn vectors(&self) -> Result<Option<(Tensor, Tensor)>, SamplingError> {
+        let c = reconstruct_multicond_vectors(self.cond, self.step).map_err(prompt_err)?;
+        let u = reconstruct_cond_vectors(self.uncond, self.step).map_err(prompt_err)?;
+        Ok(c.zip(u))
     }
 
     /// Builds the A1111 batch `[cond rows…, uncond rows…]` and returns (x_in, conds per image, uncond,
@@ -69,14 +78,25 @@ impl CfgDenoiser<'_> {
             None => x_in.clone(),
         };
         let t_all = Tensor::full(t as f32, rows, x_in.device())?;
+        let vectors = self.vectors()?;
         if tensor.dim(1)? == uncond.dim(1)? {
             let context = Tensor::cat(&[tensor, uncond], 0)?;
-            self.unet(&scaled, &t_all, &context)
+            let y = vectors.map(|(c, u)| Tensor::cat(&[c, u], 0)).transpose()?;
+            self.unet(&scaled, &t_all, &context, y.as_ref())
         } else {
             let n_cond = tensor.dim(0)?;
             let n_uncond = uncond.dim(0)?;
-            let a = self.unet(&scaled.narrow(0, 0, n_cond)?, &t_all.narrow(0, 0, n_cond)?, tensor)?;
-            let b = self.unet(&scaled.narrow(0, n_cond, n_uncond)?, &t_all.narrow(0, n_cond, n_uncond)?, uncond)?;
+            let (yc, yu) = match vectors {
+                Some((c, u)) => (Some(c), Some(u)),
+                None => (None, None),
+            };
+            let a = self.unet(&scaled.narrow(0, 0, n_cond)?, &t_all.narrow(0, 0, n_cond)?, tensor, yc.as_ref())?;
+            let b = self.unet(
+                &scaled.narrow(0, n_cond, n_uncond)?,
+                &t_all.narrow(0, n_cond, n_uncond)?,
+                uncond,
+                yu.as_ref(),
+            )?;
             Ok(Tensor::cat(&[a, b], 0)?)
         }
     }
@@ -129,6 +149,14 @@ impl Model for CfgDenoiser<'_> {
         self.check_stop()?;
         let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
         let out = self.evaluate(&x_in, None, t as f64, &tensor, &uncond)?;
+        // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
+        let out = match self.model.prediction {
+            PredictionType::Eps => out,
+            PredictionType::V => {
+                let a = f64::from(self.model.alphas_cumprod.get(t).copied().unwrap_or(1.0));
+                ((out * a.sqrt())? + (&x_in * (1.0 - a).sqrt())?)?
+            }
+        };
         let eps = self.combine(&out, &conds_list, uncond.dim(0)?)?;
         self.step += 1;
         Ok(eps)

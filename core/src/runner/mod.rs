@@ -17,6 +17,7 @@ mod worker;
 mod engine;
 mod cfg_denoiser;
 mod pipeline;
+mod text_encoder;
 
 pub use job::*;
 pub use pipeline::DiffusionExecutor;

@@ -6,7 +6,8 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 use super::cfg_denoiser::CfgDenoiser;
-use super::engine::{LoadedModel, to_rgb8};
+use super::engine::{LoadedModel, ModelFamily, SdxlSizes, to_rgb8};
+use super::text_encoder::ModelTextEncoder;
 use super::{BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, ModelSelection, RgbImage, RunnerError};
 use crate::prompts::conditioning::{ConditioningOptions, TextConditioner};
 use crate::prompts::schedules::ScheduleParams;
@@ -98,11 +99,12 @@ impl BatchExecutor for DiffusionExecutor {
             comma_padding_backtrack: job.settings.comma_padding_backtrack,
             ..ChunkingOptions::default()
         };
+        let encoder = ModelTextEncoder { model, sizes: SdxlSizes::for_request(job.width, job.height) };
         let conditioner =
-            TextConditioner::new(model, ConditioningOptions { chunking, clip_skip: job.settings.clip_skip });
+            TextConditioner::new(&encoder, ConditioningOptions { chunking, clip_skip: job.settings.clip_skip });
         let mut schedule_params = ScheduleParams::new(total_steps);
         schedule_params.use_old_scheduling = job.settings.use_old_scheduling;
-        let uncond = conditioner.learned_conditioning(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
+        let uncond = conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
         let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(exec_err)?;
 
         // Noise: one generator per image seed (§4.3).
@@ -151,6 +153,7 @@ impl BatchExecutor for DiffusionExecutor {
             rho: s.rho,
             beta_alpha: s.beta_dist_alpha,
             beta_beta: s.beta_dist_beta,
+            is_sdxl: model.family == ModelFamily::Sdxl,
             ..SchedulerOptions::default()
         };
         let alphas = &model.alphas_cumprod;
