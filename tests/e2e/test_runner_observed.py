@@ -112,7 +112,12 @@ def test_progress_increases_during_long_request(ctx):
     assert steps == sorted(steps) and steps[-1] > steps[0], steps
     assert all(0.0 < x <= 1.0 for x in progress), progress
     assert all(s["state"]["job_count"] == 1 and s["state"]["sampling_steps"] == 150 for s in samples), samples[-1]
-    assert samples[-1]["eta_relative"] >= 0.0
+    # A1111 computes eta_relative = elapsed/progress - elapsed before clamping progress to 1, so it
+    # turns slightly negative on the last steps (0.01 + 149/150 > 1); only require a finite number,
+    # and a positive one while the request is far from done.
+    import math
+    assert all(math.isfinite(s["eta_relative"]) for s in samples)
+    assert samples[0]["eta_relative"] > 0.0, samples[0]
     # Idle again afterwards.
     assert get(ctx.url + "/sdapi/v1/progress", timeout=10).json()["state"]["job_count"] == 0
 

@@ -39,7 +39,8 @@ def test_schedulers(ctx):
 
 def test_sd_models_lists_bundled_checkpoint(ctx):
     models = client(ctx).get_sd_models()
-    assert len(models) == 1, models
+    # samples/models bundles the tiny SD-1.5, SD-2 (v) and SDXL parity models, listed by name.
+    assert [x["model_name"] for x in models] == ["tiny-sd15", "tiny-sd2v", "tiny-sdxl"], models
     m = models[0]
     assert m["title"] == MODEL_TITLE
     assert m["model_name"] == MODEL_NAME
@@ -47,7 +48,8 @@ def test_sd_models_lists_bundled_checkpoint(ctx):
     assert m["sha256"] == "7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd"
     assert m["filename"].endswith("tiny-sd15.safetensors"), m["filename"]
     assert m["config"] is None
-    assert client(ctx).util_get_model_names() == [MODEL_TITLE]
+    assert client(ctx).util_get_model_names()[0] == MODEL_TITLE
+    assert models[1]["config"].endswith("tiny-sd2v.yaml"), models[1]
 
 
 def test_options_round_trip_send_seed(ctx):

@@ -143,6 +143,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A1111's `os.path.abspath`: absolute, but symlinks are not resolved (the bundled models are
+/// links into the fixtures, and users expect to see the path they configured).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn rel_name(root: &Path, p: &Path) -> String {
     p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
 }
@@ -167,9 +173,9 @@ pub fn scan_checkpoints(sd_dir: &Path, cache: &mut HashCache, policy: HashPolicy
             Some(h) => format!("{name} [{h}]"),
             None => name.clone(),
         };
-        let abs = std::fs::canonicalize(&path).unwrap_or(path.clone());
+        let abs = absolute(&path);
         let yaml = path.with_extension("yaml");
-        let config = yaml.is_file().then(|| std::fs::canonicalize(&yaml).unwrap_or(yaml).to_string_lossy().into_owned());
+        let config = yaml.is_file().then(|| absolute(&yaml).to_string_lossy().into_owned());
         out.push(CheckpointInfo {
             item: SDModelItem {
                 title,
@@ -203,7 +209,7 @@ pub fn scan_vaes(vae_dir: &Path) -> Vec<SDVaeItem> {
         .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "ckpt" | "safetensors")))
         .map(|p| SDVaeItem {
             model_name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-            filename: std::fs::canonicalize(&p).unwrap_or(p).to_string_lossy().into_owned(),
+            filename: absolute(&p).to_string_lossy().into_owned(),
         })
         .collect();
     out.sort_by_key(|v| v.model_name.to_lowercase());

@@ -28,7 +28,7 @@ pub use checkpoint::{ModelFamily, PredictionType};
 pub use clip::ClipTextModel;
 pub use config::{ClipActivation, ClipConfig, UnetConfig, UnetHeads, VaeConfig};
 pub use error::EngineError;
-pub use text::{Emphasis, EncodedChunks, OpenClipG, SdxlSizes, TextEncoders, sdxl_vector};
+pub use text::{Emphasis, OpenClipG, SdxlSizes, TextEncoders, sdxl_vector};
 pub use unet::UNetModel;
 pub use vae::{AutoencoderKl, to_rgb8};
 

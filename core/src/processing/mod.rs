@@ -110,6 +110,9 @@ fn validate(p: &CommonParams) -> Result<(), ApiError> {
     if !p.cfg_scale.is_finite() {
         return bad("cfg_scale must be a finite number".into());
     }
+    if p.restore_faces == Some(true) {
+        return Err(ApiError::http(501, "Face restoration (restore_faces) is not supported by this server"));
+    }
     if p.enable_hr {
         return Err(ApiError::http(501, "Hires fix (enable_hr) is not supported by this server yet"));
     }
@@ -175,6 +178,9 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         GenerationRequest::Img2Img { request: r, init_images } => {
             if init_images.is_empty() {
                 return Err(ApiError::init_image_not_found());
+            }
+            if r.mask.as_deref().is_some_and(|m| !m.is_empty()) {
+                return Err(ApiError::http(501, "Inpainting (mask) is not supported by this server yet"));
             }
             (CommonParams::from_img2img(r), "img2img", Some(r.denoising_strength), Some((r, init_images)))
         }

@@ -123,6 +123,43 @@ impl CfgDenoiser<'_> {
     }
 }
 
+impl CfgDenoiser<'_> {
+    /// Timestep-sampler view: CFG-combined eps (CFG scale times `cfg_scale_multiplier`, for DDIM
+    /// CFG++) and the unconditional eps of each image.
+    fn eps_and_uncond(&mut self, x: &Tensor, t: f64, cfg_scale_multiplier: f64) -> Result<(Tensor, Tensor), SamplingError> {
+        self.check_stop()?;
+        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let out = self.evaluate(&x_in, None, t, &tensor, &uncond)?;
+        // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
+        let out = match self.model.prediction {
+            PredictionType::Eps => out,
+            PredictionType::V => {
+                let a = alpha_at(&self.model.alphas_cumprod, t);
+                ((out * a.sqrt())? + (&x_in * (1.0 - a).sqrt())?)?
+            }
+        };
+        let n_uncond = uncond.dim(0)?;
+        let saved = self.cfg_scale;
+        self.cfg_scale = saved * cfg_scale_multiplier;
+        let eps = self.combine(&out, &conds_list, n_uncond);
+        self.cfg_scale = saved;
+        let eps = eps?;
+        let total = out.dim(0)?;
+        let eps_uncond = out.narrow(0, total - n_uncond, n_uncond)?;
+        self.step += 1;
+        Ok((eps, eps_uncond))
+    }
+}
+
+/// `alphas_cumprod` at a continuous timestep (linear between the neighbouring integers).
+fn alpha_at(alphas: &[f32], t: f64) -> f64 {
+    let last = alphas.len().saturating_sub(1);
+    let t = t.clamp(0.0, last as f64);
+    let (lo, hi) = (t.floor() as usize, t.ceil() as usize);
+    let (a, b) = (f64::from(alphas[lo]), f64::from(alphas[hi]));
+    a + (b - a) * (t - lo as f64)
+}
+
 impl Model for CfgDenoiser<'_> {
     fn denoised(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
         self.check_stop()?;
@@ -146,19 +183,21 @@ impl Model for CfgDenoiser<'_> {
     }
 
     fn eps_at_timestep(&mut self, x: &Tensor, t: usize) -> Result<Tensor, SamplingError> {
-        self.check_stop()?;
-        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
-        let out = self.evaluate(&x_in, None, t as f64, &tensor, &uncond)?;
-        // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
-        let out = match self.model.prediction {
-            PredictionType::Eps => out,
-            PredictionType::V => {
-                let a = f64::from(self.model.alphas_cumprod.get(t).copied().unwrap_or(1.0));
-                ((out * a.sqrt())? + (&x_in * (1.0 - a).sqrt())?)?
-            }
-        };
-        let eps = self.combine(&out, &conds_list, uncond.dim(0)?)?;
-        self.step += 1;
+        self.eps_at_continuous_timestep(x, t as f64)
+    }
+
+    /// UniPC evaluates between integer timesteps; the UNet takes a continuous `t` anyway.
+    fn eps_at_continuous_timestep(&mut self, x: &Tensor, t: f64) -> Result<Tensor, SamplingError> {
+        let (eps, _) = self.eps_and_uncond(x, t, 1.0)?;
         Ok(eps)
+    }
+
+    fn eps_and_uncond_at_timestep(
+        &mut self,
+        x: &Tensor,
+        t: usize,
+        cfg_scale_multiplier: f64,
+    ) -> Result<(Tensor, Tensor), SamplingError> {
+        self.eps_and_uncond(x, t as f64, cfg_scale_multiplier)
     }
 }
