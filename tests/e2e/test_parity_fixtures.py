@@ -14,12 +14,12 @@ import sys
 from harness import FIXTURES
 
 
-def test_every_parity_case_passes(ctx):
-    proc = subprocess.run([sys.executable, str(FIXTURES / "compare.py"), "server", str(FIXTURES), "--url", ctx.url],
+def check_fixture_set(ctx, fixtures):
+    proc = subprocess.run([sys.executable, str(fixtures / "compare.py"), "server", str(fixtures), "--url", ctx.url],
                           capture_output=True, text=True, timeout=1800)
     out = proc.stdout
     print("     " + out.rstrip().replace("\n", "\n     "))
-    cases = [c["name"] for c in json.loads((FIXTURES / "manifest.json").read_text())["cases"]]
+    cases = [c["name"] for c in json.loads((fixtures / "manifest.json").read_text())["cases"]]
     lines = {ln.split()[0]: ln for ln in out.splitlines() if ln.split() and ln.split()[0] in cases}
     missing = [c for c in cases if c not in lines]
     failing = [c for c in cases if c in lines and lines[c].split()[1] not in ("PASS", "PASS/exact")]
@@ -30,3 +30,15 @@ def test_every_parity_case_passes(ctx):
     assert m.group(1) == m.group(2) == str(len(cases)), m.group(0)
     print(f"     exact matches: {m.group(3)}/{m.group(4)} cases, {m.group(5)}/{m.group(6)} images")
     assert proc.returncode == 0, f"compare.py exited {proc.returncode}"
+
+
+def test_every_sd15_parity_case_passes(ctx):
+    check_fixture_set(ctx, FIXTURES)
+
+
+def test_every_sdxl_parity_case_passes(ctx):
+    check_fixture_set(ctx, FIXTURES.parent / "a1111-parity-sdxl")
+
+
+def test_every_sd2_parity_case_passes(ctx):
+    check_fixture_set(ctx, FIXTURES.parent / "a1111-parity-sd2")
