@@ -7,6 +7,17 @@
 //!
 //! The diffusion engine is a private child module of this one, so nothing outside the runner
 //! (process_images included) can reach it: the type system enforces the boundary.
+//!
+//! ```compile_fail
+//! // Outside the runner the engine cannot even be named (E0603: module `engine` is private).
+//! use sdapi_core::runner::engine::LoadedModel;
+//! ```
+//!
+//! ```
+//! // What is public is the runner itself: the only way to generate.
+//! use sdapi_core::runner::{DiffusionExecutor, ProcessingRunner};
+//! let _runner = ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap());
+//! ```
 
 mod job;
 mod progress;
