@@ -240,4 +240,6 @@ impl Runner for ProcessingRunner {
 }
 
 #[cfg(test)]
+mod conditioning_tests;
+#[cfg(test)]
 mod tests;
