@@ -28,6 +28,7 @@ mod worker;
 mod engine;
 mod cfg_denoiser;
 mod pipeline;
+mod preview;
 mod text_encoder;
 
 pub use job::*;

@@ -206,8 +206,15 @@ impl BatchExecutor for DiffusionExecutor {
             }
         };
         let state = control.state;
+        let (family, every_n) = (model.family, s.show_progress_every_n_steps);
         let mut callback = |info: &StepInfo<'_>| -> Result<(), SamplingError> {
             state.set_sampling(info.step, info.total_steps);
+            // A1111 refreshes the live preview every `show_progress_every_n_steps` steps.
+            if state.preview_due(every_n) {
+                if let Some(png) = super::preview::cheap_preview(info.denoised, family) {
+                    state.set_current_image(png, info.step as i64);
+                }
+            }
             Ok(())
         };
         let numel = 4 * lh * lw;
