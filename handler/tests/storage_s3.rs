@@ -167,10 +167,19 @@ async fn s3_gone_mid_request_still_returns_the_images_and_reports_the_failure() 
 async fn over_the_response_limit_is_a_413_naming_the_stored_objects() {
     let moto = Moto::start();
     let s3 = moto.create_bucket(BUCKET).await;
-    let mut config = s3_config();
-    config.storage.max_response_bytes = Some(2000);
-    let app = app(&moto, config, Arc::new(RecordingRunner::default()));
+    // A limit between the sizes of the response with and without its images.
     let req = r#"{"seed": 3, "width": 64, "height": 64, "batch_size": 2}"#;
+    let lean = r#"{"seed": 3, "width": 64, "height": 64, "batch_size": 2, "send_images": false}"#;
+    let unlimited = app(&moto, s3_config(), Arc::new(RecordingRunner::default()));
+    let mut sizes = Vec::new();
+    for r in [req, lean] {
+        let (_, resp) = send(&unlimited, post_json("/sdapi/v1/txt2img", r)).await;
+        sizes.push(serde_json::to_vec(&body_json(resp).await).unwrap().len());
+    }
+    assert!(sizes[0] > sizes[1] + 100, "{sizes:?}");
+    let mut config = s3_config();
+    config.storage.max_response_bytes = Some((sizes[0] + sizes[1]) / 2);
+    let app = app(&moto, config, Arc::new(RecordingRunner::default()));
     let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", req)).await;
     assert_eq!(status, 413);
     let locs = locations(&resp);
@@ -185,8 +194,7 @@ async fn over_the_response_limit_is_a_413_naming_the_stored_objects() {
         assert_eq!(&get_object(&s3, BUCKET, key_of(loc)).await.0[..4], b"\x89PNG");
     }
     // The same request with send_images false fits.
-    let req = r#"{"seed": 3, "width": 64, "height": 64, "batch_size": 2, "send_images": false}"#;
-    let (status, _) = send(&app, post_json("/sdapi/v1/txt2img", req)).await;
+    let (status, _) = send(&app, post_json("/sdapi/v1/txt2img", lean)).await;
     assert_eq!(status, 200);
 }
 
@@ -195,7 +203,7 @@ async fn over_the_limit_without_saving_stores_the_images_first() {
     let moto = Moto::start();
     let s3 = moto.create_bucket(BUCKET).await;
     let mut config = s3_config();
-    config.storage.max_response_bytes = Some(2000);
+    config.storage.max_response_bytes = Some(1000); // the parameters echo alone is larger
     config.storage.save_all = Some(false);
     let app = app(&moto, config, Arc::new(RecordingRunner::default()));
     let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", r#"{"width": 64, "height": 64}"#)).await;

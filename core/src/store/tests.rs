@@ -68,11 +68,12 @@ async fn local_store_numbers_samples_like_a1111() {
     assert_eq!(b.key, "txt2img-images/d/00006-1234.png");
     assert_eq!(std::fs::read(root.join("txt2img-images/d/00006-1234.png")).unwrap(), b"two");
     assert_eq!(a.location, root.join("txt2img-images/d/00005-1234.png").display().to_string());
-    // Another writer took the next number behind our back: we skip it instead of overwriting.
-    std::fs::write(root.join("txt2img-images/d/00007-1.png"), b"theirs").unwrap();
+    // Another writer took the next name behind our back: we skip it instead of overwriting
+    // (like A1111's `os.path.exists` loop, only the exact name counts).
+    std::fs::write(root.join("txt2img-images/d/00007-9.png"), b"theirs").unwrap();
     let c = namer.save(&store, "txt2img-images/d", 9, "png", b"three".to_vec(), opts).await.unwrap();
     assert_eq!(c.key, "txt2img-images/d/00008-9.png");
-    assert_eq!(std::fs::read(root.join("txt2img-images/d/00007-1.png")).unwrap(), b"theirs");
+    assert_eq!(std::fs::read(root.join("txt2img-images/d/00007-9.png")).unwrap(), b"theirs");
     let _ = std::fs::remove_dir_all(&root);
 }
 
