@@ -20,6 +20,7 @@ use crate::auth::{self, AuthOutcome};
 use crate::config::Config;
 use crate::errors::HandlerError;
 use crate::routes::{control, generation, listing, openapi, unsupported};
+use crate::storage::Outputs;
 
 /// Everything the routes share.
 #[derive(Clone)]
@@ -27,6 +28,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub ctx: ProcessingContext,
     pub flags: Arc<ServerFlags>,
+    /// The output store (local folder until [`AppState::with_outputs`] installs S3).
+    pub outputs: Outputs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,8 +79,15 @@ impl AppState {
                 version: sdapi_core::VERSION.to_string(),
             },
             flags: Arc::new(flags),
+            outputs: Outputs::local(&config),
             config: Arc::new(config),
         })
+    }
+
+    /// Replaces the output store (main installs S3 here; building it needs async AWS config loading).
+    pub fn with_outputs(mut self, outputs: Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 }
 

@@ -2,6 +2,9 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::storage::s3::S3Settings;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -26,6 +29,72 @@ pub struct Config {
     pub output_prefix: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Output store behaviour (docs/storage.md).
+    pub storage: StorageSettings,
+}
+
+/// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
+/// lambda_http wraps the body in a JSON envelope (headers, escaped quotes), so keep 256 KiB spare.
+pub const LAMBDA_RESPONSE_LIMIT_DEFAULT: usize = 6 * 1024 * 1024 - 256 * 1024;
+
+/// `SDAPI_SAVE_ALL`, `SDAPI_S3_*`, `SDAPI_LAMBDA_MAX_RESPONSE_BYTES`.
+#[derive(Debug, Clone, Default)]
+pub struct StorageSettings {
+    /// Store every generated image, not only requests with `save_images: true`.
+    /// `None`: yes when a bucket is configured, no for the local folder (A1111's behaviour).
+    pub save_all: Option<bool>,
+    pub s3: S3Settings,
+    /// Largest JSON body a generation response may have; bigger ones become a 413 naming the stored
+    /// keys. Set on Lambda (default [`LAMBDA_RESPONSE_LIMIT_DEFAULT`]) or explicitly.
+    pub max_response_bytes: Option<usize>,
+}
+
+impl StorageSettings {
+    pub fn saves_everything(&self, has_bucket: bool) -> bool {
+        self.save_all.unwrap_or(has_bucket)
+    }
+}
+
+fn parse_var<T: std::str::FromStr>(name: &'static str) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    var(name)
+        .map(|s| s.trim().parse::<T>().map_err(|e| ConfigError::Invalid { name, message: format!("{s:?}: {e}") }))
+        .transpose()
+}
+
+fn parse_bool(name: &'static str) -> Result<Option<bool>, ConfigError> {
+    var(name)
+        .map(|s| match s.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::Invalid { name, message: format!("{s:?} is not true/false") }),
+        })
+        .transpose()
+}
+
+impl StorageSettings {
+    fn from_env(on_lambda: bool) -> Result<Self, ConfigError> {
+        let defaults = S3Settings::default();
+        let max_response_bytes = match parse_var::<usize>("SDAPI_LAMBDA_MAX_RESPONSE_BYTES")? {
+            Some(n) => Some(n),
+            None if on_lambda => Some(LAMBDA_RESPONSE_LIMIT_DEFAULT),
+            None => None,
+        };
+        Ok(Self {
+            save_all: parse_bool("SDAPI_SAVE_ALL")?,
+            s3: S3Settings {
+                force_path_style: parse_bool("SDAPI_S3_FORCE_PATH_STYLE")?.unwrap_or(false),
+                max_attempts: parse_var("SDAPI_S3_MAX_ATTEMPTS")?.unwrap_or(defaults.max_attempts),
+                operation_timeout: parse_var::<f64>("SDAPI_S3_TIMEOUT_S")?
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .map(Duration::from_secs_f64)
+                    .unwrap_or(defaults.operation_timeout),
+            },
+            max_response_bytes,
+        })
+    }
 }
 
 fn var(name: &str) -> Option<String> {
@@ -79,6 +148,7 @@ impl Config {
             output_bucket: var("SDAPI_OUTPUT_BUCKET"),
             output_prefix: var("SDAPI_OUTPUT_PREFIX").unwrap_or_default(),
             max_body_bytes: max_body_mb * 1024 * 1024,
+            storage: StorageSettings::from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some())?,
         })
     }
 }

@@ -6,3 +6,6 @@ pub mod auth;
 pub mod config;
 pub mod errors;
 pub mod routes;
+pub mod storage;
+pub mod batch;
+pub mod lambda;

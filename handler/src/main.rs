@@ -1,7 +1,13 @@
 //! `sdapi`: one binary, one router. Under Lambda (`AWS_LAMBDA_RUNTIME_API` set) `lambda_http` serves
-//! the router; otherwise the same router listens on `SDAPI_LISTEN` (default 127.0.0.1:7860).
+//! the router and S3/SQS batch events share the function (`sdapi_handler::lambda`); otherwise the
+//! same router listens on `SDAPI_LISTEN` (default 127.0.0.1:7860).
 
-use sdapi_handler::{app, config::Config};
+// The Lambda service future (runtime → dispatch → axum router → process_images) nests deeper than
+// rustc's default layout query depth.
+#![recursion_limit = "256"]
+
+use sdapi_handler::storage::Outputs;
+use sdapi_handler::{app, config::Config, lambda};
 
 fn init_tracing(on_lambda: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -39,11 +45,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     init_tracing(on_lambda);
     let config = Config::from_env()?;
-    let state = app::AppState::from_config(config.clone())?;
-    let router = app::router(state);
+    let outputs = Outputs::from_config(&config).await;
+    tracing::info!(store = %outputs.store.describe(), save_all = outputs.save_all, "output store");
+    let state = app::AppState::from_config(config.clone())?.with_outputs(outputs);
+    let router = app::router(state.clone());
     if on_lambda {
-        tracing::info!("serving through lambda_http");
-        lambda_http::run(router).await
+        tracing::info!("serving HTTP and batch events through the Lambda runtime");
+        lambda::run(router, state).await
     } else {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!("listening on http://{}", listener.local_addr()?);

@@ -7,7 +7,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sdapi_core::api::errors::ApiError;
 use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_core::images::{decode_base64_image, encode_image_base64, parse_hex_color};
+use sdapi_core::images::{decode_base64_image, parse_hex_color};
+use sdapi_core::infotext::python_json;
+use sdapi_core::store::report::append_info_key;
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
 use sdapi_core::runner::RgbImage;
 use serde_json::{Map, Value, json};
@@ -15,6 +17,7 @@ use serde_json::{Map, Value, json};
 use super::json_body;
 use crate::app::AppState;
 use crate::errors::{HandlerError, json_response};
+use crate::storage;
 
 pub async fn txt2img(
     State(s): State<AppState>,
@@ -24,9 +27,9 @@ pub async fn txt2img(
     let value = json_body(&headers, body)?;
     let req = Txt2ImgRequest::from_json(&value)?;
     let parameters = req.to_parameters();
-    let send_images = req.send_images;
+    let (send_images, save_images) = (req.send_images, req.save_images);
     let processed = process_images(&s.ctx, GenerationRequest::Txt2Img(req)).await?;
-    respond(processed, parameters, send_images).await
+    respond(&s, processed, parameters, send_images, save_images).await
 }
 
 pub async fn img2img(
@@ -59,9 +62,9 @@ pub async fn img2img(
     .await
     .map_err(|e| ApiError::runtime(e.to_string()))??;
     let parameters = req.to_parameters();
-    let send_images = req.send_images;
+    let (send_images, save_images) = (req.send_images, req.save_images);
     let processed = process_images(&s.ctx, GenerationRequest::Img2Img { request: req, init_images }).await?;
-    respond(processed, parameters, send_images).await
+    respond(&s, processed, parameters, send_images, save_images).await
 }
 
 /// A1111 resize mode 0 ("Just resize"): stretch to the requested size with Lanczos.
@@ -96,33 +99,105 @@ fn runner_header(processed: &Processed) -> Option<HeaderValue> {
     HeaderValue::from_str(&v).ok()
 }
 
-async fn respond(processed: Processed, parameters: Map<String, Value>, send_images: bool) -> Result<Response, HandlerError> {
+/// Header values must be ASCII: compact JSON with non-ASCII escaped.
+const HEADER_JSON: python_json::DumpStyle = python_json::DumpStyle { item_sep: ",", key_sep: ":", ensure_ascii: true };
+
+/// Encodes the images once, stores them (S3 or the local folder, see `crate::storage`) and builds
+/// A1111's `{"images", "parameters", "info"}` body. Where images went is reported without touching
+/// what A1111 clients parse: `X-Output-Locations` (JSON array) and an `output_locations` key after
+/// A1111's keys in `info`; storage failures in `X-Output-Error` and `output_errors` (the images are
+/// still returned). Over the response limit (Lambda) → 413 naming the stored objects.
+async fn respond(
+    s: &AppState,
+    processed: Processed,
+    parameters: Map<String, Value>,
+    send_images: bool,
+    save_images: bool,
+) -> Result<Response, HandlerError> {
     let header = runner_header(&processed);
     let task_id = HeaderValue::from_str(&processed.task_id).ok();
-    let images: Vec<String> = if send_images {
-        let p = processed.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<String>, ApiError> {
-            p.images
-                .iter()
-                .zip(&p.infotexts)
-                .map(|(img, info)| {
-                    let buf = img.to_image().ok_or_else(|| ApiError::runtime("generated image has an invalid size"))?;
-                    encode_image_base64(&buf, Some(info), &p.options)
-                })
-                .collect()
-        })
-        .await
-        .map_err(|e| ApiError::runtime(e.to_string()))??
-    } else {
-        Vec::new()
-    };
-    let body = json!({ "images": images, "parameters": parameters, "info": processed.info });
-    let mut resp = json_response(StatusCode::OK, &body);
+    let save = s.outputs.should_save(save_images);
+    let mut saved = storage::save_and_encode(&s.outputs, &processed, send_images, save).await?;
+    let info = output_info(&processed.info, save, &saved);
+    let mut body = json!({ "images": saved.base64, "parameters": parameters, "info": info });
+    let mut status = StatusCode::OK;
+    if let Some(limit) = s.outputs.max_response_bytes {
+        let size = serde_json::to_vec(&body).map(|b| b.len()).unwrap_or(usize::MAX);
+        if size > limit {
+            if !save {
+                // Nothing may be lost: store what cannot be returned, then name it in the error.
+                let bytes = saved.base64.iter().filter_map(|b| sdapi_core::images::py_b64decode(b)).collect();
+                saved = storage::store_encoded(&s.outputs, &processed, bytes).await;
+            }
+            let err = response_too_large(size, limit, &saved);
+            tracing::warn!(size, limit, stored = saved.stored.len(), "generation response over the limit");
+            status = StatusCode::from_u16(err.status).unwrap_or(StatusCode::PAYLOAD_TOO_LARGE);
+            body = serde_json::to_value(&err).map_err(|e| ApiError::runtime(e.to_string()))?;
+        }
+    }
+    let mut resp = json_response(status, &body);
+    let headers = resp.headers_mut();
     if let Some(h) = header {
-        resp.headers_mut().insert("x-runner-job", h);
+        headers.insert("x-runner-job", h);
     }
     if let Some(t) = task_id {
-        resp.headers_mut().insert("x-task-id", t);
+        headers.insert("x-task-id", t);
+    }
+    if save || !saved.stored.is_empty() {
+        let locations: Vec<Value> = saved.stored.iter().map(|o| Value::String(o.location.clone())).collect();
+        if let Ok(v) = HeaderValue::from_str(&python_json::dumps_with(&Value::Array(locations), HEADER_JSON)) {
+            headers.insert("x-output-locations", v);
+        }
+    }
+    if let Some(first) = saved.failures.first() {
+        let msg: String = format!("{} of {} not stored: {first}", saved.failures.len(), processed.images.len())
+            .chars()
+            .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+            .take(1024)
+            .collect();
+        if let Ok(v) = HeaderValue::from_str(&msg) {
+            headers.insert("x-output-error", v);
+        }
     }
     Ok(resp.into_response())
+}
+
+/// `info` plus `output_locations` (and `output_errors` when some failed) when images were stored;
+/// untouched otherwise, so A1111 parity holds byte for byte.
+fn output_info(info: &str, saved_requested: bool, saved: &storage::SavedOutputs) -> String {
+    if !saved_requested {
+        return info.to_string();
+    }
+    let locations: Vec<Value> = saved.stored.iter().map(|o| Value::String(o.location.clone())).collect();
+    let mut out = append_info_key(info, "output_locations", &Value::Array(locations));
+    if !saved.failures.is_empty() {
+        let errors: Vec<Value> = saved.failures.iter().map(|f| Value::String(f.clone())).collect();
+        out = append_info_key(&out, "output_errors", &Value::Array(errors));
+    }
+    out
+}
+
+/// The over-limit error in A1111's four-key shape; `detail` names every stored object.
+fn response_too_large(size: usize, limit: usize, saved: &storage::SavedOutputs) -> ApiError {
+    let mut detail = format!(
+        "Response too large: {size} bytes exceeds the limit of {limit} bytes (SDAPI_LAMBDA_MAX_RESPONSE_BYTES; \
+         Lambda returns at most 6 MB). "
+    );
+    if saved.stored.is_empty() {
+        detail.push_str("The images could not be stored");
+    } else {
+        let list: Vec<&str> = saved.stored.iter().map(|o| o.location.as_str()).collect();
+        detail.push_str(&format!("The {} images were stored at: {}", list.len(), list.join(", ")));
+    }
+    if !saved.failures.is_empty() {
+        detail.push_str(&format!("; {} could not be stored: {}", saved.failures.len(), saved.failures.join("; ")));
+    }
+    detail.push_str(". Send \"send_images\": false to receive only the locations.");
+    ApiError {
+        status: 413,
+        error: "ResponseTooLarge".into(),
+        detail: Value::String(detail),
+        body: String::new(),
+        errors: format!("response of {size} bytes over the {limit}-byte limit"),
+    }
 }
