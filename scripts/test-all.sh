@@ -13,6 +13,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 
+# moto_server (local S3 for the storage tests), cargo-lambda, cfn-lint come from the venv.
+export PATH="$PWD/.venv/bin:$PATH"
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo build --locked --workspace --bins
 cargo test --locked --workspace
