@@ -19,12 +19,12 @@ pub const SD_BETAS: BetaSchedule = BetaSchedule::ScaledLinear {
 pub fn alphas_cumprod(schedule: BetaSchedule, steps: usize) -> Vec<f32> {
     let betas: Vec<f64> = match schedule {
         BetaSchedule::ScaledLinear { start, end } => {
-            torch_linspace(start.sqrt(), end.sqrt(), steps)
+            crate::sampling::linspace_f64(start.sqrt(), end.sqrt(), steps)
                 .into_iter()
                 .map(|b| b * b)
                 .collect()
         }
-        BetaSchedule::Linear { start, end } => torch_linspace(start, end, steps),
+        BetaSchedule::Linear { start, end } => crate::sampling::linspace_f64(start, end, steps),
     };
     let mut product = 1.0f64;
     betas
@@ -36,21 +36,3 @@ pub fn alphas_cumprod(schedule: BetaSchedule, steps: usize) -> Vec<f32> {
         .collect()
 }
 
-/// `torch.linspace` in f64: the first half counts up from `start`, the second half down from
-/// `end`, which is what makes its last element exactly `end`.
-fn torch_linspace(start: f64, end: f64, steps: usize) -> Vec<f64> {
-    if steps == 1 {
-        return vec![start];
-    }
-    let step = (end - start) / (steps - 1) as f64;
-    let halfway = steps / 2;
-    (0..steps)
-        .map(|i| {
-            if i < halfway {
-                start + step * i as f64
-            } else {
-                end - step * (steps - i - 1) as f64
-            }
-        })
-        .collect()
-}

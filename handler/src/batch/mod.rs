@@ -10,10 +10,7 @@ pub mod file;
 
 use std::time::SystemTime;
 
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::images::{decode_base64_image, parse_hex_color};
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
-use sdapi_core::runner::RgbImage;
 use sdapi_core::store::{PutOptions, StoreError, format_for, validate_key};
 use serde_json::{Value, json};
 
@@ -158,48 +155,10 @@ async fn generate(state: &AppState, entry: &JobEntry) -> Result<Processed, Value
     let request = match file::validate(entry)? {
         JobRequest::Txt2Img(r) => GenerationRequest::Txt2Img(r),
         JobRequest::Img2Img(r) => {
-            let init_images = decode_init_images(state, &r).await.map_err(|e| file::api_error_json(&e))?;
+            let init_images = crate::routes::generation::decode_init_images(state, &r).await.map_err(|e| file::api_error_json(&e))?;
             GenerationRequest::Img2Img { request: r, init_images }
         }
     };
     process_images(&state.ctx, request).await.map_err(|e| file::api_error_json(&e))
 }
 
-/// The img2img route's init-image handling: decode, flatten over the background colour, resize.
-async fn decode_init_images(
-    state: &AppState,
-    r: &sdapi_core::api::request::Img2ImgRequest,
-) -> Result<Vec<RgbImage>, ApiError> {
-    let Some(encoded) = r.init_images.clone() else {
-        return Err(ApiError::init_image_not_found());
-    };
-    let (width, height) = (r.width.unwrap_or(512).max(8) as u32, r.height.unwrap_or(512).max(8) as u32);
-    let background = {
-        let opts = state.ctx.options.read().unwrap_or_else(|e| e.into_inner());
-        opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
-    };
-    tokio::task::spawn_blocking(move || {
-        encoded
-            .iter()
-            .map(|v| {
-                let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
-                let img: RgbImage = decode_base64_image(s)?.flatten(parse_hex_color(&background)).into();
-                Ok(resize(img, width, height))
-            })
-            .collect()
-    })
-    .await
-    .map_err(|e| ApiError::runtime(e.to_string()))?
-}
-
-/// A1111 resize mode 0 ("Just resize"), Lanczos, as the HTTP route does.
-fn resize(img: RgbImage, width: u32, height: u32) -> RgbImage {
-    if img.width == width && img.height == height {
-        return img;
-    }
-    let Some(buf) = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone()) else {
-        return img;
-    };
-    let resized = image::imageops::resize(&buf, width, height, image::imageops::FilterType::Lanczos3);
-    RgbImage { width, height, pixels: resized.into_raw() }
-}

@@ -39,32 +39,37 @@ pub async fn img2img(
 ) -> Result<Response, HandlerError> {
     let value = json_body(&headers, body)?;
     let req = Img2ImgRequest::from_json(&value)?;
+    let init_images = decode_init_images(&s, &req).await?;
+    let parameters = req.to_parameters();
+    let (send_images, save_images) = (req.send_images, req.save_images);
+    let processed = process_images(&s.ctx, GenerationRequest::Img2Img { request: req, init_images }).await?;
+    respond(&s, processed, parameters, send_images, save_images).await
+}
+
+/// The img2img init images as A1111 prepares them: decoded (base64 or data URL), RGBA flattened over
+/// `img2img_background_color`, resized to the requested size. Shared by the HTTP route and batch jobs.
+pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Result<Vec<RgbImage>, ApiError> {
     let Some(encoded) = req.init_images.clone() else {
-        return Err(ApiError::init_image_not_found().into());
+        return Err(ApiError::init_image_not_found());
     };
     let (width, height) = (req.width.unwrap_or(512).max(8) as u32, req.height.unwrap_or(512).max(8) as u32);
     let background = {
-        let opts = s.ctx.options.read().unwrap_or_else(|e| e.into_inner());
+        let opts = state.ctx.options.read().unwrap_or_else(|e| e.into_inner());
         opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
     };
     // Decoding and resizing is CPU work: keep it off the async executor.
-    let init_images = tokio::task::spawn_blocking(move || -> Result<Vec<RgbImage>, ApiError> {
+    tokio::task::spawn_blocking(move || -> Result<Vec<RgbImage>, ApiError> {
         encoded
             .iter()
             .map(|v| {
                 let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
-                // RGBA is flattened over `img2img_background_color`, as A1111 does.
                 let img: RgbImage = decode_base64_image(s)?.flatten(parse_hex_color(&background)).into();
                 Ok(resize_to(img, width, height))
             })
             .collect()
     })
     .await
-    .map_err(|e| ApiError::runtime(e.to_string()))??;
-    let parameters = req.to_parameters();
-    let (send_images, save_images) = (req.send_images, req.save_images);
-    let processed = process_images(&s.ctx, GenerationRequest::Img2Img { request: req, init_images }).await?;
-    respond(&s, processed, parameters, send_images, save_images).await
+    .map_err(|e| ApiError::runtime(e.to_string()))?
 }
 
 /// A1111 resize mode 0 ("Just resize"): stretch to the requested size with Lanczos.
