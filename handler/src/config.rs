@@ -47,6 +47,9 @@ pub struct StorageSettings {
     /// Largest JSON body a generation response may have; bigger ones become a 413 naming the stored
     /// keys. Set on Lambda (default [`LAMBDA_RESPONSE_LIMIT_DEFAULT`]) or explicitly.
     pub max_response_bytes: Option<usize>,
+    /// `SDAPI_MODELS_S3_URI`: `s3://bucket/prefix` of an A1111-layout models tree synced into the
+    /// models directory at start.
+    pub models_s3_uri: Option<String>,
 }
 
 impl StorageSettings {
@@ -93,6 +96,7 @@ impl StorageSettings {
                     .unwrap_or(defaults.operation_timeout),
             },
             max_response_bytes,
+            models_s3_uri: var("SDAPI_MODELS_S3_URI"),
         })
     }
 }

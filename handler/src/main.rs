@@ -40,11 +40,31 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received, finishing in-flight requests");
 }
 
+/// Cold start: bring the models from S3 before the models directory is scanned.
+async fn sync_models_at_start(config: &Config, uri: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let shared = aws_config::load_from_env().await;
+    let client = sdapi_handler::storage::s3::build_client(&shared, &config.storage.s3);
+    let report = sdapi_handler::storage::models_sync::sync_models(&client, uri, &config.models_dir).await?;
+    tracing::info!(
+        uri,
+        dir = %config.models_dir.display(),
+        downloaded = report.downloaded,
+        skipped = report.skipped,
+        bytes = report.bytes,
+        ms = report.elapsed.as_millis() as u64,
+        "models synced from S3"
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     init_tracing(on_lambda);
     let config = Config::from_env()?;
+    if let Some(uri) = &config.storage.models_s3_uri {
+        sync_models_at_start(&config, uri).await?;
+    }
     let outputs = Outputs::from_config(&config).await;
     tracing::info!(store = %outputs.store.describe(), save_all = outputs.save_all, "output store");
     let state = app::AppState::from_config(config.clone())?.with_outputs(outputs);

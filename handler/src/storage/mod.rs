@@ -4,6 +4,7 @@
 //! otherwise (docs/storage.md). [`save_and_encode`] is the one place images are encoded: the same
 //! bytes go to the store and (base64) into the response, so stored objects equal returned images.
 
+pub mod models_sync;
 pub mod s3;
 
 use std::sync::Arc;
