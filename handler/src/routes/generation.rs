@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sdapi_core::api::errors::ApiError;
 use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_core::images::{decode_base64_image, parse_hex_color};
+use sdapi_core::images::{decode_base64_image, parse_hex_color, resize_image};
 use sdapi_core::infotext::python_json;
 use sdapi_core::store::report::append_info_key;
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
@@ -52,7 +52,8 @@ pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Resul
     let Some(encoded) = req.init_images.clone() else {
         return Err(ApiError::init_image_not_found());
     };
-    let (width, height) = (req.width.unwrap_or(512).max(8) as u32, req.height.unwrap_or(512).max(8) as u32);
+    let (width, height) = (req.width.unwrap_or(512).clamp(8, 8192) as u32, req.height.unwrap_or(512).clamp(8, 8192) as u32);
+    let resize_mode = req.resize_mode.unwrap_or(0);
     let background = {
         let opts = state.ctx.options.read().unwrap_or_else(|e| e.into_inner());
         opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
@@ -63,8 +64,8 @@ pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Resul
             .iter()
             .map(|v| {
                 let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
-                let img: RgbImage = decode_base64_image(s)?.flatten(parse_hex_color(&background)).into();
-                Ok(resize_to(img, width, height))
+                let img = decode_base64_image(s)?.flatten(parse_hex_color(&background));
+                Ok(resize_image(resize_mode, &img, width, height)?.into())
             })
             .collect()
     })
@@ -72,17 +73,6 @@ pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Resul
     .map_err(|e| ApiError::runtime(e.to_string()))?
 }
 
-/// A1111 resize mode 0 ("Just resize"): stretch to the requested size with Lanczos.
-fn resize_to(img: RgbImage, width: u32, height: u32) -> RgbImage {
-    if img.width == width && img.height == height {
-        return img;
-    }
-    let Some(buf) = image::RgbImage::from_raw(img.width, img.height, img.pixels.clone()) else {
-        return img;
-    };
-    let resized = image::imageops::resize(&buf, width, height, image::imageops::FilterType::Lanczos3);
-    RgbImage { width, height, pixels: resized.into_raw() }
-}
 
 /// `X-Runner-Job`: every runner job of this request with its timings, e.g.
 /// `id=3;queue_ms=0;execute_ms=812;total_ms=812`, comma-separated for n_iter > 1.

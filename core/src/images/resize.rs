@@ -1,0 +1,116 @@
+//! A1111's `images.resize_image` for img2img init images (`resize_mode`): 0 just resize,
+//! 1 crop and resize, 2 resize and fill. Mode 3 (latent upscale) happens in latent space and is not
+//! offered. Resampling is Lanczos (A1111 uses PIL's LANCZOS when no upscaler is configured; the two
+//! Lanczos implementations differ by a level here and there).
+
+use image::imageops::{self, FilterType};
+use image::RgbImage;
+
+use crate::api::errors::ApiError;
+
+fn lanczos(img: &RgbImage, w: u32, h: u32) -> RgbImage {
+    if img.dimensions() == (w, h) {
+        return img.clone();
+    }
+    imageops::resize(img, w.max(1), h.max(1), FilterType::Lanczos3)
+}
+
+/// Pastes `src` onto `dst` with its top-left corner at (x, y); parts outside are cropped (PIL paste).
+fn paste(dst: &mut RgbImage, src: &RgbImage, x: i64, y: i64) {
+    for (sx, sy, px) in src.enumerate_pixels() {
+        let (dx, dy) = (x + i64::from(sx), y + i64::from(sy));
+        if dx >= 0 && dy >= 0 && dx < i64::from(dst.width()) && dy < i64::from(dst.height()) {
+            dst.put_pixel(dx as u32, dy as u32, *px);
+        }
+    }
+}
+
+/// Resizes an init image to `width` × `height` the way A1111's `resize_mode` says.
+pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ApiError> {
+    let (iw, ih) = (u64::from(img.width().max(1)), u64::from(img.height().max(1)));
+    let (w, h) = (u64::from(width), u64::from(height));
+    let ratio = w as f64 / h as f64;
+    let src_ratio = iw as f64 / ih as f64;
+    match mode {
+        0 => Ok(lanczos(img, width, height)),
+        1 => {
+            // Scale to cover, centre, crop.
+            let src_w = if ratio > src_ratio { w } else { iw * h / ih };
+            let src_h = if ratio <= src_ratio { h } else { ih * w / iw };
+            let resized = lanczos(img, src_w as u32, src_h as u32);
+            let mut out = RgbImage::new(width, height);
+            paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
+            Ok(out)
+        }
+        2 => {
+            // Scale to fit, centre, fill the borders by stretching the edge rows/columns.
+            let src_w = if ratio < src_ratio { w } else { iw * h / ih };
+            let src_h = if ratio >= src_ratio { h } else { ih * w / iw };
+            let resized = lanczos(img, src_w as u32, src_h as u32);
+            let mut out = RgbImage::new(width, height);
+            paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
+            if ratio < src_ratio {
+                let fill = (h / 2) as i64 - (src_h / 2) as i64;
+                if fill > 0 {
+                    let top = imageops::crop_imm(&resized, 0, 0, src_w as u32, 1).to_image();
+                    let bottom = imageops::crop_imm(&resized, 0, src_h as u32 - 1, src_w as u32, 1).to_image();
+                    paste(&mut out, &lanczos(&top, width, fill as u32), 0, 0);
+                    paste(&mut out, &lanczos(&bottom, width, fill as u32), 0, fill + src_h as i64);
+                }
+            } else if ratio > src_ratio {
+                let fill = (w / 2) as i64 - (src_w / 2) as i64;
+                if fill > 0 {
+                    let left = imageops::crop_imm(&resized, 0, 0, 1, src_h as u32).to_image();
+                    let right = imageops::crop_imm(&resized, src_w as u32 - 1, 0, 1, src_h as u32).to_image();
+                    paste(&mut out, &lanczos(&left, fill as u32, height), 0, 0);
+                    paste(&mut out, &lanczos(&right, fill as u32, height), fill + src_w as i64, 0);
+                }
+            }
+            Ok(out)
+        }
+        3 => Err(ApiError::http(501, "resize_mode 3 (latent upscale) is not supported by this server")),
+        other => Err(ApiError::http(422, format!("resize_mode must be 0, 1, 2 or 3, got {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Left half red, right half blue, 40×20.
+    fn two_tone() -> RgbImage {
+        RgbImage::from_fn(40, 20, |x, _| if x < 20 { image::Rgb([255, 0, 0]) } else { image::Rgb([0, 0, 255]) })
+    }
+
+    #[test]
+    fn just_resize_stretches() {
+        let out = resize_image(0, &two_tone(), 20, 20).unwrap();
+        assert_eq!(out.dimensions(), (20, 20));
+        assert_eq!(out.get_pixel(2, 10)[0], 255);
+        assert_eq!(out.get_pixel(17, 10)[2], 255);
+    }
+
+    #[test]
+    fn crop_and_resize_keeps_the_centre() {
+        // 40×20 → 20×20: scaled to 40×20 (covers), centre 20 columns kept: columns 10..30.
+        let out = resize_image(1, &two_tone(), 20, 20).unwrap();
+        assert_eq!(out.dimensions(), (20, 20));
+        assert_eq!(out.get_pixel(0, 10).0, [255, 0, 0], "left edge comes from source column 10 (red)");
+        assert_eq!(out.get_pixel(19, 10).0, [0, 0, 255], "right edge from column 29 (blue)");
+    }
+
+    #[test]
+    fn resize_and_fill_stretches_edges_into_the_border() {
+        // 40×20 → 40×40: fits as 40×20 in the middle; rows above/below copy the edge rows.
+        let out = resize_image(2, &two_tone(), 40, 40).unwrap();
+        assert_eq!(out.dimensions(), (40, 40));
+        assert_eq!(out.get_pixel(2, 2).0, [255, 0, 0]);
+        assert_eq!(out.get_pixel(37, 37).0, [0, 0, 255]);
+    }
+
+    #[test]
+    fn unsupported_modes_are_clear_errors() {
+        assert_eq!(resize_image(3, &two_tone(), 8, 8).unwrap_err().status, 501);
+        assert_eq!(resize_image(7, &two_tone(), 8, 8).unwrap_err().status, 422);
+    }
+}
