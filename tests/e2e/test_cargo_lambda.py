@@ -27,7 +27,7 @@ from pathlib import Path
 from harness import (A1111_SAMPLERS, ROOT, SAMPLES, check_generation, counter_delta, free_port, get, post,
                      runner_job_ids, stop_process, tail, wait_http)
 
-NEEDS_SERVER = False
+NEEDS_SERVER = True  # the identical-answers test compares with the shared plain server
 FUNCTION = "sdapi"  # the binary name; watch serves it at /lambda-url/sdapi/...
 BUCKET = "sdapi-outputs-123456789012"  # the bucket named in samples/events/s3-put-batch-request.json
 PREFIX = "outputs/"
@@ -269,3 +269,37 @@ def test_invoke_sqs_event_runs_batch_job(ctx):
     check_manifest(read_manifest(message_id), message_id, 1)
     d = counter_delta(before, counters())
     assert (d["jobs_submitted"], d["images_generated"]) == (1, 1), d
+
+
+# --- one router: the same answers under cargo lambda watch and as a plain server ---------------------
+
+def _comparable(body: dict) -> dict:
+    """A generation response minus what legitimately differs between two runs (the timestamp)."""
+    info = json.loads(body["info"])
+    info.pop("job_timestamp", None)
+    info.pop("output_locations", None)
+    return {"images": body["images"], "parameters": body["parameters"], "info": info}
+
+
+def test_function_url_and_plain_server_answer_identically(ctx):
+    assert ctx.server is not None, "needs the shared plain server"
+    for path in ("/sdapi/v1/samplers", "/sdapi/v1/schedulers", "/sdapi/v1/sd-models", "/sdapi/v1/options"):
+        a, b = get(fn_url(path), timeout=60), get(ctx.url + path, timeout=60)
+        assert a.status_code == b.status_code == 200, path
+        if path == "/sdapi/v1/sd-models":  # the watch process may see other paths for the same files
+            assert [m["title"] for m in a.json()] == [m["title"] for m in b.json()]
+        elif path != "/sdapi/v1/options":  # options are process state; compare keys only
+            assert a.json() == b.json(), path
+        else:
+            assert list(a.json()) == list(b.json())
+    body = json.loads((SAMPLES / "requests" / "txt2img-minimal.json").read_text())
+    body["subseed"] = 5  # -1 would resolve to a random variation seed on each side
+    a, b = post(fn_url("/sdapi/v1/txt2img"), body), post(ctx.url + "/sdapi/v1/txt2img", body)
+    assert a.status_code == b.status_code == 200
+    ca, cb = _comparable(a.json()), _comparable(b.json())
+    diff = {k for k in ca["info"] if ca["info"][k] != cb["info"].get(k)}
+    assert ca == cb, f"same request, same seed: same JSON and images; info differs in {diff}, " \
+                     f"images equal: {ca['images'] == cb['images']}, parameters equal: {ca['parameters'] == cb['parameters']}"
+    bad = {"steps": "abc"}
+    a, b = post(fn_url("/sdapi/v1/txt2img"), bad), post(ctx.url + "/sdapi/v1/txt2img", bad)
+    assert a.status_code == b.status_code == 422 and a.json() == b.json()

@@ -142,3 +142,29 @@ def test_interrupt_returns_images_finished_so_far(ctx):
     # The interrupt flag must not leak into the next request.
     r2 = post(ctx.url + T2I, small(8))
     assert r2.status_code == 200 and len(r2.json()["images"]) == 1, r2.text[:300]
+
+
+def test_client_disconnect_does_not_block_the_queue(ctx):
+    """A request whose client goes away while it waits in the queue is dropped, not run."""
+    import json as _json
+    import socket
+    from urllib.parse import urlparse
+
+    before = runner_counters(ctx.url)
+    busy = threading.Thread(target=lambda: post(ctx.url + T2I, small(7, steps=150)))
+    busy.start()
+    wait_for_sampling(ctx.url)
+    # Queue a second request on a raw socket, then hang up before it can start.
+    u = urlparse(ctx.url)
+    payload = _json.dumps(small(8, steps=150)).encode()
+    s = socket.create_connection((u.hostname, u.port), timeout=10)
+    s.sendall(b"POST " + T2I.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+              + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+    time.sleep(0.3)
+    s.close()
+    after_small = post(ctx.url + T2I, small(9))  # must not wait for the abandoned 150 steps
+    busy.join()
+    assert after_small.status_code == 200, after_small.text[:300]
+    d = counter_delta(before, runner_counters(ctx.url))
+    assert d["jobs_cancelled"] == 1, d
+    assert d["jobs_completed"] == 2, d
