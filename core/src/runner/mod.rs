@@ -8,6 +8,7 @@
 //! The diffusion engine is a private child module of this one, so nothing outside the runner
 //! (process_images included) can reach it: the type system enforces the boundary.
 
+pub mod bench;
 mod job;
 mod progress;
 mod worker;
