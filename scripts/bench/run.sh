@@ -15,7 +15,8 @@ ours unet --latent 32 --iters 5; ref unet --latent 32 --iters 5
 ours ops --latent 32 --iters 5;  ref ops --latent 32 --iters 5
 ours unet --latent 32 --iters 5; ref unet --latent 32 --iters 5   # second round: drift check
 ours parts --latent 32 --iters 3; ref parts --latent 32 --iters 3
-ours txt2img --size 256 --steps 20 --iters 3; ref txt2img --size 256 --steps 20 --iters 3
+T=${TXT2IMG_ITERS:-3}   # ~4 min per SD 1.5 image on 2 cores, per side
+ours txt2img --size 256 --steps 20 --iters $T; ref txt2img --size 256 --steps 20 --iters $T
 ours overhead --iters 10 --steps 20
 ours coldstart --iters 5
 python3 scripts/bench/compare.py "$OUT"

@@ -73,7 +73,8 @@ pub fn run(iters: usize) -> Result<(), BenchError> {
         }
         ping.push(start.elapsed().as_secs_f64() * 1e3);
         let (status, body) = http(port, "POST", "/sdapi/v1/txt2img", &tiny_request(20)).map_err(|e| BenchError::Io("txt2img".into(), e))?;
-        if status != 200 || !body.windows(9).any(|w| w == b"\"images\"") {
+        let needle = b"\"images\"";
+        if status != 200 || !body.windows(needle.len()).any(|w| w == needle) {
             return Err(BenchError::Request(format!("first txt2img: status {status}")));
         }
         first.push(start.elapsed().as_secs_f64() * 1e3);
