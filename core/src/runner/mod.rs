@@ -19,6 +19,7 @@
 //! let _runner = ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap());
 //! ```
 
+pub mod bench;
 mod job;
 mod progress;
 mod worker;
