@@ -59,6 +59,7 @@ async fn sync_models_at_start(config: &Config, uri: &str) -> Result<(), Box<dyn 
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    sdapi_core::runner::tune_allocator();
     let on_lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     init_tracing(on_lambda);
     let config = Config::from_env()?;

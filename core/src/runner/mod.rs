@@ -20,6 +20,7 @@
 //! ```
 
 pub mod bench;
+mod allocator;
 mod job;
 mod progress;
 mod worker;
@@ -32,6 +33,7 @@ mod pipeline;
 mod preview;
 mod text_encoder;
 
+pub use allocator::tune_allocator;
 pub use job::*;
 pub use pipeline::DiffusionExecutor;
 pub use progress::{ProgressSnapshot, ProgressState};

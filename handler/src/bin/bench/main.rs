@@ -128,6 +128,8 @@ async fn smoke(args: &Args) -> Result<(), BenchError> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // Same allocator tuning as the server, so the figures are the server's.
+    sdapi_core::runner::tune_allocator();
     let args = Args::parse();
     let arch = args.arch();
     let result = match args.mode.as_str() {
