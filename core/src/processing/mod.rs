@@ -20,6 +20,7 @@ use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use crate::api::sampler_resolution::get_sampler_and_scheduler;
 use crate::infotext::{InfoJson, InfotextInput, create_infotext};
 use crate::rng::{all_seeds, all_subseeds, fixed_seed};
+use crate::sampling::{ExtraParamOptions, RequestExtraParams};
 use crate::runner::{
     BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
 };
@@ -146,17 +147,21 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
         clip_skip: opts.clip_stop_at_last_layers().max(1) as usize,
         randn_source: opts.randn_source(),
         eta_noise_seed_delta: opts.eta_noise_seed_delta(),
-        eta: p.eta,
-        request_s_churn: p.s_churn,
-        request_s_tmin: p.s_tmin,
-        request_s_tmax: p.s_tmax,
-        request_s_noise: p.s_noise,
-        eta_ancestral: opts.eta_ancestral(),
-        eta_ddim: opts.eta_ddim(),
-        s_churn: opts.s_churn(),
-        s_tmin: opts.s_tmin(),
-        s_tmax: opts.s_tmax(),
-        s_noise: opts.s_noise(),
+        request_extra: RequestExtraParams {
+            eta: p.eta,
+            s_churn: p.s_churn,
+            s_tmin: p.s_tmin,
+            s_tmax: p.s_tmax,
+            s_noise: p.s_noise,
+        },
+        extra_options: ExtraParamOptions {
+            eta_ancestral: opts.eta_ancestral(),
+            eta_ddim: opts.eta_ddim(),
+            s_churn: opts.s_churn(),
+            s_tmin: opts.s_tmin(),
+            s_tmax: opts.s_tmax(),
+            s_noise: opts.s_noise(),
+        },
         sigma_min: opts.sigma_min(),
         sigma_max: opts.sigma_max(),
         rho: opts.rho(),

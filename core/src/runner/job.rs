@@ -1,6 +1,8 @@
 //! The unit of work the runner executes: one batch of images, fully resolved by `process_images`.
 
 use std::path::PathBuf;
+
+use crate::sampling::{ExtraParamOptions, RequestExtraParams};
 use std::time::Duration;
 
 /// An 8-bit RGB image, row-major HWC.
@@ -38,19 +40,10 @@ pub struct GenerationSettings {
     /// "GPU", "CPU" or "NV".
     pub randn_source: String,
     pub eta_noise_seed_delta: i64,
-    /// Request `eta` (None: the option's value).
-    pub eta: Option<f64>,
-    /// Request `s_churn`/`s_tmin`/`s_tmax`/`s_noise`; the options' values are below.
-    pub request_s_churn: Option<f64>,
-    pub request_s_tmin: Option<f64>,
-    pub request_s_tmax: Option<f64>,
-    pub request_s_noise: Option<f64>,
-    pub eta_ancestral: f64,
-    pub eta_ddim: f64,
-    pub s_churn: f64,
-    pub s_tmin: f64,
-    pub s_tmax: f64,
-    pub s_noise: f64,
+    /// The request's `eta`, `s_churn`, `s_tmin`, `s_tmax`, `s_noise` (None: not sent).
+    pub request_extra: RequestExtraParams,
+    /// The options A1111 combines with them (`eta_ancestral`, `eta_ddim`, `s_*`).
+    pub extra_options: ExtraParamOptions,
     pub sigma_min: f64,
     pub sigma_max: f64,
     pub rho: f64,
@@ -70,17 +63,8 @@ impl Default for GenerationSettings {
             clip_skip: 1,
             randn_source: "GPU".into(),
             eta_noise_seed_delta: 0,
-            eta: None,
-            request_s_churn: None,
-            request_s_tmin: None,
-            request_s_tmax: None,
-            request_s_noise: None,
-            eta_ancestral: 1.0,
-            eta_ddim: 0.0,
-            s_churn: 0.0,
-            s_tmin: 0.0,
-            s_tmax: 0.0,
-            s_noise: 1.0,
+            request_extra: RequestExtraParams::default(),
+            extra_options: ExtraParamOptions::default(),
             sigma_min: 0.0,
             sigma_max: 0.0,
             rho: 0.0,

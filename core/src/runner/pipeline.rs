@@ -14,7 +14,7 @@ use crate::prompts::schedules::ScheduleParams;
 use crate::prompts::tokenize::{ChunkingOptions, EmphasisMode};
 use crate::rng::{ImageRng, ImageRngOptions, RandnSource};
 use crate::sampling::{
-    self, BrownianTreeNoise, ExtraParamOptions, RequestExtraParams, SamplerContext, SamplerKind, SamplingPlan,
+    self, BrownianTreeNoise, SamplerContext, SamplerKind, SamplingPlan,
     SamplingError, Scheduler, SchedulerOptions, StepInfo, resolve_sampler_params,
 };
 
@@ -177,24 +177,7 @@ impl BatchExecutor for DiffusionExecutor {
             ),
         };
         let plan = plan.map_err(exec_err)?;
-        let (params, param_infotext) = resolve_sampler_params(
-            sampler,
-            &RequestExtraParams {
-                eta: s.eta,
-                s_churn: s.request_s_churn,
-                s_tmin: s.request_s_tmin,
-                s_tmax: s.request_s_tmax,
-                s_noise: s.request_s_noise,
-            },
-            &ExtraParamOptions {
-                eta_ancestral: s.eta_ancestral,
-                eta_ddim: s.eta_ddim,
-                s_churn: s.s_churn,
-                s_tmin: s.s_tmin,
-                s_tmax: s.s_tmax,
-                s_noise: s.s_noise,
-            },
-        );
+        let (params, param_infotext) = resolve_sampler_params(sampler, &s.request_extra, &s.extra_options);
 
         // The first draw of every image generator is the initial noise; later draws feed the sampler.
         let noise = rng.next().map_err(exec_err)?;
