@@ -43,7 +43,7 @@ fi
 [ "${1:-}" = "--toolkit-only" ] && { echo "toolkit ready at $C"; exit 0; }
 
 export CUDA_HOME="$C" PATH="$C/bin:$PATH" CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90} CUDARC_CUDA_VERSION=13000
-cargo build --release --locked --features cuda -p sdapi-handler --bin sdapi --bin bench
+cargo build --release --locked --features cuda -p sdapi-server --bin sdapi --bin bench
 TARGET=${CARGO_TARGET_DIR:-target}/release
 for b in sdapi bench; do
   gzip -9 -c "$TARGET/$b" > "$TARGET/$b-cuda.gz"

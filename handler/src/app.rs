@@ -9,12 +9,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use sdapi_core::api::cmd_flags::ServerFlags;
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::api::models_dir::ModelIndex;
-use sdapi_core::api::options::Options;
+use sdapi_protocol::api::cmd_flags::ServerFlags;
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_core::models_dir::ModelIndex;
+use sdapi_protocol::api::options::Options;
 use sdapi_core::processing::ProcessingContext;
-use sdapi_core::runner::{DiffusionExecutor, ProcessingRunner, Runner};
+use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
 
 use crate::auth::{self, AuthOutcome};
 use crate::config::Config;
@@ -41,9 +41,9 @@ pub enum StartupError {
 }
 
 impl AppState {
-    /// Builds the real service: model index, options, and a runner on the configured device.
-    pub fn from_config(config: Config) -> Result<Self, StartupError> {
-        let executor = DiffusionExecutor::new(&config.device).map_err(|e| StartupError::Runner(e.to_string()))?;
+    /// Builds the real service: model index, options, and a runner that owns `executor` (the
+    /// binary passes the engine's executor for the configured device; this crate has no model code).
+    pub fn from_config(config: Config, executor: impl BatchExecutor) -> Result<Self, StartupError> {
         let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(executor));
         Self::with_runner(config, runner)
     }

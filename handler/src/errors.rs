@@ -2,7 +2,7 @@
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use sdapi_core::api::errors::{ApiError, ValidationError, ValidationErrors};
+use sdapi_protocol::api::errors::{ApiError, ValidationError, ValidationErrors};
 use serde_json::Value;
 
 /// Compact JSON as FastAPI writes it (`separators=(",",":")`, non-ASCII kept).

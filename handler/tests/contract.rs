@@ -16,7 +16,7 @@ async fn txt2img_invokes_the_runner_once_per_batch() {
     assert_eq!(jobs.len(), 3, "one runner job per batch (n_iter)");
     assert_eq!(jobs[0].seeds, vec![10, 11]);
     assert_eq!(jobs[2].seeds, vec![14, 15]);
-    assert!(jobs.iter().all(|j| j.sampler == "Euler" && j.steps == 4));
+    assert!(jobs.iter().all(|j| j.sampler == sdapi_protocol::choices::SamplerKind::Euler && j.steps == 4));
     assert_eq!(v["images"].as_array().unwrap().len(), 6);
     assert_eq!(v["parameters"]["prompt"], "a cat");
     let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();

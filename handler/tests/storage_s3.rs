@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use common::{RecordingRunner, body_json, post_json, send, test_config};
-use sdapi_core::runner::{BatchJob, JobTicket, ProgressState, Runner, RunnerCounters};
+use sdapi_core::runner::{
+    BatchExecutor, BatchJob, BatchOutput, JobControl, JobTicket, ProgressState, RgbImage, Runner, RunnerCounters,
+    RunnerError,
+};
 use sdapi_handler::app::{AppState, router};
 use sdapi_handler::config::Config;
 use sdapi_handler::storage::Outputs;
@@ -212,14 +215,34 @@ async fn over_the_limit_without_saving_stores_the_images_first() {
     assert_eq!(list_keys(&s3, BUCKET, "outputs/").await.len(), 1, "nothing is lost");
 }
 
-/// The real runner and the bundled tiny model, end to end into S3.
+/// A device side without a model: one grey image per seed. The handler crate cannot name the
+/// engine; the real engine is exercised through the `sdapi` binary (tests/e2e) and sdapi-engine.
+struct GreyExecutor;
+
+impl BatchExecutor for GreyExecutor {
+    fn prepare(&mut self, _job: &BatchJob) -> Result<bool, RunnerError> {
+        Ok(false)
+    }
+
+    fn execute(&mut self, job: &BatchJob, _control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
+        let (width, height) = (job.width as u32, job.height as u32);
+        let images = job
+            .seeds
+            .iter()
+            .map(|&seed| RgbImage { width, height, pixels: vec![(seed % 256) as u8; (width * height * 3) as usize] })
+            .collect();
+        Ok(BatchOutput { images, ..BatchOutput::default() })
+    }
+}
+
+/// The real `ProcessingRunner` and the bundled models index, end to end into S3.
 #[tokio::test(flavor = "multi_thread")]
-async fn real_runner_txt2img_lands_in_s3() {
+async fn processing_runner_txt2img_lands_in_s3() {
     let moto = Moto::start();
     let s3 = moto.create_bucket(BUCKET).await;
     let config = s3_config();
     let outputs = Outputs::with_s3(&config, moto.store(BUCKET, PREFIX));
-    let app = router(AppState::from_config(config).expect("real runner").with_outputs(outputs));
+    let app = router(AppState::from_config(config, GreyExecutor).expect("runner").with_outputs(outputs));
     let req = std::fs::read_to_string(common::repo_root().join("samples/requests/txt2img-minimal.json")).unwrap();
     let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &req)).await;
     assert_eq!(status, 200);

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch/diffusers reference for the `bench` binary: the same shapes, random weights, CPU float32.
 
-Modes mirror `bench` (handler/src/bin/bench/main.rs); every output line is one JSON object with
+Modes mirror `bench` (handler/server/src/bench/main.rs); every output line is one JSON object with
 the same `bench` names, so scripts/bench/compare.py can pair them:
     reference.py unet    [--latent 32] [--iters 5] [--warmup 1]
     reference.py ops     [--latent 32] [--iters 5]

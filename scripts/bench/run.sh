@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Ours and diffusers measured in the same run, alternating per mode so load drift on a shared
 # machine hits both sides alike. Usage: scripts/bench/run.sh [outfile]   (needs a release build:
-#   cargo build --release -p sdapi-handler --bin bench --bin sdapi; and scripts/bench/setup-venv.sh)
+#   cargo build --release -p sdapi-server --bin bench --bin sdapi; and scripts/bench/setup-venv.sh)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-/tmp/bench-results.jsonl}

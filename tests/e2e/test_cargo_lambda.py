@@ -98,7 +98,7 @@ def setup_suite(ctx):
     })
     E.watch_log = tmp / "watch.log"
     cmd = [cargo_lambda, "lambda", "watch", "--invoke-address", "127.0.0.1", "--invoke-port", str(E.port),
-           "--ignore-changes", "--package", "sdapi-handler", "--bin", FUNCTION]
+           "--ignore-changes", "--package", "sdapi-server", "--bin", FUNCTION]
     if ctx.binary.parent.name == "release":
         cmd.append("--release")
     with open(E.watch_log, "wb") as log:

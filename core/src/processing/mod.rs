@@ -6,6 +6,9 @@
 //! This module cannot reach the diffusion engine: it only sees the [`Runner`] trait.
 
 mod params;
+mod seeds;
+
+pub use seeds::{all_seeds, all_subseeds, fixed_seed, fixed_seed_with};
 
 pub use params::CommonParams;
 
@@ -13,14 +16,13 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
-use crate::api::errors::ApiError;
-use crate::api::models_dir::ModelIndex;
-use crate::api::options::Options;
-use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use crate::api::sampler_resolution::get_sampler_and_scheduler;
-use crate::infotext::{InfoJson, InfotextInput, create_infotext};
-use crate::rng::{all_seeds, all_subseeds, fixed_seed};
-use crate::sampling::{ExtraParamOptions, RequestExtraParams};
+use sdapi_protocol::api::errors::ApiError;
+use crate::models_dir::ModelIndex;
+use sdapi_protocol::api::options::Options;
+use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
+use sdapi_protocol::infotext::{InfoJson, InfotextInput, create_infotext};
+use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams, Scheduler};
 use crate::runner::{
     BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
 };
@@ -218,14 +220,16 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         *shared = opts.clone();
     }
 
-    // §2.4 step 4–5 then §6.1 step 5: resolve with Automatic conversion, store a concrete
-    // scheduler on p only when the request named none, then resolve again without conversion.
-    let (sampler0, scheduler0) = get_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
+    // Resolve with Automatic conversion, store a concrete scheduler on p only when the request
+    // named none, then resolve again without conversion (A1111's API, then `process_images`).
+    // Names are parsed here, once: the runner gets enums.
+    let (sampler0, scheduler0) = resolve_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
     let populated = match p.scheduler.clone().filter(|s| !s.is_empty()) {
         Some(s) => Some(s),
-        None => (scheduler0 != "Automatic").then(|| scheduler0.clone()),
+        None => (scheduler0 != Scheduler::Automatic).then(|| scheduler0.label().to_string()),
     };
-    let (sampler_name, scheduler_label) = get_sampler_and_scheduler(Some(&sampler0), populated.as_deref(), false);
+    let (sampler, scheduler) = resolve_sampler_and_scheduler(Some(sampler0.name()), populated.as_deref(), false);
+    let (sampler_name, scheduler_label) = (sampler.name().to_string(), scheduler.label().to_string());
     let batch_size = p.batch_size as usize;
     let n_iter = p.n_iter as usize;
     let total = batch_size * n_iter;
@@ -275,8 +279,8 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             subseed_strength: strength,
             seed_resize_from_w: p.seed_resize_from_w,
             seed_resize_from_h: p.seed_resize_from_h,
-            sampler: sampler_name.clone(),
-            scheduler: scheduler_label.clone(),
+            sampler,
+            scheduler,
             steps: p.steps as usize,
             cfg_scale: p.cfg_scale,
             width: p.width as usize,

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 
 /// Request fields both generation endpoints have, with A1111's fallbacks applied where A1111 applies
 /// them before processing.

@@ -1,9 +1,9 @@
 //! The unit of work the runner executes: one batch of images, fully resolved by `process_images`.
 
 use std::path::PathBuf;
-
-use crate::sampling::{ExtraParamOptions, RequestExtraParams};
 use std::time::Duration;
+
+use sdapi_protocol::choices::{EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler};
 
 /// An 8-bit RGB image, row-major HWC.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,8 +37,7 @@ pub enum JobMode {
 #[derive(Clone, Debug)]
 pub struct GenerationSettings {
     pub clip_skip: usize,
-    /// "GPU", "CPU" or "NV".
-    pub randn_source: String,
+    pub randn_source: RandnSource,
     pub eta_noise_seed_delta: i64,
     /// The request's `eta`, `s_churn`, `s_tmin`, `s_tmax`, `s_noise` (None: not sent).
     pub request_extra: RequestExtraParams,
@@ -48,7 +47,7 @@ pub struct GenerationSettings {
     pub sigma_max: f64,
     pub rho: f64,
     pub always_discard_next_to_last_sigma: bool,
-    pub emphasis: String,
+    pub emphasis: EmphasisMode,
     pub comma_padding_backtrack: usize,
     pub img2img_fix_steps: bool,
     pub use_old_scheduling: bool,
@@ -61,7 +60,7 @@ impl Default for GenerationSettings {
     fn default() -> Self {
         Self {
             clip_skip: 1,
-            randn_source: "GPU".into(),
+            randn_source: RandnSource::Gpu,
             eta_noise_seed_delta: 0,
             request_extra: RequestExtraParams::default(),
             extra_options: ExtraParamOptions::default(),
@@ -69,7 +68,7 @@ impl Default for GenerationSettings {
             sigma_max: 0.0,
             rho: 0.0,
             always_discard_next_to_last_sigma: false,
-            emphasis: "Original".into(),
+            emphasis: EmphasisMode::Original,
             comma_padding_backtrack: 20,
             img2img_fix_steps: false,
             use_old_scheduling: false,
@@ -97,9 +96,9 @@ pub struct BatchJob {
     pub subseed_strength: f64,
     pub seed_resize_from_w: i64,
     pub seed_resize_from_h: i64,
-    /// Canonical A1111 sampler name and scheduler label (already resolved).
-    pub sampler: String,
-    pub scheduler: String,
+    /// Resolved by `process_images` (legacy combined names, Automatic conversion) before queueing.
+    pub sampler: SamplerKind,
+    pub scheduler: Scheduler,
     pub steps: usize,
     pub cfg_scale: f64,
     pub width: usize,

@@ -5,39 +5,16 @@
 //! awaits. Every job goes `prepare → execute → finalize`. A panic or error inside a job fails that job
 //! only; the worker serves the next one. Work whose caller went away is dropped before it starts.
 //!
-//! The diffusion engine is a private child module of this one, so nothing outside the runner
-//! (process_images included) can reach it: the type system enforces the boundary.
-//!
-//! ```compile_fail
-//! // Outside the runner the engine cannot even be named (E0603: module `engine` is private).
-//! use sdapi_core::runner::engine::LoadedModel;
-//! ```
-//!
-//! ```
-//! // What is public is the runner itself: the only way to generate.
-//! use sdapi_core::runner::{DiffusionExecutor, ProcessingRunner};
-//! let _runner = ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap());
-//! ```
+//! This crate holds no model code: the device side is a [`BatchExecutor`], implemented by the
+//! engine crate (`sdapi_engine::executor::DiffusionExecutor`) and handed to
+//! [`ProcessingRunner::start`] by the binary. The handler depends on this crate, not on the engine,
+//! so it cannot reach the device except through a [`Runner`].
 
-pub mod bench;
-mod allocator;
 mod job;
 mod progress;
 mod worker;
 
-// The engine's public surface (configs, per-family helpers) is wider than what the runner calls
-// today; being private, unused items would otherwise warn. Its own tests exercise them.
-#[path = "../engine/mod.rs"]
-#[allow(dead_code)]
-mod engine;
-mod cfg_denoiser;
-mod pipeline;
-mod preview;
-mod text_encoder;
-
-pub use allocator::tune_allocator;
 pub use job::*;
-pub use pipeline::DiffusionExecutor;
 pub use progress::{ProgressSnapshot, ProgressState};
 
 use std::sync::Arc;
@@ -245,7 +222,5 @@ impl Runner for ProcessingRunner {
     }
 }
 
-#[cfg(test)]
-mod conditioning_tests;
 #[cfg(test)]
 mod tests;

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::api::options::Options;
+use sdapi_protocol::api::options::Options;
 
 use super::{OutputStore, PutOptions, StoreError, StoredObject, validate_key};
 

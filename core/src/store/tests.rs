@@ -3,7 +3,7 @@ use serde_json::json;
 use super::naming::{next_sequence_number, sample_file_name};
 use super::report::append_info_key;
 use super::*;
-use crate::api::options::Options;
+use sdapi_protocol::api::options::Options;
 
 fn temp_root(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("sdapi-store-{name}-{}", std::process::id()));

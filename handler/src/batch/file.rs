@@ -1,8 +1,8 @@
 //! The batch request file (docs/batch-jobs.md): one job object or a non-empty list of them, each
 //! with exactly one of `txt2img` / `img2img` holding that endpoint's request body.
 
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use serde_json::{Value, json};
 
 /// One entry of the file, before its body is validated.
@@ -89,7 +89,7 @@ pub fn parse_file(bytes: &[u8]) -> Result<Vec<JobEntry>, FileError> {
 
 /// Validates an entry's body exactly as the HTTP route would; the error is the route's 422 body.
 pub fn validate(entry: &JobEntry) -> Result<JobRequest, Value> {
-    let to_json = |e: sdapi_core::api::errors::ValidationErrors| serde_json::to_value(&e).unwrap_or(Value::Null);
+    let to_json = |e: sdapi_protocol::api::errors::ValidationErrors| serde_json::to_value(&e).unwrap_or(Value::Null);
     match entry.mode {
         "txt2img" => Txt2ImgRequest::from_json(&entry.body).map(JobRequest::Txt2Img).map_err(to_json),
         _ => Img2ImgRequest::from_json(&entry.body).map(JobRequest::Img2Img).map_err(to_json),

@@ -5,10 +5,10 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_core::images::{decode_base64_image, parse_hex_color, resize_image};
-use sdapi_core::infotext::python_json;
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use sdapi_protocol::images::{decode_base64_image, parse_hex_color, resize_image};
+use sdapi_protocol::infotext::python_json;
 use sdapi_core::store::report::append_info_key;
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
 use sdapi_core::runner::RgbImage;
@@ -121,7 +121,7 @@ async fn respond(
         if size > limit {
             if !save {
                 // Nothing may be lost: store what cannot be returned, then name it in the error.
-                let bytes = saved.base64.iter().filter_map(|b| sdapi_core::images::py_b64decode(b)).collect();
+                let bytes = saved.base64.iter().filter_map(|b| sdapi_protocol::images::py_b64decode(b)).collect();
                 saved = storage::store_encoded(&s.outputs, &processed, bytes).await;
             }
             let err = response_too_large(size, limit, &saved);

@@ -6,13 +6,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::api::items::{
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::items::{
     EmbeddingsResponse, ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
 };
-use sdapi_core::api::models_dir::ModelIndex;
-use sdapi_core::api::responses::PngInfoResponse;
-use sdapi_core::images::py_b64decode;
+use sdapi_core::models_dir::ModelIndex;
+use sdapi_protocol::api::responses::PngInfoResponse;
+use sdapi_protocol::images::py_b64decode;
 use serde_json::{Value, json};
 
 use super::json_body;
@@ -88,8 +88,8 @@ pub async fn set_options(
 ) -> Result<Json<Value>, HandlerError> {
     let value = json_body(&headers, body)?;
     let Value::Object(map) = value else {
-        return Err(HandlerError::Validation(sdapi_core::api::errors::ValidationErrors {
-            detail: vec![sdapi_core::api::errors::ValidationError::body_not_a_dict()],
+        return Err(HandlerError::Validation(sdapi_protocol::api::errors::ValidationErrors {
+            detail: vec![sdapi_protocol::api::errors::ValidationError::body_not_a_dict()],
         }));
     };
     if let Some(ckpt) = map.get("sd_model_checkpoint").filter(|v| !v.is_null()) {
@@ -146,8 +146,8 @@ pub async fn png_info(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -
     let image = match value.get("image") {
         Some(Value::String(s)) => s.clone(),
         Some(_) | None => {
-            return Err(HandlerError::Validation(sdapi_core::api::errors::ValidationErrors {
-                detail: vec![sdapi_core::api::errors::ValidationError::new(
+            return Err(HandlerError::Validation(sdapi_protocol::api::errors::ValidationErrors {
+                detail: vec![sdapi_protocol::api::errors::ValidationError::new(
                     vec!["body".into(), "image".into()],
                     "field required",
                     "value_error.missing",
@@ -164,7 +164,7 @@ pub async fn png_info(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -
         None => image.clone(),
     };
     let bytes = py_b64decode(&payload).ok_or_else(ApiError::invalid_encoded_image)?;
-    if sdapi_core::images::decode_image_bytes(&bytes).is_none() {
+    if sdapi_protocol::images::decode_image_bytes(&bytes).is_none() {
         return Err(ApiError::invalid_encoded_image().into());
     }
     let response = PngInfoResponse::from_image_bytes(&bytes, &[]);

@@ -9,7 +9,7 @@ pub mod unsupported;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
-use sdapi_core::api::errors::ApiError;
+use sdapi_protocol::api::errors::ApiError;
 use serde_json::Value;
 
 use crate::errors::{HandlerError, parse_json_body};

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::response::{Html, IntoResponse};
-use sdapi_core::api::request::{Img2ImgRequest, Txt2ImgRequest};
+use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use serde_json::{Map, Value, json};
 
 /// (method, path, request schema) for every route, in A1111's order.

@@ -2,7 +2,7 @@
 //! success.
 
 use crate::errors::HandlerError;
-use sdapi_core::api::errors::ApiError;
+use sdapi_protocol::api::errors::ApiError;
 
 fn not_implemented(what: &str) -> HandlerError {
     HandlerError::Api(ApiError::http(501, format!("{what} is not supported by this server")))

@@ -9,9 +9,9 @@ pub mod s3;
 
 use std::sync::Arc;
 
-use sdapi_core::api::errors::ApiError;
-use sdapi_core::api::options::Options;
-use sdapi_core::images::{encode_jpeg, encode_png, encode_webp, to_base64};
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::options::Options;
+use sdapi_protocol::images::{encode_jpeg, encode_png, encode_webp, to_base64};
 use sdapi_core::processing::Processed;
 use sdapi_core::store::naming::today;
 use sdapi_core::store::{LocalStore, OutputStore, PutOptions, SampleNamer, StoredObject, format_for, sample_folder};

@@ -1,0 +1,211 @@
+//! Random-weight checkpoints with the real architectures, written as A1111 single-file
+//! `.safetensors` so the benchmark loads them through the real loader (`LoadedModel::load`).
+//!
+//! Why not time a `VarMap` model directly: the loader path (name mapping, f16 → f32 conversion,
+//! config inference) is what the server runs, and the file doubles as the model for the
+//! `process_images` benchmark.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::var_builder::SimpleBackend;
+use candle_nn::VarBuilder;
+
+use super::BenchError;
+use crate::clip::ClipTextModel;
+use crate::config::{ClipActivation, ClipConfig, UnetConfig, VaeConfig};
+use crate::model::SD1_UNET_HEADS;
+use crate::unet::UNetModel;
+use crate::vae::AutoencoderKl;
+
+/// Which architecture to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// SD 1.5: UNet 320/640/1280/1280, 2 res blocks, attention at the first 3 levels, context
+    /// 768; CLIP-L (12 layers, width 768); VAE 128/256/512/512.
+    Sd15,
+    /// SD-1.5-shaped but tiny (CI smoke): same tensor names and latent ×8 factor.
+    Tiny,
+}
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Sd15 => "sd15",
+            Arch::Tiny => "tiny",
+        }
+    }
+
+    pub fn unet(self) -> UnetConfig {
+        let (mc, mult, res, depth) = match self {
+            Arch::Sd15 => (320, vec![1, 2, 4, 4], vec![2; 4], vec![1, 1, 1, 0]),
+            Arch::Tiny => (32, vec![1, 2], vec![1; 2], vec![1, 0]),
+        };
+        UnetConfig {
+            in_channels: 4,
+            out_channels: 4,
+            model_channels: mc,
+            time_embed_dim: 4 * mc,
+            channel_mult: mult,
+            num_res_blocks: res,
+            transformer_depth: depth,
+            transformer_depth_middle: 1,
+            context_dim: self.context_dim(),
+            use_linear_proj: false,
+            heads: SD1_UNET_HEADS,
+            adm_in_channels: None,
+        }
+    }
+
+    pub fn context_dim(self) -> usize {
+        match self {
+            Arch::Sd15 => 768,
+            Arch::Tiny => 32,
+        }
+    }
+
+    pub fn clip(self) -> ClipConfig {
+        let (hidden, layers) = match self {
+            Arch::Sd15 => (768, 12),
+            Arch::Tiny => (32, 2),
+        };
+        ClipConfig {
+            // The real vocabulary size: the request path tokenizes with the real CLIP BPE.
+            vocab_size: 49408,
+            hidden_size: hidden,
+            num_layers: layers,
+            num_heads: ClipConfig::heads_for_width(hidden),
+            intermediate_size: 4 * hidden,
+            max_positions: 77,
+            activation: ClipActivation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        }
+    }
+
+    pub fn vae(self) -> VaeConfig {
+        let ch = match self {
+            Arch::Sd15 => 128,
+            Arch::Tiny => 32,
+        };
+        VaeConfig {
+            in_channels: 3,
+            out_channels: 3,
+            ch,
+            ch_mult: if self == Arch::Sd15 { vec![1, 2, 4, 4] } else { vec![1, 1, 2, 2] },
+            num_res_blocks: if self == Arch::Sd15 { 2 } else { 1 },
+            z_channels: 4,
+            embed_dim: 4,
+            scale_factor: 0.18215,
+        }
+    }
+}
+
+/// Records every tensor a model constructor asks for. Hands back lazily zeroed tensors (calloc'd
+/// pages are never touched), so building SD 1.5 this way costs no memory traffic.
+#[derive(Default)]
+struct ShapeRecorder(Mutex<Vec<(String, Vec<usize>)>>);
+
+impl SimpleBackend for ShapeRecorder {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push((name.to_string(), s.dims().to_vec()));
+        Tensor::zeros(s, dtype, dev)
+    }
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("shape recorder: unchecked get of {name}")
+    }
+    fn contains_tensor(&self, _: &str) -> bool {
+        // Nothing exists yet: modules with two naming schemes (the VAE's attention) pick LDM's.
+        false
+    }
+}
+
+/// LDM names and shapes of every tensor of `arch`'s checkpoint.
+pub fn tensor_shapes(arch: Arch) -> Result<Vec<(String, Vec<usize>)>, BenchError> {
+    let recorder = std::sync::Arc::new(ShapeRecorder::default());
+    struct Shared(std::sync::Arc<ShapeRecorder>);
+    impl SimpleBackend for Shared {
+        fn get(&self, s: Shape, n: &str, h: candle_nn::Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.get(s, n, h, d, dev)
+        }
+        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+            self.0.get_unchecked(n, d, dev)
+        }
+        fn contains_tensor(&self, n: &str) -> bool {
+            self.0.contains_tensor(n)
+        }
+    }
+    let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
+    UNetModel::new(arch.unet(), vb.pp("model.diffusion_model"))?;
+    ClipTextModel::new(arch.clip(), vb.pp("cond_stage_model.transformer.text_model"))?;
+    AutoencoderKl::new(arch.vae(), vb.pp("first_stage_model"))?;
+    drop(vb);
+    let mut shapes = std::mem::take(&mut *recorder.0.lock().unwrap_or_else(|e| e.into_inner()));
+    shapes.sort();
+    shapes.dedup_by(|a, b| a.0 == b.0);
+    Ok(shapes)
+}
+
+/// splitmix64: a tiny deterministic generator; quality is irrelevant, speed and reproducibility
+/// are what matter for 1 G parameters.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next_unit(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 40) as f32) / ((1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+/// Values of one tensor, initialised like PyTorch's defaults so both sides of the comparison see
+/// the same activation statistics (no denormal slow paths on one side only): norm scales 1,
+/// biases 0, matrices and kernels U(±1/√fan_in) (torch's kaiming_uniform(a=√5) for Linear/Conv).
+fn init_values(name: &str, dims: &[usize], rng: &mut SplitMix) -> Vec<half::f16> {
+    let n: usize = dims.iter().product();
+    if name.ends_with(".bias") {
+        return vec![half::f16::ZERO; n];
+    }
+    if dims.len() == 1 {
+        return vec![half::f16::ONE; n];
+    }
+    let fan_in = (n / dims[0].max(1)).max(1);
+    // Embeddings are N(0,1) in torch; a unit-variance uniform keeps their scale.
+    let bound = if name.contains("embedding") { 3f32.sqrt() } else { 1.0 / (fan_in as f32).sqrt() };
+    (0..n).map(|_| half::f16::from_f32(rng.next_unit() * bound)).collect()
+}
+
+/// Writes `arch`'s random checkpoint (f16, like pruned SD releases) to `path`.
+pub fn write_checkpoint(arch: Arch, path: &Path, seed: u64) -> Result<u64, BenchError> {
+    let shapes = tensor_shapes(arch)?;
+    let mut rng = SplitMix(seed);
+    let mut tensors = HashMap::with_capacity(shapes.len());
+    let mut params = 0u64;
+    for (name, dims) in shapes {
+        let values = init_values(&name, &dims, &mut rng);
+        params += values.len() as u64;
+        tensors.insert(name, Tensor::from_vec(values, dims, &Device::Cpu)?);
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::Io(dir.display().to_string(), e))?;
+    }
+    // Write to a temporary name first: a half-written file must never be mistaken for a cache hit.
+    let tmp = path.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|e| BenchError::Io(path.display().to_string(), e))?;
+    Ok(params)
+}
+
+/// The checkpoint for `arch` under `dir` (`Stable-diffusion/bench-<arch>.safetensors`, an A1111
+/// models layout), written once and reused.
+pub fn ensure_checkpoint(arch: Arch, models_dir: &Path) -> Result<std::path::PathBuf, BenchError> {
+    let path = models_dir.join("Stable-diffusion").join(format!("bench-{}.safetensors", arch.name()));
+    if !path.exists() {
+        write_checkpoint(arch, &path, 0x5d_a9_15)?;
+    }
+    Ok(path)
+}

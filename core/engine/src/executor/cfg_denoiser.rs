@@ -1,0 +1,205 @@
+//! A1111's `CFGDenoiser` over the UNet: batches cond and uncond, applies the CompVis wrapping
+//! (`c_in`, continuous `t`, `denoised = x - sigma * eps`) and combines with the CFG scale and AND
+//! weights. Prompt-editing schedules are looked up by the denoiser call counter.
+
+use candle_core::{DType, Tensor};
+
+use sdapi_core::runner::JobControl;
+
+use crate::checkpoint::PredictionType;
+use crate::model::LoadedModel;
+use crate::text::{
+    MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_cond_vectors,
+    reconstruct_multicond_batch, reconstruct_multicond_vectors,
+};
+use crate::sampling::{Model, SamplingError};
+
+/// The denoiser a sampler drives for one batch.
+pub struct CfgDenoiser<'a> {
+    pub model: &'a LoadedModel,
+    pub cond: &'a MulticondLearnedConditioning,
+    pub uncond: &'a [PromptSchedule],
+    pub cfg_scale: f64,
+    /// Maps sigma to the model's continuous timestep (k-diffusion `sigma_to_t`).
+    pub sigma_to_t: &'a dyn Fn(f64) -> f64,
+    pub control: &'a JobControl<'a>,
+    /// Denoiser calls so far (A1111's `self.step`).
+    pub step: usize,
+}
+
+fn prompt_err(e: impl std::fmt::Display) -> SamplingError {
+    SamplingError::Other(format!("conditioning: {e}"))
+}
+
+impl CfgDenoiser<'_> {
+    /// Runs the UNet on `x_in` with per-row timesteps, context and (SDXL) vector; returns eps or v.
+    fn unet(&self, x_in: &Tensor, t: &Tensor, context: &Tensor, y: Option<&Tensor>) -> Result<Tensor, SamplingError> {
+        let dtype = self.model.dtype;
+        let y = y.map(|y| y.to_dtype(dtype)).transpose()?;
+        let out = self.model.unet.forward_with_vector(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?, y.as_ref())?;
+        Ok(out.to_dtype(DType::F32)?)
+    }
+
+    /// The SDXL vectors of the batch rows, `[cond rows…, uncond rows…]`, if the model uses them.
+    fn vectors(&self) -> Result<Option<(Tensor, Tensor)>, SamplingError> {
+        let c = reconstruct_multicond_vectors(self.cond, self.step).map_err(prompt_err)?;
+        let u = reconstruct_cond_vectors(self.uncond, self.step).map_err(prompt_err)?;
+        Ok(c.zip(u))
+    }
+
+    /// Builds the A1111 batch `[cond rows…, uncond rows…]` and returns (x_in, conds per image, uncond,
+    /// cond tensor).
+    fn batch(&self, x: &Tensor) -> Result<(Tensor, Vec<Vec<(usize, f64)>>, Tensor, Tensor), SamplingError> {
+        let (conds_list, tensor) = reconstruct_multicond_batch(self.cond, self.step).map_err(prompt_err)?;
+        let uncond = reconstruct_cond_batch(self.uncond, self.step).map_err(prompt_err)?;
+        let mut rows = Vec::new();
+        for (i, conds) in conds_list.iter().enumerate() {
+            let xi = x.narrow(0, i, 1)?;
+            for _ in conds {
+                rows.push(xi.clone());
+            }
+        }
+        rows.push(x.clone());
+        let x_in = Tensor::cat(&rows, 0)?;
+        Ok((x_in, conds_list, uncond, tensor))
+    }
+
+    /// Evaluates the model output for every row of `x_in`, in one call when cond and uncond have the
+    /// same token length, else in two (A1111's behaviour, which matters for numerics).
+    fn evaluate(
+        &self,
+        x_in: &Tensor,
+        scale: Option<f64>,
+        t: f64,
+        tensor: &Tensor,
+        uncond: &Tensor,
+    ) -> Result<Tensor, SamplingError> {
+        let rows = x_in.dim(0)?;
+        let scaled = match scale {
+            Some(c) => (x_in * c)?,
+            None => x_in.clone(),
+        };
+        let t_all = Tensor::full(t as f32, rows, x_in.device())?;
+        let vectors = self.vectors()?;
+        if tensor.dim(1)? == uncond.dim(1)? {
+            let context = Tensor::cat(&[tensor, uncond], 0)?;
+            let y = vectors.map(|(c, u)| Tensor::cat(&[c, u], 0)).transpose()?;
+            self.unet(&scaled, &t_all, &context, y.as_ref())
+        } else {
+            let n_cond = tensor.dim(0)?;
+            let n_uncond = uncond.dim(0)?;
+            let (yc, yu) = match vectors {
+                Some((c, u)) => (Some(c), Some(u)),
+                None => (None, None),
+            };
+            let a = self.unet(&scaled.narrow(0, 0, n_cond)?, &t_all.narrow(0, 0, n_cond)?, tensor, yc.as_ref())?;
+            let b = self.unet(
+                &scaled.narrow(0, n_cond, n_uncond)?,
+                &t_all.narrow(0, n_cond, n_uncond)?,
+                uncond,
+                yu.as_ref(),
+            )?;
+            Ok(Tensor::cat(&[a, b], 0)?)
+        }
+    }
+
+    /// `denoised_i = uncond_i + Σ_k (cond_{i,k} − uncond_i) · (w_k · cfg_scale)`.
+    fn combine(&self, out: &Tensor, conds_list: &[Vec<(usize, f64)>], n_uncond: usize) -> Result<Tensor, SamplingError> {
+        let total = out.dim(0)?;
+        let denoised_uncond = out.narrow(0, total - n_uncond, n_uncond)?;
+        let mut images = Vec::with_capacity(conds_list.len());
+        for (i, conds) in conds_list.iter().enumerate() {
+            let u = denoised_uncond.narrow(0, i, 1)?;
+            let mut acc = u.clone();
+            for &(index, weight) in conds {
+                let c = out.narrow(0, index, 1)?;
+                acc = (acc + ((c - &u)? * (weight * self.cfg_scale))?)?;
+            }
+            images.push(acc);
+        }
+        Ok(Tensor::cat(&images, 0)?)
+    }
+
+    fn check_stop(&self) -> Result<(), SamplingError> {
+        if self.control.should_stop() { Err(SamplingError::Interrupted) } else { Ok(()) }
+    }
+}
+
+impl CfgDenoiser<'_> {
+    /// Timestep-sampler view: CFG-combined eps (CFG scale times `cfg_scale_multiplier`, for DDIM
+    /// CFG++) and the unconditional eps of each image.
+    fn eps_and_uncond(&mut self, x: &Tensor, t: f64, cfg_scale_multiplier: f64) -> Result<(Tensor, Tensor), SamplingError> {
+        self.check_stop()?;
+        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let out = self.evaluate(&x_in, None, t, &tensor, &uncond)?;
+        // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
+        let out = match self.model.prediction {
+            PredictionType::Eps => out,
+            PredictionType::V => {
+                let a = alpha_at(&self.model.alphas_cumprod, t);
+                ((out * a.sqrt())? + (&x_in * (1.0 - a).sqrt())?)?
+            }
+        };
+        let n_uncond = uncond.dim(0)?;
+        let saved = self.cfg_scale;
+        self.cfg_scale = saved * cfg_scale_multiplier;
+        let eps = self.combine(&out, &conds_list, n_uncond);
+        self.cfg_scale = saved;
+        let eps = eps?;
+        let total = out.dim(0)?;
+        let eps_uncond = out.narrow(0, total - n_uncond, n_uncond)?;
+        self.step += 1;
+        Ok((eps, eps_uncond))
+    }
+}
+
+/// `alphas_cumprod` at a continuous timestep (linear between the neighbouring integers).
+fn alpha_at(alphas: &[f32], t: f64) -> f64 {
+    let last = alphas.len().saturating_sub(1);
+    let t = t.clamp(0.0, last as f64);
+    let (lo, hi) = (t.floor() as usize, t.ceil() as usize);
+    let (a, b) = (f64::from(alphas[lo]), f64::from(alphas[hi]));
+    a + (b - a) * (t - lo as f64)
+}
+
+impl Model for CfgDenoiser<'_> {
+    fn denoised(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
+        self.check_stop()?;
+        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
+        let t = (self.sigma_to_t)(sigma);
+        let out = self.evaluate(&x_in, Some(c_in), t, &tensor, &uncond)?;
+        // CompVisDenoiser: x0 = x - sigma * eps;  CompVisVDenoiser: x0 = c_skip x + c_out v.
+        let denoised_rows = match self.model.prediction {
+            PredictionType::Eps => (&x_in - (out * sigma)?)?,
+            PredictionType::V => {
+                let s2 = sigma * sigma + 1.0;
+                let c_skip = 1.0 / s2;
+                let c_out = -sigma / s2.sqrt();
+                ((&x_in * c_skip)? + (out * c_out)?)?
+            }
+        };
+        let denoised = self.combine(&denoised_rows, &conds_list, uncond.dim(0)?)?;
+        self.step += 1;
+        Ok(denoised)
+    }
+
+    fn eps_at_timestep(&mut self, x: &Tensor, t: usize) -> Result<Tensor, SamplingError> {
+        self.eps_at_continuous_timestep(x, t as f64)
+    }
+
+    /// UniPC evaluates between integer timesteps; the UNet takes a continuous `t` anyway.
+    fn eps_at_continuous_timestep(&mut self, x: &Tensor, t: f64) -> Result<Tensor, SamplingError> {
+        let (eps, _) = self.eps_and_uncond(x, t, 1.0)?;
+        Ok(eps)
+    }
+
+    fn eps_and_uncond_at_timestep(
+        &mut self,
+        x: &Tensor,
+        t: usize,
+        cfg_scale_multiplier: f64,
+    ) -> Result<(Tensor, Tensor), SamplingError> {
+        self.eps_and_uncond(x, t as f64, cfg_scale_multiplier)
+    }
+}

@@ -1,0 +1,248 @@
+//! Memory-mapped tensors under *canonical* names.
+//!
+//! Every model module asks for its weights by LDM (A1111 single-file) name and shape. A
+//! `TensorStore` maps those canonical names onto whatever file and stored name holds the data
+//! (a single checkpoint, a diffusers folder, a separate VAE file), so the modules never see the
+//! on-disk layout. Tensors are read from the mmap on demand; nothing is copied up front.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Shape, Tensor};
+use candle_nn::VarBuilder;
+
+use crate::EngineError;
+
+/// One opened `.safetensors` file.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    data: MmapedSafetensors,
+}
+
+impl SafetensorsFile {
+    pub fn open(path: &Path) -> Result<Self, EngineError> {
+        // Safety: the file is mapped read-only; like every mmap user we assume nobody truncates
+        // the checkpoint while it is loaded.
+        let data = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
+            EngineError::InvalidSafetensors {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            }
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            data,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stored tensor names with their shapes.
+    pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
+        self.data
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect()
+    }
+}
+
+/// How a canonical tensor is cut from its stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredView {
+    /// The stored tensor as is.
+    Whole,
+    /// Rows `start..start + len` of dim 0 (q, k or v of OpenCLIP's fused `in_proj`); only those
+    /// bytes are read from the mmap.
+    Rows { start: usize, len: usize },
+    /// The transpose of a 2-D tensor (diffusers' `text_projection` Linear weight vs OpenCLIP's
+    /// `x @ P` matrix).
+    Transposed,
+}
+
+struct Entry {
+    file: usize,
+    stored: String,
+    shape: Vec<usize>,
+    view: StoredView,
+}
+
+/// Tensors of one or more files, addressed by canonical (LDM) name.
+#[derive(Default)]
+pub struct TensorStore {
+    files: Vec<SafetensorsFile>,
+    entries: HashMap<String, Entry>,
+}
+
+impl TensorStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `file`, exposing each `(stored, canonical)` pair of `names` under its canonical name.
+    /// A later file wins over an earlier one for the same canonical name (used by VAE overrides).
+    pub fn add_file(&mut self, file: SafetensorsFile, names: Vec<(String, String)>) {
+        let views = names
+            .into_iter()
+            .map(|(stored, canonical)| (stored, canonical, StoredView::Whole))
+            .collect();
+        self.add_file_views(file, views);
+    }
+
+    /// Like [`Self::add_file`], with a [`StoredView`] per name. Views that do not fit the stored
+    /// shape (rows out of range, transposing a non-matrix) are skipped, so the tensor reads as
+    /// missing rather than wrong.
+    pub fn add_file_views(
+        &mut self,
+        file: SafetensorsFile,
+        names: Vec<(String, String, StoredView)>,
+    ) {
+        let shapes: HashMap<String, Vec<usize>> = file.tensor_shapes().into_iter().collect();
+        let index = self.files.len();
+        for (stored, canonical, view) in names {
+            let Some(stored_shape) = shapes.get(&stored) else {
+                continue;
+            };
+            let shape = match view {
+                StoredView::Whole => canonical_shape(&canonical, stored_shape),
+                StoredView::Rows { start, len } => match stored_shape.split_first() {
+                    Some((&rows, rest)) if start + len <= rows => {
+                        std::iter::once(len).chain(rest.iter().copied()).collect()
+                    }
+                    _ => continue,
+                },
+                StoredView::Transposed => match stored_shape.as_slice() {
+                    &[a, b] => vec![b, a],
+                    _ => continue,
+                },
+            };
+            self.entries.insert(
+                canonical,
+                Entry {
+                    file: index,
+                    stored,
+                    shape,
+                    view,
+                },
+            );
+        }
+        self.files.push(file);
+    }
+
+    /// Removes every canonical name starting with `prefix` (e.g. before a VAE override).
+    pub fn remove_prefix(&mut self, prefix: &str) {
+        self.entries.retain(|name, _| !name.starts_with(prefix));
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Canonical shape of `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Like [`Self::shape`] but a missing tensor is an error.
+    pub fn require_shape(&self, name: &str) -> Result<&[usize], EngineError> {
+        self.shape(name)
+            .ok_or_else(|| EngineError::MissingTensor(name.to_string()))
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Reads one tensor (reshaped to its canonical shape, cast to `dtype`) onto `device`.
+    pub fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let entry = self
+            .entries
+            .get(name)
+            .ok_or_else(|| candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            })?;
+        let file = &self.files[entry.file];
+        let tensor = match entry.view {
+            StoredView::Whole => file.data.load(&entry.stored, device)?,
+            StoredView::Transposed => file.data.load(&entry.stored, device)?.t()?.contiguous()?,
+            StoredView::Rows { start, len } => {
+                let view = file.data.get(&entry.stored)?;
+                let dtype = DType::try_from(view.dtype())?;
+                let row_bytes: usize =
+                    view.shape().iter().skip(1).product::<usize>() * dtype.size_in_bytes();
+                let bytes = view
+                    .data()
+                    .get(start * row_bytes..(start + len) * row_bytes)
+                    .ok_or_else(|| {
+                        candle_core::Error::Msg(format!("rows {start}+{len} outside `{name}`"))
+                    })?;
+                Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
+            }
+        };
+        let tensor = if tensor.dims() == entry.shape.as_slice() {
+            tensor
+        } else {
+            tensor.reshape(entry.shape.as_slice())?
+        };
+        tensor.to_dtype(dtype)
+    }
+
+    /// A `VarBuilder` reading from this store.
+    pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
+        VarBuilder::from_backend(
+            Box::new(StoreBackend(Arc::clone(self))),
+            dtype,
+            device.clone(),
+        )
+    }
+}
+
+/// LDM checkpoints converted from diffusers sometimes hold the VAE mid-attention projections as
+/// linear `[c, c]` matrices; canonically they are the 1x1 convolutions `[c, c, 1, 1]` of LDM.
+fn canonical_shape(canonical: &str, stored: &[usize]) -> Vec<usize> {
+    let is_vae_attn_proj = canonical.contains(".mid.attn_1.")
+        && [".q.weight", ".k.weight", ".v.weight", ".proj_out.weight"]
+            .iter()
+            .any(|suffix| canonical.ends_with(suffix));
+    if is_vae_attn_proj && stored.len() == 2 {
+        vec![stored[0], stored[1], 1, 1]
+    } else {
+        stored.to_vec()
+    }
+}
+
+struct StoreBackend(Arc<TensorStore>);
+
+impl candle_nn::var_builder::SimpleBackend for StoreBackend {
+    fn get(
+        &self,
+        shape: Shape,
+        name: &str,
+        _init: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let tensor = self.0.load(name, dtype, dev)?;
+        if tensor.shape() != &shape {
+            return Err(candle_core::Error::UnexpectedShape {
+                msg: format!("{}{name}", crate::error::SHAPE_MISMATCH_PREFIX),
+                expected: shape,
+                got: tensor.shape().clone(),
+            }
+            .bt());
+        }
+        Ok(tensor)
+    }
+
+    fn get_unchecked(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.load(name, dtype, dev)
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.contains(name)
+    }
+}

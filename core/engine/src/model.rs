@@ -1,0 +1,240 @@
+//! [`LoadedModel`]: a checkpoint ready to run — text encoders, UNet, VAE and noise schedule —
+//! and the conditioning entry point every family goes through.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+
+use sdapi_protocol::choices::EmphasisMode;
+
+use crate::checkpoint::{self, ModelFamily, PredictionType};
+use crate::clip::ClipTextModel;
+use crate::config::{ClipActivation, ClipConfig, UnetConfig, UnetHeads, VaeConfig};
+use crate::error::EngineError;
+use crate::loader;
+use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
+use crate::text::{ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector};
+use crate::unet::UNetModel;
+use crate::vae::AutoencoderKl;
+
+/// SD 1.x / 2.x latent scale factor.
+pub const SD_VAE_SCALE_FACTOR: f64 = 0.18215;
+/// SDXL latent scale factor.
+pub const SDXL_VAE_SCALE_FACTOR: f64 = 0.13025;
+/// SD 1.x UNets use 8 heads at every level.
+pub const SD1_UNET_HEADS: UnetHeads = UnetHeads::Count(8);
+/// SD 2.x / SDXL UNets use 64-wide heads; see [`UnetHeads::HeadDimOr`] for narrow test models.
+pub const SD2_SDXL_UNET_HEADS: UnetHeads = UnetHeads::HeadDimOr {
+    head_dim: 64,
+    narrow_head_dim: 16,
+};
+/// OpenCLIP-H has 24 layers; diffusers SD 2.x exports keep only the first 23.
+const OPEN_CLIP_H_WIDTH: usize = 1024;
+const OPEN_CLIP_H_TRUNCATED_LAYERS: usize = 23;
+
+/// A checkpoint ready to run: text encoders, UNet, VAE and noise schedule.
+pub struct LoadedModel {
+    pub family: ModelFamily,
+    /// Eps, or V (SD 2.x 768-v: a `.yaml` beside the file with `parameterization: "v"`, or the
+    /// diffusers scheduler's `v_prediction`). The runner wraps V models in CompVisVDenoiser.
+    pub prediction: PredictionType,
+    pub text: TextEncoders,
+    pub unet: UNetModel,
+    pub vae: AutoencoderKl,
+    /// DDPM `alphas_cumprod` (f32, 1000 entries for SD), from the file or computed.
+    pub alphas_cumprod: Vec<f32>,
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl LoadedModel {
+    /// Loads a single `.safetensors` checkpoint or a diffusers folder, optionally replacing its
+    /// VAE, onto `device` in `dtype`. The files are memory-mapped, never hashed here: the models
+    /// index hashes each file once and the caller reports that hash.
+    pub fn load(
+        path: &Path,
+        vae_override: Option<&Path>,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, EngineError> {
+        let mut ckpt = checkpoint::open_checkpoint(path)?;
+        if let Some(vae_path) = vae_override {
+            checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
+        }
+        let store = Arc::new(ckpt.store);
+        let (heads, vae_scale) = match ckpt.family {
+            ModelFamily::Sd1 => (SD1_UNET_HEADS, SD_VAE_SCALE_FACTOR),
+            ModelFamily::Sd2 => (SD2_SDXL_UNET_HEADS, SD_VAE_SCALE_FACTOR),
+            ModelFamily::Sdxl => (SD2_SDXL_UNET_HEADS, SDXL_VAE_SCALE_FACTOR),
+        };
+        let unet_config = UnetConfig::infer(&store, heads)?;
+        let vae_config = VaeConfig::infer(&store, vae_scale)?;
+        let vb = store.var_builder(dtype, device);
+        let text = load_text_encoders(ckpt.family, &store, &vb)?;
+        if let TextEncoders::Sdxl { clip_g, .. } = &text {
+            check_sdxl_vector_width(&unet_config, &clip_g.text_projection)?;
+        }
+        let unet = UNetModel::new(unet_config, vb.pp(UNET_PREFIX.trim_end_matches('.')))?;
+        let vae = AutoencoderKl::new(vae_config, vb.pp(VAE_PREFIX.trim_end_matches('.')))?;
+        Ok(Self {
+            family: ckpt.family,
+            prediction: ckpt.prediction,
+            text,
+            unet,
+            vae,
+            alphas_cumprod: ckpt.alphas_cumprod,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The first (SD 1.x / 2.x: only) text encoder: CLIP-L for SD 1.x / SDXL, OpenCLIP-H for SD 2.x.
+    pub fn clip(&self) -> &ClipTextModel {
+        match &self.text {
+            TextEncoders::Sd1(m) | TextEncoders::Sd2 { open_clip: m, .. } => m,
+            TextEncoders::Sdxl { clip_l, .. } => clip_l,
+        }
+    }
+
+    /// Latent scale factor (0.18215 SD 1.x / 2.x, 0.13025 SDXL): decode `latent / scale`.
+    pub fn vae_scale_factor(&self) -> f64 {
+        self.vae.config().scale_factor
+    }
+
+    /// A1111's `cond_stage_model(texts)` / SDXL `get_learned_conditioning(batch)`: every chunk
+    /// position encoded as one batch, chunks concatenated on the token axis, SDXL's vector from the
+    /// first chunk's pooled output and `sizes` (ignored by SD 1.x / 2.x).
+    ///
+    /// `zero_text`: A1111 zeroes SDXL's text parts (crossattn and pooled) when every negative
+    /// prompt of the batch is empty; pass it only for such an uncond batch (no effect on SD 1/2).
+    pub fn condition(
+        &self,
+        columns: &[ChunkColumn],
+        emphasis: EmphasisMode,
+        clip_skip: usize,
+        sizes: &SdxlSizes,
+        zero_text: bool,
+    ) -> Result<Conditioning, EngineError> {
+        let mut crossattn = Vec::with_capacity(columns.len());
+        let mut first_pooled = None;
+        for column in columns {
+            let encoded =
+                self.text
+                    .encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
+            crossattn.push(encoded.crossattn);
+            if first_pooled.is_none() {
+                first_pooled = encoded.pooled;
+            }
+        }
+        if crossattn.is_empty() {
+            return Err(EngineError::Unsupported(
+                "no prompt chunks to encode".into(),
+            ));
+        }
+        let mut crossattn = Tensor::cat(&crossattn, 1)?;
+        let zero = zero_text && self.family == ModelFamily::Sdxl;
+        if zero {
+            crossattn = crossattn.zeros_like()?;
+        }
+        let vector = match first_pooled {
+            Some(pooled) => {
+                let pooled = if zero { pooled.zeros_like()? } else { pooled };
+                Some(self.sdxl_vector(&pooled, sizes)?)
+            }
+            None => None,
+        };
+        Ok(Conditioning { crossattn, vector })
+    }
+
+    /// SDXL's `y` from a pooled text output (texts, P); the per-number embedding width is what
+    /// `label_emb` leaves after the pooled part (SDXL: (2816 − 1280) / 6 = 256).
+    pub fn sdxl_vector(&self, pooled: &Tensor, sizes: &SdxlSizes) -> Result<Tensor, EngineError> {
+        let adm = self
+            .unet
+            .config()
+            .adm_in_channels
+            .ok_or_else(|| EngineError::Unsupported("this UNet takes no SDXL vector".into()))?;
+        let embed_dim = (adm - pooled.dim(1)?.min(adm)) / 6;
+        Ok(sdxl_vector(pooled, sizes, embed_dim)?)
+    }
+}
+
+fn load_text_encoders(
+    family: ModelFamily,
+    store: &Arc<loader::tensor_store::TensorStore>,
+    vb: &candle_nn::VarBuilder<'static>,
+) -> Result<TextEncoders, EngineError> {
+    let tower = |prefix: &str, activation| -> Result<ClipTextModel, EngineError> {
+        let config = ClipConfig::infer_at(store, prefix, activation)?;
+        Ok(ClipTextModel::new(
+            config,
+            vb.pp(prefix.trim_end_matches('.')),
+        )?)
+    };
+    Ok(match family {
+        ModelFamily::Sd1 => TextEncoders::Sd1(tower(CLIP_PREFIX, ClipActivation::QuickGelu)?),
+        ModelFamily::Sd2 => {
+            let open_clip = tower(SD2_TEXT_PREFIX, ClipActivation::Gelu)?;
+            let c = open_clip.config();
+            let last_layer_dropped =
+                c.hidden_size == OPEN_CLIP_H_WIDTH && c.num_layers == OPEN_CLIP_H_TRUNCATED_LAYERS;
+            TextEncoders::Sd2 {
+                open_clip,
+                last_layer_dropped,
+            }
+        }
+        ModelFamily::Sdxl => {
+            let clip_l = tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu)?;
+            let model = tower(SDXL_CLIP_G_PREFIX, ClipActivation::Gelu)?;
+            let width = model.config().hidden_size;
+            let shape = store.require_shape(SDXL_TEXT_PROJECTION)?;
+            if shape.len() != 2 || shape[0] != width {
+                return Err(EngineError::ShapeMismatch {
+                    name: SDXL_TEXT_PROJECTION.into(),
+                    expected: vec![width, shape.get(1).copied().unwrap_or(0)],
+                    actual: shape.to_vec(),
+                });
+            }
+            let text_projection = store.load(SDXL_TEXT_PROJECTION, vb.dtype(), vb.device())?;
+            TextEncoders::Sdxl {
+                clip_l,
+                clip_g: OpenClipG {
+                    model,
+                    text_projection,
+                },
+            }
+        }
+    })
+}
+
+/// `label_emb` must take `pooled + 6·E` channels, E a positive even embedding width.
+fn check_sdxl_vector_width(unet: &UnetConfig, projection: &Tensor) -> Result<(), EngineError> {
+    let pooled = projection.dim(1)?;
+    match unet.adm_in_channels {
+        Some(adm) if adm > pooled && (adm - pooled) % 12 == 0 => Ok(()),
+        other => Err(EngineError::Unsupported(format!(
+            "SDXL label_emb input {other:?} does not fit pooled width {pooled} + 6 size embeddings"
+        ))),
+    }
+}
+
+/// The model side of the one conditioning path, with the settings of one request: every family
+/// goes through [`LoadedModel::condition`].
+pub struct ModelConditioner<'a> {
+    pub model: &'a LoadedModel,
+    pub emphasis: EmphasisMode,
+    /// `CLIP_stop_at_last_layers` (1 = last layer); only SD 1.x reads it.
+    pub clip_skip: usize,
+    /// SDXL size conditioning of this request.
+    pub sizes: SdxlSizes,
+}
+
+impl Conditioner for ModelConditioner<'_> {
+    fn condition(&self, batch: &ChunkedBatch, zero_text: bool) -> Result<Conditioning, TextError> {
+        self.model
+            .condition(&batch.columns(), self.emphasis, self.clip_skip, &self.sizes, zero_text)
+            .map_err(|e| TextError::Encoder(e.to_string()))
+    }
+}

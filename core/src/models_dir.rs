@@ -1,0 +1,332 @@
+//! Scanning an A1111 models directory (`Stable-diffusion/`, `VAE/`) into `SDModelItem` /
+//! `SDVaeItem`, with sha256 hashes cached in a sidecar JSON keyed by path + mtime + size
+//! (like A1111's `cache.json`), and checkpoint lookup by A1111's aliases.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use sdapi_protocol::api::items::{SDModelItem, SDVaeItem};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelsDirError {
+    #[error("io error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// When to compute sha256 of checkpoints. A1111 lists `hash: null` until a model is loaded;
+/// we default to hashing at scan time (cached, so only once per file version).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashPolicy {
+    AtScan,
+    /// Only use cached hashes (`--no-hashing`-like listing).
+    CachedOnly,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct CacheEntry {
+    mtime: u64,
+    size: u64,
+    sha256: String,
+}
+
+/// The sidecar hash cache (`{"<abs path>": {"mtime", "size", "sha256"}}`).
+#[derive(Debug, Default)]
+pub struct HashCache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<String, CacheEntry>,
+    dirty: bool,
+}
+
+impl HashCache {
+    /// Loads the cache file (missing or unreadable → empty).
+    pub fn load(path: impl Into<PathBuf>) -> Self {
+        let path = path.into();
+        let entries = std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        Self { path: Some(path), entries, dirty: false }
+    }
+
+    /// In-memory only.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// Writes the cache back if it changed.
+    pub fn save(&mut self) -> Result<(), ModelsDirError> {
+        if let (Some(path), true) = (&self.path, self.dirty) {
+            let text = serde_json::to_string_pretty(&self.entries).unwrap_or_default();
+            std::fs::write(path, text).map_err(|source| ModelsDirError::Io { path: path.clone(), source })?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// sha256 (lower-case hex) of a file, from the cache when path, mtime and size match.
+    pub fn sha256(&mut self, file: &Path, policy: HashPolicy) -> Result<Option<String>, ModelsDirError> {
+        let io = |source| ModelsDirError::Io { path: file.to_path_buf(), source };
+        let meta = std::fs::metadata(file).map_err(io)?;
+        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+        let key = file.to_string_lossy().into_owned();
+        if let Some(e) = self.entries.get(&key) {
+            if e.mtime == mtime && e.size == meta.len() {
+                return Ok(Some(e.sha256.clone()));
+            }
+        }
+        if policy == HashPolicy::CachedOnly {
+            return Ok(None);
+        }
+        let digest = sha256_file(file).map_err(io)?;
+        self.entries.insert(key, CacheEntry { mtime, size: meta.len(), sha256: digest.clone() });
+        self.dirty = true;
+        Ok(Some(digest))
+    }
+}
+
+/// Streams a file through sha256.
+pub fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// A checkpoint found on disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointInfo {
+    pub item: SDModelItem,
+    /// Relative name with extension ("sub/model.safetensors"), A1111's `name`.
+    pub name: String,
+    /// Relative name without extension, A1111's `name_for_extra`-like short name.
+    pub name_no_ext: String,
+    pub is_diffusers_folder: bool,
+}
+
+impl CheckpointInfo {
+    /// A1111's `checkpoint_aliases` keys for this checkpoint.
+    pub fn aliases(&self) -> Vec<String> {
+        let mut a = vec![self.item.title.clone(), self.name.clone(), self.name_no_ext.clone(), self.item.model_name.clone()];
+        if let Some(h) = &self.item.hash {
+            a.push(h.clone());
+        }
+        if let Some(s) = &self.item.sha256 {
+            a.push(s.clone());
+            a.push(format!("{} [{}]", self.name, &s[..10.min(s.len())]));
+        }
+        a
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            if p.join("model_index.json").is_file() {
+                out.push(p); // a diffusers pipeline folder is one checkpoint
+            } else {
+                walk(&p, out);
+            }
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+/// A1111's `os.path.abspath`: absolute, but symlinks are not resolved (the bundled models are
+/// links into the fixtures, and users expect to see the path they configured).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn rel_name(root: &Path, p: &Path) -> String {
+    p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/")
+}
+
+/// Scans `<models>/Stable-diffusion` for `.safetensors`/`.ckpt` files and diffusers folders.
+/// Sorted by relative name (case-insensitive), as A1111 lists them.
+pub fn scan_checkpoints(sd_dir: &Path, cache: &mut HashCache, policy: HashPolicy) -> Result<Vec<CheckpointInfo>, ModelsDirError> {
+    let mut files = Vec::new();
+    walk(sd_dir, &mut files);
+    let mut out = Vec::new();
+    for path in files {
+        let is_folder = path.is_dir();
+        let ext = path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
+        if !is_folder && !matches!(ext.as_deref(), Some("safetensors" | "ckpt")) {
+            continue;
+        }
+        let name = rel_name(sd_dir, &path);
+        let name_no_ext = if is_folder { name.clone() } else { name.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(name.clone()) };
+        let sha256 = if is_folder { None } else { cache.sha256(&path, policy)? };
+        let hash = sha256.as_ref().map(|s| s[..10].to_string());
+        let title = match &hash {
+            Some(h) => format!("{name} [{h}]"),
+            None => name.clone(),
+        };
+        let abs = absolute(&path);
+        let yaml = path.with_extension("yaml");
+        let config = yaml.is_file().then(|| absolute(&yaml).to_string_lossy().into_owned());
+        out.push(CheckpointInfo {
+            item: SDModelItem {
+                title,
+                model_name: name_no_ext.replace(['/', '\\'], "_"),
+                hash,
+                sha256,
+                filename: abs.to_string_lossy().into_owned(),
+                config,
+            },
+            name,
+            name_no_ext,
+            is_diffusers_folder: is_folder,
+        });
+    }
+    out.sort_by_key(|c| c.name.to_lowercase());
+    Ok(out)
+}
+
+/// Finds a checkpoint by any of A1111's aliases (title, name with/without extension,
+/// model_name, short or full hash).
+pub fn find_checkpoint<'a>(checkpoints: &'a [CheckpointInfo], alias: &str) -> Option<&'a CheckpointInfo> {
+    checkpoints.iter().find(|c| c.aliases().iter().any(|a| a == alias))
+}
+
+/// Scans `<models>/VAE` for `.pt`/`.ckpt`/`.safetensors` → `SDVaeItem` (model_name = file name).
+pub fn scan_vaes(vae_dir: &Path) -> Vec<SDVaeItem> {
+    let mut files = Vec::new();
+    walk(vae_dir, &mut files);
+    let mut out: Vec<SDVaeItem> = files
+        .into_iter()
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "ckpt" | "safetensors")))
+        .map(|p| SDVaeItem {
+            model_name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            filename: absolute(&p).to_string_lossy().into_owned(),
+        })
+        .collect();
+    out.sort_by_key(|v| v.model_name.to_lowercase());
+    out
+}
+
+/// The scanned models directory: checkpoints and VAEs, with A1111's alias lookup.
+#[derive(Debug, Clone, Default)]
+pub struct ModelIndex {
+    pub root: PathBuf,
+    pub checkpoints: Vec<CheckpointInfo>,
+    pub vaes: Vec<SDVaeItem>,
+}
+
+impl ModelIndex {
+    /// Scans `<root>/Stable-diffusion` and `<root>/VAE`. Hashes are cached in
+    /// `<root>/cache.json` when the directory is writable (read-only roots, e.g. a Lambda image,
+    /// just hash again at start).
+    pub fn scan(root: &Path) -> Result<Self, ModelsDirError> {
+        let mut cache = HashCache::load(root.join("cache.json"));
+        let checkpoints = scan_checkpoints(&root.join("Stable-diffusion"), &mut cache, HashPolicy::AtScan)?;
+        if let Err(e) = cache.save() {
+            tracing::debug!("hash cache not saved: {e}");
+        }
+        let vaes = scan_vaes(&root.join("VAE"));
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes })
+    }
+
+    /// A1111's `checkpoint_aliases` lookup.
+    pub fn find_checkpoint(&self, alias: &str) -> Option<&CheckpointInfo> {
+        find_checkpoint(&self.checkpoints, alias)
+    }
+
+    /// The checkpoint used when none is configured: the first in A1111's listing order.
+    pub fn default_checkpoint(&self) -> Option<&CheckpointInfo> {
+        self.checkpoints.first()
+    }
+
+    pub fn sd_model_items(&self) -> Vec<SDModelItem> {
+        self.checkpoints.iter().map(|c| c.item.clone()).collect()
+    }
+
+    pub fn sd_vae_items(&self) -> Vec<SDVaeItem> {
+        self.vaes.clone()
+    }
+
+    /// A VAE file by its listed name (`sd_vae` option); "Automatic"/"None" mean the checkpoint's own.
+    pub fn find_vae(&self, name: &str) -> Option<&SDVaeItem> {
+        self.vaes.iter().find(|v| v.model_name == name || v.filename == name)
+    }
+}
+
+impl CheckpointInfo {
+    /// Checkpoint file name without extension (`sd_model_name`, the infotext's `Model:`).
+    pub fn model_name(&self) -> String {
+        let base = self.name_no_ext.rsplit('/').next().unwrap_or(&self.name_no_ext);
+        base.to_string()
+    }
+
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(&self.item.filename)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_models() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/a1111-parity/models")
+    }
+
+    #[test]
+    fn scans_fixture_models_with_hashes() {
+        let tmp = std::env::temp_dir().join(format!("sdapi-models-test-{}", std::process::id()));
+        let sd = tmp.join("Stable-diffusion");
+        std::fs::create_dir_all(sd.join("sub")).unwrap();
+        std::fs::copy(fixture_models().join("tiny-sd15.safetensors"), sd.join("tiny-sd15.safetensors")).unwrap();
+        std::fs::write(sd.join("sub/other.ckpt"), b"not really a checkpoint").unwrap();
+        std::fs::write(sd.join("sub/other.yaml"), b"model: {}").unwrap();
+        std::fs::write(sd.join("readme.txt"), b"ignored").unwrap();
+        let mut cache = HashCache::load(tmp.join("cache.json"));
+        let cks = scan_checkpoints(&sd, &mut cache, HashPolicy::AtScan).unwrap();
+        cache.save().unwrap();
+        assert_eq!(cks.len(), 2);
+        let sub = &cks[0];
+        assert_eq!(sub.name, "sub/other.ckpt");
+        assert_eq!(sub.item.model_name, "sub_other");
+        assert!(sub.item.config.as_deref().unwrap().ends_with("sub/other.yaml"));
+        let tiny = &cks[1];
+        // sha256 of the fixture checkpoint, as recorded in its case.json files
+        assert_eq!(tiny.item.sha256.as_deref(), Some("7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd"));
+        assert_eq!(tiny.item.title, "tiny-sd15.safetensors [7037055cdc]");
+        assert_eq!(tiny.item.model_name, "tiny-sd15");
+        for alias in ["tiny-sd15", "tiny-sd15.safetensors", "tiny-sd15.safetensors [7037055cdc]", "7037055cdc"] {
+            assert_eq!(find_checkpoint(&cks, alias).map(|c| c.name.as_str()), Some("tiny-sd15.safetensors"), "{alias}");
+        }
+        assert!(find_checkpoint(&cks, "nope").is_none());
+        // the cache answers without rehashing
+        let mut cache2 = HashCache::load(tmp.join("cache.json"));
+        let again = scan_checkpoints(&sd, &mut cache2, HashPolicy::CachedOnly).unwrap();
+        assert_eq!(again[1].item.hash.as_deref(), Some("7037055cdc"));
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    #[test]
+    fn diffusers_folder_is_one_checkpoint() {
+        let tmp = std::env::temp_dir().join(format!("sdapi-models-diff-{}", std::process::id()));
+        let sd = tmp.join("Stable-diffusion");
+        std::fs::create_dir_all(sd.join("pipe/unet")).unwrap();
+        std::fs::write(sd.join("pipe/model_index.json"), b"{}").unwrap();
+        std::fs::write(sd.join("pipe/unet/diffusion_pytorch_model.safetensors"), b"x").unwrap();
+        let cks = scan_checkpoints(&sd, &mut HashCache::in_memory(), HashPolicy::AtScan).unwrap();
+        assert_eq!(cks.len(), 1);
+        assert!(cks[0].is_diffusers_folder);
+        assert_eq!(cks[0].item.title, "pipe");
+        assert_eq!(cks[0].item.hash, None);
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+}

@@ -1,0 +1,152 @@
+//! `bench`: timings of the engine and the request path, to compare with
+//! `scripts/bench/reference.py` (PyTorch/diffusers) measured in the same run. See
+//! docs/benchmarks.md for the method and the figures.
+//!
+//! ```text
+//! bench --smoke                         tiny shapes, every stage once, < 30 s (CI)
+//! bench unet     [--latent 32] [--iters 5] [--warmup 1] [--arch sd15|tiny]
+//! bench ops      [--latent 32] [--iters 5]
+//! bench parts    [--latent 32] [--iters 3]   text encoder + VAE decode
+//! bench txt2img  [--size 256] [--steps 20] [--iters 3] [--arch sd15|tiny]
+//! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
+//! bench coldstart [--iters 3]                spawn `sdapi`, first image served
+//! ```
+//! Every line of output is one JSON object (`{"bench": …, "median_ms": …}`).
+
+mod coldstart;
+mod overhead;
+
+use std::path::PathBuf;
+
+use sdapi_engine::bench::{Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, time_ops};
+use serde_json::json;
+
+/// Parsed `--name value` flags.
+struct Args {
+    mode: String,
+    flags: Vec<(String, String)>,
+}
+
+impl Args {
+    fn parse() -> Self {
+        let mut it = std::env::args().skip(1);
+        let mode = it.next().unwrap_or_else(|| "--smoke".into());
+        let rest: Vec<String> = it.collect();
+        let flags = rest.chunks(2).map(|c| (c[0].trim_start_matches("--").to_string(), c.get(1).cloned().unwrap_or_default())).collect();
+        Self { mode, flags }
+    }
+
+    fn get<T: std::str::FromStr>(&self, name: &str, default: T) -> T {
+        self.flags.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
+    }
+
+    fn arch(&self) -> Arch {
+        if self.get("arch", String::from("sd15")) == "tiny" { Arch::Tiny } else { Arch::Sd15 }
+    }
+
+    fn models_dir(&self) -> PathBuf {
+        self.flags.iter().find(|(k, _)| k == "models-dir").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(default_models_dir)
+    }
+}
+
+fn report(bench: &str, extra: serde_json::Value, s: &Samples) {
+    let mut v = json!({"bench": bench, "median_ms": round(s.median()), "min_ms": round(s.min()), "max_ms": round(s.max()), "n": s.ms.len()});
+    if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    println!("{v}");
+}
+
+fn round(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let latent = args.get("latent", 32usize);
+    let model = BenchModel::load(&ensure_checkpoint(arch, &args.models_dir())?)?;
+    let (s, std) = model.unet_cfg_step(latent, args.get("warmup", 1), args.get("iters", 5))?;
+    report("unet_cfg_step", json!({"arch": arch.name(), "latent": latent, "batch": 2, "eps_std": std, "load_ms": round(model.load_ms)}), &s);
+    Ok(())
+}
+
+fn parts(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let latent = args.get("latent", 32usize);
+    let iters = args.get("iters", 3);
+    let model = BenchModel::load(&ensure_checkpoint(arch, &args.models_dir())?)?;
+    report("text_encode", json!({"arch": arch.name(), "batch": 2}), &model.text_encode(1, iters)?);
+    report("vae_decode", json!({"arch": arch.name(), "latent": latent}), &model.vae_decode(latent, 1, iters)?);
+    Ok(())
+}
+
+fn ops(args: &Args) -> Result<(), BenchError> {
+    for op in time_ops(args.get("latent", 32usize), args.get("warmup", 1), args.get("iters", 5))? {
+        report("op", json!({"op": op.name}), &op.samples);
+    }
+    Ok(())
+}
+
+async fn txt2img(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let (size, steps, iters) = (args.get("size", 256usize), args.get("steps", 20usize), args.get("iters", 3usize));
+    let dir = args.models_dir();
+    ensure_checkpoint(arch, &dir)?;
+    let pipe = PipelineBench::new(&dir, &format!("bench-{}", arch.name()))?;
+    // The first request loads the checkpoint (hash + load): report it apart.
+    let first = pipe.txt2img(size, steps, 1).await?;
+    println!("{}", json!({"bench": "txt2img_first", "arch": arch.name(), "process_ms": round(first.process_ms)}));
+    let (mut total, mut exec, mut enc) = (Samples::default(), Samples::default(), Samples::default());
+    for i in 0..iters {
+        let r = pipe.txt2img(size, steps, 2 + i as u64).await?;
+        total.push(r.process_ms + r.encode_ms);
+        exec.push(r.execute_ms);
+        enc.push(r.encode_ms);
+    }
+    let extra = json!({"arch": arch.name(), "size": size, "steps": steps, "sampler": "Euler a"});
+    report("txt2img_total", extra.clone(), &total);
+    report("txt2img_execute", extra.clone(), &exec);
+    report("txt2img_png_base64", extra, &enc);
+    Ok(())
+}
+
+/// Every stage once on tiny shapes: proves the benchmark still builds and runs (CI), times nothing.
+async fn smoke(args: &Args) -> Result<(), BenchError> {
+    let dir = std::env::temp_dir().join(format!("sdapi-bench-smoke-{}", std::process::id()));
+    let mut a = Args { mode: String::new(), flags: vec![("models-dir".into(), dir.display().to_string()), ("iters".into(), "1".into()), ("warmup".into(), "0".into())] };
+    a.flags.push(("latent".into(), "8".into()));
+    unet(&a, Arch::Tiny)?;
+    parts(&a, Arch::Tiny)?;
+    for op in time_ops(8, 0, 1)? {
+        report("op", json!({"op": op.name}), &op.samples);
+    }
+    a.flags.extend([("size".into(), "64".into()), ("steps".into(), "2".into())]);
+    txt2img(&a, Arch::Tiny).await?;
+    overhead::run(&a, 1, 2).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = args;
+    println!("{}", json!({"bench": "smoke", "ok": true}));
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // Same allocator tuning as the server, so the figures are the server's.
+    sdapi_server::allocator::tune_allocator();
+    let args = Args::parse();
+    let arch = args.arch();
+    let result = match args.mode.as_str() {
+        "--smoke" | "smoke" => smoke(&args).await,
+        "unet" => unet(&args, arch),
+        "parts" => parts(&args, arch),
+        "ops" => ops(&args),
+        "txt2img" => txt2img(&args, arch).await,
+        "overhead" => overhead::run(&args, args.get("iters", 10), args.get("steps", 20)).await,
+        "coldstart" => coldstart::run(args.get("iters", 3)),
+        other => {
+            eprintln!("unknown mode {other:?}; see the doc comment of handler/server/src/bench/main.rs");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("bench failed: {e}");
+        std::process::exit(1);
+    }
+}
