@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use sdapi_protocol::api::cmd_flags::ServerFlags;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_core::models_dir::ModelIndex;
@@ -19,7 +19,8 @@ use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
 use crate::auth::{self, AuthOutcome};
 use crate::config::Config;
 use crate::errors::HandlerError;
-use crate::routes::{control, generation, listing, openapi, unsupported};
+use crate::routes::table::API_ROUTES;
+use crate::routes::{control, openapi};
 use crate::storage::Outputs;
 
 /// Everything the routes share.
@@ -137,47 +138,10 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
     HandlerError::Api(ApiError::runtime(msg)).into_response()
 }
 
-/// Every route of A1111's §2.1 (in its order), the Lora routes, and our own internal routes.
+/// Every route of A1111 v1.10.1's API (the table in `routes::table`), and our own internal routes.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
-    let sdapi = Router::new()
-        .route("/sdapi/v1/txt2img", post(generation::txt2img))
-        .route("/sdapi/v1/img2img", post(generation::img2img))
-        .route("/sdapi/v1/extra-single-image", post(unsupported::extras))
-        .route("/sdapi/v1/extra-batch-images", post(unsupported::extras))
-        .route("/sdapi/v1/png-info", post(listing::png_info))
-        .route("/sdapi/v1/progress", get(control::progress))
-        .route("/sdapi/v1/interrogate", post(unsupported::interrogate))
-        .route("/sdapi/v1/interrupt", post(control::interrupt))
-        .route("/sdapi/v1/skip", post(control::skip))
-        .route("/sdapi/v1/options", get(listing::get_options).post(listing::set_options))
-        .route("/sdapi/v1/cmd-flags", get(listing::cmd_flags))
-        .route("/sdapi/v1/samplers", get(listing::samplers))
-        .route("/sdapi/v1/schedulers", get(listing::schedulers))
-        .route("/sdapi/v1/upscalers", get(listing::upscalers))
-        .route("/sdapi/v1/latent-upscale-modes", get(listing::latent_upscale_modes))
-        .route("/sdapi/v1/sd-models", get(listing::sd_models))
-        .route("/sdapi/v1/sd-vae", get(listing::sd_vae))
-        .route("/sdapi/v1/hypernetworks", get(listing::empty_list))
-        .route("/sdapi/v1/face-restorers", get(listing::empty_list))
-        .route("/sdapi/v1/realesrgan-models", get(listing::empty_list))
-        .route("/sdapi/v1/prompt-styles", get(listing::empty_list))
-        .route("/sdapi/v1/embeddings", get(listing::embeddings))
-        .route("/sdapi/v1/refresh-embeddings", post(listing::refresh_noop))
-        .route("/sdapi/v1/refresh-checkpoints", post(listing::refresh_checkpoints))
-        .route("/sdapi/v1/refresh-vae", post(listing::refresh_checkpoints))
-        .route("/sdapi/v1/create/embedding", post(unsupported::training))
-        .route("/sdapi/v1/create/hypernetwork", post(unsupported::training))
-        .route("/sdapi/v1/train/embedding", post(unsupported::training))
-        .route("/sdapi/v1/train/hypernetwork", post(unsupported::training))
-        .route("/sdapi/v1/memory", get(listing::memory))
-        .route("/sdapi/v1/unload-checkpoint", post(control::unload_checkpoint))
-        .route("/sdapi/v1/reload-checkpoint", post(control::reload_checkpoint))
-        .route("/sdapi/v1/scripts", get(listing::scripts))
-        .route("/sdapi/v1/script-info", get(listing::empty_list))
-        .route("/sdapi/v1/extensions", get(listing::empty_list))
-        .route("/sdapi/v1/loras", get(listing::empty_list))
-        .route("/sdapi/v1/refresh-loras", post(listing::refresh_noop));
+    let sdapi = API_ROUTES.iter().fold(Router::new(), |router, r| router.route(r.path, (r.handler)()));
     Router::new()
         .merge(sdapi)
         .route("/", get(control::root))

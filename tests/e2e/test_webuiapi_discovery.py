@@ -47,7 +47,8 @@ def test_sd_models_lists_bundled_checkpoint(ctx):
     assert m["hash"] == MODEL_HASH
     assert m["sha256"] == "7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd"
     assert m["filename"].endswith("tiny-sd15.safetensors"), m["filename"]
-    assert m["config"] is None
+    # The sidecar config beside the file is reported, as A1111 does.
+    assert m["config"].endswith("tiny-sd15.yaml"), m["config"]
     assert client(ctx).util_get_model_names()[0] == MODEL_TITLE
     assert models[1]["config"].endswith("tiny-sd2v.yaml"), models[1]
 

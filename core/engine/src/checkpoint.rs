@@ -12,6 +12,7 @@ use crate::loader::text_names::{
     SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_TEXT_PROJECTION,
 };
 use crate::schedule::{self, BetaSchedule};
+use crate::shipped_config::ShippedConfig;
 
 /// Model generation, recognised from tensor names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub struct Checkpoint {
     pub store: TensorStore,
     pub family: ModelFamily,
     pub prediction: PredictionType,
+    /// What the shipped configs say (heads, scale factor); gaps are filled by the family defaults.
+    pub shipped: ShippedConfig,
     /// DDPM `alphas_cumprod` (1000 entries for SD), from the file or computed.
     pub alphas_cumprod: Vec<f32>,
 }
@@ -50,8 +53,10 @@ pub fn open_checkpoint(path: &Path) -> Result<Checkpoint, EngineError> {
     }
 }
 
-/// Refuses pickle files by extension or content (zip-based torch saves start with `PK`, raw
-/// pickles with protocol byte 0x80).
+/// Refuses pickle files by extension or content. Content is judged by structure: a safetensors
+/// file starts with an 8-byte little-endian header length followed by that many bytes of JSON,
+/// so its first byte is arbitrary (a header length ending in 0x80 is common); only a file that
+/// is not laid out that way is checked for torch's zip (`PK`) or raw pickle (0x80) magic.
 fn reject_pickle(path: &Path) -> Result<(), EngineError> {
     let ext = path
         .extension()
@@ -61,15 +66,33 @@ fn reject_pickle(path: &Path) -> Result<(), EngineError> {
     if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
         return Err(EngineError::PickleNotSupported(path.to_path_buf()));
     }
-    let mut head = [0u8; 4];
-    let mut file = std::fs::File::open(path).map_err(|source| EngineError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if file.read_exact(&mut head).is_ok() && (head.starts_with(b"PK\x03\x04") || head[0] == 0x80) {
+    let io = |source| EngineError::Io { path: path.to_path_buf(), source };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let mut head = [0u8; 9];
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]).map_err(io)? {
+            0 => break,
+            n => read += n,
+        }
+    }
+    if read == head.len() && looks_like_safetensors(&head, len) {
+        return Ok(());
+    }
+    if read >= 4 && head.starts_with(b"PK\x03\x04") || read >= 1 && head[0] == 0x80 {
         return Err(EngineError::PickleNotSupported(path.to_path_buf()));
     }
     Ok(())
+}
+
+/// `head`: the first 9 bytes of a file of `len` bytes. True when they are a plausible safetensors
+/// start: a header length that fits in the file, then the JSON header's opening brace.
+pub(crate) fn looks_like_safetensors(head: &[u8; 9], len: u64) -> bool {
+    let mut n = [0u8; 8];
+    n.copy_from_slice(&head[..8]);
+    let header_len = u64::from_le_bytes(n);
+    header_len >= 2 && header_len <= len.saturating_sub(8) && head[8] == b'{'
 }
 
 fn open_safetensors(path: &Path) -> Result<SafetensorsFile, EngineError> {
@@ -146,39 +169,14 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, EngineError> {
             .to_vec1::<f32>()?,
         None => schedule::alphas_cumprod(schedule::SD_BETAS, 1000),
     };
+    let shipped = ShippedConfig::from_sidecar_yaml(path)?;
     Ok(Checkpoint {
         store,
         family,
-        prediction: yaml_prediction(path)?,
+        prediction: shipped.prediction.unwrap_or(PredictionType::Eps),
+        shipped,
         alphas_cumprod,
     })
-}
-
-/// A1111's way to mark v-prediction: `<checkpoint stem>.yaml` beside the file with
-/// `parameterization: "v"` (only that key matters here, so no YAML parser). No yaml → eps.
-fn yaml_prediction(checkpoint: &Path) -> Result<PredictionType, EngineError> {
-    let yaml = checkpoint.with_extension("yaml");
-    let text = match std::fs::read_to_string(&yaml) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PredictionType::Eps),
-        Err(source) => return Err(EngineError::Io { path: yaml, source }),
-    };
-    Ok(parameterization_in_yaml(&text))
-}
-
-/// `PredictionType::V` when a `parameterization:` key has the value `v` (quoted or not).
-pub(crate) fn parameterization_in_yaml(text: &str) -> PredictionType {
-    let is_v = text.lines().any(|line| {
-        let line = line.split('#').next().unwrap_or_default().trim();
-        line.strip_prefix("parameterization:")
-            .map(|v| v.trim().trim_matches(|c| c == '"' || c == '\'').trim() == "v")
-            .unwrap_or(false)
-    });
-    if is_v {
-        PredictionType::V
-    } else {
-        PredictionType::Eps
-    }
 }
 
 /// The weights file of a diffusers component folder (full precision preferred).
@@ -256,6 +254,7 @@ fn open_diffusers_folder(folder: &Path) -> Result<Checkpoint, EngineError> {
         store,
         family,
         prediction: scheduler.prediction,
+        shipped: ShippedConfig::from_diffusers_folder(folder)?,
         alphas_cumprod: schedule::alphas_cumprod(scheduler.betas, scheduler.train_steps),
     })
 }

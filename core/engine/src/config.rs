@@ -1,44 +1,33 @@
 //! Architecture configs of the three networks, inferred from tensor shapes.
 //!
 //! Everything is read from the canonical (LDM) tensor names of a [`TensorStore`]; nothing is
-//! guessed from file names. The only facts shapes cannot tell are the attention head counts,
-//! fixed per model family (see [`UnetHeads`] and [`ClipConfig::heads_for_width`]).
+//! guessed from file names. The only facts shapes cannot tell are the attention head counts: they
+//! come from the configs shipped with the model (`crate::shipped_config`), else from the family's
+//! published defaults (`crate::model`), and are passed in here.
 
 use crate::EngineError;
-use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::loader::diffusers_names::{UNET_PREFIX, VAE_PREFIX};
 use crate::loader::tensor_store::TensorStore;
 
 /// How the UNet's attention layers split channels into heads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnetHeads {
-    /// The same number of heads at every level (SD 1.x: 8).
+    /// The same number of heads at every level (LDM `num_heads`; SD 1.x: 8).
     Count(usize),
-    /// A fixed head size (SD 2.x / SDXL: 64).
+    /// A fixed head width (LDM `num_head_channels`; SD 2.x / SDXL: 64).
     HeadDim(usize),
-    /// `head_dim`-wide heads where the channels are a multiple of it (every real SD 2.x / SDXL
-    /// level: 320, 640, 1280 with 64), else `narrow_head_dim`-wide heads (test models narrower
-    /// than 64 channels; the parity fixtures use 16: 32 channels = 2 heads).
-    HeadDimOr {
-        head_dim: usize,
-        narrow_head_dim: usize,
-    },
+    /// A head count per resolution level, the middle block taking the last (diffusers'
+    /// `attention_head_dim` / `num_attention_heads` lists).
+    PerLevel(Vec<usize>),
 }
 
 impl UnetHeads {
-    pub fn heads_for(&self, channels: usize) -> usize {
-        match *self {
-            UnetHeads::Count(n) => n,
-            UnetHeads::HeadDim(d) => (channels / d).max(1),
-            UnetHeads::HeadDimOr {
-                head_dim,
-                narrow_head_dim,
-            } => {
-                if head_dim > 0 && channels >= head_dim && channels.is_multiple_of(head_dim) {
-                    channels / head_dim
-                } else {
-                    (channels / narrow_head_dim.max(1)).max(1)
-                }
-            }
+    /// Heads of the attention at `level` (0 = full resolution) with `channels` channels.
+    pub fn heads_at(&self, level: usize, channels: usize) -> usize {
+        match self {
+            UnetHeads::Count(n) => *n,
+            UnetHeads::HeadDim(d) => channels / (*d).max(1),
+            UnetHeads::PerLevel(list) => list.get(level).or(list.last()).copied().unwrap_or(0),
         }
     }
 }
@@ -160,6 +149,35 @@ impl UnetConfig {
     }
 }
 
+impl UnetConfig {
+    /// The head count at each resolution level (the middle block uses the last): what the
+    /// different ways of stating heads (count, width, per-level list) amount to for this UNet.
+    pub fn level_heads(&self) -> Vec<usize> {
+        (0..self.channel_mult.len())
+            .map(|level| self.heads.heads_at(level, self.model_channels * self.channel_mult[level]))
+            .collect()
+    }
+
+    /// Every attention layer must split its channels into whole heads.
+    pub fn check_heads(&self) -> Result<(), EngineError> {
+        let levels = self.channel_mult.len();
+        let attention_levels = (0..levels)
+            .filter(|&l| self.transformer_depth[l] > 0)
+            .chain((self.transformer_depth_middle > 0).then_some(levels.saturating_sub(1)));
+        for level in attention_levels {
+            let channels = self.model_channels * self.channel_mult[level];
+            let heads = self.heads.heads_at(level, channels);
+            if heads == 0 || !channels.is_multiple_of(heads) {
+                return Err(EngineError::Unsupported(format!(
+                    "UNet attention at level {level} has {channels} channels, which {:?} does not split into whole heads; ship the model's config (diffusers unet/config.json or <checkpoint>.yaml)",
+                    self.heads
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One resolution level of the input blocks, as found while scanning tensor names.
 #[derive(Default)]
 struct ScannedLevel {
@@ -263,29 +281,18 @@ pub struct ClipConfig {
 }
 
 impl ClipConfig {
-    /// Heads are not visible in the weights: real CLIP text encoders (L/14: 768, OpenCLIP H: 1024,
-    /// bigG: 1280) all use 64-wide heads; narrower test models use 8-wide heads with at least 2
-    /// heads (the tiny fixtures: width 32 → 4 heads, 24 → 3, 16 → 2, 8 → 2).
-    pub fn heads_for_width(hidden: usize) -> usize {
-        if hidden >= 64 && hidden.is_multiple_of(64) {
-            hidden / 64
-        } else if hidden >= 2 && hidden.is_multiple_of(2) {
-            (hidden / 8).max(2)
-        } else {
-            1
-        }
-    }
-
-    /// Infers the SD 1.x text encoder (`cond_stage_model.transformer.text_model.*`).
-    pub fn infer(store: &TensorStore, activation: ClipActivation) -> Result<Self, EngineError> {
-        Self::infer_at(store, CLIP_PREFIX, activation)
-    }
+    /// Every published CLIP text encoder (L/14: 768 wide, OpenCLIP H: 1024, bigG: 1280) uses
+    /// 64-wide heads; that is the default when no config names the head count.
+    pub const PUBLISHED_HEAD_DIM: usize = 64;
 
     /// Infers a text tower stored in transformers naming under `prefix` (`…text_model.`).
+    /// `heads`: from the shipped config; `None` takes the published 64-wide heads, and a width
+    /// that does not divide into them is an error asking for the config.
     pub fn infer_at(
         store: &TensorStore,
         prefix: &str,
         activation: ClipActivation,
+        heads: Option<usize>,
     ) -> Result<Self, EngineError> {
         let shape = |name: &str| store.require_shape(&format!("{prefix}{name}"));
         let token = shape("embeddings.token_embedding.weight")?;
@@ -296,11 +303,25 @@ impl ClipConfig {
                 "{prefix}encoder.layers.0.layer_norm1.weight"
             )));
         }
+        let num_heads = match heads {
+            Some(n) => n,
+            None if hidden_size.is_multiple_of(Self::PUBLISHED_HEAD_DIM) => hidden_size / Self::PUBLISHED_HEAD_DIM,
+            None => {
+                return Err(EngineError::Unsupported(format!(
+                    "the text encoder at {prefix} is {hidden_size} wide, not a multiple of the published 64-wide heads, and no config names its attention heads; ship the model's config (diffusers text_encoder/config.json, or an `arch: {{num_attention_heads: N}}` entry in <checkpoint>.yaml)"
+                )));
+            }
+        };
+        if num_heads == 0 || !hidden_size.is_multiple_of(num_heads) {
+            return Err(EngineError::Unsupported(format!(
+                "the text encoder at {prefix} is {hidden_size} wide, which does not split into {num_heads} heads"
+            )));
+        }
         Ok(Self {
             vocab_size,
             hidden_size,
             num_layers,
-            num_heads: Self::heads_for_width(hidden_size),
+            num_heads,
             intermediate_size: shape("encoder.layers.0.mlp.fc1.weight")?[0],
             max_positions: shape("embeddings.position_embedding.weight")?[0],
             activation,

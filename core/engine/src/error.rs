@@ -28,6 +28,8 @@ pub enum EngineError {
     },
     #[error("unsupported architecture: {0}")]
     Unsupported(String),
+    #[error("invalid model config {path}: {message}")]
+    ModelConfig { path: PathBuf, message: String },
     #[error("invalid scheduler config {path}: {message}")]
     SchedulerConfig { path: PathBuf, message: String },
     #[error("tensor error: {0}")]

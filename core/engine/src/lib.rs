@@ -30,6 +30,7 @@ pub mod preview;
 pub mod rng;
 pub mod sampling;
 pub mod schedule;
+pub mod shipped_config;
 pub mod text;
 pub mod unet;
 pub mod vae;

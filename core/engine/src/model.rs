@@ -19,17 +19,17 @@ use crate::text::{ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClip
 use crate::unet::UNetModel;
 use crate::vae::AutoencoderKl;
 
+// The families' published defaults (A1111's v1-inference.yaml, v2-inference(-v).yaml,
+// sd_xl_base.yaml), used where the shipped configs say nothing.
+
 /// SD 1.x / 2.x latent scale factor.
 pub const SD_VAE_SCALE_FACTOR: f64 = 0.18215;
 /// SDXL latent scale factor.
 pub const SDXL_VAE_SCALE_FACTOR: f64 = 0.13025;
-/// SD 1.x UNets use 8 heads at every level.
+/// SD 1.x UNets use 8 heads at every level (`num_heads: 8`).
 pub const SD1_UNET_HEADS: UnetHeads = UnetHeads::Count(8);
-/// SD 2.x / SDXL UNets use 64-wide heads; see [`UnetHeads::HeadDimOr`] for narrow test models.
-pub const SD2_SDXL_UNET_HEADS: UnetHeads = UnetHeads::HeadDimOr {
-    head_dim: 64,
-    narrow_head_dim: 16,
-};
+/// SD 2.x / SDXL UNets use 64-wide heads (`num_head_channels: 64`).
+pub const SD2_SDXL_UNET_HEADS: UnetHeads = UnetHeads::HeadDim(64);
 /// OpenCLIP-H has 24 layers; diffusers SD 2.x exports keep only the first 23.
 const OPEN_CLIP_H_WIDTH: usize = 1024;
 const OPEN_CLIP_H_TRUNCATED_LAYERS: usize = 23;
@@ -64,15 +64,17 @@ impl LoadedModel {
             checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
         }
         let store = Arc::new(ckpt.store);
-        let (heads, vae_scale) = match ckpt.family {
+        let shipped = ckpt.shipped;
+        let (default_heads, default_scale) = match ckpt.family {
             ModelFamily::Sd1 => (SD1_UNET_HEADS, SD_VAE_SCALE_FACTOR),
             ModelFamily::Sd2 => (SD2_SDXL_UNET_HEADS, SD_VAE_SCALE_FACTOR),
             ModelFamily::Sdxl => (SD2_SDXL_UNET_HEADS, SDXL_VAE_SCALE_FACTOR),
         };
-        let unet_config = UnetConfig::infer(&store, heads)?;
-        let vae_config = VaeConfig::infer(&store, vae_scale)?;
+        let unet_config = UnetConfig::infer(&store, shipped.unet_heads.clone().unwrap_or(default_heads))?;
+        unet_config.check_heads()?;
+        let vae_config = VaeConfig::infer(&store, shipped.vae_scale_factor.unwrap_or(default_scale))?;
         let vb = store.var_builder(dtype, device);
-        let text = load_text_encoders(ckpt.family, &store, &vb)?;
+        let text = load_text_encoders(ckpt.family, &store, &vb, shipped.text_heads)?;
         if let TextEncoders::Sdxl { clip_g, .. } = &text {
             check_sdxl_vector_width(&unet_config, &clip_g.text_projection)?;
         }
@@ -161,22 +163,24 @@ impl LoadedModel {
     }
 }
 
+/// `heads`: the shipped configs' head counts of the first and second text encoder.
 fn load_text_encoders(
     family: ModelFamily,
     store: &Arc<loader::tensor_store::TensorStore>,
     vb: &candle_nn::VarBuilder<'static>,
+    heads: [Option<usize>; 2],
 ) -> Result<TextEncoders, EngineError> {
-    let tower = |prefix: &str, activation| -> Result<ClipTextModel, EngineError> {
-        let config = ClipConfig::infer_at(store, prefix, activation)?;
+    let tower = |prefix: &str, activation, heads| -> Result<ClipTextModel, EngineError> {
+        let config = ClipConfig::infer_at(store, prefix, activation, heads)?;
         Ok(ClipTextModel::new(
             config,
             vb.pp(prefix.trim_end_matches('.')),
         )?)
     };
     Ok(match family {
-        ModelFamily::Sd1 => TextEncoders::Sd1(tower(CLIP_PREFIX, ClipActivation::QuickGelu)?),
+        ModelFamily::Sd1 => TextEncoders::Sd1(tower(CLIP_PREFIX, ClipActivation::QuickGelu, heads[0])?),
         ModelFamily::Sd2 => {
-            let open_clip = tower(SD2_TEXT_PREFIX, ClipActivation::Gelu)?;
+            let open_clip = tower(SD2_TEXT_PREFIX, ClipActivation::Gelu, heads[0])?;
             let c = open_clip.config();
             let last_layer_dropped =
                 c.hidden_size == OPEN_CLIP_H_WIDTH && c.num_layers == OPEN_CLIP_H_TRUNCATED_LAYERS;
@@ -186,8 +190,8 @@ fn load_text_encoders(
             }
         }
         ModelFamily::Sdxl => {
-            let clip_l = tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu)?;
-            let model = tower(SDXL_CLIP_G_PREFIX, ClipActivation::Gelu)?;
+            let clip_l = tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu, heads[0])?;
+            let model = tower(SDXL_CLIP_G_PREFIX, ClipActivation::Gelu, heads[1])?;
             let width = model.config().hidden_size;
             let shape = store.require_shape(SDXL_TEXT_PROJECTION)?;
             if shape.len() != 2 || shape[0] != width {

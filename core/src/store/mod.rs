@@ -102,14 +102,5 @@ pub fn validate_key(key: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// MIME type and file extension for A1111's `samples_format` option (`png`, `jpg`, `webp`).
-pub fn format_for(samples_format: &str) -> (&'static str, &'static str) {
-    match samples_format.to_ascii_lowercase().as_str() {
-        "jpg" | "jpeg" => ("image/jpeg", "jpg"),
-        "webp" => ("image/webp", "webp"),
-        _ => ("image/png", "png"),
-    }
-}
-
 #[cfg(test)]
 mod tests;

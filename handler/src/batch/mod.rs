@@ -11,7 +11,8 @@ pub mod file;
 use std::time::SystemTime;
 
 use sdapi_core::processing::{GenerationRequest, Processed, process_images};
-use sdapi_core::store::{PutOptions, StoreError, format_for, validate_key};
+use sdapi_core::store::{PutOptions, StoreError, validate_key};
+use sdapi_protocol::images::SampleFormat;
 use serde_json::{Value, json};
 
 pub use events::{handle_event, is_batch_event};
@@ -126,7 +127,14 @@ async fn run_entry(state: &AppState, job_id: &str, entry: &JobEntry) -> Result<V
             return Ok(result);
         }
     };
-    let (content_type, ext) = format_for(&processed.options.samples_format());
+    let format = match SampleFormat::from_options(&processed.options) {
+        Ok(format) => format,
+        Err(e) => {
+            result["error"] = file::api_error_json(&e);
+            return Ok(result);
+        }
+    };
+    let (content_type, ext) = (format.mime_type(), format.extension());
     let folder = format!("batch/{job_id}/{}", entry.folder());
     let mut keys = Vec::with_capacity(processed.images.len());
     for (i, (img, infotext)) in processed.images.iter().zip(&processed.infotexts).enumerate() {

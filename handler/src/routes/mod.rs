@@ -4,6 +4,7 @@ pub mod control;
 pub mod generation;
 pub mod listing;
 pub mod openapi;
+pub mod table;
 pub mod unsupported;
 
 use axum::body::Bytes;

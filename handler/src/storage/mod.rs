@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
-use sdapi_protocol::images::{encode_jpeg, encode_png, encode_webp, to_base64};
+use sdapi_protocol::images::{SampleFormat, encode_sample, to_base64};
 use sdapi_core::processing::Processed;
 use sdapi_core::store::naming::today;
-use sdapi_core::store::{LocalStore, OutputStore, PutOptions, SampleNamer, StoredObject, format_for, sample_folder};
+use sdapi_core::store::{LocalStore, OutputStore, PutOptions, SampleNamer, StoredObject, sample_folder};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
@@ -83,17 +83,10 @@ pub struct SavedOutputs {
     pub failures: Vec<String>,
 }
 
-/// `encode_pil_to_base64`'s format choice, returning the bytes (the store needs them unencoded).
+/// A generated image in the options' format, as bytes (the store needs them unencoded).
 pub fn encode_image(img: &sdapi_core::runner::RgbImage, infotext: &str, opts: &Options) -> Result<Vec<u8>, ApiError> {
     let buf = img.to_image().ok_or_else(|| ApiError::runtime("generated image has an invalid size"))?;
-    let info = opts.enable_pnginfo().then_some(infotext);
-    match opts.samples_format().as_str() {
-        "png" => encode_png(&buf, info),
-        "jpg" | "jpeg" => encode_jpeg(&buf, info, opts.jpeg_quality().clamp(1, 100) as u8),
-        "webp" => encode_webp(&buf, info),
-        _ => return Err(ApiError::invalid_image_format()),
-    }
-    .map_err(|e| ApiError::python("OSError", e.to_string()))
+    encode_sample(&buf, Some(infotext), opts)
 }
 
 /// One encoded image on its way to the store.
@@ -120,7 +113,8 @@ pub async fn save_and_encode(
     if !send && !save {
         return Ok(SavedOutputs::default());
     }
-    let (content_type, ext) = format_for(&processed.options.samples_format());
+    let format = SampleFormat::from_options(&processed.options)?;
+    let (content_type, ext) = (format.mime_type(), format.extension());
     // Bounded: the encoder waits rather than piling up every PNG in memory when the store is slow.
     let (tx, rx) = mpsc::channel::<ToStore>(2);
     let writer = save.then(|| {
@@ -195,7 +189,11 @@ async fn write_samples(
 
 /// Stores already-encoded images (the over-limit path stores what it could not return).
 pub async fn store_encoded(outputs: &Outputs, processed: &Processed, images: Vec<Vec<u8>>) -> SavedOutputs {
-    let (content_type, ext) = format_for(&processed.options.samples_format());
+    let format = match SampleFormat::from_options(&processed.options) {
+        Ok(format) => format,
+        Err(e) => return SavedOutputs { failures: vec![e.to_string()], ..SavedOutputs::default() },
+    };
+    let (content_type, ext) = (format.mime_type(), format.extension());
     let folder = sample_folder(processed.mode, &processed.options, &today());
     let (tx, rx) = mpsc::channel::<ToStore>(images.len().max(1));
     for (i, bytes) in images.into_iter().enumerate() {

@@ -67,16 +67,16 @@ impl Arch {
     }
 
     pub fn clip(self) -> ClipConfig {
-        let (hidden, layers) = match self {
-            Arch::Sd15 => (768, 12),
-            Arch::Tiny => (32, 2),
+        let (hidden, layers, heads) = match self {
+            Arch::Sd15 => (768, 12, 12),
+            Arch::Tiny => (32, 2, 4),
         };
         ClipConfig {
             // The real vocabulary size: the request path tokenizes with the real CLIP BPE.
             vocab_size: 49408,
             hidden_size: hidden,
             num_layers: layers,
-            num_heads: ClipConfig::heads_for_width(hidden),
+            num_heads: heads,
             intermediate_size: 4 * hidden,
             max_positions: 77,
             activation: ClipActivation::QuickGelu,
@@ -196,6 +196,13 @@ pub fn write_checkpoint(arch: Arch, path: &Path, seed: u64) -> Result<u64, Bench
     // Write to a temporary name first: a half-written file must never be mistaken for a cache hit.
     let tmp = path.with_extension("partial");
     candle_core::safetensors::save(&tensors, &tmp)?;
+    // The config a user would ship beside it: the text encoder's head count is not in the tensors.
+    let yaml = path.with_extension("yaml");
+    let text = format!(
+        "model:\n  params:\n    unet_config:\n      params:\n        num_heads: 8\n    cond_stage_config:\n      arch:\n        num_attention_heads: {}\n",
+        arch.clip().num_heads
+    );
+    std::fs::write(&yaml, text).map_err(|e| BenchError::Io(yaml.display().to_string(), e))?;
     std::fs::rename(&tmp, path).map_err(|e| BenchError::Io(path.display().to_string(), e))?;
     Ok(params)
 }
@@ -204,7 +211,7 @@ pub fn write_checkpoint(arch: Arch, path: &Path, seed: u64) -> Result<u64, Bench
 /// models layout), written once and reused.
 pub fn ensure_checkpoint(arch: Arch, models_dir: &Path) -> Result<std::path::PathBuf, BenchError> {
     let path = models_dir.join("Stable-diffusion").join(format!("bench-{}.safetensors", arch.name()));
-    if !path.exists() {
+    if !path.exists() || !path.with_extension("yaml").exists() {
         write_checkpoint(arch, &path, 0x5d_a9_15)?;
     }
     Ok(path)

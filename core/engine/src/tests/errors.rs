@@ -17,9 +17,12 @@ fn load(path: &std::path::Path) -> Result<LoadedModel, EngineError> {
     LoadedModel::load(path, None, &Device::Cpu, DType::F32)
 }
 
+/// Writes `tensors` with the fixture's sidecar config beside them (the tiny model's heads), so
+/// the error under test is the one the tensors cause.
 fn write(name: &str, tensors: &HashMap<String, Tensor>) -> std::path::PathBuf {
     let path = temp_path(name);
     candle_core::safetensors::save(tensors, &path).unwrap();
+    std::fs::copy(single_file_path().with_extension("yaml"), path.with_extension("yaml")).unwrap();
     path
 }
 
@@ -81,6 +84,28 @@ fn pickle_checkpoints_are_refused() {
         load(&disguised),
         Err(EngineError::PickleNotSupported(_))
     ));
+}
+
+/// A valid safetensors file whose header length ends in byte 0x80 (the first byte of the file)
+/// is a safetensors file, not a pickle: the fixture with its JSON header padded to 0x180 bytes.
+#[test]
+fn safetensors_with_header_length_ending_in_0x80_loads() {
+    let bytes = std::fs::read(single_file_path()).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let padded = (header_len / 256 + 1) * 256 + 0x80;
+    let mut out = Vec::with_capacity(bytes.len() + padded);
+    out.extend_from_slice(&(padded as u64).to_le_bytes());
+    out.extend_from_slice(&bytes[8..8 + header_len]);
+    out.resize(8 + padded, b' '); // JSON whitespace, as the safetensors format allows
+    out.extend_from_slice(&bytes[8 + header_len..]);
+    assert_eq!(out[0], 0x80);
+    let path = temp_path("header-0x80.safetensors");
+    std::fs::write(&path, &out).unwrap();
+    // The sidecar config goes with it.
+    std::fs::copy(single_file_path().with_extension("yaml"), path.with_extension("yaml")).unwrap();
+    let model = load(&path).expect("a safetensors file is recognised by its structure");
+    assert_eq!(model.unet.config(), super::model().unet.config());
+    assert_eq!(model.alphas_cumprod, super::model().alphas_cumprod);
 }
 
 #[test]

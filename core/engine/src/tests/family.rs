@@ -11,7 +11,7 @@ use sdapi_protocol::choices::EmphasisMode as Emphasis;
 
 use crate::text::CHUNK_TOKENS as CHUNK_LEN;
 use crate::text::encoders::{OPEN_CLIP_PAD_ID, open_clip_ids};
-use crate::{ChunkColumn, LoadedModel, ModelFamily, PredictionType, SdxlSizes, to_rgb8};
+use crate::{ChunkColumn, LoadedModel, ModelFamily, PredictionType, SdxlSizes, UnetConfig, to_rgb8};
 
 const TOL: f32 = 1e-4;
 
@@ -147,8 +147,8 @@ fn families_and_prediction_are_read_from_the_files() {
     assert_eq!(unet.adm_in_channels, Some(60));
     assert_eq!(unet.context_dim, 24);
     assert!(unet.use_linear_proj);
-    assert_eq!(unet.heads.heads_for(32), 2);
-    assert_eq!(unet.heads.heads_for(640), 10, "real SDXL: 64-wide heads");
+    // tiny-sdxl.yaml: num_head_channels 16, so 32 channels make 2 heads.
+    assert_eq!(unet.heads.heads_at(1, 32), 2);
     let unet = sd2().unet.config();
     assert_eq!(unet.transformer_depth, vec![1, 0]);
     assert!(unet.use_linear_proj);
@@ -167,29 +167,24 @@ fn families_and_prediction_are_read_from_the_files() {
     );
 }
 
+/// A config without `parameterization` means eps (A1111's default); a narrow model with no config
+/// at all is refused with a message that asks for one, instead of guessing its heads.
 #[test]
-fn yaml_parameterization_is_read_like_a1111_configs() {
-    use crate::checkpoint::parameterization_in_yaml as p;
-    assert_eq!(
-        p("model:\n  params:\n    parameterization: \"v\"\n"),
-        PredictionType::V
-    );
-    assert_eq!(p("    parameterization: v # 768-v\n"), PredictionType::V);
-    assert_eq!(p("    parameterization: 'v'\n"), PredictionType::V);
-    assert_eq!(p("    parameterization: \"eps\"\n"), PredictionType::Eps);
-    assert_eq!(p("# parameterization: v\n"), PredictionType::Eps);
-    assert_eq!(p(""), PredictionType::Eps);
-}
-
-#[test]
-fn sd2_without_yaml_is_eps() {
+fn sd2_prediction_and_heads_come_from_the_yaml() {
     let dir = std::env::temp_dir().join(format!("sdapi-family-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("no-yaml-sd2.safetensors");
+    let copy = dir.join("no-v-sd2.safetensors");
     std::fs::copy(SD2.single_file(), &copy).unwrap();
+    let yaml = std::fs::read_to_string(SD2.single_file().with_extension("yaml")).unwrap();
+    let without_v: String = yaml.lines().filter(|l| !l.contains("parameterization")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(copy.with_extension("yaml"), without_v).unwrap();
     let model = load(&copy);
     assert_eq!(model.family, ModelFamily::Sd2);
     assert_eq!(model.prediction, PredictionType::Eps);
+
+    std::fs::remove_file(copy.with_extension("yaml")).unwrap();
+    let err = LoadedModel::load(&copy, None, &Device::Cpu, DType::F32).err().expect("no config, narrow model");
+    assert!(err.to_string().contains("ship the model's config"), "{err}");
     std::fs::remove_file(&copy).ok();
 }
 
@@ -511,7 +506,10 @@ fn assert_layouts_identical(single: &LoadedModel, family: &Family) {
     let folder = load(&family.diffusers());
     assert_eq!(folder.family, single.family);
     assert_eq!(folder.prediction, single.prediction);
-    assert_eq!(folder.unet.config(), single.unet.config());
+    // The folder states heads per level (unet/config.json), the file as a width (the yaml).
+    assert_eq!(folder.unet.config().level_heads(), single.unet.config().level_heads());
+    let same_heads = UnetConfig { heads: single.unet.config().heads.clone(), ..folder.unet.config().clone() };
+    assert_eq!(&same_heads, single.unet.config());
     assert_eq!(folder.vae.config(), single.vae.config());
     assert_eq!(folder.clip().config(), single.clip().config());
     assert_eq!(folder.alphas_cumprod, single.alphas_cumprod);

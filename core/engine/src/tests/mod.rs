@@ -4,6 +4,7 @@ mod errors;
 mod family;
 mod layouts;
 mod parity;
+mod shipped_configs;
 mod synthetic;
 
 use std::collections::HashMap;

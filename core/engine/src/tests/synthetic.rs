@@ -33,7 +33,7 @@ fn clip_config() -> ClipConfig {
         vocab_size: 1000,
         hidden_size: 48,
         num_layers: 2,
-        num_heads: ClipConfig::heads_for_width(48),
+        num_heads: 4,
         intermediate_size: 96,
         max_positions: 77,
         activation: ClipActivation::QuickGelu,
@@ -70,6 +70,12 @@ fn sizes_are_inferred_from_tensors_and_the_model_runs() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("synthetic.safetensors");
     vm.save(&path).unwrap();
+    // What the tensors cannot show: the 48-wide text encoder's 4 heads.
+    std::fs::write(
+        path.with_extension("yaml"),
+        "model:\n  params:\n    cond_stage_config:\n      arch:\n        num_attention_heads: 4\n",
+    )
+    .unwrap();
 
     let m = LoadedModel::load(&path, None, &Device::Cpu, DType::F32).unwrap();
     assert_eq!(m.unet.config(), &unet_config());

@@ -96,12 +96,12 @@ impl UNetModel {
         let emb_dim = cfg.time_embed_dim;
         let mc = cfg.model_channels;
         let levels = cfg.channel_mult.len();
-        let attention = |channels: usize, depth: usize, vb: VarBuilder| {
+        let attention = |level: usize, channels: usize, depth: usize, vb: VarBuilder| {
             SpatialTransformer::new(
                 channels,
                 depth,
                 cfg.context_dim,
-                cfg.heads.heads_for(channels),
+                cfg.heads.heads_at(level, channels),
                 cfg.use_linear_proj,
                 vb,
             )
@@ -125,6 +125,7 @@ impl UNetModel {
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
                     layers.push(Layer::Attention(attention(
+                        level,
                         ch,
                         cfg.transformer_depth[level],
                         vb.pp("1"),
@@ -145,7 +146,7 @@ impl UNetModel {
         let mb = vb.pp("middle_block");
         let middle_block = Block(vec![
             Layer::Res(ResBlock::new(ch, ch, emb_dim, mb.pp("0"))?),
-            Layer::Attention(attention(ch, cfg.transformer_depth_middle, mb.pp("1"))?),
+            Layer::Attention(attention(levels - 1, ch, cfg.transformer_depth_middle, mb.pp("1"))?),
             Layer::Res(ResBlock::new(ch, ch, emb_dim, mb.pp("2"))?),
         ]);
 
@@ -167,6 +168,7 @@ impl UNetModel {
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
                     layers.push(Layer::Attention(attention(
+                        level,
                         ch,
                         cfg.transformer_depth[level],
                         vb.pp("1"),

@@ -60,16 +60,57 @@ pub fn to_base64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// `encode_pil_to_base64`: format from `opts.samples_format`; the infotext goes in when
-/// `opts.enable_pnginfo`. Unknown formats → 500 "Invalid image format".
-pub fn encode_image_base64(img: &RgbImage, infotext: Option<&str>, opts: &Options) -> Result<String, ApiError> {
-    let info = if opts.enable_pnginfo() { infotext } else { None };
-    let bytes = match opts.samples_format().as_str() {
-        "png" => encode_png(img, info),
-        "jpg" | "jpeg" => encode_jpeg(img, info, opts.jpeg_quality().clamp(1, 100) as u8),
-        "webp" => encode_webp(img, info),
-        _ => return Err(ApiError::invalid_image_format()),
+/// The image formats of A1111's `samples_format` option: the one table of names, MIME types and
+/// file extensions, for the response, the local store, S3 and batch outputs alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleFormat {
+    Png,
+    Jpeg,
+    Webp,
+}
+
+impl SampleFormat {
+    /// `opts.samples_format` as `encode_pil_to_base64` reads it (lower-cased); any other value is
+    /// A1111's 500 "Invalid image format".
+    pub fn from_options(opts: &Options) -> Result<Self, ApiError> {
+        match opts.samples_format().as_str() {
+            "png" => Ok(Self::Png),
+            "jpg" | "jpeg" => Ok(Self::Jpeg),
+            "webp" => Ok(Self::Webp),
+            _ => Err(ApiError::invalid_image_format()),
+        }
     }
-    .map_err(|e| ApiError::python("OSError", e.to_string()))?;
-    Ok(to_base64(&bytes))
+
+    pub fn mime_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Webp => "image/webp",
+        }
+    }
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            Self::Png => "png",
+            Self::Jpeg => "jpg",
+            Self::Webp => "webp",
+        }
+    }
+}
+
+/// `encode_pil_to_base64` before the base64 step: the bytes in the options' format, with the
+/// infotext when `opts.enable_pnginfo`.
+pub fn encode_sample(img: &RgbImage, infotext: Option<&str>, opts: &Options) -> Result<Vec<u8>, ApiError> {
+    let info = if opts.enable_pnginfo() { infotext } else { None };
+    match SampleFormat::from_options(opts)? {
+        SampleFormat::Png => encode_png(img, info),
+        SampleFormat::Jpeg => encode_jpeg(img, info, opts.jpeg_quality().clamp(1, 100) as u8),
+        SampleFormat::Webp => encode_webp(img, info),
+    }
+    .map_err(|e| ApiError::python("OSError", e.to_string()))
+}
+
+/// `encode_pil_to_base64`: [`encode_sample`], then base64. Unknown formats → 500 "Invalid image format".
+pub fn encode_image_base64(img: &RgbImage, infotext: Option<&str>, opts: &Options) -> Result<String, ApiError> {
+    Ok(to_base64(&encode_sample(img, infotext, opts)?))
 }

@@ -8,7 +8,7 @@ pub mod read;
 pub mod resize;
 
 pub use decode::{DecodedImage, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode};
-pub use encode::{encode_image_base64, encode_jpeg, encode_png, encode_webp, to_base64};
+pub use encode::{SampleFormat, encode_image_base64, encode_jpeg, encode_png, encode_sample, encode_webp, to_base64};
 pub use read::read_infotext;
 pub use resize::resize_image;
 

@@ -1,5 +1,6 @@
 //! `parse_generation_parameters` (§3.4): infotext → dict, as `/png-info` returns it.
 
+use crate::prompt::parse_attention;
 use serde_json::{Map, Value};
 
 /// One `key: value` match of A1111's `re_param`
@@ -97,89 +98,11 @@ fn split_size(v: &str) -> Option<(String, String)> {
     (digits(w) && digits(h)).then(|| (w.to_string(), h.to_string()))
 }
 
-/// True if A1111's attention parser would give any fragment a weight ≠ 1.0
-/// (decides whether a default `Emphasis: Original` is added).
+/// True if A1111's attention parser gives any fragment but BREAK a weight ≠ 1.0 (decides
+/// whether a default `Emphasis: Original` is added). The same parser the conditioning uses; where
+/// A1111 would raise on a weight Python's `float` rejects, no emphasis is assumed.
 pub fn uses_emphasis(text: &str) -> bool {
-    let chars: Vec<char> = text.chars().collect();
-    let mut weights: Vec<(bool, f64)> = Vec::new(); // (is "BREAK" text, weight)
-    let mut round: Vec<usize> = Vec::new();
-    let mut square: Vec<usize> = Vec::new();
-    let multiply = |w: &mut Vec<(bool, f64)>, from: usize, m: f64| {
-        for e in w.iter_mut().skip(from) {
-            e.1 *= m;
-        }
-    };
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\\' {
-            let escaped = chars.get(i + 1).is_some_and(|n| matches!(n, '(' | ')' | '[' | ']' | '\\'));
-            weights.push((false, 1.0));
-            i += if escaped { 2 } else { 1 };
-        } else if c == '(' {
-            round.push(weights.len());
-            i += 1;
-        } else if c == '[' {
-            square.push(weights.len());
-            i += 1;
-        } else if c == ':' {
-            // `:\s*([+-]?[.\d]+)\s*\)` closes a round bracket with an explicit weight
-            let mut j = i + 1;
-            while j < chars.len() && chars[j].is_whitespace() {
-                j += 1;
-            }
-            let num_start = j;
-            if j < chars.len() && matches!(chars[j], '+' | '-') {
-                j += 1;
-            }
-            while j < chars.len() && (chars[j] == '.' || chars[j].is_ascii_digit()) {
-                j += 1;
-            }
-            let num: String = chars[num_start..j].iter().collect();
-            let mut k = j;
-            while k < chars.len() && chars[k].is_whitespace() {
-                k += 1;
-            }
-            let has_digits = num.chars().any(|c| c == '.' || c.is_ascii_digit());
-            if has_digits && k < chars.len() && chars[k] == ')' && !round.is_empty() {
-                let w = num.parse::<f64>().unwrap_or(1.0);
-                if let Some(from) = round.pop() {
-                    multiply(&mut weights, from, w);
-                }
-                i = k + 1;
-            } else {
-                weights.push((false, 1.0));
-                i += 1;
-            }
-        } else if c == ')' && !round.is_empty() {
-            if let Some(from) = round.pop() {
-                multiply(&mut weights, from, 1.1);
-            }
-            i += 1;
-        } else if c == ']' && !square.is_empty() {
-            if let Some(from) = square.pop() {
-                multiply(&mut weights, from, 1.0 / 1.1);
-            }
-            i += 1;
-        } else {
-            let mut j = i + 1;
-            if !matches!(c, ')' | ']') {
-                while j < chars.len() && !matches!(chars[j], '\\' | '(' | ')' | '[' | ']' | ':') {
-                    j += 1;
-                }
-            }
-            let t: String = chars[i..j].iter().collect();
-            weights.push((t.trim() == "BREAK", 1.0));
-            i = j;
-        }
-    }
-    for from in round {
-        multiply(&mut weights, from, 1.1);
-    }
-    for from in square {
-        multiply(&mut weights, from, 1.0 / 1.1);
-    }
-    weights.iter().any(|(is_break, w)| !is_break && *w != 1.0)
+    parse_attention(text).is_ok_and(|parts| parts.iter().any(|p| p.weight != 1.0 && p.text != "BREAK"))
 }
 
 /// A parsed `packaging.version` reduced to release numbers and a post-release number.
