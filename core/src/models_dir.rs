@@ -64,11 +64,35 @@ impl HashCache {
         Ok(())
     }
 
+    /// Records a digest computed elsewhere (the models sync hashes while downloading), so the
+    /// file is not read again to hash it.
+    pub fn record(&mut self, file: &Path, sha256: &str) -> Result<(), ModelsDirError> {
+        let meta = std::fs::metadata(file).map_err(|source| ModelsDirError::Io { path: file.to_path_buf(), source })?;
+        let key = file.to_string_lossy().into_owned();
+        self.entries.insert(key, CacheEntry { mtime: mtime_secs(&meta), size: meta.len(), sha256: sha256.to_ascii_lowercase() });
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Where the cache of a models root lives, and whether that root is writable: `cache.json` in
+    /// the root when it is (as A1111 keeps it), else a file in the temp dir (a read-only image,
+    /// e.g. `/opt` on Lambda). `SDAPI_HASH_CACHE` overrides the path.
+    pub fn location(root: &Path) -> (PathBuf, bool) {
+        let at_root = root.join("cache.json");
+        let writable = std::fs::OpenOptions::new().create(true).append(true).open(&at_root).is_ok();
+        let path = match std::env::var_os("SDAPI_HASH_CACHE") {
+            Some(p) => PathBuf::from(p),
+            None if writable => at_root,
+            None => std::env::temp_dir().join("sdapi-hash-cache.json"),
+        };
+        (path, writable)
+    }
+
     /// sha256 (lower-case hex) of a file, from the cache when path, mtime and size match.
     pub fn sha256(&mut self, file: &Path, policy: HashPolicy) -> Result<Option<String>, ModelsDirError> {
         let io = |source| ModelsDirError::Io { path: file.to_path_buf(), source };
         let meta = std::fs::metadata(file).map_err(io)?;
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0);
+        let mtime = mtime_secs(&meta);
         let key = file.to_string_lossy().into_owned();
         if let Some(e) = self.entries.get(&key) {
             if e.mtime == mtime && e.size == meta.len() {
@@ -85,7 +109,11 @@ impl HashCache {
     }
 }
 
-/// Streams a file through sha256.
+fn mtime_secs(meta: &std::fs::Metadata) -> u64 {
+    meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Streams a file through sha256 (the one implementation; the engine never hashes).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut f = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
@@ -225,17 +253,44 @@ pub struct ModelIndex {
 }
 
 impl ModelIndex {
-    /// Scans `<root>/Stable-diffusion` and `<root>/VAE`. Hashes are cached in
-    /// `<root>/cache.json` when the directory is writable (read-only roots, e.g. a Lambda image,
-    /// just hash again at start).
+    /// Scans `<root>/Stable-diffusion` and `<root>/VAE`. Each file is hashed once per version:
+    /// hashes are cached ([`HashCache::location`]). A writable root is hashed at scan; a
+    /// read-only root (a model baked into a Lambda image) lists cached hashes only and hashes a
+    /// checkpoint when it is first used ([`ModelIndex::ensure_hash`]), as A1111 does, so a cold
+    /// start does not read every checkpoint.
     pub fn scan(root: &Path) -> Result<Self, ModelsDirError> {
-        let mut cache = HashCache::load(root.join("cache.json"));
-        let checkpoints = scan_checkpoints(&root.join("Stable-diffusion"), &mut cache, HashPolicy::AtScan)?;
+        let (cache_path, writable) = HashCache::location(root);
+        let mut cache = HashCache::load(cache_path);
+        let policy = if writable { HashPolicy::AtScan } else { HashPolicy::CachedOnly };
+        let checkpoints = scan_checkpoints(&root.join("Stable-diffusion"), &mut cache, policy)?;
         if let Err(e) = cache.save() {
             tracing::debug!("hash cache not saved: {e}");
         }
         let vaes = scan_vaes(&root.join("VAE"));
         Ok(Self { root: root.to_path_buf(), checkpoints, vaes })
+    }
+
+    /// Hashes a checkpoint listed without one (read-only roots) and updates its listing (`hash`,
+    /// `sha256`, the title with the short hash), as A1111 does when it loads a model. Returns
+    /// the updated entry; diffusers folders have no hash.
+    pub fn ensure_hash(&mut self, name: &str) -> Result<Option<CheckpointInfo>, ModelsDirError> {
+        let Some(info) = self.checkpoints.iter_mut().find(|c| c.name == name) else {
+            return Ok(None);
+        };
+        if info.item.sha256.is_none() && !info.is_diffusers_folder {
+            let (cache_path, _) = HashCache::location(&self.root);
+            let mut cache = HashCache::load(cache_path);
+            if let Some(sha) = cache.sha256(Path::new(&info.item.filename), HashPolicy::AtScan)? {
+                let short = sha[..10.min(sha.len())].to_string();
+                info.item.title = format!("{} [{short}]", info.name);
+                info.item.hash = Some(short);
+                info.item.sha256 = Some(sha);
+            }
+            if let Err(e) = cache.save() {
+                tracing::debug!("hash cache not saved: {e}");
+            }
+        }
+        Ok(Some(info.clone()))
     }
 
     /// A1111's `checkpoint_aliases` lookup.
@@ -312,6 +367,24 @@ mod tests {
         let mut cache2 = HashCache::load(tmp.join("cache.json"));
         let again = scan_checkpoints(&sd, &mut cache2, HashPolicy::CachedOnly).unwrap();
         assert_eq!(again[1].item.hash.as_deref(), Some("7037055cdc"));
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    /// A read-only root lists unhashed checkpoints; the first use hashes one and fixes its listing.
+    #[test]
+    fn unhashed_checkpoints_are_hashed_on_first_use() {
+        let tmp = std::env::temp_dir().join(format!("sdapi-models-lazy-{}", std::process::id()));
+        let sd = tmp.join("Stable-diffusion");
+        std::fs::create_dir_all(&sd).unwrap();
+        std::fs::copy(fixture_models().join("tiny-sd15.safetensors"), sd.join("tiny-sd15.safetensors")).unwrap();
+        let checkpoints = scan_checkpoints(&sd, &mut HashCache::in_memory(), HashPolicy::CachedOnly).unwrap();
+        assert_eq!((checkpoints[0].item.hash.as_deref(), checkpoints[0].item.title.as_str()), (None, "tiny-sd15.safetensors"));
+        let mut index = ModelIndex { root: tmp.clone(), checkpoints, vaes: vec![] };
+        let hashed = index.ensure_hash("tiny-sd15.safetensors").unwrap().unwrap();
+        assert_eq!(hashed.item.hash.as_deref(), Some("7037055cdc"));
+        assert_eq!(hashed.item.title, "tiny-sd15.safetensors [7037055cdc]");
+        assert_eq!(index.checkpoints[0].item, hashed.item, "the listing is updated too");
+        assert!(index.ensure_hash("missing.safetensors").unwrap().is_none());
         std::fs::remove_dir_all(&tmp).ok();
     }
 

@@ -5,6 +5,7 @@
 mod support;
 
 use aws_sdk_s3::primitives::ByteStream;
+use sdapi_core::models_dir::{HashCache, HashPolicy};
 use sdapi_handler::storage::models_sync::{SyncError, sync_models};
 use support::Moto;
 
@@ -44,6 +45,11 @@ async fn models_are_synced_once_and_verified() {
     let local = dest.join("Stable-diffusion/tiny-sd15.safetensors");
     assert_eq!(std::fs::read(&local).unwrap(), ckpt);
     assert!(!dest.join("ignored.txt").exists(), "objects outside the prefix are not copied");
+    // The digest computed while downloading is in the index's hash cache: the scan after the sync
+    // finds it without reading the file again (CachedOnly never reads).
+    let (cache_path, _) = HashCache::location(&dest);
+    let cached = HashCache::load(cache_path).sha256(&local, HashPolicy::CachedOnly).unwrap();
+    assert_eq!(cached, Some(sha256_hex(&ckpt)));
 
     let second = sync_models(&client, "s3://models/sd/", &dest).await.unwrap();
     assert_eq!((second.downloaded, second.skipped), (0, 1), "present with the same size: skipped");

@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use sdapi_protocol::api::errors::ApiError;
-use crate::models_dir::ModelIndex;
+use crate::models_dir::{CheckpointInfo, ModelIndex};
 use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
@@ -178,6 +178,30 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
     }
 }
 
+/// The checkpoint with its hash (the infotext's `Model hash`): a read-only models root lists
+/// checkpoints unhashed, and the first request that uses one hashes it, once, off the async
+/// threads. A hashing failure is logged and the hash left out, as A1111 does.
+async fn ensure_hash(ctx: &ProcessingContext, checkpoint: CheckpointInfo) -> CheckpointInfo {
+    if checkpoint.item.sha256.is_some() || checkpoint.is_diffusers_folder {
+        return checkpoint;
+    }
+    let models = ctx.models.clone();
+    let name = checkpoint.name.clone();
+    let hashed = tokio::task::spawn_blocking(move || models.write().unwrap_or_else(|e| e.into_inner()).ensure_hash(&name)).await;
+    match hashed {
+        Ok(Ok(Some(updated))) => updated,
+        Ok(Ok(None)) => checkpoint,
+        Ok(Err(e)) => {
+            tracing::warn!(checkpoint = %checkpoint.name, "cannot hash: {e}");
+            checkpoint
+        }
+        Err(e) => {
+            tracing::warn!(checkpoint = %checkpoint.name, "hashing task failed: {e}");
+            checkpoint
+        }
+    }
+}
+
 /// Runs a generation request through the runner, batch by batch.
 pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
     let (p, mode_name, denoising_strength, img2img) = match &request {
@@ -219,6 +243,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         let mut shared = ctx.options.write().unwrap_or_else(|e| e.into_inner());
         *shared = opts.clone();
     }
+    let checkpoint = ensure_hash(ctx, checkpoint).await;
 
     // Resolve with Automatic conversion, store a concrete scheduler on p only when the request
     // named none, then resolve again without conversion (A1111's API, then `process_images`).

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
 use sha2::{Digest, Sha256};
+use sdapi_core::models_dir::HashCache;
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +69,7 @@ pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<Sync
     let started = Instant::now();
     let (bucket, prefix) = parse_s3_uri(uri)?;
     let mut report = SyncReport::default();
+    let mut hashed = Vec::new();
     let mut pages = client.list_objects_v2().bucket(&bucket).prefix(&prefix).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| s3_err("list", uri.to_string())(format!("{e:?}")))?;
@@ -83,15 +85,30 @@ pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<Sync
                 report.skipped += 1;
                 continue;
             }
-            report.bytes += download(client, &bucket, key, &path, want).await?;
+            let (bytes, sha256) = download(client, &bucket, key, &path, want).await?;
+            report.bytes += bytes;
             report.downloaded += 1;
+            hashed.push((path, sha256));
         }
+    }
+    // The digests computed while downloading go into the models index's hash cache: the scan
+    // that follows does not read the files again.
+    let (cache_path, _) = HashCache::location(dest);
+    let mut cache = HashCache::load(cache_path);
+    for (path, sha256) in &hashed {
+        if let Err(e) = cache.record(path, sha256) {
+            tracing::debug!("hash of {} not cached: {e}", path.display());
+        }
+    }
+    if let Err(e) = cache.save() {
+        tracing::debug!("hash cache not saved: {e}");
     }
     report.elapsed = started.elapsed();
     Ok(report)
 }
 
-async fn download(client: &Client, bucket: &str, key: &str, path: &Path, want: u64) -> Result<u64, SyncError> {
+/// Downloads one object; returns its size and sha256 (always computed while streaming).
+async fn download(client: &Client, bucket: &str, key: &str, path: &Path, want: u64) -> Result<(u64, String), SyncError> {
     let location = format!("s3://{bucket}/{key}");
     let resp = client
         .get_object()
@@ -120,15 +137,15 @@ async fn download(client: &Client, bucket: &str, key: &str, path: &Path, want: u
         let _ = tokio::fs::remove_file(&part).await;
         return Err(SyncError::SizeMismatch { key: key.into(), got, want });
     }
+    let got_sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
     if let Some(want_sha) = expected_sha {
-        let got_sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
         if got_sha != want_sha {
             let _ = tokio::fs::remove_file(&part).await;
             return Err(SyncError::HashMismatch { key: key.into(), got: got_sha, want: want_sha });
         }
     }
     tokio::fs::rename(&part, path).await.map_err(io(path))?;
-    Ok(got)
+    Ok((got, got_sha))
 }
 
 #[cfg(test)]
