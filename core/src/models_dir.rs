@@ -45,7 +45,8 @@ impl HashCache {
     /// Loads the cache file (missing or unreadable → empty).
     pub fn load(path: impl Into<PathBuf>) -> Self {
         let path = path.into();
-        let entries = std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+        let entries =
+            std::fs::read_to_string(&path).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
         Self { path: Some(path), entries, dirty: false }
     }
 
@@ -69,7 +70,10 @@ impl HashCache {
     pub fn record(&mut self, file: &Path, sha256: &str) -> Result<(), ModelsDirError> {
         let meta = std::fs::metadata(file).map_err(|source| ModelsDirError::Io { path: file.to_path_buf(), source })?;
         let key = file.to_string_lossy().into_owned();
-        self.entries.insert(key, CacheEntry { mtime: mtime_secs(&meta), size: meta.len(), sha256: sha256.to_ascii_lowercase() });
+        self.entries.insert(
+            key,
+            CacheEntry { mtime: mtime_secs(&meta), size: meta.len(), sha256: sha256.to_ascii_lowercase() },
+        );
         self.dirty = true;
         Ok(())
     }
@@ -142,7 +146,8 @@ pub struct CheckpointInfo {
 impl CheckpointInfo {
     /// A1111's `checkpoint_aliases` keys for this checkpoint.
     pub fn aliases(&self) -> Vec<String> {
-        let mut a = vec![self.item.title.clone(), self.name.clone(), self.name_no_ext.clone(), self.item.model_name.clone()];
+        let mut a =
+            vec![self.item.title.clone(), self.name.clone(), self.name_no_ext.clone(), self.item.model_name.clone()];
         if let Some(h) = &self.item.hash {
             a.push(h.clone());
         }
@@ -183,7 +188,11 @@ fn rel_name(root: &Path, p: &Path) -> String {
 
 /// Scans `<models>/Stable-diffusion` for `.safetensors`/`.ckpt` files and diffusers folders.
 /// Sorted by relative name (case-insensitive), as A1111 lists them.
-pub fn scan_checkpoints(sd_dir: &Path, cache: &mut HashCache, policy: HashPolicy) -> Result<Vec<CheckpointInfo>, ModelsDirError> {
+pub fn scan_checkpoints(
+    sd_dir: &Path,
+    cache: &mut HashCache,
+    policy: HashPolicy,
+) -> Result<Vec<CheckpointInfo>, ModelsDirError> {
     let mut files = Vec::new();
     walk(sd_dir, &mut files);
     let mut out = Vec::new();
@@ -194,7 +203,11 @@ pub fn scan_checkpoints(sd_dir: &Path, cache: &mut HashCache, policy: HashPolicy
             continue;
         }
         let name = rel_name(sd_dir, &path);
-        let name_no_ext = if is_folder { name.clone() } else { name.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(name.clone()) };
+        let name_no_ext = if is_folder {
+            name.clone()
+        } else {
+            name.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(name.clone())
+        };
         let sha256 = if is_folder { None } else { cache.sha256(&path, policy)? };
         let hash = sha256.as_ref().map(|s| s[..10].to_string());
         let title = match &hash {
@@ -234,7 +247,9 @@ pub fn scan_vaes(vae_dir: &Path) -> Vec<SDVaeItem> {
     walk(vae_dir, &mut files);
     let mut out: Vec<SDVaeItem> = files
         .into_iter()
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "ckpt" | "safetensors")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "ckpt" | "safetensors"))
+        })
         .map(|p| SDVaeItem {
             model_name: p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             filename: absolute(&p).to_string_lossy().into_owned(),
@@ -356,7 +371,10 @@ mod tests {
         assert!(sub.item.config.as_deref().unwrap().ends_with("sub/other.yaml"));
         let tiny = &cks[1];
         // sha256 of the fixture checkpoint, as recorded in its case.json files
-        assert_eq!(tiny.item.sha256.as_deref(), Some("7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd"));
+        assert_eq!(
+            tiny.item.sha256.as_deref(),
+            Some("7037055cdc2efc1c7d3397bd638c19bf2bdab17a999a002cc00e2a63c3cb5cfd")
+        );
         assert_eq!(tiny.item.title, "tiny-sd15.safetensors [7037055cdc]");
         assert_eq!(tiny.item.model_name, "tiny-sd15");
         for alias in ["tiny-sd15", "tiny-sd15.safetensors", "tiny-sd15.safetensors [7037055cdc]", "7037055cdc"] {
@@ -378,7 +396,10 @@ mod tests {
         std::fs::create_dir_all(&sd).unwrap();
         std::fs::copy(fixture_models().join("tiny-sd15.safetensors"), sd.join("tiny-sd15.safetensors")).unwrap();
         let checkpoints = scan_checkpoints(&sd, &mut HashCache::in_memory(), HashPolicy::CachedOnly).unwrap();
-        assert_eq!((checkpoints[0].item.hash.as_deref(), checkpoints[0].item.title.as_str()), (None, "tiny-sd15.safetensors"));
+        assert_eq!(
+            (checkpoints[0].item.hash.as_deref(), checkpoints[0].item.title.as_str()),
+            (None, "tiny-sd15.safetensors")
+        );
         let mut index = ModelIndex { root: tmp.clone(), checkpoints, vaes: vec![] };
         let hashed = index.ensure_hash("tiny-sd15.safetensors").unwrap().unwrap();
         assert_eq!(hashed.item.hash.as_deref(), Some("7037055cdc"));

@@ -9,12 +9,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use sdapi_protocol::api::cmd_flags::ServerFlags;
-use sdapi_protocol::api::errors::ApiError;
 use sdapi_core::models_dir::ModelIndex;
-use sdapi_protocol::api::options::Options;
 use sdapi_core::processing::ProcessingContext;
 use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
+use sdapi_protocol::api::cmd_flags::ServerFlags;
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::options::Options;
 
 use crate::auth::{self, AuthOutcome};
 use crate::config::Config;

@@ -111,8 +111,9 @@ pub fn parse_api_auth(spec: &str) -> Result<Vec<(String, String)>, ConfigError> 
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(|pair| {
-            pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())).ok_or_else(|| {
-                ConfigError::Invalid { name: "SDAPI_API_AUTH", message: format!("expected user:pass, got {pair:?}") }
+            pair.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())).ok_or_else(|| ConfigError::Invalid {
+                name: "SDAPI_API_AUTH",
+                message: format!("expected user:pass, got {pair:?}"),
             })
         })
         .collect()
@@ -136,10 +137,9 @@ impl Config {
             None => Vec::new(),
         };
         let max_body_mb = match var("SDAPI_MAX_BODY_MB") {
-            Some(s) => s.parse::<usize>().map_err(|e| ConfigError::Invalid {
-                name: "SDAPI_MAX_BODY_MB",
-                message: format!("{s:?}: {e}"),
-            })?,
+            Some(s) => s
+                .parse::<usize>()
+                .map_err(|e| ConfigError::Invalid { name: "SDAPI_MAX_BODY_MB", message: format!("{s:?}: {e}") })?,
             None => 64,
         };
         Ok(Self {

@@ -13,7 +13,12 @@ use crate::app::AppState;
 use crate::batch;
 
 /// Handles one invocation; the value is the Lambda reply.
-pub async fn dispatch(router: Router, state: &AppState, payload: Value, context: Context) -> Result<Value, lambda_runtime::Error> {
+pub async fn dispatch(
+    router: Router,
+    state: &AppState,
+    payload: Value,
+    context: Context,
+) -> Result<Value, lambda_runtime::Error> {
     if batch::is_batch_event(&payload) {
         return Ok(batch::handle_event(state, payload).await?);
     }

@@ -3,9 +3,9 @@
 
 pub mod app;
 pub mod auth;
+pub mod batch;
 pub mod config;
 pub mod errors;
+pub mod lambda;
 pub mod routes;
 pub mod storage;
-pub mod batch;
-pub mod lambda;

@@ -27,14 +27,22 @@ impl Runner for RecordingRunner {
         let images = job
             .seeds
             .iter()
-            .map(|_| RgbImage { width: job.width as u32, height: job.height as u32, pixels: vec![128; job.width * job.height * 3] })
+            .map(|_| RgbImage {
+                width: job.width as u32,
+                height: job.height as u32,
+                pixels: vec![128; job.width * job.height * 3],
+            })
             .collect();
         let mut jobs = self.jobs.lock().unwrap();
         jobs.push(job);
         let id = jobs.len() as u64;
         JobTicket::ready(
             id,
-            Ok(JobReport { job_id: id, output: BatchOutput { images, ..Default::default() }, timings: JobTimings::default() }),
+            Ok(JobReport {
+                job_id: id,
+                output: BatchOutput { images, ..Default::default() },
+                timings: JobTimings::default(),
+            }),
         )
     }
     fn state(&self) -> &ProgressState {

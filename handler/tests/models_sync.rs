@@ -37,7 +37,14 @@ async fn models_are_synced_once_and_verified() {
         .await
         .unwrap();
     client.put_object().bucket("models").key("sd/VAE/").body(ByteStream::from_static(b"")).send().await.unwrap();
-    client.put_object().bucket("models").key("other/ignored.txt").body(ByteStream::from_static(b"x")).send().await.unwrap();
+    client
+        .put_object()
+        .bucket("models")
+        .key("other/ignored.txt")
+        .body(ByteStream::from_static(b"x"))
+        .send()
+        .await
+        .unwrap();
 
     let dest = temp_dir("once");
     let first = sync_models(&client, "s3://models/sd", &dest).await.unwrap();

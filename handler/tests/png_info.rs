@@ -42,7 +42,8 @@ async fn png_info_parses_every_fixture_infotext() {
             let png = std::fs::read(dir.join("image_0.png")).unwrap();
             use base64::Engine;
             let b64 = base64::engine::general_purpose::STANDARD.encode(png);
-            let (status, resp) = send(&app, post_json("/sdapi/v1/png-info", &json!({ "image": b64 }).to_string())).await;
+            let (status, resp) =
+                send(&app, post_json("/sdapi/v1/png-info", &json!({ "image": b64 }).to_string())).await;
             assert_eq!(status, 200);
             let got = body_json(resp).await;
             assert_eq!(got["info"], case["infotexts"][0], "{}", dir.display());

@@ -68,7 +68,10 @@ async fn txt2img_stores_what_it_returns_with_a1111_names_and_metadata() {
     assert_eq!(key_of(&locs[1]), format!("outputs/txt2img-images/{date}/00001-1235.png"));
     // The info string keeps A1111's keys first and adds where the images went.
     let info_str = body["info"].as_str().unwrap();
-    assert!(info_str.starts_with(r#"{"prompt": "#) && info_str.ends_with(&format!(r#", "output_locations": ["{}", "{}"]}}"#, locs[0], locs[1])));
+    assert!(
+        info_str.starts_with(r#"{"prompt": "#)
+            && info_str.ends_with(&format!(r#", "output_locations": ["{}", "{}"]}}"#, locs[0], locs[1]))
+    );
     let info = info_of(&body);
     assert_eq!(info["seed"], 1234);
     for (img, loc) in images.iter().zip(&locs) {
@@ -115,7 +118,8 @@ async fn save_all_false_follows_a1111_save_images() {
     assert!(resp.headers().get("x-output-locations").is_none());
     assert!(!body_json(resp).await["info"].as_str().unwrap().contains("output_locations"));
     assert!(list_keys(&s3, BUCKET, "").await.is_empty());
-    let (_, resp) = send(&app, post_json("/sdapi/v1/txt2img", r#"{"width": 64, "height": 64, "save_images": true}"#)).await;
+    let (_, resp) =
+        send(&app, post_json("/sdapi/v1/txt2img", r#"{"width": 64, "height": 64, "save_images": true}"#)).await;
     assert_eq!(locations(&resp).len(), 1);
     assert_eq!(list_keys(&s3, BUCKET, "").await.len(), 1);
 }
@@ -147,7 +151,8 @@ async fn s3_gone_mid_request_still_returns_the_images_and_reports_the_failure() 
     moto.create_bucket(BUCKET).await;
     let config = s3_config();
     let outputs = Outputs::with_s3(&config, moto.store(BUCKET, PREFIX));
-    let runner = Arc::new(StopS3OnSubmit { inner: RecordingRunner::default(), moto: std::sync::Mutex::new(Some(moto)) });
+    let runner =
+        Arc::new(StopS3OnSubmit { inner: RecordingRunner::default(), moto: std::sync::Mutex::new(Some(moto)) });
     let app = router(AppState::with_runner(config, runner).unwrap().with_outputs(outputs));
     let started = std::time::Instant::now();
     let req = r#"{"seed": 9, "width": 64, "height": 64, "batch_size": 3}"#;

@@ -13,13 +13,7 @@ const MAX_SCORE_ELEMENTS: usize = 1 << 26;
 ///
 /// `q`: (B, N, H*D), `k`/`v`: (B, M, H*D) → (B, N, H*D). `mask` is added to the (N, M) scores
 /// (e.g. a causal mask of -inf). Scores and softmax run in f32 whatever the input dtype.
-pub fn multi_head_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    heads: usize,
-    mask: Option<&Tensor>,
-) -> Result<Tensor> {
+pub fn multi_head_attention(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
     sliced_attention(q, k, v, heads, mask, MAX_SCORE_ELEMENTS)
 }
 
@@ -50,22 +44,14 @@ fn sliced_attention(
     let mask = mask.map(|m| m.to_dtype(DType::F32)).transpose()?;
 
     let per_head = n * m;
-    let rows = if per_head <= max_elements {
-        n
-    } else {
-        (max_elements / m).max(1)
-    };
+    let rows = if per_head <= max_elements { n } else { (max_elements / m).max(1) };
     let heads_per_slice = (max_elements / (rows * m)).max(1);
 
     let mut head_chunks = Vec::new();
     let mut h0 = 0;
     while h0 < batch * heads {
         let hn = heads_per_slice.min(batch * heads - h0);
-        let (q_h, k_h, v_h) = (
-            q.narrow(0, h0, hn)?,
-            k_t.narrow(0, h0, hn)?,
-            v.narrow(0, h0, hn)?,
-        );
+        let (q_h, k_h, v_h) = (q.narrow(0, h0, hn)?, k_t.narrow(0, h0, hn)?, v.narrow(0, h0, hn)?);
         let mut row_chunks = Vec::new();
         let mut r0 = 0;
         while r0 < n {
@@ -78,22 +64,11 @@ fn sliced_attention(
             row_chunks.push(probs.matmul(&v_h)?);
             r0 += rn;
         }
-        head_chunks.push(if row_chunks.len() == 1 {
-            row_chunks.remove(0)
-        } else {
-            Tensor::cat(&row_chunks, 1)?
-        });
+        head_chunks.push(if row_chunks.len() == 1 { row_chunks.remove(0) } else { Tensor::cat(&row_chunks, 1)? });
         h0 += hn;
     }
-    let out = if head_chunks.len() == 1 {
-        head_chunks.remove(0)
-    } else {
-        Tensor::cat(&head_chunks, 0)?
-    };
-    out.reshape((batch, heads, n, head_dim))?
-        .transpose(1, 2)?
-        .reshape((batch, n, width))?
-        .to_dtype(dtype)
+    let out = if head_chunks.len() == 1 { head_chunks.remove(0) } else { Tensor::cat(&head_chunks, 0)? };
+    out.reshape((batch, heads, n, head_dim))?.transpose(1, 2)?.reshape((batch, n, width))?.to_dtype(dtype)
 }
 
 #[cfg(test)]
@@ -108,20 +83,12 @@ mod tests {
             .map(|qi| {
                 let s: Vec<f64> = k
                     .iter()
-                    .map(|kj| {
-                        qi.iter()
-                            .zip(kj)
-                            .map(|(a, b)| *a as f64 * *b as f64)
-                            .sum::<f64>()
-                            / d.sqrt()
-                    })
+                    .map(|kj| qi.iter().zip(kj).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / d.sqrt())
                     .collect();
                 let mx = s.iter().cloned().fold(f64::MIN, f64::max);
                 let e: Vec<f64> = s.iter().map(|x| (x - mx).exp()).collect();
                 let z: f64 = e.iter().sum();
-                (0..v[0].len())
-                    .map(|c| e.iter().zip(v).map(|(w, vj)| w / z * vj[c] as f64).sum())
-                    .collect()
+                (0..v[0].len()).map(|c| e.iter().zip(v).map(|(w, vj)| w / z * vj[c] as f64).sum()).collect()
             })
             .collect()
     }
@@ -131,15 +98,11 @@ mod tests {
         // Deterministic pseudo-random inputs: (N=5, M=7, D=3).
         let val = |i: usize| ((i * 7919 % 97) as f32 / 97.0) - 0.5;
         let mk = |rows: usize, off: usize| -> Vec<Vec<f32>> {
-            (0..rows)
-                .map(|r| (0..3).map(|c| val(off + r * 3 + c)).collect())
-                .collect()
+            (0..rows).map(|r| (0..3).map(|c| val(off + r * 3 + c)).collect()).collect()
         };
         let (q, k, v) = (mk(5, 0), mk(7, 100), mk(7, 200));
         let to_t = |x: &Vec<Vec<f32>>| Tensor::new(x.clone(), &Device::Cpu)?.unsqueeze(0);
-        let out = multi_head_attention(&to_t(&q)?, &to_t(&k)?, &to_t(&v)?, 1, None)?
-            .squeeze(0)?
-            .to_vec2::<f32>()?;
+        let out = multi_head_attention(&to_t(&q)?, &to_t(&k)?, &to_t(&v)?, 1, None)?.squeeze(0)?.to_vec2::<f32>()?;
         for (row, exp) in out.iter().zip(reference(&q, &k, &v)) {
             for (a, b) in row.iter().zip(exp) {
                 assert!((*a as f64 - b).abs() < 1e-6, "{a} vs {b}");
@@ -156,17 +119,12 @@ mod tests {
         let q = Tensor::randn(0f32, 1.0, (2, 9, 16), &dev)?;
         let k = Tensor::randn(0f32, 1.0, (2, 6, 16), &dev)?;
         let v = Tensor::randn(0f32, 1.0, (2, 6, 16), &dev)?;
-        let mask: Vec<f32> = (0..9)
-            .flat_map(|i| (0..6).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-            .collect();
+        let mask: Vec<f32> =
+            (0..9).flat_map(|i| (0..6).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
         let mask = Tensor::from_vec(mask, (9, 6), &dev)?;
         let whole = sliced_attention(&q, &k, &v, 4, Some(&mask), usize::MAX)?;
         let sliced = sliced_attention(&q, &k, &v, 4, Some(&mask), 12)?;
-        let diff = (whole - sliced)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()?;
+        let diff = (whole - sliced)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
         assert!(diff < 1e-6, "sliced attention differs by {diff}");
         Ok(())
     }

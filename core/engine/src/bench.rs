@@ -50,7 +50,11 @@ pub struct Samples {
 impl Samples {
     /// Runs `f` `warmup` times untimed (allocator, rayon pool and page-cache warm-up), then
     /// `iters` times timed.
-    pub fn measure<T>(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<T, BenchError>) -> Result<Self, BenchError> {
+    pub fn measure<T>(
+        warmup: usize,
+        iters: usize,
+        mut f: impl FnMut() -> Result<T, BenchError>,
+    ) -> Result<Self, BenchError> {
         for _ in 0..warmup {
             f()?;
         }
@@ -176,8 +180,9 @@ impl PipelineBench {
     /// `models_dir` in A1111 layout; `model_name` a checkpoint alias in it.
     pub fn new(models_dir: &Path, model_name: &str) -> Result<Self, BenchError> {
         let models = ModelIndex::scan(models_dir).map_err(|e| BenchError::Request(e.to_string()))?;
-        let runner: Arc<dyn Runner> =
-            Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").map_err(|e| BenchError::Request(e.to_string()))?));
+        let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(
+            DiffusionExecutor::new("cpu").map_err(|e| BenchError::Request(e.to_string()))?,
+        ));
         let ctx = ProcessingContext {
             runner,
             options: Arc::new(RwLock::new(Options::new())),
@@ -251,7 +256,11 @@ mod tests {
             shapes.iter().filter(|(n, _)| n.starts_with(prefix)).map(|(_, d)| d.iter().product::<usize>()).sum()
         };
         let m = |n: usize| n as f64 / 1e6;
-        assert!((m(count("model.diffusion_model.")) - 859.5).abs() < 1.0, "unet {}", m(count("model.diffusion_model.")));
+        assert!(
+            (m(count("model.diffusion_model.")) - 859.5).abs() < 1.0,
+            "unet {}",
+            m(count("model.diffusion_model."))
+        );
         assert!((m(count("first_stage_model.")) - 83.65).abs() < 0.5, "vae {}", m(count("first_stage_model.")));
         assert!((m(count("cond_stage_model.")) - 123.06).abs() < 0.5, "clip {}", m(count("cond_stage_model.")));
     }

@@ -46,11 +46,7 @@ const PICKLE_EXTENSIONS: [&str; 5] = ["ckpt", "pt", "pth", "bin", "pkl"];
 
 /// Opens a single `.safetensors` checkpoint or a diffusers pipeline folder.
 pub fn open_checkpoint(path: &Path) -> Result<Checkpoint, EngineError> {
-    if path.is_dir() {
-        open_diffusers_folder(path)
-    } else {
-        open_single_file(path)
-    }
+    if path.is_dir() { open_diffusers_folder(path) } else { open_single_file(path) }
 }
 
 /// Refuses pickle files by extension or content. Content is judged by structure: a safetensors
@@ -58,11 +54,7 @@ pub fn open_checkpoint(path: &Path) -> Result<Checkpoint, EngineError> {
 /// so its first byte is arbitrary (a header length ending in 0x80 is common); only a file that
 /// is not laid out that way is checked for torch's zip (`PK`) or raw pickle (0x80) magic.
 fn reject_pickle(path: &Path) -> Result<(), EngineError> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
     if PICKLE_EXTENSIONS.contains(&ext.as_str()) {
         return Err(EngineError::PickleNotSupported(path.to_path_buf()));
     }
@@ -115,25 +107,23 @@ fn single_file_family(names: &[String]) -> Result<ModelFamily, EngineError> {
     match (any(UNET_PREFIX), any(CLIP_PREFIX), any(SD2_OPEN_CLIP_FILE_PREFIX)) {
         (true, _, true) => Ok(ModelFamily::Sd2),
         (true, true, false) => Ok(ModelFamily::Sd1),
-        (true, false, false) => Err(EngineError::UnknownLayout("UNet found but no text encoder (cond_stage_model.transformer.text_model.* or cond_stage_model.model.*)".into())),
-        _ => Err(EngineError::UnknownLayout("no UNet (model.diffusion_model.*): not a Stable Diffusion checkpoint (a LoRA, VAE or embedding?)".into())),
+        (true, false, false) => Err(EngineError::UnknownLayout(
+            "UNet found but no text encoder (cond_stage_model.transformer.text_model.* or cond_stage_model.model.*)"
+                .into(),
+        )),
+        _ => Err(EngineError::UnknownLayout(
+            "no UNet (model.diffusion_model.*): not a Stable Diffusion checkpoint (a LoRA, VAE or embedding?)".into(),
+        )),
     }
 }
 
 /// Canonical names of a single file: everything as stored, except the OpenCLIP towers, which are
 /// renamed to transformers naming with their fused `in_proj` split.
-fn single_file_names(
-    family: ModelFamily,
-    shapes: &[(String, Vec<usize>)],
-) -> Vec<(String, String, StoredView)> {
+fn single_file_names(family: ModelFamily, shapes: &[(String, Vec<usize>)]) -> Vec<(String, String, StoredView)> {
     let open_clip = match family {
         ModelFamily::Sd1 => None,
         ModelFamily::Sd2 => Some((SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, None)),
-        ModelFamily::Sdxl => Some((
-            SDXL_OPEN_CLIP_FILE_PREFIX,
-            SDXL_CLIP_G_PREFIX,
-            Some(SDXL_TEXT_PROJECTION),
-        )),
+        ModelFamily::Sdxl => Some((SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_CLIP_G_PREFIX, Some(SDXL_TEXT_PROJECTION))),
     };
     let mut names: Vec<(String, String, StoredView)> = shapes
         .iter()
@@ -141,12 +131,7 @@ fn single_file_names(
         .map(|(n, _)| (n.clone(), n.clone(), StoredView::Whole))
         .collect();
     if let Some((file_prefix, text_prefix, projection)) = open_clip {
-        names.extend(text_names::open_clip_names(
-            shapes,
-            file_prefix,
-            text_prefix,
-            projection,
-        ));
+        names.extend(text_names::open_clip_names(shapes, file_prefix, text_prefix, projection));
     }
     names
 }
@@ -160,13 +145,9 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, EngineError> {
     store.add_file_views(file, single_file_names(family, &shapes));
     // SDXL files carry no DDPM buffers; every SD family was trained with the same schedule.
     let alphas_cumprod = match store.shape("alphas_cumprod") {
-        Some(_) => store
-            .load(
-                "alphas_cumprod",
-                candle_core::DType::F32,
-                &candle_core::Device::Cpu,
-            )?
-            .to_vec1::<f32>()?,
+        Some(_) => {
+            store.load("alphas_cumprod", candle_core::DType::F32, &candle_core::Device::Cpu)?.to_vec1::<f32>()?
+        }
         None => schedule::alphas_cumprod(schedule::SD_BETAS, 1000),
     };
     let shipped = ShippedConfig::from_sidecar_yaml(path)?;
@@ -182,18 +163,13 @@ fn open_single_file(path: &Path) -> Result<Checkpoint, EngineError> {
 /// The weights file of a diffusers component folder (full precision preferred).
 fn component_file(folder: &Path, component: &str, stem: &str) -> Result<PathBuf, EngineError> {
     let dir = folder.join(component);
-    for name in [
-        format!("{stem}.safetensors"),
-        format!("{stem}.fp16.safetensors"),
-    ] {
+    for name in [format!("{stem}.safetensors"), format!("{stem}.fp16.safetensors")] {
         if dir.join(&name).is_file() {
             return Ok(dir.join(name));
         }
     }
     if dir.join(format!("{stem}.bin")).is_file() {
-        return Err(EngineError::PickleNotSupported(
-            dir.join(format!("{stem}.bin")),
-        ));
+        return Err(EngineError::PickleNotSupported(dir.join(format!("{stem}.bin"))));
     }
     Err(EngineError::UnknownLayout(format!(
         "diffusers folder {} has no {component}/{stem}.safetensors",
@@ -206,11 +182,7 @@ fn open_diffusers_folder(folder: &Path) -> Result<Checkpoint, EngineError> {
     let vae = open_safetensors(&component_file(folder, "vae", "diffusion_pytorch_model")?)?;
     let clip = open_safetensors(&component_file(folder, "text_encoder", "model")?)?;
     let clip_g = if folder.join("text_encoder_2").is_dir() {
-        Some(open_safetensors(&component_file(
-            folder,
-            "text_encoder_2",
-            "model",
-        )?)?)
+        Some(open_safetensors(&component_file(folder, "text_encoder_2", "model")?)?)
     } else {
         None
     };
@@ -218,9 +190,7 @@ fn open_diffusers_folder(folder: &Path) -> Result<Checkpoint, EngineError> {
     let unet_shapes = unet.tensor_shapes();
     let unet_names: Vec<String> = unet_shapes.iter().map(|(n, _)| n.clone()).collect();
     // SD 2.x UNets project in/out of their transformers with linear layers (2-D weights).
-    let linear_proj = unet_shapes
-        .iter()
-        .any(|(n, s)| n.ends_with(".proj_in.weight") && s.len() == 2);
+    let linear_proj = unet_shapes.iter().any(|(n, s)| n.ends_with(".proj_in.weight") && s.len() == 2);
     let family = match (&clip_g, linear_proj) {
         (Some(_), _) => ModelFamily::Sdxl,
         (None, true) => ModelFamily::Sd2,
@@ -267,44 +237,25 @@ struct SchedulerFacts {
 
 /// Reads the noise schedule from diffusers' `scheduler_config.json`; absent → SD defaults.
 fn read_scheduler_config(path: &Path) -> Result<SchedulerFacts, EngineError> {
-    let defaults = SchedulerFacts {
-        betas: schedule::SD_BETAS,
-        train_steps: 1000,
-        prediction: PredictionType::Eps,
-    };
+    let defaults = SchedulerFacts { betas: schedule::SD_BETAS, train_steps: 1000, prediction: PredictionType::Eps };
     let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(defaults);
     };
-    let bad = |message: String| EngineError::SchedulerConfig {
-        path: path.to_path_buf(),
-        message,
-    };
+    let bad = |message: String| EngineError::SchedulerConfig { path: path.to_path_buf(), message };
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let num = |key: &str, default: f64| json.get(key).and_then(|v| v.as_f64()).unwrap_or(default);
     let (start, end) = (num("beta_start", 0.00085), num("beta_end", 0.012));
-    let betas = match json
-        .get("beta_schedule")
-        .and_then(|v| v.as_str())
-        .unwrap_or("scaled_linear")
-    {
+    let betas = match json.get("beta_schedule").and_then(|v| v.as_str()).unwrap_or("scaled_linear") {
         "scaled_linear" => BetaSchedule::ScaledLinear { start, end },
         "linear" => BetaSchedule::Linear { start, end },
         other => return Err(bad(format!("unsupported beta_schedule {other:?}"))),
     };
-    let prediction = match json
-        .get("prediction_type")
-        .and_then(|v| v.as_str())
-        .unwrap_or("epsilon")
-    {
+    let prediction = match json.get("prediction_type").and_then(|v| v.as_str()).unwrap_or("epsilon") {
         "epsilon" => PredictionType::Eps,
         "v_prediction" => PredictionType::V,
         other => return Err(bad(format!("unsupported prediction_type {other:?}"))),
     };
-    Ok(SchedulerFacts {
-        betas,
-        train_steps: num("num_train_timesteps", 1000.0) as usize,
-        prediction,
-    })
+    Ok(SchedulerFacts { betas, train_steps: num("num_train_timesteps", 1000.0) as usize, prediction })
 }
 
 /// Replaces the checkpoint's VAE by the one in `path` (a `.safetensors` with
@@ -314,11 +265,7 @@ pub fn apply_vae_override(store: &mut TensorStore, path: &Path) -> Result<(), En
     let names: Vec<String> = file.tensor_shapes().into_iter().map(|(n, _)| n).collect();
     let any = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
     let mapping: Vec<(String, String)> = if any(VAE_PREFIX) {
-        names
-            .iter()
-            .filter(|n| n.starts_with(VAE_PREFIX))
-            .map(|n| (n.clone(), n.clone()))
-            .collect()
+        names.iter().filter(|n| n.starts_with(VAE_PREFIX)).map(|n| (n.clone(), n.clone())).collect()
     } else if any("encoder.down.") || any("decoder.up.") {
         let parts = ["encoder.", "decoder.", "quant_conv.", "post_quant_conv."];
         names
@@ -329,10 +276,7 @@ pub fn apply_vae_override(store: &mut TensorStore, path: &Path) -> Result<(), En
     } else if any("encoder.down_blocks.") || any("decoder.up_blocks.") {
         diffusers_names::vae_names(&names)
     } else {
-        return Err(EngineError::UnknownLayout(format!(
-            "{}: no VAE encoder/decoder tensors",
-            path.display()
-        )));
+        return Err(EngineError::UnknownLayout(format!("{}: no VAE encoder/decoder tensors", path.display())));
     };
     store.remove_prefix(VAE_PREFIX);
     store.add_file(file, mapping);

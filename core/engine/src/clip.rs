@@ -33,13 +33,7 @@ impl EncoderLayer {
         })
     }
 
-    fn forward(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        activation: ClipActivation,
-        causal_mask: &Tensor,
-    ) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, heads: usize, activation: ClipActivation, causal_mask: &Tensor) -> Result<Tensor> {
         let h = self.layer_norm1.forward(x)?;
         let attn = multi_head_attention(
             &self.q_proj.forward(&h)?,
@@ -78,16 +72,8 @@ impl ClipTextModel {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             token_embedding: candle_nn::embedding(config.vocab_size, c, emb.pp("token_embedding"))?,
-            position_embedding: candle_nn::embedding(
-                config.max_positions,
-                c,
-                emb.pp("position_embedding"),
-            )?,
-            final_layer_norm: candle_nn::layer_norm(
-                c,
-                config.layer_norm_eps,
-                vb.pp("final_layer_norm"),
-            )?,
+            position_embedding: candle_nn::embedding(config.max_positions, c, emb.pp("position_embedding"))?,
+            final_layer_norm: candle_nn::layer_norm(c, config.layer_norm_eps, vb.pp("final_layer_norm"))?,
             layers,
             device: vb.device().clone(),
             config,
@@ -155,8 +141,7 @@ impl ClipTextModel {
 
 /// (T, T) additive mask: 0 on and below the diagonal, -inf above (a token sees only its past).
 fn causal_mask(len: usize, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
+    let values: Vec<f32> =
+        (0..len).flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
     Tensor::from_vec(values, (len, len), device)?.to_dtype(DType::F32)
 }

@@ -75,10 +75,7 @@ impl UnetConfig {
             if has(&format!("{block}.0.op.weight")) {
                 levels.push(ScannedLevel::default());
             } else if has(&res_conv) {
-                let depth = count_indexed(
-                    store,
-                    &format!("{UNET_PREFIX}{block}.1.transformer_blocks."),
-                );
+                let depth = count_indexed(store, &format!("{UNET_PREFIX}{block}.1.transformer_blocks."));
                 let channels = shape(&res_conv)?[0];
                 if let Some(level) = levels.last_mut() {
                     level.channels = channels;
@@ -91,10 +88,7 @@ impl UnetConfig {
         }
         let mut channel_mult = Vec::with_capacity(levels.len());
         for (i, level) in levels.iter().enumerate() {
-            if level.res_blocks == 0
-                || model_channels == 0
-                || !level.channels.is_multiple_of(model_channels)
-            {
+            if level.res_blocks == 0 || model_channels == 0 || !level.channels.is_multiple_of(model_channels) {
                 return Err(EngineError::Unsupported(format!(
                     "UNet level {i} has {} res blocks of {} channels (model_channels {model_channels})",
                     level.res_blocks, level.channels
@@ -104,33 +98,19 @@ impl UnetConfig {
         }
         let num_res_blocks = levels.iter().map(|l| l.res_blocks).collect();
         let transformer_depth = levels.iter().map(|l| l.depth).collect();
-        let transformer_depth_middle = count_indexed(
-            store,
-            &format!("{UNET_PREFIX}middle_block.1.transformer_blocks."),
-        );
+        let transformer_depth_middle =
+            count_indexed(store, &format!("{UNET_PREFIX}middle_block.1.transformer_blocks."));
 
         // Context width and projection kind, from the first SpatialTransformer found.
         let transformer = store
             .names()
-            .filter(|n| {
-                n.starts_with(UNET_PREFIX) && n.ends_with(".transformer_blocks.0.attn2.to_k.weight")
-            })
+            .filter(|n| n.starts_with(UNET_PREFIX) && n.ends_with(".transformer_blocks.0.attn2.to_k.weight"))
             .min()
-            .map(|n| {
-                n.trim_end_matches(".transformer_blocks.0.attn2.to_k.weight")
-                    .to_string()
-            })
+            .map(|n| n.trim_end_matches(".transformer_blocks.0.attn2.to_k.weight").to_string())
             .ok_or_else(|| EngineError::Unsupported("UNet without cross-attention".into()))?;
-        let context_dim = store.require_shape(&format!(
-            "{transformer}.transformer_blocks.0.attn2.to_k.weight"
-        ))?[1];
-        let use_linear_proj = store
-            .require_shape(&format!("{transformer}.proj_in.weight"))?
-            .len()
-            == 2;
-        let adm_in_channels = store
-            .shape(&format!("{UNET_PREFIX}label_emb.0.0.weight"))
-            .map(|s| s[1]);
+        let context_dim = store.require_shape(&format!("{transformer}.transformer_blocks.0.attn2.to_k.weight"))?[1];
+        let use_linear_proj = store.require_shape(&format!("{transformer}.proj_in.weight"))?.len() == 2;
+        let adm_in_channels = store.shape(&format!("{UNET_PREFIX}label_emb.0.0.weight")).map(|s| s[1]);
 
         Ok(Self {
             in_channels,
@@ -190,10 +170,8 @@ struct ScannedLevel {
 fn count_indexed(store: &TensorStore, prefix: &str) -> usize {
     let mut present = std::collections::BTreeSet::new();
     for name in store.names() {
-        if let Some(i) = name
-            .strip_prefix(prefix)
-            .and_then(|r| r.split('.').next())
-            .and_then(|s| s.parse::<usize>().ok())
+        if let Some(i) =
+            name.strip_prefix(prefix).and_then(|r| r.split('.').next()).and_then(|s| s.parse::<usize>().ok())
         {
             present.insert(i);
         }
@@ -227,9 +205,7 @@ impl VaeConfig {
         let levels = count_indexed(store, &format!("{VAE_PREFIX}encoder.down."));
         let num_res_blocks = count_indexed(store, &format!("{VAE_PREFIX}encoder.down.0.block."));
         if levels == 0 || num_res_blocks == 0 || ch == 0 {
-            return Err(EngineError::MissingTensor(format!(
-                "{VAE_PREFIX}encoder.down.0.block.0.conv1.weight"
-            )));
+            return Err(EngineError::MissingTensor(format!("{VAE_PREFIX}encoder.down.0.block.0.conv1.weight")));
         }
         let mut ch_mult = Vec::with_capacity(levels);
         for level in 0..levels {
@@ -241,9 +217,7 @@ impl VaeConfig {
                 && (n.contains(".attn.") && (n.contains("coder.down.") || n.contains("coder.up.")))
         });
         if has_level_attention {
-            return Err(EngineError::Unsupported(
-                "VAE with attention inside its resolution levels".into(),
-            ));
+            return Err(EngineError::Unsupported("VAE with attention inside its resolution levels".into()));
         }
         Ok(Self {
             in_channels,
@@ -299,9 +273,7 @@ impl ClipConfig {
         let (vocab_size, hidden_size) = (token[0], token[1]);
         let num_layers = count_indexed(store, &format!("{prefix}encoder.layers."));
         if num_layers == 0 {
-            return Err(EngineError::MissingTensor(format!(
-                "{prefix}encoder.layers.0.layer_norm1.weight"
-            )));
+            return Err(EngineError::MissingTensor(format!("{prefix}encoder.layers.0.layer_norm1.weight")));
         }
         let num_heads = match heads {
             Some(n) => n,

@@ -10,9 +10,7 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "{0}: pickle checkpoints (.ckpt/.pt/.pth/.bin) are not supported; use a .safetensors file"
-    )]
+    #[error("{0}: pickle checkpoints (.ckpt/.pt/.pth/.bin) are not supported; use a .safetensors file")]
     PickleNotSupported(PathBuf),
     #[error("{path}: not a valid safetensors file: {message}")]
     InvalidSafetensors { path: PathBuf, message: String },
@@ -21,11 +19,7 @@ pub enum EngineError {
     #[error("checkpoint is missing tensor `{0}`")]
     MissingTensor(String),
     #[error("tensor `{name}` has shape {actual:?}, expected {expected:?}")]
-    ShapeMismatch {
-        name: String,
-        expected: Vec<usize>,
-        actual: Vec<usize>,
-    },
+    ShapeMismatch { name: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("unsupported architecture: {0}")]
     Unsupported(String),
     #[error("invalid model config {path}: {message}")]
@@ -43,11 +37,7 @@ impl From<candle_core::Error> for EngineError {
             return EngineError::MissingTensor(name);
         }
         if let Some((name, expected, actual)) = shape_mismatch(&e) {
-            return EngineError::ShapeMismatch {
-                name,
-                expected,
-                actual,
-            };
+            return EngineError::ShapeMismatch { name, expected, actual };
         }
         EngineError::Candle(e)
     }
@@ -61,15 +51,9 @@ fn shape_mismatch(e: &candle_core::Error) -> Option<(String, Vec<usize>, Vec<usi
     match e {
         E::UnexpectedShape { msg, expected, got } => {
             let name = msg.strip_prefix(SHAPE_MISMATCH_PREFIX)?;
-            Some((
-                name.to_string(),
-                expected.dims().to_vec(),
-                got.dims().to_vec(),
-            ))
+            Some((name.to_string(), expected.dims().to_vec(), got.dims().to_vec()))
         }
-        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => {
-            shape_mismatch(inner)
-        }
+        E::WithBacktrace { inner, .. } | E::Context { inner, .. } | E::WithPath { inner, .. } => shape_mismatch(inner),
         _ => None,
     }
 }

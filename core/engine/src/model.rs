@@ -15,7 +15,9 @@ use crate::error::EngineError;
 use crate::loader;
 use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
 use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
-use crate::text::{ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector};
+use crate::text::{
+    ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector,
+};
 use crate::unet::UNetModel;
 use crate::vae::AutoencoderKl;
 
@@ -53,12 +55,7 @@ impl LoadedModel {
     /// Loads a single `.safetensors` checkpoint or a diffusers folder, optionally replacing its
     /// VAE, onto `device` in `dtype`. The files are memory-mapped, never hashed here: the models
     /// index hashes each file once and the caller reports that hash.
-    pub fn load(
-        path: &Path,
-        vae_override: Option<&Path>,
-        device: &Device,
-        dtype: DType,
-    ) -> Result<Self, EngineError> {
+    pub fn load(path: &Path, vae_override: Option<&Path>, device: &Device, dtype: DType) -> Result<Self, EngineError> {
         let mut ckpt = checkpoint::open_checkpoint(path)?;
         if let Some(vae_path) = vae_override {
             checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
@@ -122,18 +119,14 @@ impl LoadedModel {
         let mut crossattn = Vec::with_capacity(columns.len());
         let mut first_pooled = None;
         for column in columns {
-            let encoded =
-                self.text
-                    .encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
+            let encoded = self.text.encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
             crossattn.push(encoded.crossattn);
             if first_pooled.is_none() {
                 first_pooled = encoded.pooled;
             }
         }
         if crossattn.is_empty() {
-            return Err(EngineError::Unsupported(
-                "no prompt chunks to encode".into(),
-            ));
+            return Err(EngineError::Unsupported("no prompt chunks to encode".into()));
         }
         let mut crossattn = Tensor::cat(&crossattn, 1)?;
         let zero = zero_text && self.family == ModelFamily::Sdxl;
@@ -172,22 +165,15 @@ fn load_text_encoders(
 ) -> Result<TextEncoders, EngineError> {
     let tower = |prefix: &str, activation, heads| -> Result<ClipTextModel, EngineError> {
         let config = ClipConfig::infer_at(store, prefix, activation, heads)?;
-        Ok(ClipTextModel::new(
-            config,
-            vb.pp(prefix.trim_end_matches('.')),
-        )?)
+        Ok(ClipTextModel::new(config, vb.pp(prefix.trim_end_matches('.')))?)
     };
     Ok(match family {
         ModelFamily::Sd1 => TextEncoders::Sd1(tower(CLIP_PREFIX, ClipActivation::QuickGelu, heads[0])?),
         ModelFamily::Sd2 => {
             let open_clip = tower(SD2_TEXT_PREFIX, ClipActivation::Gelu, heads[0])?;
             let c = open_clip.config();
-            let last_layer_dropped =
-                c.hidden_size == OPEN_CLIP_H_WIDTH && c.num_layers == OPEN_CLIP_H_TRUNCATED_LAYERS;
-            TextEncoders::Sd2 {
-                open_clip,
-                last_layer_dropped,
-            }
+            let last_layer_dropped = c.hidden_size == OPEN_CLIP_H_WIDTH && c.num_layers == OPEN_CLIP_H_TRUNCATED_LAYERS;
+            TextEncoders::Sd2 { open_clip, last_layer_dropped }
         }
         ModelFamily::Sdxl => {
             let clip_l = tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu, heads[0])?;
@@ -202,13 +188,7 @@ fn load_text_encoders(
                 });
             }
             let text_projection = store.load(SDXL_TEXT_PROJECTION, vb.dtype(), vb.device())?;
-            TextEncoders::Sdxl {
-                clip_l,
-                clip_g: OpenClipG {
-                    model,
-                    text_projection,
-                },
-            }
+            TextEncoders::Sdxl { clip_l, clip_g: OpenClipG { model, text_projection } }
         }
     })
 }

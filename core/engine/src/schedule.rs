@@ -10,19 +10,13 @@ pub enum BetaSchedule {
 }
 
 /// SD 1.x / 2.x training schedule.
-pub const SD_BETAS: BetaSchedule = BetaSchedule::ScaledLinear {
-    start: 0.00085,
-    end: 0.012,
-};
+pub const SD_BETAS: BetaSchedule = BetaSchedule::ScaledLinear { start: 0.00085, end: 0.012 };
 
 /// `cumprod(1 - beta)` computed in f64 (as LDM does with numpy) and stored as f32.
 pub fn alphas_cumprod(schedule: BetaSchedule, steps: usize) -> Vec<f32> {
     let betas: Vec<f64> = match schedule {
         BetaSchedule::ScaledLinear { start, end } => {
-            crate::sampling::linspace_f64(start.sqrt(), end.sqrt(), steps)
-                .into_iter()
-                .map(|b| b * b)
-                .collect()
+            crate::sampling::linspace_f64(start.sqrt(), end.sqrt(), steps).into_iter().map(|b| b * b).collect()
         }
         BetaSchedule::Linear { start, end } => crate::sampling::linspace_f64(start, end, steps),
     };
@@ -35,4 +29,3 @@ pub fn alphas_cumprod(schedule: BetaSchedule, steps: usize) -> Vec<f32> {
         })
         .collect()
 }
-

@@ -71,11 +71,10 @@ impl ShippedConfig {
         if let Some(unet) = read_json(&unet_path)? {
             // diffusers: `num_attention_heads = num_attention_heads or attention_head_dim`, and
             // both give head counts (per down block when a list).
-            let heads = unet
-                .get("num_attention_heads")
-                .filter(|v| !v.is_null())
-                .map(|v| ("num_attention_heads", v))
-                .or_else(|| unet.get("attention_head_dim").filter(|v| !v.is_null()).map(|v| ("attention_head_dim", v)));
+            let heads =
+                unet.get("num_attention_heads").filter(|v| !v.is_null()).map(|v| ("num_attention_heads", v)).or_else(
+                    || unet.get("attention_head_dim").filter(|v| !v.is_null()).map(|v| ("attention_head_dim", v)),
+                );
             shipped.unet_heads = match heads {
                 None => None,
                 Some((key, serde_json::Value::Array(list))) => Some(UnetHeads::PerLevel(
@@ -134,7 +133,8 @@ impl ShippedConfig {
             }
             shipped.vae_scale_factor = Some(factor);
         }
-        let unet = if params["network_config"].is_badvalue() { &params["unet_config"] } else { &params["network_config"] };
+        let unet =
+            if params["network_config"].is_badvalue() { &params["unet_config"] } else { &params["network_config"] };
         // The keys sit under `params` in A1111's files; flattened configs put them directly there.
         shipped.unet_heads = match ldm_unet_heads(&unet["params"], path)? {
             Some(heads) => Some(heads),

@@ -11,16 +11,7 @@ const GROUPS: usize = 32;
 const EPS: f64 = 1e-6;
 
 fn conv3(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Conv2d> {
-    candle_nn::conv2d(
-        in_ch,
-        out_ch,
-        3,
-        Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        },
-        vb,
-    )
+    candle_nn::conv2d(in_ch, out_ch, 3, Conv2dConfig { padding: 1, ..Default::default() }, vb)
 }
 
 fn conv1(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Conv2d> {
@@ -38,11 +29,7 @@ struct ResnetBlock {
 
 impl ResnetBlock {
     fn new(in_ch: usize, out_ch: usize, vb: VarBuilder) -> Result<Self> {
-        let nin_shortcut = if in_ch == out_ch {
-            None
-        } else {
-            Some(conv1(in_ch, out_ch, vb.pp("nin_shortcut"))?)
-        };
+        let nin_shortcut = if in_ch == out_ch { None } else { Some(conv1(in_ch, out_ch, vb.pp("nin_shortcut"))?) };
         Ok(Self {
             norm1: GroupNorm32::new(GROUPS, in_ch, EPS, vb.pp("norm1"))?,
             conv1: conv3(in_ch, out_ch, vb.pp("conv1"))?,
@@ -113,8 +100,7 @@ impl MidBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.block_2
-            .forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
+        self.block_2.forward(&self.attn_1.forward(&self.block_1.forward(x)?)?)
     }
 }
 
@@ -145,17 +131,8 @@ impl Encoder {
                 ch = out_ch;
             }
             let downsample = if i + 1 != cfg.ch_mult.len() {
-                let stride2 = Conv2dConfig {
-                    stride: 2,
-                    ..Default::default()
-                };
-                Some(candle_nn::conv2d(
-                    ch,
-                    ch,
-                    3,
-                    stride2,
-                    vb.pp("downsample.conv"),
-                )?)
+                let stride2 = Conv2dConfig { stride: 2, ..Default::default() };
+                Some(candle_nn::conv2d(ch, ch, 3, stride2, vb.pp("downsample.conv"))?)
             } else {
                 None
             };
@@ -213,11 +190,7 @@ impl Decoder {
                 blocks.push(ResnetBlock::new(ch, out_ch, vb.pp("block").pp(j))?);
                 ch = out_ch;
             }
-            let upsample = if i != 0 {
-                Some(conv3(ch, ch, vb.pp("upsample.conv"))?)
-            } else {
-                None
-            };
+            let upsample = if i != 0 { Some(conv3(ch, ch, vb.pp("upsample.conv"))?) } else { None };
             levels.push(DecoderLevel { blocks, upsample });
         }
         levels.reverse();
@@ -259,16 +232,8 @@ impl AutoencoderKl {
         Ok(Self {
             encoder: Encoder::new(&config, vb.pp("encoder"))?,
             decoder: Decoder::new(&config, vb.pp("decoder"))?,
-            quant_conv: conv1(
-                2 * config.z_channels,
-                2 * config.embed_dim,
-                vb.pp("quant_conv"),
-            )?,
-            post_quant_conv: conv1(
-                config.embed_dim,
-                config.z_channels,
-                vb.pp("post_quant_conv"),
-            )?,
+            quant_conv: conv1(2 * config.z_channels, 2 * config.embed_dim, vb.pp("quant_conv"))?,
+            post_quant_conv: conv1(config.embed_dim, config.z_channels, vb.pp("post_quant_conv"))?,
             config,
         })
     }
@@ -312,14 +277,9 @@ mod tests {
         // ch0: -1 -> 0, 1 -> 255, 0 -> floor(127.5) = 127, 2 -> 255 (clamped)
         // ch1: -3 -> 0 (clamped), 0.5 -> floor(191.25) = 191, -0.999 -> floor(0.1275) = 0, 0.99 -> floor(253.725) = 253
         // ch2: 0.1 -> floor(140.25) = 140, -0.1 -> floor(114.75) = 114, 0.25 -> floor(159.375) = 159, -0.5 -> floor(63.75) = 63
-        let values = [
-            -1.0f32, 1.0, 0.0, 2.0, -3.0, 0.5, -0.999, 0.99, 0.1, -0.1, 0.25, -0.5,
-        ];
+        let values = [-1.0f32, 1.0, 0.0, 2.0, -3.0, 0.5, -0.999, 0.99, 0.1, -0.1, 0.25, -0.5];
         let t = Tensor::from_slice(&values, (3, 1, 4), &Device::Cpu)?;
-        assert_eq!(
-            to_rgb8(&t)?,
-            vec![0, 0, 140, 255, 191, 114, 127, 0, 159, 255, 253, 63]
-        );
+        assert_eq!(to_rgb8(&t)?, vec![0, 0, 140, 255, 191, 114, 127, 0, 159, 255, 253, 63]);
         Ok(())
     }
 }

@@ -147,7 +147,9 @@ impl SamplerKind {
             Self::DpmPp2MSdeHeun => {
                 SamplerFlags { default_scheduler: exponential, brownian_noise: true, solver_type: Some("heun"), ..f }
             }
-            Self::DpmPp2SAncestral => SamplerFlags { default_scheduler: karras, uses_ensd: true, second_order: true, ..f },
+            Self::DpmPp2SAncestral => {
+                SamplerFlags { default_scheduler: karras, uses_ensd: true, second_order: true, ..f }
+            }
             Self::DpmPp3MSde => SamplerFlags {
                 default_scheduler: exponential,
                 discard_next_to_last_sigma: true,
@@ -182,7 +184,14 @@ impl SamplerKind {
             Self::DpmPp3MSde => &["scheduler", "discard_next_to_last_sigma", "brownian_noise"],
             Self::Dpm2 => &["scheduler", "discard_next_to_last_sigma", "second_order"],
             Self::Dpm2Ancestral => &["scheduler", "discard_next_to_last_sigma", "uses_ensd", "second_order"],
-            _ => &["scheduler", "second_order", "brownian_noise", "uses_ensd", "discard_next_to_last_sigma", "solver_type"],
+            _ => &[
+                "scheduler",
+                "second_order",
+                "brownian_noise",
+                "uses_ensd",
+                "discard_next_to_last_sigma",
+                "solver_type",
+            ],
         };
         let truth = |b: bool| b.then(|| "True".to_string());
         order
@@ -422,14 +431,7 @@ pub struct ExtraParamOptions {
 
 impl Default for ExtraParamOptions {
     fn default() -> Self {
-        Self {
-            eta_ancestral: 1.0,
-            eta_ddim: 0.0,
-            s_churn: 0.0,
-            s_tmin: 0.0,
-            s_tmax: 0.0,
-            s_noise: 1.0,
-        }
+        Self { eta_ancestral: 1.0, eta_ddim: 0.0, s_churn: 0.0, s_tmin: 0.0, s_tmax: 0.0, s_noise: 1.0 }
     }
 }
 

@@ -16,16 +16,14 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::{Map, Value};
 
-use sdapi_protocol::api::errors::ApiError;
 use crate::models_dir::{CheckpointInfo, ModelIndex};
+use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError};
+use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
-use sdapi_protocol::infotext::{InfoJson, InfotextInput, create_infotext};
 use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams, Scheduler};
-use crate::runner::{
-    BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
-};
+use sdapi_protocol::infotext::{InfoJson, InfotextInput, create_infotext};
 
 /// Shared services `process_images` needs.
 #[derive(Clone)]
@@ -82,7 +80,9 @@ pub fn create_task_id(kind: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS per process; mixing in the time keeps ids distinct.
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    hasher.write_u128(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+    );
     let mut state = hasher.finish();
     let id: String = (0..7)
         .map(|_| {
@@ -187,7 +187,8 @@ async fn ensure_hash(ctx: &ProcessingContext, checkpoint: CheckpointInfo) -> Che
     }
     let models = ctx.models.clone();
     let name = checkpoint.name.clone();
-    let hashed = tokio::task::spawn_blocking(move || models.write().unwrap_or_else(|e| e.into_inner()).ensure_hash(&name)).await;
+    let hashed =
+        tokio::task::spawn_blocking(move || models.write().unwrap_or_else(|e| e.into_inner()).ensure_hash(&name)).await;
     match hashed {
         Ok(Ok(Some(updated))) => updated,
         Ok(Ok(None)) => checkpoint,
@@ -248,7 +249,8 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     // Resolve with Automatic conversion, store a concrete scheduler on p only when the request
     // named none, then resolve again without conversion (A1111's API, then `process_images`).
     // Names are parsed here, once: the runner gets enums.
-    let (sampler0, scheduler0) = resolve_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
+    let (sampler0, scheduler0) =
+        resolve_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
     let populated = match p.scheduler.clone().filter(|s| !s.is_empty()) {
         Some(s) => Some(s),
         None => (scheduler0 != Scheduler::Automatic).then(|| scheduler0.label().to_string()),
@@ -400,15 +402,5 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         version,
     }
     .to_info_string();
-    Ok(Processed {
-        images,
-        infotexts,
-        info,
-        all_seeds,
-        jobs,
-        interrupted,
-        options: opts,
-        task_id,
-        mode: mode_name,
-    })
+    Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
 }

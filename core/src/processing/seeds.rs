@@ -15,24 +15,12 @@ pub fn fixed_seed(seed: i64) -> i64 {
 
 /// [`fixed_seed`] with an injected source of random 64-bit values (for tests).
 pub fn fixed_seed_with(seed: i64, mut random_u64: impl FnMut() -> u64) -> i64 {
-    if seed == -1 {
-        (random_u64() % 4_294_967_294) as i64
-    } else {
-        seed
-    }
+    if seed == -1 { (random_u64() % 4_294_967_294) as i64 } else { seed }
 }
 
 /// `all_seeds`: image k gets `seed + k`, or `seed` for every image when variation seeds are on.
 pub fn all_seeds(seed: i64, subseed_strength: f64, count: usize) -> Vec<i64> {
-    (0..count as i64)
-        .map(|k| {
-            if subseed_strength == 0.0 {
-                seed + k
-            } else {
-                seed
-            }
-        })
-        .collect()
+    (0..count as i64).map(|k| if subseed_strength == 0.0 { seed + k } else { seed }).collect()
 }
 
 /// `all_subseeds`: image k gets `subseed + k`.
@@ -47,10 +35,7 @@ mod tests {
     #[test]
     fn minus_one_is_random_in_range_and_others_kept() {
         assert_eq!(fixed_seed_with(-1, || 4_294_967_294 + 7), 7);
-        assert_eq!(
-            fixed_seed_with(-1, || u64::MAX),
-            (u64::MAX % 4_294_967_294) as i64
-        );
+        assert_eq!(fixed_seed_with(-1, || u64::MAX), (u64::MAX % 4_294_967_294) as i64);
         assert_eq!(fixed_seed_with(-5, || 3), -5);
         assert_eq!(fixed_seed_with(1234, || 3), 1234);
         for _ in 0..20 {

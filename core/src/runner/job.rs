@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sdapi_protocol::choices::{EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler};
+use sdapi_protocol::choices::{
+    EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler,
+};
 
 /// An 8-bit RGB image, row-major HWC.
 #[derive(Clone, Debug, PartialEq, Eq)]

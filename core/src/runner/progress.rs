@@ -146,8 +146,7 @@ impl ProgressState {
                 if s.job_count > 0 {
                     progress += s.job_no as f64 / s.job_count as f64;
                     if s.sampling_steps > 0 {
-                        progress += (1.0 / s.job_count as f64)
-                            * (s.sampling_step as f64 / s.sampling_steps as f64);
+                        progress += (1.0 / s.job_count as f64) * (s.sampling_step as f64 / s.sampling_steps as f64);
                     }
                 }
                 let elapsed = s.time_start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);

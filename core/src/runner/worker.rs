@@ -1,8 +1,8 @@
 //! The worker thread: owns the executor (device + models) and runs queued commands in order.
 
 use super::{
-    AtomicCounters, BatchExecutor, BatchJob, JobControl, JobReport, JobTimings, ProgressState,
-    RunnerError, Stage, StageObserver,
+    AtomicCounters, BatchExecutor, BatchJob, JobControl, JobReport, JobTimings, ProgressState, RunnerError, Stage,
+    StageObserver,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;

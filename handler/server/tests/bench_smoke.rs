@@ -4,10 +4,8 @@
 
 #[test]
 fn bench_smoke_runs_every_stage() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench"))
-        .arg("--smoke")
-        .output()
-        .expect("run bench --smoke");
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_bench")).arg("--smoke").output().expect("run bench --smoke");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "bench --smoke failed: {}\n{stdout}", String::from_utf8_lossy(&out.stderr));
     for bench in ["unet_cfg_step", "vae_decode", "text_encode", "txt2img_total", "request_overhead", "\"smoke\""] {

@@ -74,7 +74,9 @@ pub fn parse_file(bytes: &[u8]) -> Result<Vec<JobEntry>, FileError> {
                 None | Some(Value::Null) => None,
                 Some(Value::String(n)) if valid_name(&n) => Some(n),
                 Some(other) => {
-                    return Err(FileError::Shape(format!("job {index}: name {other} must match [A-Za-z0-9._-]{{1,64}}")));
+                    return Err(FileError::Shape(format!(
+                        "job {index}: name {other} must match [A-Za-z0-9._-]{{1,64}}"
+                    )));
                 }
             };
             let (mode, body) = match (obj.remove("txt2img"), obj.remove("img2img")) {
@@ -98,7 +100,8 @@ pub fn validate(entry: &JobEntry) -> Result<JobRequest, Value> {
 
 /// A1111's four-key error body for a request that failed while running.
 pub fn api_error_json(e: &ApiError) -> Value {
-    serde_json::to_value(e).unwrap_or_else(|_| json!({"error": e.error, "detail": e.detail, "body": e.body, "errors": e.errors}))
+    serde_json::to_value(e)
+        .unwrap_or_else(|_| json!({"error": e.error, "detail": e.detail, "body": e.body, "errors": e.errors}))
 }
 
 #[cfg(test)]
@@ -112,7 +115,9 @@ mod tests {
         let list = parse_file(br#"[{"name": "a", "txt2img": {}}, {"name": "b.c", "img2img": {}}]"#).unwrap();
         assert_eq!(list[1].folder(), "1-b.c");
         assert_eq!(list[1].mode, "img2img");
-        for bad in [&b"nope"[..], b"[]", b"3", br#"{"txt2img": {}, "img2img": {}}"#, br#"{"name": "../x", "txt2img": {}}"#] {
+        for bad in
+            [&b"nope"[..], b"[]", b"3", br#"{"txt2img": {}, "img2img": {}}"#, br#"{"name": "../x", "txt2img": {}}"#]
+        {
             assert!(parse_file(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
     }

@@ -44,9 +44,13 @@ pub enum JobError {
 /// What a finished job left behind.
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
-    Completed { manifest: String },
+    Completed {
+        manifest: String,
+    },
     /// `result.json` already existed with status `completed`: a redelivery, nothing re-run.
-    AlreadyDone { manifest: String },
+    AlreadyDone {
+        manifest: String,
+    },
 }
 
 fn now_rfc3339() -> String {
@@ -147,8 +151,11 @@ async fn run_entry(state: &AppState, job_id: &str, entry: &JobEntry) -> Result<V
         };
         let seed = processed.all_seeds.get(i).copied().unwrap_or(-1);
         let key = format!("{folder}/{}", sdapi_core::store::naming::sample_file_name(i as u64, seed, ext));
-        let options =
-            PutOptions { content_type: content_type.into(), metadata: image_metadata(entry.mode, seed, infotext), if_absent: false };
+        let options = PutOptions {
+            content_type: content_type.into(),
+            metadata: image_metadata(entry.mode, seed, infotext),
+            if_absent: false,
+        };
         keys.push(Value::String(state.outputs.store.put(&key, bytes, options).await?.key));
     }
     result["status"] = json!("completed");
@@ -163,10 +170,10 @@ async fn generate(state: &AppState, entry: &JobEntry) -> Result<Processed, Value
     let request = match file::validate(entry)? {
         JobRequest::Txt2Img(r) => GenerationRequest::Txt2Img(r),
         JobRequest::Img2Img(r) => {
-            let init_images = crate::routes::generation::decode_init_images(state, &r).await.map_err(|e| file::api_error_json(&e))?;
+            let init_images =
+                crate::routes::generation::decode_init_images(state, &r).await.map_err(|e| file::api_error_json(&e))?;
             GenerationRequest::Img2Img { request: r, init_images }
         }
     };
     process_images(&state.ctx, request).await.map_err(|e| file::api_error_json(&e))
 }
-

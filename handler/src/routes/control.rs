@@ -17,7 +17,10 @@ pub struct ProgressQuery {
 /// `GET /sdapi/v1/progress` (§2.7).
 pub async fn progress(State(s): State<AppState>, Query(q): Query<ProgressQuery>) -> impl IntoResponse {
     let snap = s.ctx.runner.state().snapshot();
-    let skip_image = matches!(q.skip_current_image.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("true" | "1" | "yes" | "on"));
+    let skip_image = matches!(
+        q.skip_current_image.as_deref().map(str::to_ascii_lowercase).as_deref(),
+        Some("true" | "1" | "yes" | "on")
+    );
     Json(json!({
         "progress": snap.progress,
         "eta_relative": snap.eta_relative,

@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use sdapi_core::processing::{GenerationRequest, Processed, process_images};
+use sdapi_core::runner::RgbImage;
+use sdapi_core::store::report::append_info_key;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::images::{decode_base64_image, parse_hex_color, resize_image};
 use sdapi_protocol::infotext::python_json;
-use sdapi_core::store::report::append_info_key;
-use sdapi_core::processing::{GenerationRequest, Processed, process_images};
-use sdapi_core::runner::RgbImage;
 use serde_json::{Map, Value, json};
 
 use super::json_body;
@@ -52,7 +52,8 @@ pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Resul
     let Some(encoded) = req.init_images.clone() else {
         return Err(ApiError::init_image_not_found());
     };
-    let (width, height) = (req.width.unwrap_or(512).clamp(8, 8192) as u32, req.height.unwrap_or(512).clamp(8, 8192) as u32);
+    let (width, height) =
+        (req.width.unwrap_or(512).clamp(8, 8192) as u32, req.height.unwrap_or(512).clamp(8, 8192) as u32);
     let resize_mode = req.resize_mode.unwrap_or(0);
     let background = {
         let opts = state.ctx.options.read().unwrap_or_else(|e| e.into_inner());
@@ -72,7 +73,6 @@ pub async fn decode_init_images(state: &AppState, req: &Img2ImgRequest) -> Resul
     .await
     .map_err(|e| ApiError::runtime(e.to_string()))?
 }
-
 
 /// `X-Runner-Job`: every runner job of this request with its timings, e.g.
 /// `id=3;queue_ms=0;execute_ms=812;total_ms=812`, comma-separated for n_iter > 1.

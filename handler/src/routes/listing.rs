@@ -6,11 +6,11 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
+use sdapi_core::models_dir::ModelIndex;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::items::{
     EmbeddingsResponse, ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
 };
-use sdapi_core::models_dir::ModelIndex;
 use sdapi_protocol::api::responses::PngInfoResponse;
 use sdapi_protocol::images::py_b64decode;
 use serde_json::{Value, json};

@@ -19,8 +19,14 @@ const fn route(method: &'static str, path: &'static str, handler: fn() -> Method
 }
 
 pub const API_ROUTES: &[ApiRoute] = &[
-    ApiRoute { schema: Some("StableDiffusionProcessingTxt2Img"), ..route("post", "/sdapi/v1/txt2img", || post(generation::txt2img)) },
-    ApiRoute { schema: Some("StableDiffusionProcessingImg2Img"), ..route("post", "/sdapi/v1/img2img", || post(generation::img2img)) },
+    ApiRoute {
+        schema: Some("StableDiffusionProcessingTxt2Img"),
+        ..route("post", "/sdapi/v1/txt2img", || post(generation::txt2img))
+    },
+    ApiRoute {
+        schema: Some("StableDiffusionProcessingImg2Img"),
+        ..route("post", "/sdapi/v1/img2img", || post(generation::img2img))
+    },
     route("post", "/sdapi/v1/extra-single-image", || post(unsupported::extras)),
     route("post", "/sdapi/v1/extra-batch-images", || post(unsupported::extras)),
     route("post", "/sdapi/v1/png-info", || post(listing::png_info)),

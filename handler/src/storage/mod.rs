@@ -9,12 +9,12 @@ pub mod s3;
 
 use std::sync::Arc;
 
-use sdapi_protocol::api::errors::ApiError;
-use sdapi_protocol::api::options::Options;
-use sdapi_protocol::images::{SampleFormat, encode_sample, to_base64};
 use sdapi_core::processing::Processed;
 use sdapi_core::store::naming::today;
 use sdapi_core::store::{LocalStore, OutputStore, PutOptions, SampleNamer, StoredObject, sample_folder};
+use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::options::Options;
+use sdapi_protocol::images::{SampleFormat, encode_sample, to_base64};
 use tokio::sync::mpsc;
 
 use crate::config::Config;

@@ -7,8 +7,8 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::Client;
-use sha2::{Digest, Sha256};
 use sdapi_core::models_dir::HashCache;
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,13 @@ pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<Sync
 }
 
 /// Downloads one object; returns its size and sha256 (always computed while streaming).
-async fn download(client: &Client, bucket: &str, key: &str, path: &Path, want: u64) -> Result<(u64, String), SyncError> {
+async fn download(
+    client: &Client,
+    bucket: &str,
+    key: &str,
+    path: &Path,
+    want: u64,
+) -> Result<(u64, String), SyncError> {
     let location = format!("s3://{bucket}/{key}");
     let resp = client
         .get_object()

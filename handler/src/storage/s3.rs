@@ -168,7 +168,8 @@ pub fn encode_metadata(pairs: &[(String, String)]) -> Vec<(String, String)> {
         let mut value = String::new();
         let mut truncated = false;
         for b in v.bytes() {
-            let piece = if (0x20..0x7f).contains(&b) && b != b'%' { (b as char).to_string() } else { format!("%{b:02X}") };
+            let piece =
+                if (0x20..0x7f).contains(&b) && b != b'%' { (b as char).to_string() } else { format!("%{b:02X}") };
             if piece.len() > budget {
                 truncated = true;
                 break;
@@ -211,7 +212,9 @@ impl OutputStore for S3Store {
             }
             match req.send().await {
                 Ok(_) => Ok(StoredObject { location: self.location(&full), key: full }),
-                Err(e) if options.if_absent && status_of(&e) == Some(412) => Err(StoreError::AlreadyExists { key: full }),
+                Err(e) if options.if_absent && status_of(&e) == Some(412) => {
+                    Err(StoreError::AlreadyExists { key: full })
+                }
                 Err(e) => Err(backend_error("PutObject", self.location(&full), e)),
             }
         })

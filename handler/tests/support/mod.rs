@@ -69,7 +69,9 @@ impl Moto {
         SdkConfig::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
-            .credentials_provider(SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "static")))
+            .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+                "test", "test", None, None, "static",
+            )))
             .endpoint_url(&self.endpoint)
             .build()
     }
@@ -108,7 +110,11 @@ pub fn settings() -> S3Settings {
     S3Settings { force_path_style: true, max_attempts: 2, operation_timeout: Duration::from_secs(3) }
 }
 
-pub async fn get_object(c: &aws_sdk_s3::Client, bucket: &str, key: &str) -> (Vec<u8>, aws_sdk_s3::operation::get_object::GetObjectOutput) {
+pub async fn get_object(
+    c: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> (Vec<u8>, aws_sdk_s3::operation::get_object::GetObjectOutput) {
     let mut out = c.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("get {key}: {e:?}"));
     let body = std::mem::take(&mut out.body).collect().await.expect("body").into_bytes().to_vec();
     (body, out)

@@ -18,7 +18,11 @@ pub struct OpTiming {
 fn conv3x3(ch: usize, hw: usize, warmup: usize, iters: usize) -> Result<Samples, BenchError> {
     let bound = 1.0 / ((ch * 9) as f32).sqrt();
     let w = (input(&[ch, ch, 3, 3], 11)? * bound as f64)?;
-    let conv = candle_nn::Conv2d::new(w, Some(Tensor::zeros(ch, candle_core::DType::F32, &Device::Cpu)?), Conv2dConfig { padding: 1, ..Default::default() });
+    let conv = candle_nn::Conv2d::new(
+        w,
+        Some(Tensor::zeros(ch, candle_core::DType::F32, &Device::Cpu)?),
+        Conv2dConfig { padding: 1, ..Default::default() },
+    );
     let x = input(&[2, ch, hw, hw], 12)?;
     Samples::measure(warmup, iters, || Ok(conv.forward(&x)?))
 }
@@ -38,7 +42,13 @@ fn linear(tokens: usize, cin: usize, cout: usize, warmup: usize, iters: usize) -
 }
 
 /// The engine's own attention (what the UNet runs), 8 heads as in SD 1.x.
-fn attention(tokens: usize, kv_tokens: usize, width: usize, warmup: usize, iters: usize) -> Result<Samples, BenchError> {
+fn attention(
+    tokens: usize,
+    kv_tokens: usize,
+    width: usize,
+    warmup: usize,
+    iters: usize,
+) -> Result<Samples, BenchError> {
     let q = input(&[2, tokens, width], 16)?;
     let k = input(&[2, kv_tokens, width], 17)?;
     let v = input(&[2, kv_tokens, width], 18)?;

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Shape, Tensor};
-use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use candle_nn::var_builder::SimpleBackend;
 
 use super::BenchError;
 use crate::clip::ClipTextModel;

@@ -8,11 +8,11 @@ use sdapi_core::runner::JobControl;
 
 use crate::checkpoint::PredictionType;
 use crate::model::LoadedModel;
+use crate::sampling::{Model, SamplingError};
 use crate::text::{
     MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_cond_vectors,
     reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
-use crate::sampling::{Model, SamplingError};
 
 /// The denoiser a sampler drives for one batch.
 pub struct CfgDenoiser<'a> {
@@ -36,7 +36,8 @@ impl CfgDenoiser<'_> {
     fn unet(&self, x_in: &Tensor, t: &Tensor, context: &Tensor, y: Option<&Tensor>) -> Result<Tensor, SamplingError> {
         let dtype = self.model.dtype;
         let y = y.map(|y| y.to_dtype(dtype)).transpose()?;
-        let out = self.model.unet.forward_with_vector(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?, y.as_ref())?;
+        let out =
+            self.model.unet.forward_with_vector(&x_in.to_dtype(dtype)?, t, &context.to_dtype(dtype)?, y.as_ref())?;
         Ok(out.to_dtype(DType::F32)?)
     }
 
@@ -104,7 +105,12 @@ impl CfgDenoiser<'_> {
     }
 
     /// `denoised_i = uncond_i + Σ_k (cond_{i,k} − uncond_i) · (w_k · cfg_scale)`.
-    fn combine(&self, out: &Tensor, conds_list: &[Vec<(usize, f64)>], n_uncond: usize) -> Result<Tensor, SamplingError> {
+    fn combine(
+        &self,
+        out: &Tensor,
+        conds_list: &[Vec<(usize, f64)>],
+        n_uncond: usize,
+    ) -> Result<Tensor, SamplingError> {
         let total = out.dim(0)?;
         let denoised_uncond = out.narrow(0, total - n_uncond, n_uncond)?;
         let mut images = Vec::with_capacity(conds_list.len());
@@ -128,7 +134,12 @@ impl CfgDenoiser<'_> {
 impl CfgDenoiser<'_> {
     /// Timestep-sampler view: CFG-combined eps (CFG scale times `cfg_scale_multiplier`, for DDIM
     /// CFG++) and the unconditional eps of each image.
-    fn eps_and_uncond(&mut self, x: &Tensor, t: f64, cfg_scale_multiplier: f64) -> Result<(Tensor, Tensor), SamplingError> {
+    fn eps_and_uncond(
+        &mut self,
+        x: &Tensor,
+        t: f64,
+        cfg_scale_multiplier: f64,
+    ) -> Result<(Tensor, Tensor), SamplingError> {
         self.check_stop()?;
         let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
         let out = self.evaluate(&x_in, None, t, &tensor, &uncond)?;

@@ -85,8 +85,9 @@ impl BatchExecutor for DiffusionExecutor {
         // Free the old model before loading the next (one checkpoint on the device, as A1111).
         self.loaded = None;
         let started = std::time::Instant::now();
-        let model = LoadedModel::load(&job.model.checkpoint, job.model.vae.as_deref().map(Path::new), &self.device, self.dtype)
-            .map_err(|e| RunnerError::Model(e.to_string()))?;
+        let model =
+            LoadedModel::load(&job.model.checkpoint, job.model.vae.as_deref().map(Path::new), &self.device, self.dtype)
+                .map_err(|e| RunnerError::Model(e.to_string()))?;
         tracing::info!(checkpoint = %job.model.checkpoint.display(), ms = started.elapsed().as_millis() as u64, "model loaded");
         self.loaded = Some((job.model.clone(), model));
         Ok(true)
@@ -114,7 +115,8 @@ impl BatchExecutor for DiffusionExecutor {
         let conditioner = TextConditioner::new(&model_conditioner, chunking);
         let mut schedule_params = ScheduleParams::new(total_steps);
         schedule_params.use_old_scheduling = job.settings.use_old_scheduling;
-        let uncond = conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
+        let uncond =
+            conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
         let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(exec_err)?;
 
         // Noise: one generator per image seed (§4.3).
@@ -147,7 +149,10 @@ impl BatchExecutor for DiffusionExecutor {
                 let mut latents = Vec::with_capacity(batch);
                 for i in 0..batch {
                     let img = &init_images[i.min(init_images.len() - 1)];
-                    let x = image_to_tensor(img, &self.device).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
+                    let x = image_to_tensor(img, &self.device)
+                        .map_err(exec_err)?
+                        .to_dtype(model.dtype)
+                        .map_err(exec_err)?;
                     latents.push(model.vae.encode(&x).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)?);
                 }
                 Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
@@ -169,7 +174,14 @@ impl BatchExecutor for DiffusionExecutor {
         let alphas = &model.alphas_cumprod;
         let (plan, noise_multiplier) = match &job.mode {
             JobMode::Txt2Img => (
-                SamplingPlan::txt2img(sampler, scheduler, job.steps, alphas, &sched_opts, s.always_discard_next_to_last_sigma),
+                SamplingPlan::txt2img(
+                    sampler,
+                    scheduler,
+                    job.steps,
+                    alphas,
+                    &sched_opts,
+                    s.always_discard_next_to_last_sigma,
+                ),
                 1.0,
             ),
             JobMode::Img2Img { denoising_strength, initial_noise_multiplier, .. } => (
@@ -211,20 +223,16 @@ impl BatchExecutor for DiffusionExecutor {
             Ok(())
         };
         let numel = 4 * lh * lw;
-        let brownian = sampler
-            .flags()
-            .brownian_noise
-            .then(|| BrownianTreeNoise::for_plan(&plan, &job.seeds, source, numel));
+        let brownian =
+            sampler.flags().brownian_noise.then(|| BrownianTreeNoise::for_plan(&plan, &job.seeds, source, numel));
         let mut ctx = SamplerContext::new(&mut denoiser, &mut rng, params, alphas).with_callback(&mut callback);
         if let Some(tree) = brownian {
             ctx = ctx.with_brownian(tree);
         }
         let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
         let (latent, interrupted) = (output.latent, output.interrupted);
-        let mut extra_generation_params: Vec<(String, String)> = param_infotext
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), float_repr(v)))
-            .collect();
+        let mut extra_generation_params: Vec<(String, String)> =
+            param_infotext.into_iter().map(|(k, v)| (k.to_string(), float_repr(v))).collect();
         if let Some(init) = init_latent.as_ref() {
             // A1111 blends the img2img result with the init latent only under a mask; keep the shape check.
             debug_assert_eq!(init.dims(), latent.dims());

@@ -12,9 +12,7 @@ pub const CLIP_PREFIX: &str = "cond_stage_model.transformer.text_model.";
 
 /// `text_model.*` (transformers CLIPTextModel) → `cond_stage_model.transformer.text_model.*`.
 pub fn clip_name(stored: &str) -> Option<String> {
-    stored
-        .strip_prefix("text_model.")
-        .map(|rest| format!("{CLIP_PREFIX}{rest}"))
+    stored.strip_prefix("text_model.").map(|rest| format!("{CLIP_PREFIX}{rest}"))
 }
 
 /// Maps a diffusers `UNet2DConditionModel` tensor list to canonical names.
@@ -22,11 +20,7 @@ pub fn unet_names(stored: &[String]) -> Vec<(String, String)> {
     let layout = UnetLayout::scan(stored);
     stored
         .iter()
-        .filter_map(|name| {
-            layout
-                .rename(name)
-                .map(|canonical| (name.clone(), format!("{UNET_PREFIX}{canonical}")))
-        })
+        .filter_map(|name| layout.rename(name).map(|canonical| (name.clone(), format!("{UNET_PREFIX}{canonical}"))))
         .collect()
 }
 
@@ -35,9 +29,7 @@ pub fn vae_names(stored: &[String]) -> Vec<(String, String)> {
     let up_levels = count_children(stored, "decoder.up_blocks.");
     stored
         .iter()
-        .filter_map(|name| {
-            vae_rename(name, up_levels).map(|c| (name.clone(), format!("{VAE_PREFIX}{c}")))
-        })
+        .filter_map(|name| vae_rename(name, up_levels).map(|c| (name.clone(), format!("{VAE_PREFIX}{c}"))))
         .collect()
 }
 
@@ -45,13 +37,7 @@ pub fn vae_names(stored: &[String]) -> Vec<(String, String)> {
 fn count_children(names: &[String], prefix: &str) -> usize {
     names
         .iter()
-        .filter_map(|n| {
-            n.strip_prefix(prefix)?
-                .split('.')
-                .next()?
-                .parse::<usize>()
-                .ok()
-        })
+        .filter_map(|n| n.strip_prefix(prefix)?.split('.').next()?.parse::<usize>().ok())
         .max()
         .map_or(0, |m| m + 1)
 }
@@ -146,11 +132,7 @@ impl UnetLayout {
         if let Some((level, rest)) = name.strip_prefix("down_blocks.").and_then(split_index) {
             let start = *self.down_start.get(level)?;
             if let Some((j, inner)) = rest.strip_prefix("resnets.").and_then(split_index) {
-                return Some(format!(
-                    "input_blocks.{}.0.{}",
-                    start + j,
-                    resnet_param(inner)
-                ));
+                return Some(format!("input_blocks.{}.0.{}", start + j, resnet_param(inner)));
             }
             if let Some((j, inner)) = rest.strip_prefix("attentions.").and_then(split_index) {
                 return Some(format!("input_blocks.{}.1.{inner}", start + j));
@@ -163,22 +145,14 @@ impl UnetLayout {
         if let Some((level, rest)) = name.strip_prefix("up_blocks.").and_then(split_index) {
             let start = *self.up_start.get(level)?;
             if let Some((j, inner)) = rest.strip_prefix("resnets.").and_then(split_index) {
-                return Some(format!(
-                    "output_blocks.{}.0.{}",
-                    start + j,
-                    resnet_param(inner)
-                ));
+                return Some(format!("output_blocks.{}.0.{}", start + j, resnet_param(inner)));
             }
             if let Some((j, inner)) = rest.strip_prefix("attentions.").and_then(split_index) {
                 return Some(format!("output_blocks.{}.1.{inner}", start + j));
             }
             if let Some(inner) = rest.strip_prefix("upsamplers.0.conv.") {
                 let index = start + self.up_resnets.get(level)? - 1;
-                let layer = if *self.up_has_attention.get(level)? {
-                    2
-                } else {
-                    1
-                };
+                let layer = if *self.up_has_attention.get(level)? { 2 } else { 1 };
                 return Some(format!("output_blocks.{index}.{layer}.conv.{inner}"));
             }
         }
@@ -188,11 +162,7 @@ impl UnetLayout {
 
 /// Mid-block resnets need their parameter names translated; other simple prefixes do not.
 fn unet_resnet_part(prefix: &str, rest: &str) -> String {
-    if prefix.starts_with("mid_block.resnets.") {
-        resnet_param(rest)
-    } else {
-        rest.to_string()
-    }
+    if prefix.starts_with("mid_block.resnets.") { resnet_param(rest) } else { rest.to_string() }
 }
 
 /// diffusers `ResnetBlock2D` parameter → LDM `ResBlock` parameter.
@@ -229,15 +199,11 @@ fn vae_rename(name: &str, up_levels: usize) -> Option<String> {
             format!("mid.block_2.{}", vae_resnet_param(inner))
         } else if let Some(inner) = rest.strip_prefix("mid_block.attentions.0.") {
             format!("mid.attn_1.{}", vae_attention_param(inner)?)
-        } else if let Some((level, inner)) = rest.strip_prefix("down_blocks.").and_then(split_index)
-        {
+        } else if let Some((level, inner)) = rest.strip_prefix("down_blocks.").and_then(split_index) {
             if let Some((j, param)) = inner.strip_prefix("resnets.").and_then(split_index) {
                 format!("down.{level}.block.{j}.{}", vae_resnet_param(param))
             } else {
-                format!(
-                    "down.{level}.downsample.conv.{}",
-                    inner.strip_prefix("downsamplers.0.conv.")?
-                )
+                format!("down.{level}.downsample.conv.{}", inner.strip_prefix("downsamplers.0.conv.")?)
             }
         } else if let Some((level, inner)) = rest.strip_prefix("up_blocks.").and_then(split_index) {
             // diffusers counts decoder levels from the lowest resolution, LDM from the highest.
@@ -245,10 +211,7 @@ fn vae_rename(name: &str, up_levels: usize) -> Option<String> {
             if let Some((j, param)) = inner.strip_prefix("resnets.").and_then(split_index) {
                 format!("up.{ldm_level}.block.{j}.{}", vae_resnet_param(param))
             } else {
-                format!(
-                    "up.{ldm_level}.upsample.conv.{}",
-                    inner.strip_prefix("upsamplers.0.conv.")?
-                )
+                format!("up.{ldm_level}.upsample.conv.{}", inner.strip_prefix("upsamplers.0.conv.")?)
             }
         } else {
             return None;
@@ -281,8 +244,7 @@ fn vae_attention_param(inner: &str) -> Option<String> {
         ("to_out.0.", "proj_out."),
         ("proj_attn.", "proj_out."),
     ];
-    map.iter()
-        .find_map(|(from, to)| inner.strip_prefix(from).map(|rest| format!("{to}{rest}")))
+    map.iter().find_map(|(from, to)| inner.strip_prefix(from).map(|rest| format!("{to}{rest}")))
 }
 
 #[cfg(test)]
@@ -311,42 +273,15 @@ mod tests {
         ]);
         let mapped: BTreeMap<String, String> = unet_names(&stored).into_iter().collect();
         let expect = |d: &str, l: &str| assert_eq!(mapped[d], format!("{UNET_PREFIX}{l}"), "{d}");
-        expect(
-            "down_blocks.0.resnets.0.norm1.weight",
-            "input_blocks.1.0.in_layers.0.weight",
-        );
-        expect(
-            "down_blocks.0.attentions.0.proj_in.weight",
-            "input_blocks.1.1.proj_in.weight",
-        );
-        expect(
-            "down_blocks.0.downsamplers.0.conv.weight",
-            "input_blocks.2.0.op.weight",
-        );
-        expect(
-            "down_blocks.1.resnets.0.conv_shortcut.weight",
-            "input_blocks.3.0.skip_connection.weight",
-        );
-        expect(
-            "up_blocks.0.resnets.1.time_emb_proj.bias",
-            "output_blocks.1.0.emb_layers.1.bias",
-        );
-        expect(
-            "up_blocks.0.upsamplers.0.conv.weight",
-            "output_blocks.1.1.conv.weight",
-        );
-        expect(
-            "up_blocks.1.resnets.1.conv2.weight",
-            "output_blocks.3.0.out_layers.3.weight",
-        );
-        expect(
-            "up_blocks.1.attentions.1.norm.weight",
-            "output_blocks.3.1.norm.weight",
-        );
-        expect(
-            "mid_block.resnets.1.norm2.bias",
-            "middle_block.2.out_layers.0.bias",
-        );
+        expect("down_blocks.0.resnets.0.norm1.weight", "input_blocks.1.0.in_layers.0.weight");
+        expect("down_blocks.0.attentions.0.proj_in.weight", "input_blocks.1.1.proj_in.weight");
+        expect("down_blocks.0.downsamplers.0.conv.weight", "input_blocks.2.0.op.weight");
+        expect("down_blocks.1.resnets.0.conv_shortcut.weight", "input_blocks.3.0.skip_connection.weight");
+        expect("up_blocks.0.resnets.1.time_emb_proj.bias", "output_blocks.1.0.emb_layers.1.bias");
+        expect("up_blocks.0.upsamplers.0.conv.weight", "output_blocks.1.1.conv.weight");
+        expect("up_blocks.1.resnets.1.conv2.weight", "output_blocks.3.0.out_layers.3.weight");
+        expect("up_blocks.1.attentions.1.norm.weight", "output_blocks.3.1.norm.weight");
+        expect("mid_block.resnets.1.norm2.bias", "middle_block.2.out_layers.0.bias");
         expect("conv_out.bias", "out.2.bias");
     }
 
@@ -361,22 +296,10 @@ mod tests {
         ]);
         let mapped: BTreeMap<String, String> = vae_names(&stored).into_iter().collect();
         let expect = |d: &str, l: &str| assert_eq!(mapped[d], format!("{VAE_PREFIX}{l}"), "{d}");
-        expect(
-            "decoder.up_blocks.0.resnets.2.norm1.weight",
-            "decoder.up.3.block.2.norm1.weight",
-        );
-        expect(
-            "decoder.up_blocks.0.upsamplers.0.conv.weight",
-            "decoder.up.3.upsample.conv.weight",
-        );
-        expect(
-            "decoder.up_blocks.3.resnets.0.conv_shortcut.bias",
-            "decoder.up.0.block.0.nin_shortcut.bias",
-        );
-        expect(
-            "encoder.mid_block.attentions.0.query.weight",
-            "encoder.mid.attn_1.q.weight",
-        );
+        expect("decoder.up_blocks.0.resnets.2.norm1.weight", "decoder.up.3.block.2.norm1.weight");
+        expect("decoder.up_blocks.0.upsamplers.0.conv.weight", "decoder.up.3.upsample.conv.weight");
+        expect("decoder.up_blocks.3.resnets.0.conv_shortcut.bias", "decoder.up.0.block.0.nin_shortcut.bias");
+        expect("encoder.mid_block.attentions.0.query.weight", "encoder.mid.attn_1.q.weight");
         expect("encoder.conv_norm_out.bias", "encoder.norm_out.bias");
     }
 }

@@ -25,16 +25,9 @@ impl SafetensorsFile {
     pub fn open(path: &Path) -> Result<Self, EngineError> {
         // Safety: the file is mapped read-only; like every mmap user we assume nobody truncates
         // the checkpoint while it is loaded.
-        let data = unsafe { MmapedSafetensors::new(path) }.map_err(|e| {
-            EngineError::InvalidSafetensors {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            }
-        })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            data,
-        })
+        let data = unsafe { MmapedSafetensors::new(path) }
+            .map_err(|e| EngineError::InvalidSafetensors { path: path.to_path_buf(), message: e.to_string() })?;
+        Ok(Self { path: path.to_path_buf(), data })
     }
 
     pub fn path(&self) -> &Path {
@@ -43,11 +36,7 @@ impl SafetensorsFile {
 
     /// Stored tensor names with their shapes.
     pub fn tensor_shapes(&self) -> Vec<(String, Vec<usize>)> {
-        self.data
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| (name, view.shape().to_vec()))
-            .collect()
+        self.data.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect()
     }
 }
 
@@ -86,21 +75,14 @@ impl TensorStore {
     /// Adds `file`, exposing each `(stored, canonical)` pair of `names` under its canonical name.
     /// A later file wins over an earlier one for the same canonical name (used by VAE overrides).
     pub fn add_file(&mut self, file: SafetensorsFile, names: Vec<(String, String)>) {
-        let views = names
-            .into_iter()
-            .map(|(stored, canonical)| (stored, canonical, StoredView::Whole))
-            .collect();
+        let views = names.into_iter().map(|(stored, canonical)| (stored, canonical, StoredView::Whole)).collect();
         self.add_file_views(file, views);
     }
 
     /// Like [`Self::add_file`], with a [`StoredView`] per name. Views that do not fit the stored
     /// shape (rows out of range, transposing a non-matrix) are skipped, so the tensor reads as
     /// missing rather than wrong.
-    pub fn add_file_views(
-        &mut self,
-        file: SafetensorsFile,
-        names: Vec<(String, String, StoredView)>,
-    ) {
+    pub fn add_file_views(&mut self, file: SafetensorsFile, names: Vec<(String, String, StoredView)>) {
         let shapes: HashMap<String, Vec<usize>> = file.tensor_shapes().into_iter().collect();
         let index = self.files.len();
         for (stored, canonical, view) in names {
@@ -120,15 +102,7 @@ impl TensorStore {
                     _ => continue,
                 },
             };
-            self.entries.insert(
-                canonical,
-                Entry {
-                    file: index,
-                    stored,
-                    shape,
-                    view,
-                },
-            );
+            self.entries.insert(canonical, Entry { file: index, stored, shape, view });
         }
         self.files.push(file);
     }
@@ -149,8 +123,7 @@ impl TensorStore {
 
     /// Like [`Self::shape`] but a missing tensor is an error.
     pub fn require_shape(&self, name: &str) -> Result<&[usize], EngineError> {
-        self.shape(name)
-            .ok_or_else(|| EngineError::MissingTensor(name.to_string()))
+        self.shape(name).ok_or_else(|| EngineError::MissingTensor(name.to_string()))
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -159,12 +132,8 @@ impl TensorStore {
 
     /// Reads one tensor (reshaped to its canonical shape, cast to `dtype`) onto `device`.
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let entry = self
-            .entries
-            .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor {
-                path: name.to_string(),
-            })?;
+        let entry =
+            self.entries.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
         let file = &self.files[entry.file];
         let tensor = match entry.view {
             StoredView::Whole => file.data.load(&entry.stored, device)?,
@@ -172,32 +141,22 @@ impl TensorStore {
             StoredView::Rows { start, len } => {
                 let view = file.data.get(&entry.stored)?;
                 let dtype = DType::try_from(view.dtype())?;
-                let row_bytes: usize =
-                    view.shape().iter().skip(1).product::<usize>() * dtype.size_in_bytes();
+                let row_bytes: usize = view.shape().iter().skip(1).product::<usize>() * dtype.size_in_bytes();
                 let bytes = view
                     .data()
                     .get(start * row_bytes..(start + len) * row_bytes)
-                    .ok_or_else(|| {
-                        candle_core::Error::Msg(format!("rows {start}+{len} outside `{name}`"))
-                    })?;
+                    .ok_or_else(|| candle_core::Error::Msg(format!("rows {start}+{len} outside `{name}`")))?;
                 Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
             }
         };
-        let tensor = if tensor.dims() == entry.shape.as_slice() {
-            tensor
-        } else {
-            tensor.reshape(entry.shape.as_slice())?
-        };
+        let tensor =
+            if tensor.dims() == entry.shape.as_slice() { tensor } else { tensor.reshape(entry.shape.as_slice())? };
         tensor.to_dtype(dtype)
     }
 
     /// A `VarBuilder` reading from this store.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
-        VarBuilder::from_backend(
-            Box::new(StoreBackend(Arc::clone(self))),
-            dtype,
-            device.clone(),
-        )
+        VarBuilder::from_backend(Box::new(StoreBackend(Arc::clone(self))), dtype, device.clone())
     }
 }
 
@@ -205,14 +164,8 @@ impl TensorStore {
 /// linear `[c, c]` matrices; canonically they are the 1x1 convolutions `[c, c, 1, 1]` of LDM.
 fn canonical_shape(canonical: &str, stored: &[usize]) -> Vec<usize> {
     let is_vae_attn_proj = canonical.contains(".mid.attn_1.")
-        && [".q.weight", ".k.weight", ".v.weight", ".proj_out.weight"]
-            .iter()
-            .any(|suffix| canonical.ends_with(suffix));
-    if is_vae_attn_proj && stored.len() == 2 {
-        vec![stored[0], stored[1], 1, 1]
-    } else {
-        stored.to_vec()
-    }
+        && [".q.weight", ".k.weight", ".v.weight", ".proj_out.weight"].iter().any(|suffix| canonical.ends_with(suffix));
+    if is_vae_attn_proj && stored.len() == 2 { vec![stored[0], stored[1], 1, 1] } else { stored.to_vec() }
 }
 
 struct StoreBackend(Arc<TensorStore>);

@@ -40,14 +40,12 @@ pub fn open_clip_names(
             out.push((name.clone(), canonical, view));
         };
         match rest {
-            "token_embedding.weight" => push(
-                format!("{text_prefix}embeddings.token_embedding.weight"),
-                StoredView::Whole,
-            ),
-            "positional_embedding" => push(
-                format!("{text_prefix}embeddings.position_embedding.weight"),
-                StoredView::Whole,
-            ),
+            "token_embedding.weight" => {
+                push(format!("{text_prefix}embeddings.token_embedding.weight"), StoredView::Whole)
+            }
+            "positional_embedding" => {
+                push(format!("{text_prefix}embeddings.position_embedding.weight"), StoredView::Whole)
+            }
             "text_projection" => {
                 if let Some(p) = projection {
                     push(p.to_string(), StoredView::Whole);
@@ -55,13 +53,9 @@ pub fn open_clip_names(
             }
             _ => {
                 if let Some(param) = rest.strip_prefix("ln_final.") {
-                    push(
-                        format!("{text_prefix}final_layer_norm.{param}"),
-                        StoredView::Whole,
-                    );
-                } else if let Some((layer, inner)) = rest
-                    .strip_prefix("transformer.resblocks.")
-                    .and_then(|r| r.split_once('.'))
+                    push(format!("{text_prefix}final_layer_norm.{param}"), StoredView::Whole);
+                } else if let Some((layer, inner)) =
+                    rest.strip_prefix("transformer.resblocks.").and_then(|r| r.split_once('.'))
                 {
                     let layer_prefix = format!("{text_prefix}encoder.layers.{layer}.");
                     for (canonical, view) in resblock_param(inner, shape) {
@@ -100,15 +94,7 @@ fn resblock_param(inner: &str, shape: &[usize]) -> Vec<(String, StoredView)> {
     ["q_proj", "k_proj", "v_proj"]
         .iter()
         .enumerate()
-        .map(|(i, proj)| {
-            (
-                format!("self_attn.{proj}.{param}"),
-                StoredView::Rows {
-                    start: i * width,
-                    len: width,
-                },
-            )
-        })
+        .map(|(i, proj)| (format!("self_attn.{proj}.{param}"), StoredView::Rows { start: i * width, len: width }))
         .collect()
 }
 
@@ -119,18 +105,10 @@ pub fn diffusers_clip_g_names(stored: &[(String, Vec<usize>)]) -> Vec<NameView> 
         .iter()
         .filter_map(|(name, _)| {
             if name == "text_projection.weight" {
-                return Some((
-                    name.clone(),
-                    SDXL_TEXT_PROJECTION.to_string(),
-                    StoredView::Transposed,
-                ));
+                return Some((name.clone(), SDXL_TEXT_PROJECTION.to_string(), StoredView::Transposed));
             }
             let rest = name.strip_prefix("text_model.")?;
-            Some((
-                name.clone(),
-                format!("{SDXL_CLIP_G_PREFIX}{rest}"),
-                StoredView::Whole,
-            ))
+            Some((name.clone(), format!("{SDXL_CLIP_G_PREFIX}{rest}"), StoredView::Whole))
         })
         .collect()
 }
@@ -153,35 +131,17 @@ mod tests {
     #[test]
     fn fused_in_proj_is_split_into_row_thirds() {
         let stored = vec![
-            (
-                "m.transformer.resblocks.3.attn.in_proj_weight".to_string(),
-                vec![48, 16],
-            ),
-            (
-                "m.transformer.resblocks.3.attn.in_proj_bias".to_string(),
-                vec![48],
-            ),
-            (
-                "m.transformer.resblocks.3.mlp.c_proj.bias".to_string(),
-                vec![16],
-            ),
+            ("m.transformer.resblocks.3.attn.in_proj_weight".to_string(), vec![48, 16]),
+            ("m.transformer.resblocks.3.attn.in_proj_bias".to_string(), vec![48]),
+            ("m.transformer.resblocks.3.mlp.c_proj.bias".to_string(), vec![16]),
             ("m.text_projection".to_string(), vec![16, 12]),
             ("m.logit_scale".to_string(), vec![]),
         ];
         let names = open_clip_names(&stored, "m.", "t.", Some("proj"));
         let find = |c: &str| names.iter().find(|(_, n, _)| n == c).map(|(_, _, v)| *v);
-        assert_eq!(
-            find("t.encoder.layers.3.self_attn.k_proj.weight"),
-            Some(StoredView::Rows { start: 16, len: 16 })
-        );
-        assert_eq!(
-            find("t.encoder.layers.3.self_attn.v_proj.bias"),
-            Some(StoredView::Rows { start: 32, len: 16 })
-        );
-        assert_eq!(
-            find("t.encoder.layers.3.mlp.fc2.bias"),
-            Some(StoredView::Whole)
-        );
+        assert_eq!(find("t.encoder.layers.3.self_attn.k_proj.weight"), Some(StoredView::Rows { start: 16, len: 16 }));
+        assert_eq!(find("t.encoder.layers.3.self_attn.v_proj.bias"), Some(StoredView::Rows { start: 32, len: 16 }));
+        assert_eq!(find("t.encoder.layers.3.mlp.fc2.bias"), Some(StoredView::Whole));
         assert_eq!(find("proj"), Some(StoredView::Whole));
         assert_eq!(names.len(), 3 + 3 + 1 + 1, "logit_scale is dropped");
     }

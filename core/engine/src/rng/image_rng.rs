@@ -34,22 +34,9 @@ pub struct ImageRng {
 
 impl ImageRng {
     /// `shape` is one image's latent shape (C, H, W), e.g. (4, height/8, width/8).
-    pub fn new(
-        shape: [usize; 3],
-        seeds: Vec<i64>,
-        options: ImageRngOptions,
-        device: Device,
-    ) -> Self {
+    pub fn new(shape: [usize; 3], seeds: Vec<i64>, options: ImageRngOptions, device: Device) -> Self {
         let generators = seeds.iter().map(|&s| super::generator(options.source, s)).collect();
-        Self {
-            shape,
-            seeds,
-            options,
-            generators,
-            is_first: true,
-            draws: 0,
-            device,
-        }
+        Self { shape, seeds, options, generators, is_first: true, draws: 0, device }
     }
 
     /// Number of `next()` calls so far (the fixtures' `rng_draws`).
@@ -66,10 +53,7 @@ impl ImageRng {
             self.is_first = false;
             self.first()
         } else {
-            self.generators
-                .iter_mut()
-                .flat_map(|g| g.randn(numel))
-                .collect()
+            self.generators.iter_mut().flat_map(|g| g.randn(numel)).collect()
         };
         self.draws += 1;
         let [c, h, w] = self.shape;
@@ -81,22 +65,13 @@ impl ImageRng {
         let o = &self.options;
         let resized = o.seed_resize_from_h > 0 && o.seed_resize_from_w > 0;
         let noise_shape = if resized {
-            [
-                c,
-                (o.seed_resize_from_h / 8) as usize,
-                (o.seed_resize_from_w / 8) as usize,
-            ]
+            [c, (o.seed_resize_from_h / 8) as usize, (o.seed_resize_from_w / 8) as usize]
         } else {
             self.shape
         };
         let noise_numel: usize = noise_shape.iter().product();
         let mut out = Vec::with_capacity(self.seeds.len() * c * h * w);
-        for (i, (&seed, generator)) in self
-            .seeds
-            .iter()
-            .zip(self.generators.iter_mut())
-            .enumerate()
-        {
+        for (i, (&seed, generator)) in self.seeds.iter().zip(self.generators.iter_mut()).enumerate() {
             let subnoise = match &o.subseeds {
                 Some(subseeds) if o.subseed_strength != 0.0 => {
                     let subseed = subseeds.get(i).copied().unwrap_or(0);
@@ -123,11 +98,7 @@ impl ImageRng {
         }
         if o.eta_noise_seed_delta != 0 {
             let delta = o.eta_noise_seed_delta;
-            self.generators = self
-                .seeds
-                .iter()
-                .map(|&s| super::generator(o.source, s + delta))
-                .collect();
+            self.generators = self.seeds.iter().map(|&s| super::generator(o.source, s + delta)).collect();
         }
         out
     }
@@ -143,10 +114,7 @@ impl NoiseSource for ImageRng {
                 like.dims()
             )));
         }
-        Ok(self
-            .next()?
-            .to_dtype(like.dtype())?
-            .to_device(like.device())?)
+        Ok(self.next()?.to_dtype(like.dtype())?.to_device(like.device())?)
     }
 }
 
@@ -155,29 +123,18 @@ impl NoiseSource for ImageRng {
 pub fn slerp(val: f32, low: &[f32], high: &[f32], shape: [usize; 3]) -> Vec<f32> {
     let [c, h, w] = shape;
     let idx = |ci: usize, hi: usize, wi: usize| (ci * h + hi) * w + wi;
-    let column_norm = |t: &[f32], ci: usize, wi: usize| {
-        (0..h)
-            .map(|hi| t[idx(ci, hi, wi)].powi(2))
-            .sum::<f32>()
-            .sqrt()
-    };
+    let column_norm = |t: &[f32], ci: usize, wi: usize| (0..h).map(|hi| t[idx(ci, hi, wi)].powi(2)).sum::<f32>().sqrt();
     // dot[c][w] = sum over H of the normalised products.
     let mut dot = vec![0f32; c * w];
     for ci in 0..c {
         for wi in 0..w {
             let (nl, nh) = (column_norm(low, ci, wi), column_norm(high, ci, wi));
-            dot[ci * w + wi] = (0..h)
-                .map(|hi| (low[idx(ci, hi, wi)] / nl) * (high[idx(ci, hi, wi)] / nh))
-                .sum();
+            dot[ci * w + wi] = (0..h).map(|hi| (low[idx(ci, hi, wi)] / nl) * (high[idx(ci, hi, wi)] / nh)).sum();
         }
     }
     let mean_dot = dot.iter().sum::<f32>() / dot.len().max(1) as f32;
     if mean_dot > 0.9995 {
-        return low
-            .iter()
-            .zip(high)
-            .map(|(l, hv)| l * val + hv * (1.0 - val))
-            .collect();
+        return low.iter().zip(high).map(|(l, hv)| l * val + hv * (1.0 - val)).collect();
     }
     let mut out = vec![0f32; low.len()];
     for ci in 0..c {
@@ -200,16 +157,8 @@ fn paste_centered(canvas: &mut [f32], shape: [usize; 3], small: &[f32], small_sh
     let [_, sh, sw] = small_shape;
     let dx = (big_w as i64 - sw as i64).div_euclid(2);
     let dy = (big_h as i64 - sh as i64).div_euclid(2);
-    let w = if dx >= 0 {
-        sw as i64
-    } else {
-        sw as i64 + 2 * dx
-    };
-    let h = if dy >= 0 {
-        sh as i64
-    } else {
-        sh as i64 + 2 * dy
-    };
+    let w = if dx >= 0 { sw as i64 } else { sw as i64 + 2 * dx };
+    let h = if dy >= 0 { sh as i64 } else { sh as i64 + 2 * dy };
     let (tx, ty) = (dx.max(0), dy.max(0));
     let (sx, sy) = ((-dx).max(0), (-dy).max(0));
     for ci in 0..c {
@@ -236,40 +185,25 @@ mod tests {
 
     fn load(case: &str) -> HashMap<String, Tensor> {
         candle_core::safetensors::load(
-            fixtures()
-                .join("cases")
-                .join(case)
-                .join("intermediates.safetensors"),
+            fixtures().join("cases").join(case).join("intermediates.safetensors"),
             &Device::Cpu,
         )
         .unwrap()
     }
 
     fn case_json(case: &str) -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(fixtures().join("cases").join(case).join("case.json")).unwrap();
+        let text = std::fs::read_to_string(fixtures().join("cases").join(case).join("case.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
     fn request_json(case: &str) -> serde_json::Value {
-        let text =
-            std::fs::read_to_string(fixtures().join("cases").join(case).join("request.json"))
-                .unwrap();
+        let text = std::fs::read_to_string(fixtures().join("cases").join(case).join("request.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         assert_eq!(a.dims(), b.dims());
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
     }
 
     /// Every fixture case's initial noise (`iter{n}.noise`) from its seeds and random source.
@@ -279,39 +213,20 @@ mod tests {
         for entry in std::fs::read_dir(fixtures().join("cases")).unwrap() {
             let case = entry.unwrap().file_name().into_string().unwrap();
             let tensors = load(&case);
-            let seeds: Vec<i64> = case_json(&case)["seeds"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| s.as_i64().unwrap())
-                .collect();
+            let seeds: Vec<i64> =
+                case_json(&case)["seeds"].as_array().unwrap().iter().map(|s| s.as_i64().unwrap()).collect();
             let request = request_json(&case);
-            let source = RandnSource::from_option(
-                request["override_settings"]["randn_source"]
-                    .as_str()
-                    .unwrap(),
-            )
-            .unwrap();
+            let source =
+                RandnSource::from_option(request["override_settings"]["randn_source"].as_str().unwrap()).unwrap();
             let batch = request["batch_size"].as_u64().unwrap_or(1) as usize;
-            let (h, w) = (
-                request["height"].as_u64().unwrap() as usize / 8,
-                request["width"].as_u64().unwrap() as usize / 8,
-            );
+            let (h, w) =
+                (request["height"].as_u64().unwrap() as usize / 8, request["width"].as_u64().unwrap() as usize / 8);
             for (n, chunk) in seeds.chunks(batch).enumerate() {
                 let want = &tensors[&format!("iter{n}.noise")];
-                let options = ImageRngOptions {
-                    source,
-                    ..Default::default()
-                };
-                let got = ImageRng::new([4, h, w], chunk.to_vec(), options, Device::Cpu)
-                    .next()
-                    .unwrap();
+                let options = ImageRngOptions { source, ..Default::default() };
+                let got = ImageRng::new([4, h, w], chunk.to_vec(), options, Device::Cpu).next().unwrap();
                 let err = max_abs_diff(&got, want);
-                let tol = if source == RandnSource::Cpu {
-                    1e-5
-                } else {
-                    0.0
-                };
+                let tol = if source == RandnSource::Cpu { 1e-5 } else { 0.0 };
                 assert!(err <= tol, "{case} iter{n}: max abs error {err}");
                 eprintln!("{case} iter{n} ({source:?}): max abs noise error {err:.2e}");
                 checked += 1;
@@ -322,12 +237,7 @@ mod tests {
 
     #[test]
     fn later_draws_continue_each_image_stream() {
-        let mut rng = ImageRng::new(
-            [4, 2, 2],
-            vec![10, 11],
-            ImageRngOptions::default(),
-            Device::Cpu,
-        );
+        let mut rng = ImageRng::new([4, 2, 2], vec![10, 11], ImageRngOptions::default(), Device::Cpu);
         rng.next().unwrap();
         let second = rng.next().unwrap();
         let mut g = PhiloxGenerator::new(11);
@@ -339,25 +249,13 @@ mod tests {
 
     #[test]
     fn ensd_restarts_generators_after_first_draw() {
-        let options = ImageRngOptions {
-            eta_noise_seed_delta: 31337,
-            ..Default::default()
-        };
+        let options = ImageRngOptions { eta_noise_seed_delta: 31337, ..Default::default() };
         let mut rng = ImageRng::new([4, 2, 2], vec![5], options, Device::Cpu);
         let first = rng.next().unwrap();
         let second = rng.next().unwrap();
-        let want_first = Tensor::from_vec(
-            PhiloxGenerator::new(5).randn(16),
-            (1, 4, 2, 2),
-            &Device::Cpu,
-        )
-        .unwrap();
-        let want_second = Tensor::from_vec(
-            PhiloxGenerator::new(5 + 31337).randn(16),
-            (1, 4, 2, 2),
-            &Device::Cpu,
-        )
-        .unwrap();
+        let want_first = Tensor::from_vec(PhiloxGenerator::new(5).randn(16), (1, 4, 2, 2), &Device::Cpu).unwrap();
+        let want_second =
+            Tensor::from_vec(PhiloxGenerator::new(5 + 31337).randn(16), (1, 4, 2, 2), &Device::Cpu).unwrap();
         assert_eq!(max_abs_diff(&first, &want_first), 0.0);
         assert_eq!(max_abs_diff(&second, &want_second), 0.0);
     }
@@ -372,10 +270,7 @@ mod tests {
         let at0 = slerp(0.0, &low, &high, shape);
         let at1 = slerp(1.0, &low, &high, shape);
         for k in 0..6 {
-            assert!(
-                (at0[k] - low[k]).abs() < 1e-6 && (at1[k] - high[k]).abs() < 1e-6,
-                "{at0:?} {at1:?}"
-            );
+            assert!((at0[k] - low[k]).abs() < 1e-6 && (at1[k] - high[k]).abs() < 1e-6, "{at0:?} {at1:?}");
         }
         // Midpoint of two orthogonal unit columns lies on the unit circle: both weights sin(pi/4).
         let mid = slerp(0.5, &low, &high, shape);
@@ -390,20 +285,9 @@ mod tests {
 
     #[test]
     fn variation_seed_mixes_fresh_subseed_noise() {
-        let options = ImageRngOptions {
-            subseeds: Some(vec![99]),
-            subseed_strength: 0.3,
-            ..Default::default()
-        };
-        let got = ImageRng::new([4, 4, 4], vec![7], options, Device::Cpu)
-            .next()
-            .unwrap();
-        let want = slerp(
-            0.3,
-            &PhiloxGenerator::new(7).randn(64),
-            &PhiloxGenerator::new(99).randn(64),
-            [4, 4, 4],
-        );
+        let options = ImageRngOptions { subseeds: Some(vec![99]), subseed_strength: 0.3, ..Default::default() };
+        let got = ImageRng::new([4, 4, 4], vec![7], options, Device::Cpu).next().unwrap();
+        let want = slerp(0.3, &PhiloxGenerator::new(7).randn(64), &PhiloxGenerator::new(99).randn(64), [4, 4, 4]);
         let want = Tensor::from_vec(want, (1, 4, 4, 4), &Device::Cpu).unwrap();
         assert_eq!(max_abs_diff(&got, &want), 0.0);
     }
@@ -411,14 +295,8 @@ mod tests {
     #[test]
     fn seed_resize_pastes_centered() {
         // 16x16 latent from a 64x64-pixel (8x8 latent) seed: the 8x8 noise lands at offset (4, 4).
-        let options = ImageRngOptions {
-            seed_resize_from_h: 64,
-            seed_resize_from_w: 64,
-            ..Default::default()
-        };
-        let got = ImageRng::new([4, 16, 16], vec![3], options, Device::Cpu)
-            .next()
-            .unwrap();
+        let options = ImageRngOptions { seed_resize_from_h: 64, seed_resize_from_w: 64, ..Default::default() };
+        let got = ImageRng::new([4, 16, 16], vec![3], options, Device::Cpu).next().unwrap();
         let small = PhiloxGenerator::new(3).randn(4 * 8 * 8);
         let canvas = PhiloxGenerator::new(3).randn(4 * 16 * 16);
         let got: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
@@ -427,11 +305,7 @@ mod tests {
         assert_eq!(got[0], canvas[0]);
         assert_eq!(got[(16 + 3) * 16 + 3], canvas[(16 + 3) * 16 + 3]);
         // A larger seed size is cropped centred: 16x16 noise onto an 8x8 latent takes rows/cols 4..12.
-        let options = ImageRngOptions {
-            seed_resize_from_h: 128,
-            seed_resize_from_w: 128,
-            ..Default::default()
-        };
+        let options = ImageRngOptions { seed_resize_from_h: 128, seed_resize_from_w: 128, ..Default::default() };
         let got: Vec<f32> = ImageRng::new([4, 8, 8], vec![3], options, Device::Cpu)
             .next()
             .unwrap()

@@ -41,10 +41,7 @@ impl PhiloxGenerator {
     /// The seed is used as a uint64 (negative seeds wrap, as numpy's uint64 conversion of torch seeds does).
     pub fn new(seed: i64) -> Self {
         let s = seed as u64;
-        Self {
-            key: [s as u32, (s >> 32) as u32],
-            offset: 0,
-        }
+        Self { key: [s as u32, (s >> 32) as u32], offset: 0 }
     }
 
     /// `n` standard normal float32 values; element i uses counter (offset, 0, i, 0).
@@ -70,20 +67,14 @@ mod tests {
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (g, w) in got.iter().zip(want) {
-            assert!(
-                (g - w).abs() <= 1e-6 * w.abs().max(1.0),
-                "{got:?} vs {want:?}"
-            );
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{got:?} vs {want:?}");
         }
     }
 
     #[test]
     fn philox_known_answer() {
         // Random123 known-answer test: key 0, counter 0.
-        assert_eq!(
-            philox4x32_10([0; 4], [0; 2]),
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-        );
+        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
     }
 
     #[test]
@@ -115,10 +106,7 @@ mod tests {
         let mut g = PhiloxGenerator::new((1i64 << 32) + 5);
         assert_close(&g.randn(3), &[-2.8427474, 1.3404924, 0.27223086]);
         let mut g = PhiloxGenerator::new(1234567890);
-        assert_close(
-            &g.randn(4),
-            &[0.23617812, 1.2633902, -0.54222375, -0.6837679],
-        );
+        assert_close(&g.randn(4), &[0.23617812, 1.2633902, -0.54222375, -0.6837679]);
         assert_close(&g.randn(2), &[1.5304672, -0.26408622]);
     }
 

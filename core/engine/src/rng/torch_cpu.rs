@@ -26,9 +26,7 @@ impl Mt19937 {
         state[0] = seed as u32;
         for i in 1..624 {
             let prev = state[i - 1];
-            state[i] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
+            state[i] = 1_812_433_253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
         }
         Self { state, index: 624 }
     }
@@ -71,10 +69,7 @@ pub struct TorchCpuGenerator {
 impl TorchCpuGenerator {
     /// Negative seeds wrap to uint64 as torch does; mt19937 then keeps the low 32 bits.
     pub fn new(seed: i64) -> Self {
-        Self {
-            engine: Mt19937::new(seed as u64),
-            cached_normal: None,
-        }
+        Self { engine: Mt19937::new(seed as u64), cached_normal: None }
     }
 
     /// `uniform_real_distribution<float>(0, 1)`: 24 random bits.
@@ -177,19 +172,13 @@ mod tests {
         // Widely published PyTorch output: torch.manual_seed(0); torch.randn(2, 3) ->
         // [[1.5410, -0.2934, -2.1788], [0.5684, -1.0845, -1.3986]] (printed to 4 decimals).
         let v = TorchCpuGenerator::new(0).randn(6);
-        for (g, w) in v
-            .iter()
-            .zip([1.5410f32, -0.2934, -2.1788, 0.5684, -1.0845, -1.3986])
-        {
+        for (g, w) in v.iter().zip([1.5410f32, -0.2934, -2.1788, 0.5684, -1.0845, -1.3986]) {
             assert!((g - w).abs() < 6e-5, "{v:?}");
         }
     }
 
     #[test]
     fn seed_uses_low_32_bits() {
-        assert_eq!(
-            TorchCpuGenerator::new(1234).randn(32),
-            TorchCpuGenerator::new((1 << 32) + 1234).randn(32)
-        );
+        assert_eq!(TorchCpuGenerator::new(1234).randn(32), TorchCpuGenerator::new((1 << 32) + 1234).randn(32));
     }
 }

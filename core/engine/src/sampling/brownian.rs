@@ -47,18 +47,8 @@ pub struct BrownianTreeNoise {
 
 impl BrownianTreeNoise {
     /// Trees over [sigma_min, sigma_max] for images with `seeds`, each of `numel` elements.
-    pub fn new(
-        seeds: &[i64],
-        source: RandnSource,
-        numel: usize,
-        sigma_min: f64,
-        sigma_max: f64,
-    ) -> Self {
-        let (t0, t1) = if sigma_min < sigma_max {
-            (sigma_min, sigma_max)
-        } else {
-            (sigma_max, sigma_min)
-        };
+    pub fn new(seeds: &[i64], source: RandnSource, numel: usize, sigma_min: f64, sigma_max: f64) -> Self {
+        let (t0, t1) = if sigma_min < sigma_max { (sigma_min, sigma_max) } else { (sigma_max, sigma_min) };
         let trees = seeds
             .iter()
             .map(|&seed| {
@@ -68,20 +58,10 @@ impl BrownianTreeNoise {
                     .into_iter()
                     .map(|v| v * scale)
                     .collect();
-                Tree {
-                    seed,
-                    nodes: HashMap::new(),
-                    w1,
-                }
+                Tree { seed, nodes: HashMap::new(), w1 }
             })
             .collect();
-        Self {
-            trees,
-            source,
-            numel,
-            t0,
-            t1,
-        }
+        Self { trees, source, numel, t0, t1 }
     }
 
     /// Trees spanning the plan's full schedule (smallest non-zero sigma to the largest), as A1111's
@@ -112,17 +92,12 @@ impl BrownianTreeNoise {
             }
             let m = 0.5 * (a + b);
             let seed = tree.seed;
-            let z = tree.nodes.entry(node).or_insert_with(|| {
-                crate::rng::generator(source, mix(mix(seed as u64) ^ node) as i64)
-                    .randn(numel)
-            });
+            let z = tree
+                .nodes
+                .entry(node)
+                .or_insert_with(|| crate::rng::generator(source, mix(mix(seed as u64) ^ node) as i64).randn(numel));
             let scale = ((b - a) / 4.0).sqrt() as f32;
-            let wm: Vec<f32> = wa
-                .iter()
-                .zip(&wb)
-                .zip(z.iter())
-                .map(|((x, y), z)| 0.5 * (x + y) + scale * z)
-                .collect();
+            let wm: Vec<f32> = wa.iter().zip(&wb).zip(z.iter()).map(|((x, y), z)| 0.5 * (x + y) + scale * z).collect();
             if t < m {
                 b = m;
                 wb = wm;
@@ -133,21 +108,12 @@ impl BrownianTreeNoise {
                 node = node * 2 + 1;
             }
         }
-        let w = if b > a {
-            ((t - a) / (b - a)) as f32
-        } else {
-            0.0
-        };
+        let w = if b > a { ((t - a) / (b - a)) as f32 } else { 0.0 };
         wa.iter().zip(&wb).map(|(x, y)| x + w * (y - x)).collect()
     }
 
     /// Step noise between `sigma` and `sigma_next`, shaped like `like` (B images).
-    pub fn noise(
-        &mut self,
-        sigma: f64,
-        sigma_next: f64,
-        like: &Tensor,
-    ) -> Result<Tensor, SamplingError> {
+    pub fn noise(&mut self, sigma: f64, sigma_next: f64, like: &Tensor) -> Result<Tensor, SamplingError> {
         let batch = self.trees.len();
         if like.elem_count() != batch * self.numel {
             return Err(SamplingError::Other(format!(
@@ -162,9 +128,7 @@ impl BrownianTreeNoise {
             let (w0, w1) = (self.w_at(k, sigma), self.w_at(k, sigma_next));
             out.extend(w0.iter().zip(&w1).map(|(a, b)| (b - a) * scale));
         }
-        Ok(Tensor::from_vec(out, like.dims(), &Device::Cpu)?
-            .to_dtype(like.dtype())?
-            .to_device(like.device())?)
+        Ok(Tensor::from_vec(out, like.dims(), &Device::Cpu)?.to_dtype(like.dtype())?.to_device(like.device())?)
     }
 }
 
@@ -182,40 +146,14 @@ mod tests {
         let n12 = tree.noise(5.0, 1.0, &like).unwrap();
         let lhs = ((n1 * 2f64.sqrt()).unwrap() + (n2 * 2f64.sqrt()).unwrap()).unwrap();
         let rhs = (n12 * 4f64.sqrt()).unwrap();
-        let err: f32 = (lhs - &rhs)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let err: f32 = (lhs - &rhs).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
         assert!(err < 1e-4, "{err}");
         // Normalised increments have unit variance (4000 samples: within ~10%).
-        let var: f32 = rhs
-            .sqr()
-            .unwrap()
-            .mean_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / 4.0;
+        let var: f32 = rhs.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap() / 4.0;
         assert!((var - 1.0).abs() < 0.1, "{var}");
         // Same seed, fresh tree: identical noise; another seed differs.
-        let again = BrownianTreeNoise::new(&[42], RandnSource::Nv, 4000, 0.03, 14.6)
-            .noise(3.0, 1.0, &like)
-            .unwrap();
+        let again = BrownianTreeNoise::new(&[42], RandnSource::Nv, 4000, 0.03, 14.6).noise(3.0, 1.0, &like).unwrap();
         let n2b = tree.noise(3.0, 1.0, &like).unwrap();
-        assert_eq!(
-            (again - n2b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            0.0
-        );
+        assert_eq!((again - n2b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     }
 }

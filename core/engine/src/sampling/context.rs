@@ -4,8 +4,8 @@
 use candle_core::Tensor;
 
 use super::{
-    BrownianTreeNoise, Model, NoiseSource, SamplerKind, SamplerParams, SamplingError, SamplingPlan,
-    dpm_solver, dpmpp, k_euler, lcm, lms, restart, timestep_samplers, unipc,
+    BrownianTreeNoise, Model, NoiseSource, SamplerKind, SamplerParams, SamplingError, SamplingPlan, dpm_solver, dpmpp,
+    k_euler, lcm, lms, restart, timestep_samplers, unipc,
 };
 
 /// Progress of one sampler step, reported after the step's model evaluation.
@@ -99,13 +99,7 @@ impl<'a> SamplerContext<'a> {
         self.last_denoised = Some(denoised.clone());
         let total_steps = self.total_steps;
         match self.callback.as_deref_mut() {
-            Some(cb) => cb.on_step(&StepInfo {
-                step,
-                total_steps,
-                x,
-                denoised,
-                sigma,
-            }),
+            Some(cb) => cb.on_step(&StepInfo { step, total_steps, x, denoised, sigma }),
             None => Ok(()),
         }
     }
@@ -116,12 +110,7 @@ impl<'a> SamplerContext<'a> {
     }
 
     /// k-diffusion `noise_sampler(sigma, sigma_next)`: Brownian increment if configured, else randn_like.
-    pub(super) fn step_noise(
-        &mut self,
-        sigma: f64,
-        sigma_next: f64,
-        x: &Tensor,
-    ) -> Result<Tensor, SamplingError> {
+    pub(super) fn step_noise(&mut self, sigma: f64, sigma_next: f64, x: &Tensor) -> Result<Tensor, SamplingError> {
         match self.brownian.as_mut() {
             Some(tree) => tree.noise(sigma, sigma_next, x),
             None => self.noise.randn_like(x),
@@ -130,11 +119,7 @@ impl<'a> SamplerContext<'a> {
 }
 
 /// Runs `plan.kind` from latent `x` (already scaled: see `SamplingPlan::txt2img_start`).
-pub fn sample(
-    ctx: &mut SamplerContext<'_>,
-    plan: &SamplingPlan,
-    x: Tensor,
-) -> Result<SampleOutput, SamplingError> {
+pub fn sample(ctx: &mut SamplerContext<'_>, plan: &SamplingPlan, x: Tensor) -> Result<SampleOutput, SamplingError> {
     ctx.total_steps = plan.sampling_steps();
     ctx.last_denoised = None;
     let sigmas = plan.sigmas.as_slice();
@@ -152,16 +137,8 @@ pub fn sample(
         SamplerKind::DpmPp2MSde => dpmpp::dpmpp_2m_sde(ctx, x, sigmas, dpmpp::SolverType::Midpoint),
         SamplerKind::DpmPp2MSdeHeun => dpmpp::dpmpp_2m_sde(ctx, x, sigmas, dpmpp::SolverType::Heun),
         SamplerKind::DpmPp3MSde => dpmpp::dpmpp_3m_sde(ctx, x, sigmas),
-        SamplerKind::DpmFast => dpm_solver::dpm_fast(
-            ctx,
-            x,
-            plan.dpm_sigma_min,
-            plan.dpm_sigma_max,
-            plan.dpm_steps,
-        ),
-        SamplerKind::DpmAdaptive => {
-            dpm_solver::dpm_adaptive(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max)
-        }
+        SamplerKind::DpmFast => dpm_solver::dpm_fast(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max, plan.dpm_steps),
+        SamplerKind::DpmAdaptive => dpm_solver::dpm_adaptive(ctx, x, plan.dpm_sigma_min, plan.dpm_sigma_max),
         SamplerKind::Restart => restart::restart(ctx, x, sigmas),
         SamplerKind::Lcm => lcm::lcm(ctx, x, sigmas),
         SamplerKind::Ddim => timestep_samplers::ddim(ctx, x, &plan.timesteps, false),
@@ -170,14 +147,10 @@ pub fn sample(
         SamplerKind::UniPc => unipc::unipc(ctx, x, &plan.timesteps, plan.is_img2img),
     };
     match result {
-        Ok(latent) => Ok(SampleOutput {
-            latent,
-            interrupted: false,
-        }),
-        Err(SamplingError::Interrupted) => Ok(SampleOutput {
-            latent: ctx.last_denoised.take().unwrap_or(start),
-            interrupted: true,
-        }),
+        Ok(latent) => Ok(SampleOutput { latent, interrupted: false }),
+        Err(SamplingError::Interrupted) => {
+            Ok(SampleOutput { latent: ctx.last_denoised.take().unwrap_or(start), interrupted: true })
+        }
         Err(e) => Err(e),
     }
 }
@@ -197,9 +170,7 @@ pub(super) fn ancestral_step(sigma_from: f64, sigma_to: f64, eta: f64) -> (f64, 
     if eta == 0.0 {
         return (sigma_to, 0.0);
     }
-    let up = sigma_to.min(
-        eta * (sigma_to.powi(2) * (sigma_from.powi(2) - sigma_to.powi(2)) / sigma_from.powi(2))
-            .sqrt(),
-    );
+    let up =
+        sigma_to.min(eta * (sigma_to.powi(2) * (sigma_from.powi(2) - sigma_to.powi(2)) / sigma_from.powi(2)).sqrt());
     ((sigma_to.powi(2) - up.powi(2)).sqrt(), up)
 }

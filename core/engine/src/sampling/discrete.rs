@@ -26,9 +26,7 @@ impl DiscreteSchedule {
         let total = alphas_cumprod.len();
         let skip = total / ORIGINAL_STEPS;
         if skip == 0 {
-            return Err(SamplingError::Other(format!(
-                "LCM needs >= 50 timesteps, model has {total}"
-            )));
+            return Err(SamplingError::Other(format!("LCM needs >= 50 timesteps, model has {total}")));
         }
         let mut valid = vec![0f32; ORIGINAL_STEPS];
         for x in 0..ORIGINAL_STEPS {
@@ -39,20 +37,11 @@ impl DiscreteSchedule {
 
     fn from_alphas(alphas_cumprod: &[f32], lcm_skip: Option<usize>) -> Result<Self, SamplingError> {
         if alphas_cumprod.len() < 2 || alphas_cumprod.iter().any(|&a| !(a > 0.0 && a <= 1.0)) {
-            return Err(SamplingError::Other(
-                "alphas_cumprod must hold at least 2 values in (0, 1]".into(),
-            ));
+            return Err(SamplingError::Other("alphas_cumprod must hold at least 2 values in (0, 1]".into()));
         }
-        let sigmas: Vec<f32> = alphas_cumprod
-            .iter()
-            .map(|&a| ((1.0 - a) / a).sqrt())
-            .collect();
+        let sigmas: Vec<f32> = alphas_cumprod.iter().map(|&a| ((1.0 - a) / a).sqrt()).collect();
         let log_sigmas = sigmas.iter().map(|s| s.ln()).collect();
-        Ok(Self {
-            sigmas,
-            log_sigmas,
-            lcm_skip,
-        })
+        Ok(Self { sigmas, log_sigmas, lcm_skip })
     }
 
     /// Ascending model sigmas (`model_wrap.sigmas`).
@@ -88,12 +77,7 @@ impl DiscreteSchedule {
         }
         let n = self.log_sigmas.len();
         // Last index whose log sigma is <= log_sigma (0 if none), at most n-2.
-        let low = self
-            .log_sigmas
-            .iter()
-            .rposition(|&l| log_sigma - l >= 0.0)
-            .unwrap_or(0)
-            .min(n - 2);
+        let low = self.log_sigmas.iter().rposition(|&l| log_sigma - l >= 0.0).unwrap_or(0).min(n - 2);
         let (lo, hi) = (self.log_sigmas[low], self.log_sigmas[low + 1]);
         let w = ((lo - log_sigma) / (lo - hi)).clamp(0.0, 1.0);
         f64::from((1.0 - w) * low as f32 + w * (low + 1) as f32)
@@ -116,16 +100,11 @@ impl DiscreteSchedule {
     /// down to 0, then a final 0 ("Uniform"; for LCM from sigma_to_t(max) to sigma_to_t(min)).
     pub fn uniform_sigmas(&self, n: usize) -> Vec<f64> {
         let (start, end) = match self.lcm_skip {
-            Some(_) => (
-                self.sigma_to_t(self.sigma_max()),
-                self.sigma_to_t(self.sigma_min()),
-            ),
+            Some(_) => (self.sigma_to_t(self.sigma_max()), self.sigma_to_t(self.sigma_min())),
             None => ((self.sigmas.len() - 1) as f64, 0.0),
         };
-        let mut out: Vec<f64> = linspace_f32(start as f32, end as f32, n)
-            .into_iter()
-            .map(|t| self.t_to_sigma(f64::from(t)))
-            .collect();
+        let mut out: Vec<f64> =
+            linspace_f32(start as f32, end as f32, n).into_iter().map(|t| self.t_to_sigma(f64::from(t))).collect();
         out.push(0.0);
         out
     }
@@ -139,15 +118,7 @@ pub fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
         _ => {
             let step = (end - start) / (n - 1) as f32;
             let half = n / 2;
-            (0..n)
-                .map(|i| {
-                    if i < half {
-                        start + step * i as f32
-                    } else {
-                        end - step * (n - 1 - i) as f32
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if i < half { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 }).collect()
         }
     }
 }
@@ -160,15 +131,7 @@ pub fn linspace_f64(start: f64, end: f64, n: usize) -> Vec<f64> {
         _ => {
             let step = (end - start) / (n - 1) as f64;
             let half = n / 2;
-            (0..n)
-                .map(|i| {
-                    if i < half {
-                        start + step * i as f64
-                    } else {
-                        end - step * (n - 1 - i) as f64
-                    }
-                })
-                .collect()
+            (0..n).map(|i| if i < half { start + step * i as f64 } else { end - step * (n - 1 - i) as f64 }).collect()
         }
     }
 }

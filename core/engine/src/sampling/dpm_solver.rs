@@ -50,13 +50,7 @@ impl Solver<'_, '_> {
         Ok(e)
     }
 
-    fn step_1(
-        &mut self,
-        x: &Tensor,
-        t: f64,
-        t_next: f64,
-        cache: &mut EpsCache,
-    ) -> Result<Tensor, SamplingError> {
+    fn step_1(&mut self, x: &Tensor, t: f64, t_next: f64, cache: &mut EpsCache) -> Result<Tensor, SamplingError> {
         let h = t_next - t;
         let eps = self.cached(|c| &mut c.eps, cache, x, t)?;
         lin2(x, 1.0, &eps, -sigma_of(t_next) * h.exp_m1())
@@ -76,21 +70,10 @@ impl Solver<'_, '_> {
         let u1 = lin2(x, 1.0, &eps, -sigma_of(s1) * (r1 * h).exp_m1())?;
         let eps_r1 = self.cached(|c| &mut c.eps_r1, cache, &u1, s1)?;
         let x2 = lin2(x, 1.0, &eps, -sigma_of(t_next) * h.exp_m1())?;
-        lin2(
-            &x2,
-            1.0,
-            &(eps_r1 - &eps)?,
-            -sigma_of(t_next) / (2.0 * r1) * h.exp_m1(),
-        )
+        lin2(&x2, 1.0, &(eps_r1 - &eps)?, -sigma_of(t_next) / (2.0 * r1) * h.exp_m1())
     }
 
-    fn step_3(
-        &mut self,
-        x: &Tensor,
-        t: f64,
-        t_next: f64,
-        cache: &mut EpsCache,
-    ) -> Result<Tensor, SamplingError> {
+    fn step_3(&mut self, x: &Tensor, t: f64, t_next: f64, cache: &mut EpsCache) -> Result<Tensor, SamplingError> {
         let (r1, r2) = (1.0 / 3.0, 2.0 / 3.0);
         let h = t_next - t;
         let eps = self.cached(|c| &mut c.eps, cache, x, t)?;
@@ -98,20 +81,10 @@ impl Solver<'_, '_> {
         let u1 = lin2(x, 1.0, &eps, -sigma_of(s1) * (r1 * h).exp_m1())?;
         let eps_r1 = self.cached(|c| &mut c.eps_r1, cache, &u1, s1)?;
         let u2 = lin2(x, 1.0, &eps, -sigma_of(s2) * (r2 * h).exp_m1())?;
-        let u2 = lin2(
-            &u2,
-            1.0,
-            &(&eps_r1 - &eps)?,
-            -sigma_of(s2) * (r2 / r1) * ((r2 * h).exp_m1() / (r2 * h) - 1.0),
-        )?;
+        let u2 = lin2(&u2, 1.0, &(&eps_r1 - &eps)?, -sigma_of(s2) * (r2 / r1) * ((r2 * h).exp_m1() / (r2 * h) - 1.0))?;
         let eps_r2 = self.cached(|c| &mut c.eps_r2, cache, &u2, s2)?;
         let x3 = lin2(x, 1.0, &eps, -sigma_of(t_next) * h.exp_m1())?;
-        lin2(
-            &x3,
-            1.0,
-            &(eps_r2 - &eps)?,
-            -sigma_of(t_next) / r2 * (h.exp_m1() / h - 1.0),
-        )
+        lin2(&x3, 1.0, &(eps_r2 - &eps)?, -sigma_of(t_next) / r2 * (h.exp_m1() / h - 1.0))
     }
 
     /// Ancestral split of a step from t to t_next: (t_next_, su).
@@ -122,18 +95,13 @@ impl Solver<'_, '_> {
         }
         let (sd, _) = ancestral_step(sigma_of(t), sigma_of(t_next), eta);
         let t_next_ = t_end.min(t_of(sd));
-        (
-            t_next_,
-            (sigma_of(t_next).powi(2) - sigma_of(t_next_).powi(2)).sqrt(),
-        )
+        (t_next_, (sigma_of(t_next).powi(2) - sigma_of(t_next_).powi(2)).sqrt())
     }
 }
 
 fn check_range(sigma_min: f64, sigma_max: f64) -> Result<(), SamplingError> {
     if sigma_min <= 0.0 || sigma_max <= 0.0 {
-        return Err(SamplingError::Other(
-            "sigma_min and sigma_max must not be 0".into(),
-        ));
+        return Err(SamplingError::Other("sigma_min and sigma_max must not be 0".into()));
     }
     Ok(())
 }
@@ -150,9 +118,7 @@ pub fn dpm_fast(
     let (t_start, t_end) = (t_of(sigma_max), t_of(sigma_min));
     let s_noise = ctx.params.s_noise;
     if t_end <= t_start && ctx.params.eta != 0.0 {
-        return Err(SamplingError::Other(
-            "eta must be 0 for reverse sampling".into(),
-        ));
+        return Err(SamplingError::Other("eta must be 0 for reverse sampling".into()));
     }
     let m = n / 3 + 1;
     let ts = super::linspace_f64(t_start, t_end, m + 1);
@@ -192,14 +158,7 @@ struct Pid {
 
 impl Pid {
     fn new(h: f64, (p, i, d): (f64, f64, f64), order: f64, accept_safety: f64) -> Self {
-        Self {
-            h,
-            b1: (p + i + d) / order,
-            b2: -(p + 2.0 * d) / order,
-            b3: d / order,
-            accept_safety,
-            errs: vec![],
-        }
+        Self { h, b1: (p + i + d) / order, b2: -(p + 2.0 * d) / order, b3: d / order, accept_safety, errs: vec![] }
     }
 
     fn propose_step(&mut self, error: f64) -> bool {
@@ -208,8 +167,7 @@ impl Pid {
             self.errs = vec![inv_error; 3];
         }
         self.errs[0] = inv_error;
-        let factor =
-            self.errs[0].powf(self.b1) * self.errs[1].powf(self.b2) * self.errs[2].powf(self.b3);
+        let factor = self.errs[0].powf(self.b1) * self.errs[1].powf(self.b2) * self.errs[2].powf(self.b3);
         let factor = 1.0 + (factor - 1.0).atan();
         let accept = factor >= self.accept_safety;
         if accept {
@@ -235,9 +193,7 @@ pub fn dpm_adaptive(
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     let forward = t_end > t_start;
     if !forward && eta != 0.0 {
-        return Err(SamplingError::Other(
-            "eta must be 0 for reverse sampling".into(),
-        ));
+        return Err(SamplingError::Other("eta must be 0 for reverse sampling".into()));
     }
     let h_init = if forward { h_init.abs() } else { -h_init.abs() };
     let pid_order = if eta != 0.0 { 1.5 } else { order as f64 };
@@ -247,36 +203,17 @@ pub fn dpm_adaptive(
     let mut steps = 0usize;
     let numel = x.elem_count() as f64;
     let mut solver = Solver { ctx };
-    while if forward {
-        s < t_end - 1e-5
-    } else {
-        s > t_end + 1e-5
-    } {
+    while if forward { s < t_end - 1e-5 } else { s > t_end + 1e-5 } {
         let mut cache = EpsCache::default();
-        let t = if forward {
-            t_end.min(s + pid.h)
-        } else {
-            t_end.max(s + pid.h)
-        };
+        let t = if forward { t_end.min(s + pid.h) } else { t_end.max(s + pid.h) };
         let (t_, su) = solver.ancestral(s, t, t_end);
         let eps = solver.cached(|c| &mut c.eps, &mut cache, &x, s)?;
         let denoised = lin2(&x, 1.0, &eps, -sigma_of(s))?;
         let x_low = solver.step_2(&x, s, t_, 1.0 / 3.0, &mut cache)?;
         let x_high = solver.step_3(&x, s, t_, &mut cache)?;
-        let delta = x_low
-            .abs()?
-            .maximum(&x_prev.abs()?)?
-            .affine(rtol, 0.0)?
-            .maximum(atol)?;
+        let delta = x_low.abs()?.maximum(&x_prev.abs()?)?.affine(rtol, 0.0)?.maximum(atol)?;
         let scaled = ((&x_low - &x_high)? / delta)?;
-        let error = f64::from(
-            scaled
-                .sqr()?
-                .sum_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_scalar::<f32>()?,
-        )
-        .sqrt()
+        let error = f64::from(scaled.sqr()?.sum_all()?.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()?).sqrt()
             / numel.sqrt();
         if pid.propose_step(error) {
             x_prev = x_low;

@@ -30,19 +30,9 @@ pub fn dpmpp_2s_ancestral(
             let (t, t_next) = (t_of(sigmas[i]), t_of(sigma_down));
             let h = t_next - t;
             let s = t + 0.5 * h;
-            let x_2 = lin2(
-                &x,
-                sigma_of(s) / sigma_of(t),
-                &denoised,
-                -(-h * 0.5).exp_m1(),
-            )?;
+            let x_2 = lin2(&x, sigma_of(s) / sigma_of(t), &denoised, -(-h * 0.5).exp_m1())?;
             let denoised_2 = ctx.denoise(&x_2, sigma_of(s))?;
-            x = lin2(
-                &x,
-                sigma_of(t_next) / sigma_of(t),
-                &denoised_2,
-                -(-h).exp_m1(),
-            )?;
+            x = lin2(&x, sigma_of(t_next) / sigma_of(t), &denoised_2, -(-h).exp_m1())?;
         }
         if sigmas[i + 1] > 0.0 {
             let noise = ctx.step_noise(sigmas[i], sigmas[i + 1], &x)?;
@@ -52,11 +42,7 @@ pub fn dpmpp_2s_ancestral(
     Ok(x)
 }
 
-pub fn dpmpp_2m(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_2m(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     let mut old_denoised: Option<Tensor> = None;
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;
@@ -78,11 +64,7 @@ pub fn dpmpp_2m(
     Ok(x)
 }
 
-pub fn dpmpp_sde(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     const R: f64 = 0.5;
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     for i in 0..sigmas.len().saturating_sub(1) {
@@ -100,12 +82,7 @@ pub fn dpmpp_sde(
         // Step 1: to the midpoint s, with ancestral noise.
         let (sd, su) = ancestral_step(sigma_of(t), sigma_of(s), eta);
         let s_ = t_of(sd);
-        let x_2 = lin2(
-            &x,
-            sigma_of(s_) / sigma_of(t),
-            &denoised,
-            -(t - s_).exp_m1(),
-        )?;
+        let x_2 = lin2(&x, sigma_of(s_) / sigma_of(t), &denoised, -(t - s_).exp_m1())?;
         let noise = ctx.step_noise(sigma_of(t), sigma_of(s), &x_2)?;
         let x_2 = lin2(&x_2, 1.0, &noise, s_noise * su)?;
         let denoised_2 = ctx.denoise(&x_2, sigma_of(s))?;
@@ -113,12 +90,7 @@ pub fn dpmpp_sde(
         let (sd, su) = ancestral_step(sigma_of(t), sigma_of(t_next), eta);
         let t_next_ = t_of(sd);
         let denoised_d = lin2(&denoised, 1.0 - fac, &denoised_2, fac)?;
-        x = lin2(
-            &x,
-            sigma_of(t_next_) / sigma_of(t),
-            &denoised_d,
-            -(t - t_next_).exp_m1(),
-        )?;
+        x = lin2(&x, sigma_of(t_next_) / sigma_of(t), &denoised_d, -(t - t_next_).exp_m1())?;
         let noise = ctx.step_noise(sigma_of(t), sigma_of(t_next), &x)?;
         x = lin2(&x, 1.0, &noise, s_noise * su)?;
     }
@@ -151,12 +123,7 @@ pub fn dpmpp_2m_sde(
             let (t, s) = (-sigmas[i].ln(), -sigmas[i + 1].ln());
             let hh = s - t;
             let eta_h = eta * hh;
-            x = lin2(
-                &x,
-                sigmas[i + 1] / sigmas[i] * (-eta_h).exp(),
-                &denoised,
-                -(-hh - eta_h).exp_m1(),
-            )?;
+            x = lin2(&x, sigmas[i + 1] / sigmas[i] * (-eta_h).exp(), &denoised, -(-hh - eta_h).exp_m1())?;
             if let (Some(old), Some(hl)) = (&old_denoised, h_last) {
                 let r = hl / hh;
                 let diff = (&denoised - old)?;
@@ -182,11 +149,7 @@ pub fn dpmpp_2m_sde(
     Ok(x)
 }
 
-pub fn dpmpp_3m_sde(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn dpmpp_3m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     let (mut denoised_1, mut denoised_2): (Option<Tensor>, Option<Tensor>) = (None, None);
     let (mut h_1, mut h_2): (Option<f64>, Option<f64>) = (None, None);

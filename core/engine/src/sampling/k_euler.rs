@@ -21,12 +21,7 @@ fn churn_gamma(ctx: &SamplerContext<'_>, sigma: f64, n_sigmas: usize) -> f64 {
 }
 
 /// Shared start of Euler/Heun/DPM2 steps: draw the (maybe unused) churn noise and raise sigma.
-fn churn(
-    ctx: &mut SamplerContext<'_>,
-    x: Tensor,
-    sigma: f64,
-    n_sigmas: usize,
-) -> Result<(Tensor, f64), SamplingError> {
+fn churn(ctx: &mut SamplerContext<'_>, x: Tensor, sigma: f64, n_sigmas: usize) -> Result<(Tensor, f64), SamplingError> {
     let gamma = churn_gamma(ctx, sigma, n_sigmas);
     let eps = (ctx.randn_like(&x)? * ctx.params.s_noise)?;
     let sigma_hat = sigma * (gamma + 1.0);
@@ -37,11 +32,7 @@ fn churn(
     Ok((x, sigma_hat))
 }
 
-pub fn euler(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn euler(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     for i in 0..sigmas.len().saturating_sub(1) {
         let (x_hat, sigma_hat) = churn(ctx, x, sigmas[i], sigmas.len())?;
         let denoised = ctx.denoise(&x_hat, sigma_hat)?;
@@ -52,11 +43,7 @@ pub fn euler(
     Ok(x)
 }
 
-pub fn euler_ancestral(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn euler_ancestral(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;
@@ -72,11 +59,7 @@ pub fn euler_ancestral(
     Ok(x)
 }
 
-pub fn heun(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn heun(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     for i in 0..sigmas.len().saturating_sub(1) {
         let (x_hat, sigma_hat) = churn(ctx, x, sigmas[i], sigmas.len())?;
         let denoised = ctx.denoise(&x_hat, sigma_hat)?;
@@ -101,11 +84,7 @@ fn log_midpoint(a: f64, b: f64) -> f64 {
     (a.ln() + 0.5 * (b.ln() - a.ln())).exp()
 }
 
-pub fn dpm_2(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn dpm_2(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     for i in 0..sigmas.len().saturating_sub(1) {
         let (x_hat, sigma_hat) = churn(ctx, x, sigmas[i], sigmas.len())?;
         let denoised = ctx.denoise(&x_hat, sigma_hat)?;
@@ -124,11 +103,7 @@ pub fn dpm_2(
     Ok(x)
 }
 
-pub fn dpm_2_ancestral(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn dpm_2_ancestral(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;

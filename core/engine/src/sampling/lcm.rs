@@ -25,11 +25,7 @@ fn lcm_denoised(
     lin2(&plain, c_out, x, c_skip)
 }
 
-pub fn lcm(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn lcm(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     let table = DiscreteSchedule::lcm(ctx.alphas_cumprod)?;
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = lcm_denoised(ctx, &table, &x, sigmas[i])?;

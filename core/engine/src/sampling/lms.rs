@@ -8,16 +8,9 @@ use super::SamplingError;
 use super::context::{SamplerContext, to_d};
 
 /// ∫_{t[i]}^{t[i+1]} Π_{k≠j, k<order} (τ - t[i-k]) / (t[i-j] - t[i-k]) dτ, exactly.
-pub fn linear_multistep_coeff(
-    order: usize,
-    t: &[f64],
-    i: usize,
-    j: usize,
-) -> Result<f64, SamplingError> {
+pub fn linear_multistep_coeff(order: usize, t: &[f64], i: usize, j: usize) -> Result<f64, SamplingError> {
     if order == 0 || order - 1 > i || i + 1 >= t.len() {
-        return Err(SamplingError::Other(format!(
-            "LMS order {order} too high for step {i}"
-        )));
+        return Err(SamplingError::Other(format!("LMS order {order} too high for step {i}")));
     }
     // Expand the basis polynomial into monomial coefficients (lowest degree first).
     let mut poly = vec![1.0f64];
@@ -30,22 +23,12 @@ pub fn linear_multistep_coeff(
         }
         poly = next;
     }
-    let antiderivative = |x: f64| {
-        poly.iter()
-            .enumerate()
-            .rev()
-            .fold(0.0, |acc, (deg, c)| acc * x + c / (deg + 1) as f64)
-            * x
-    };
+    let antiderivative =
+        |x: f64| poly.iter().enumerate().rev().fold(0.0, |acc, (deg, c)| acc * x + c / (deg + 1) as f64) * x;
     Ok(antiderivative(t[i + 1]) - antiderivative(t[i]))
 }
 
-pub fn lms(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-    order: usize,
-) -> Result<Tensor, SamplingError> {
+pub fn lms(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64], order: usize) -> Result<Tensor, SamplingError> {
     let mut ds: Vec<Tensor> = Vec::with_capacity(order);
     for i in 0..sigmas.len().saturating_sub(1) {
         let denoised = ctx.denoise(&x, sigmas[i])?;
@@ -78,9 +61,7 @@ mod tests {
         assert!((linear_multistep_coeff(2, &t, 1, 0).unwrap() - (-4.0)).abs() < 1e-12);
         assert!((linear_multistep_coeff(2, &t, 1, 1).unwrap() - 2.0).abs() < 1e-12);
         // Lagrange basis sums to 1, so the coefficients sum to t[i+1] - t[i].
-        let s: f64 = (0..3)
-            .map(|j| linear_multistep_coeff(3, &t, 2, j).unwrap())
-            .sum();
+        let s: f64 = (0..3).map(|j| linear_multistep_coeff(3, &t, 2, j).unwrap()).sum();
         assert!((s - (0.0 - 1.0)).abs() < 1e-12);
         assert!(linear_multistep_coeff(3, &t, 1, 0).is_err());
     }

@@ -70,9 +70,7 @@ pub trait Model {
         if t >= 0.0 && t.fract() == 0.0 {
             self.eps_at_timestep(x, t as usize)
         } else {
-            Err(SamplingError::Other(format!(
-                "model cannot evaluate fractional timestep {t}"
-            )))
+            Err(SamplingError::Other(format!("model cannot evaluate fractional timestep {t}")))
         }
     }
 
@@ -85,9 +83,7 @@ pub trait Model {
         _t: usize,
         _cfg_scale_multiplier: f64,
     ) -> Result<(Tensor, Tensor), SamplingError> {
-        Err(SamplingError::Other(
-            "this model does not expose the unconditional prediction (DDIM CFG++)".into(),
-        ))
+        Err(SamplingError::Other("this model does not expose the unconditional prediction (DDIM CFG++)".into()))
     }
 }
 

@@ -51,21 +51,15 @@ pub fn resolve_sampler_params(
     let timesteps = kind.flags().timesteps;
     // Processing defaults: `x or opts.x` for churn/tmin (so 0 falls through), `is not None` for the rest.
     let or_opt = |v: Option<f64>, o: f64| v.filter(|&v| v != 0.0).unwrap_or(o);
-    let (p_churn, p_tmin) = (
-        or_opt(request.s_churn, options.s_churn),
-        or_opt(request.s_tmin, options.s_tmin),
-    );
+    let (p_churn, p_tmin) = (or_opt(request.s_churn, options.s_churn), or_opt(request.s_tmin, options.s_tmin));
     let p_tmax = match request.s_tmax.unwrap_or(options.s_tmax) {
         0.0 => f64::INFINITY,
         v => v,
     };
     let p_noise = request.s_noise.unwrap_or(options.s_noise);
 
-    let (eta_default, eta_option, eta_label) = if timesteps {
-        (0.0, options.eta_ddim, "Eta DDIM")
-    } else {
-        (1.0, options.eta_ancestral, "Eta")
-    };
+    let (eta_default, eta_option, eta_label) =
+        if timesteps { (0.0, options.eta_ddim, "Eta DDIM") } else { (1.0, options.eta_ancestral, "Eta") };
     let eta = request.eta.unwrap_or(eta_option);
     params.eta = if kind.takes_eta() { eta } else { eta_default };
     if kind.takes_eta() && eta != eta_default {
@@ -73,16 +67,8 @@ pub fn resolve_sampler_params(
     }
 
     let extra = kind.extra_params();
-    let opt_tmax = if options.s_tmax == 0.0 {
-        f64::INFINITY
-    } else {
-        options.s_tmax
-    };
-    let mut pick = |name: &'static str,
-                    label: &'static str,
-                    request_value: f64,
-                    option_value: f64,
-                    default: f64| {
+    let opt_tmax = if options.s_tmax == 0.0 { f64::INFINITY } else { options.s_tmax };
+    let mut pick = |name: &'static str, label: &'static str, request_value: f64, option_value: f64, default: f64| {
         if !extra.contains(&name) {
             return default;
         }
@@ -106,19 +92,11 @@ mod tests {
 
     #[test]
     fn option_overrides_request_when_not_default() {
-        let request = RequestExtraParams {
-            s_churn: Some(0.5),
-            s_noise: Some(0.9),
-            ..Default::default()
-        };
-        let (p, info) =
-            resolve_sampler_params(SamplerKind::Euler, &request, &ExtraParamOptions::default());
+        let request = RequestExtraParams { s_churn: Some(0.5), s_noise: Some(0.9), ..Default::default() };
+        let (p, info) = resolve_sampler_params(SamplerKind::Euler, &request, &ExtraParamOptions::default());
         assert_eq!((p.s_churn, p.s_noise, p.s_tmax), (0.5, 0.9, f64::INFINITY));
         assert!(info.is_empty());
-        let options = ExtraParamOptions {
-            s_churn: 0.2,
-            ..Default::default()
-        };
+        let options = ExtraParamOptions { s_churn: 0.2, ..Default::default() };
         let (p, info) = resolve_sampler_params(SamplerKind::Euler, &request, &options);
         assert_eq!(p.s_churn, 0.2);
         assert_eq!(info, vec![("Sigma churn", 0.2)]);
@@ -131,22 +109,14 @@ mod tests {
     #[test]
     fn eta_defaults_per_family() {
         let none = RequestExtraParams::default();
-        let (p, info) = resolve_sampler_params(
-            SamplerKind::EulerAncestral,
-            &none,
-            &ExtraParamOptions::default(),
-        );
+        let (p, info) = resolve_sampler_params(SamplerKind::EulerAncestral, &none, &ExtraParamOptions::default());
         assert_eq!(p.eta, 1.0);
         assert!(info.is_empty());
-        let (p, _) =
-            resolve_sampler_params(SamplerKind::Ddim, &none, &ExtraParamOptions::default());
+        let (p, _) = resolve_sampler_params(SamplerKind::Ddim, &none, &ExtraParamOptions::default());
         assert_eq!(p.eta, 0.0);
         let (p, info) = resolve_sampler_params(
             SamplerKind::Ddim,
-            &RequestExtraParams {
-                eta: Some(0.3),
-                ..none.clone()
-            },
+            &RequestExtraParams { eta: Some(0.3), ..none.clone() },
             &ExtraParamOptions::default(),
         );
         assert_eq!((p.eta, info), (0.3, vec![("Eta DDIM", 0.3)]));

@@ -30,10 +30,7 @@ pub struct SamplingPlan {
 }
 
 /// The model schedule a sampler sees: LCM uses its own 50-entry table.
-pub fn model_schedule(
-    kind: SamplerKind,
-    alphas_cumprod: &[f32],
-) -> Result<DiscreteSchedule, SamplingError> {
+pub fn model_schedule(kind: SamplerKind, alphas_cumprod: &[f32]) -> Result<DiscreteSchedule, SamplingError> {
     if kind == SamplerKind::Lcm {
         DiscreteSchedule::lcm(alphas_cumprod)
     } else {
@@ -45,31 +42,20 @@ pub fn model_schedule(
 pub fn timestep_schedule(steps: usize, num_timesteps: usize) -> Result<Vec<usize>, SamplingError> {
     let stride = num_timesteps.checked_div(steps).unwrap_or(0);
     if stride == 0 {
-        return Err(SamplingError::Other(format!(
-            "steps must be in 1..={num_timesteps}, got {steps}"
-        )));
+        return Err(SamplingError::Other(format!("steps must be in 1..={num_timesteps}, got {steps}")));
     }
-    Ok((0..num_timesteps)
-        .step_by(stride)
-        .map(|t| (t + 1).min(num_timesteps - 1))
-        .collect())
+    Ok((0..num_timesteps).step_by(stride).map(|t| (t + 1).min(num_timesteps - 1)).collect())
 }
 
 /// `setup_img2img_steps`: `(steps, t_enc)`. With `fix_steps` (opts.img2img_fix_steps or explicit
 /// hires steps) the schedule is stretched so that exactly `requested` steps run.
 pub fn img2img_steps(requested: usize, denoising_strength: f64, fix_steps: bool) -> (usize, usize) {
     if fix_steps {
-        let steps = if denoising_strength > 0.0 {
-            (requested as f64 / denoising_strength.min(0.999)) as usize
-        } else {
-            0
-        };
+        let steps =
+            if denoising_strength > 0.0 { (requested as f64 / denoising_strength.min(0.999)) as usize } else { 0 };
         (steps, requested.saturating_sub(1))
     } else {
-        (
-            requested,
-            (denoising_strength.min(0.999) * requested as f64) as usize,
-        )
+        (requested, (denoising_strength.min(0.999) * requested as f64) as usize)
     }
 }
 
@@ -119,14 +105,8 @@ impl SamplingPlan {
         options: &SchedulerOptions,
         always_discard_next_to_last_sigma: bool,
     ) -> Result<Self, SamplingError> {
-        let (sigmas, timesteps, model) = Self::schedule(
-            kind,
-            scheduler,
-            steps,
-            alphas_cumprod,
-            options,
-            always_discard_next_to_last_sigma,
-        )?;
+        let (sigmas, timesteps, model) =
+            Self::schedule(kind, scheduler, steps, alphas_cumprod, options, always_discard_next_to_last_sigma)?;
         Ok(Self {
             kind,
             full_sigmas: sigmas.clone(),
@@ -156,29 +136,18 @@ impl SamplingPlan {
         always_discard_next_to_last_sigma: bool,
     ) -> Result<Self, SamplingError> {
         let (steps, t_enc) = img2img_steps(requested_steps, denoising_strength, fix_steps);
-        let (full_sigmas, full_timesteps, _) = Self::schedule(
-            kind,
-            scheduler,
-            steps,
-            alphas_cumprod,
-            options,
-            always_discard_next_to_last_sigma,
-        )?;
+        let (full_sigmas, full_timesteps, _) =
+            Self::schedule(kind, scheduler, steps, alphas_cumprod, options, always_discard_next_to_last_sigma)?;
         let (sigmas, timesteps, noise_t) = if kind.flags().timesteps {
             let t = *full_timesteps.get(t_enc).ok_or_else(|| {
-                SamplingError::Other(format!(
-                    "t_enc {t_enc} beyond {} timesteps",
-                    full_timesteps.len()
-                ))
+                SamplingError::Other(format!("t_enc {t_enc} beyond {} timesteps", full_timesteps.len()))
             })?;
             (vec![], full_timesteps[..t_enc].to_vec(), Some(t))
         } else {
             let start = steps
                 .checked_sub(t_enc + 1)
                 .filter(|&s| s + 1 < full_sigmas.len())
-                .ok_or_else(|| {
-                    SamplingError::Other(format!("cannot truncate {steps} steps at t_enc {t_enc}"))
-                })?;
+                .ok_or_else(|| SamplingError::Other(format!("cannot truncate {steps} steps at t_enc {t_enc}")))?;
             (full_sigmas[start..].to_vec(), vec![], None)
         };
         let (dpm_min, dpm_max) = match sigmas.len() {
@@ -213,11 +182,7 @@ impl SamplingPlan {
         if self.kind.flags().timesteps {
             return Ok(noise.clone());
         }
-        let s0 = self
-            .sigmas
-            .first()
-            .copied()
-            .ok_or_else(|| SamplingError::Other("empty sigma schedule".into()))?;
+        let s0 = self.sigmas.first().copied().ok_or_else(|| SamplingError::Other("empty sigma schedule".into()))?;
         Ok((noise * s0)?)
     }
 
@@ -237,11 +202,7 @@ impl SamplingPlan {
             let (sa, s1a) = (a.sqrt(), (1.0 - a).sqrt());
             return Ok(((init_latent * f64::from(sa))? + (noise * f64::from(s1a))?)?);
         }
-        let s0 = self
-            .sigmas
-            .first()
-            .copied()
-            .ok_or_else(|| SamplingError::Other("empty sigma schedule".into()))?;
+        let s0 = self.sigmas.first().copied().ok_or_else(|| SamplingError::Other("empty sigma schedule".into()))?;
         Ok((init_latent + (noise * s0)?)?)
     }
 }

@@ -7,10 +7,7 @@ use super::context::{SamplerContext, lin2, to_d};
 use super::{SamplingError, karras};
 
 fn karras_f32(n: usize, sigma_min: f64, sigma_max: f64) -> Vec<f64> {
-    let mut v: Vec<f64> = karras(n, sigma_min, sigma_max, 7.0)
-        .into_iter()
-        .map(|s| f64::from(s as f32))
-        .collect();
+    let mut v: Vec<f64> = karras(n, sigma_min, sigma_max, 7.0).into_iter().map(|s| f64::from(s as f32)).collect();
     v.push(0.0);
     v
 }
@@ -19,13 +16,12 @@ fn nearest_index(sigmas: &[f64], target: f64) -> usize {
     sigmas
         .iter()
         .enumerate()
-        .fold((0, f64::INFINITY), |best, (i, &s)| {
-            if (s - target).abs() < best.1 {
-                (i, (s - target).abs())
-            } else {
-                best
-            }
-        })
+        .fold(
+            (0, f64::INFINITY),
+            |best, (i, &s)| {
+                if (s - target).abs() < best.1 { (i, (s - target).abs()) } else { best }
+            },
+        )
         .0
 }
 
@@ -41,17 +37,8 @@ pub(super) fn restart_step_list(sigmas: &[f64]) -> Vec<(f64, f64)> {
             restart_steps = steps / 4;
             restart_times = 2;
         }
-        sigmas = karras_f32(
-            steps - restart_steps * restart_times,
-            sigmas[sigmas.len() - 2],
-            sigmas[0],
-        );
-        restart = Some((
-            nearest_index(&sigmas, 0.1),
-            restart_steps + 1,
-            restart_times,
-            2.0,
-        ));
+        sigmas = karras_f32(steps - restart_steps * restart_times, sigmas[sigmas.len() - 2], sigmas[0]);
+        restart = Some((nearest_index(&sigmas, 0.1), restart_steps + 1, restart_times, 2.0));
     }
     let mut list = Vec::new();
     for i in 0..sigmas.len() - 1 {
@@ -72,11 +59,7 @@ pub(super) fn restart_step_list(sigmas: &[f64]) -> Vec<(f64, f64)> {
     list
 }
 
-pub fn restart(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    sigmas: &[f64],
-) -> Result<Tensor, SamplingError> {
+pub fn restart(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     if sigmas.len() < 2 {
         return Ok(x);
     }
@@ -86,12 +69,7 @@ pub fn restart(
         match last_sigma {
             Some(last) if last < old_sigma => {
                 let noise = ctx.randn_like(&x)?;
-                x = lin2(
-                    &x,
-                    1.0,
-                    &noise,
-                    s_noise * (old_sigma.powi(2) - last.powi(2)).sqrt(),
-                )?;
+                x = lin2(&x, 1.0, &noise, s_noise * (old_sigma.powi(2) - last.powi(2)).sqrt())?;
             }
             _ => {}
         }

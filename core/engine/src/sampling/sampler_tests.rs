@@ -7,28 +7,16 @@ use candle_core::{Device, Tensor};
 
 use super::test_support::{AnalyticModel, CountingNoise, scalar, sd1_alphas_cumprod};
 use super::{
-    DiscreteSchedule, Model, SampleOutput, SamplerContext, SamplerKind, SamplerParams,
-    SamplingError, SamplingPlan, Scheduler, SchedulerOptions, StepInfo, sample,
+    DiscreteSchedule, Model, SampleOutput, SamplerContext, SamplerKind, SamplerParams, SamplingError, SamplingPlan,
+    Scheduler, SchedulerOptions, StepInfo, sample,
 };
 
 fn plan(kind: SamplerKind, steps: usize) -> SamplingPlan {
-    SamplingPlan::txt2img(
-        kind,
-        Scheduler::Automatic,
-        steps,
-        &sd1_alphas_cumprod(),
-        &SchedulerOptions::default(),
-        false,
-    )
-    .unwrap()
+    SamplingPlan::txt2img(kind, Scheduler::Automatic, steps, &sd1_alphas_cumprod(), &SchedulerOptions::default(), false)
+        .unwrap()
 }
 
-fn run(
-    kind: SamplerKind,
-    plan: &SamplingPlan,
-    params: SamplerParams,
-    x: Tensor,
-) -> (SampleOutput, usize, usize) {
+fn run(kind: SamplerKind, plan: &SamplingPlan, params: SamplerParams, x: Tensor) -> (SampleOutput, usize, usize) {
     let ac = sd1_alphas_cumprod();
     let mut model = AnalyticModel::new(1.0, ac.clone());
     let mut noise = CountingNoise::new();
@@ -41,10 +29,7 @@ fn run(
 }
 
 fn eta0() -> SamplerParams {
-    SamplerParams {
-        eta: 0.0,
-        ..Default::default()
-    }
+    SamplerParams { eta: 0.0, ..Default::default() }
 }
 
 fn one(v: f64) -> Tensor {
@@ -82,35 +67,20 @@ fn deterministic_k_samplers_converge_to_exact_answer() {
         let (out, _, _) = run(kind, &p, params, one(s0));
         let want = s0 * ode_factor(s0, 0.0);
         let got = scalar(&out.latent);
-        eprintln!(
-            "{}: {got} vs {want} (rel {:.2e})",
-            kind.name(),
-            (got - want).abs() / want
-        );
-        assert!(
-            (got - want).abs() / want < tol,
-            "{}: {got} vs {want}",
-            kind.name()
-        );
+        eprintln!("{}: {got} vs {want} (rel {:.2e})", kind.name(), (got - want).abs() / want);
+        assert!((got - want).abs() / want < tol, "{}: {got} vs {want}", kind.name());
     }
 }
 
 #[test]
 fn dpm_solver_samplers_converge_to_sigma_min() {
-    for (kind, steps, tol) in [
-        (SamplerKind::DpmFast, 30, 0.003),
-        (SamplerKind::DpmAdaptive, 1, 0.05),
-    ] {
+    for (kind, steps, tol) in [(SamplerKind::DpmFast, 30, 0.003), (SamplerKind::DpmAdaptive, 1, 0.05)] {
         let p = plan(kind, steps);
         let (out, _, _) = run(kind, &p, eta0(), one(p.dpm_sigma_max));
         let want = p.dpm_sigma_max * ode_factor(p.dpm_sigma_max, p.dpm_sigma_min);
         let got = scalar(&out.latent);
         eprintln!("{}: {got} vs {want}", kind.name());
-        assert!(
-            (got - want).abs() / want < tol,
-            "{}: {got} vs {want}",
-            kind.name()
-        );
+        assert!((got - want).abs() / want < tol, "{}: {got} vs {want}", kind.name());
     }
 }
 
@@ -129,21 +99,13 @@ fn timestep_samplers_converge() {
         let (t_first, t_last) = (p.timesteps[0], *p.timesteps.last().unwrap());
         let (out, _, _) = run(kind, &p, eta0(), one(1.0));
         // x = sqrt(a) * (x0 + sigma * eps): transport x / sqrt(a) along the ODE.
-        let end_t = if kind == SamplerKind::UniPc {
-            0
-        } else {
-            t_first
-        };
+        let end_t = if kind == SamplerKind::UniPc { 0 } else { t_first };
         let a_t = f64::from(ac[t_last]);
         let a_e = f64::from(ac[end_t]);
         let want = a_e.sqrt() * (1.0 / a_t.sqrt()) * ode_factor(sigma_at(t_last), sigma_at(end_t));
         let got = scalar(&out.latent);
         eprintln!("{}: {got} vs {want}", kind.name());
-        assert!(
-            (got - want).abs() / want < tol,
-            "{}: {got} vs {want}",
-            kind.name()
-        );
+        assert!((got - want).abs() / want < tol, "{}: {got} vs {want}", kind.name());
     }
 }
 
@@ -163,38 +125,18 @@ fn stochastic_samplers_reach_data_spread() {
     ];
     // (LCM is left out: its denoiser queries eps at the nearest of 50 timesteps while keeping the
     // exact sigma, which is only consistent for a consistency model; see lcm_two_steps_by_hand.)
-    let start = Tensor::from_vec(
-        crate::rng::PhiloxGenerator::new(99).randn(4096),
-        (1, 4, 32, 32),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let start =
+        Tensor::from_vec(crate::rng::PhiloxGenerator::new(99).randn(4096), (1, 4, 32, 32), &Device::Cpu).unwrap();
     for kind in kinds {
         let p = plan(kind, 100);
         let params = if kind == SamplerKind::Ddim {
-            SamplerParams {
-                eta: 1.0,
-                ..Default::default()
-            }
+            SamplerParams { eta: 1.0, ..Default::default() }
         } else {
             SamplerParams::default()
         };
-        let x = if kind.flags().timesteps {
-            start.clone()
-        } else {
-            (&start * p.sigmas[0]).unwrap()
-        };
+        let x = if kind.flags().timesteps { start.clone() } else { (&start * p.sigmas[0]).unwrap() };
         let (out, _, draws) = run(kind, &p, params, x);
-        let std = f64::from(
-            out.latent
-                .sqr()
-                .unwrap()
-                .mean_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-        )
-        .sqrt();
+        let std = f64::from(out.latent.sqr().unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap()).sqrt();
         eprintln!("{}: std {std:.4}, {draws} draws", kind.name());
         assert!((std - 1.0).abs() < 0.1, "{}: std {std}", kind.name());
     }
@@ -208,11 +150,7 @@ fn lcm_two_steps_by_hand() {
     let ac = sd1_alphas_cumprod();
     let p = plan(SamplerKind::Lcm, 2);
     let sig = |t: usize| f64::from(((1.0 - ac[t]) / ac[t]).sqrt());
-    assert!(
-        (p.sigmas[0] - sig(999)).abs() < 1e-5
-            && (p.sigmas[1] - sig(19)).abs() < 1e-6
-            && p.sigmas[2] == 0.0
-    );
+    assert!((p.sigmas[0] - sig(999)).abs() < 1e-5 && (p.sigmas[1] - sig(19)).abs() < 1e-6 && p.sigmas[2] == 0.0);
     let (out, calls, draws) = run(SamplerKind::Lcm, &p, SamplerParams::default(), one(1.0));
     let scal = |t: f64| {
         let st = 10.0 * t;
@@ -224,11 +162,7 @@ fn lcm_two_steps_by_hand() {
     let (co, cs) = scal(19.0);
     let x2 = (co * f(p.sigmas[1]) + cs) * x1;
     assert_eq!((calls, draws), (2, 1));
-    assert!(
-        (scalar(&out.latent) - x2).abs() < 1e-5 * x2.abs().max(1.0),
-        "{} vs {x2}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - x2).abs() < 1e-5 * x2.abs().max(1.0), "{} vs {x2}", scalar(&out.latent));
 }
 
 /// DPM fast with n = 3 evaluations (eta 0): m = 2 intervals of ts = linspace(t_max, t_min, 3),
@@ -253,11 +187,7 @@ fn dpm_fast_three_evals_by_hand() {
     let x2 = x1 - sg(t2) * h2.exp_m1() * e(t1) * x1;
     let (out, calls, draws) = run(SamplerKind::DpmFast, &p, eta0(), one(x));
     assert_eq!((calls, draws), (3, 2));
-    assert!(
-        (scalar(&out.latent) - x2).abs() < 1e-5 * x2.abs(),
-        "{} vs {x2}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - x2).abs() < 1e-5 * x2.abs(), "{} vs {x2}", scalar(&out.latent));
 }
 
 /// PLMS with 3 steps: timesteps [1, 334, 667, 999]. eps(x, t) = g(t)·x with
@@ -287,11 +217,7 @@ fn plms_three_steps_by_hand() {
     let want = step(x, (23.0 * e3 - 16.0 * e2 + 5.0 * e1) / 12.0, 334, 1);
     let (out, calls, draws) = run(SamplerKind::Plms, &p, SamplerParams::default(), one(1.0));
     assert_eq!((calls, draws), (4, 0));
-    assert!(
-        (scalar(&out.latent) - want).abs() < 1e-5,
-        "{} vs {want}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - want).abs() < 1e-5, "{} vs {want}", scalar(&out.latent));
 }
 
 /// A model whose unconditional eps differs from the guided one, for DDIM CFG++.
@@ -307,12 +233,7 @@ impl Model for SplitEps {
     fn eps_at_timestep(&mut self, _x: &Tensor, _t: usize) -> Result<Tensor, SamplingError> {
         unreachable!()
     }
-    fn eps_and_uncond_at_timestep(
-        &mut self,
-        x: &Tensor,
-        t: usize,
-        m: f64,
-    ) -> Result<(Tensor, Tensor), SamplingError> {
+    fn eps_and_uncond_at_timestep(&mut self, x: &Tensor, t: usize, m: f64) -> Result<(Tensor, Tensor), SamplingError> {
         self.multiplier_seen = m;
         let k = 0.1 + f64::from(self.ac[t]);
         Ok(((x * k)?, (x * (0.5 * k))?))
@@ -332,18 +253,11 @@ fn ddim_cfgpp_three_steps_by_hand() {
         let x0 = (want - (1.0 - a(t)).sqrt() * k * want) / a(t).sqrt();
         want = a(tp).sqrt() * x0 + (1.0 - a(tp)).sqrt() * 0.5 * k * want;
     }
-    let mut model = SplitEps {
-        ac: ac.clone(),
-        multiplier_seen: 0.0,
-    };
+    let mut model = SplitEps { ac: ac.clone(), multiplier_seen: 0.0 };
     let mut noise = CountingNoise::new();
     let mut ctx = SamplerContext::new(&mut model, &mut noise, eta0(), &ac);
     let out = sample(&mut ctx, &p, one(1.0)).unwrap();
-    assert!(
-        (scalar(&out.latent) - want).abs() < 1e-5,
-        "{} vs {want}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - want).abs() < 1e-5, "{} vs {want}", scalar(&out.latent));
     assert_eq!(noise.draws, 3);
     assert_eq!(model.multiplier_seen, 1.0 / 12.5);
 }
@@ -385,11 +299,7 @@ fn multistep_sde_samplers_three_steps_by_hand() {
     }
     let (out, _, draws) = run(SamplerKind::DpmPp3MSde, &p, eta0(), one(s[0]));
     assert_eq!(draws, 0);
-    assert!(
-        (scalar(&out.latent) - x).abs() < 1e-5 * x.abs(),
-        "3M: {} vs {x}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - x).abs() < 1e-5 * x.abs(), "3M: {} vs {x}", scalar(&out.latent));
 
     // 2M SDE Heun, eta 0: x <- (σ'/σ) x + (1 - e^{-h}) D + ((1 - e^{-h})/(-h) ... ) Heun correction.
     let p = plan(SamplerKind::DpmPp2MSdeHeun, 3);
@@ -411,11 +321,7 @@ fn multistep_sde_samplers_three_steps_by_hand() {
         old = Some((d, h));
     }
     let (out, _, _) = run(SamplerKind::DpmPp2MSdeHeun, &p, eta0(), one(s[0]));
-    assert!(
-        (scalar(&out.latent) - x).abs() < 1e-5 * x.abs(),
-        "2M SDE Heun: {} vs {x}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - x).abs() < 1e-5 * x.abs(), "2M SDE Heun: {} vs {x}", scalar(&out.latent));
 }
 
 /// Restart below 20 steps has no restart segments: it is Heun on its (Karras) schedule. With 20
@@ -433,23 +339,14 @@ fn restart_by_hand() {
     let want = x1 * f(s[1]);
     let (out, calls, draws) = run(SamplerKind::Restart, &p, SamplerParams::default(), one(x0));
     assert_eq!((calls, draws), (3, 0));
-    assert!(
-        (scalar(&out.latent) - want).abs() < 1e-5 * want.abs(),
-        "{} vs {want}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - want).abs() < 1e-5 * want.abs(), "{} vs {want}", scalar(&out.latent));
 
     let p20 = plan(SamplerKind::Restart, 20);
     let list = super::restart::restart_step_list(&p20.sigmas);
     assert_eq!(list.len(), 11 + 9);
     let jumps = list.windows(2).filter(|w| w[1].0 > w[0].1).count();
     assert_eq!(jumps, 1);
-    let (_, _, draws) = run(
-        SamplerKind::Restart,
-        &p20,
-        SamplerParams::default(),
-        one(p20.sigmas[0]),
-    );
+    let (_, _, draws) = run(SamplerKind::Restart, &p20, SamplerParams::default(), one(p20.sigmas[0]));
     assert_eq!(draws, 1);
 }
 
@@ -467,8 +364,7 @@ fn unipc_calls_and_progress() {
         steps_seen.push((info.step, info.total_steps));
         Ok(())
     };
-    let mut ctx = SamplerContext::new(&mut model, &mut noise, SamplerParams::default(), &ac)
-        .with_callback(&mut cb);
+    let mut ctx = SamplerContext::new(&mut model, &mut noise, SamplerParams::default(), &ac).with_callback(&mut cb);
     sample(&mut ctx, &p, one(1.0)).unwrap();
     // 5 steps -> timesteps [1, 201, 401, 601, 801]; A1111 runs UniPC with steps = len(timesteps) = 5:
     // one initial evaluation plus one corrector evaluation per step except the last (5 calls), and
@@ -485,14 +381,9 @@ fn interrupt_returns_last_denoised() {
     let mut model = AnalyticModel::new(1.0, ac.clone());
     let mut noise = CountingNoise::new();
     let mut cb = |info: &StepInfo<'_>| {
-        if info.step == 3 {
-            Err(SamplingError::Interrupted)
-        } else {
-            Ok(())
-        }
+        if info.step == 3 { Err(SamplingError::Interrupted) } else { Ok(()) }
     };
-    let mut ctx = SamplerContext::new(&mut model, &mut noise, SamplerParams::default(), &ac)
-        .with_callback(&mut cb);
+    let mut ctx = SamplerContext::new(&mut model, &mut noise, SamplerParams::default(), &ac).with_callback(&mut cb);
     let out = sample(&mut ctx, &p, one(p.sigmas[0])).unwrap();
     assert!(out.interrupted);
     // The returned latent is step 3's denoised prediction f(σ3)·x3, not x3 itself.
@@ -501,11 +392,7 @@ fn interrupt_returns_last_denoised() {
         x += (x - f(p.sigmas[i]) * x) / p.sigmas[i] * (p.sigmas[i + 1] - p.sigmas[i]);
     }
     let want = f(p.sigmas[3]) * x;
-    assert!(
-        (scalar(&out.latent) - want).abs() < 1e-5 * want,
-        "{} vs {want}",
-        scalar(&out.latent)
-    );
+    assert!((scalar(&out.latent) - want).abs() < 1e-5 * want, "{} vs {want}", scalar(&out.latent));
     assert_eq!(model.calls, 4);
     let _ = DiscreteSchedule::lcm(&ac).unwrap();
 }

@@ -42,9 +42,7 @@ fn closed_forms() {
     let ays = Scheduler::AlignYourSteps.sigmas(11, &m, &o);
     assert_eq!(ays[1], 6.475);
     let ays21 = Scheduler::AlignYourSteps.sigmas(21, &m, &o);
-    assert!(
-        (ays21[2] - 6.475).abs() < 1e-9 && (ays21[1] - (14.615f64 * 6.475).sqrt()).abs() < 1e-9
-    );
+    assert!((ays21[2] - 6.475).abs() < 1e-9 && (ays21[1] - (14.615f64 * 6.475).sqrt()).abs() < 1e-9);
     // Simple n=4: table[-1], table[-251], table[-501], table[-751].
     let t = m.sigmas();
     let simple = Scheduler::Simple.sigmas(4, &m, &o);
@@ -57,25 +55,17 @@ fn closed_forms() {
     // Normal n=3 runs over t = 999, 499.5, 0; Uniform matches it for this model (range = table ends).
     let normal = Scheduler::Normal.sigmas(3, &m, &o);
     let uniform = Scheduler::Uniform.sigmas(3, &m, &o);
-    assert!(
-        (normal[1] - m.t_to_sigma(499.5)).abs() < 1e-5 && (uniform[1] - normal[1]).abs() < 1e-5
-    );
+    assert!((normal[1] - m.t_to_sigma(499.5)).abs() < 1e-5 && (uniform[1] - normal[1]).abs() < 1e-5);
     // SGM Uniform n=2: t = 999, 499.5 (n+1 points, last dropped).
     let sgm = Scheduler::SgmUniform.sigmas(2, &m, &o);
     assert!((sgm[1] - m.t_to_sigma(499.5)).abs() < 1e-5);
     // Beta(0.6, 0.6) is symmetric: the middle of n=3 is sigma_min + 0.5 (sigma_max - sigma_min).
     let beta = Scheduler::Beta.sigmas(3, &m, &o);
     assert!(
-        (beta[0] - hi).abs() < 1e-12
-            && (beta[1] - (lo + 0.5 * (hi - lo))).abs() < 1e-9
-            && (beta[2] - lo).abs() < 1e-12
+        (beta[0] - hi).abs() < 1e-12 && (beta[1] - (lo + 0.5 * (hi - lo))).abs() < 1e-9 && (beta[2] - lo).abs() < 1e-12
     );
     // Options: rho override for Karras, sigma range overrides.
-    let o2 = SchedulerOptions {
-        rho: 3.0,
-        sigma_max: 10.0,
-        ..Default::default()
-    };
+    let o2 = SchedulerOptions { rho: 3.0, sigma_max: 10.0, ..Default::default() };
     let k2 = Scheduler::Karras.sigmas(3, &m, &o2);
     assert!(
         (k2[0] - 10.0).abs() < 1e-9

@@ -15,11 +15,7 @@ pub struct AnalyticModel {
 
 impl AnalyticModel {
     pub fn new(s: f64, alphas_cumprod: Vec<f32>) -> Self {
-        Self {
-            s2: s * s,
-            alphas_cumprod,
-            calls: 0,
-        }
+        Self { s2: s * s, alphas_cumprod, calls: 0 }
     }
 
     pub fn factor(&self, sigma: f64) -> f64 {
@@ -58,12 +54,7 @@ impl Model for AnalyticModel {
         let a = self.alpha_at(t);
         self.eps_scaled(x, a)
     }
-    fn eps_and_uncond_at_timestep(
-        &mut self,
-        x: &Tensor,
-        t: usize,
-        _m: f64,
-    ) -> Result<(Tensor, Tensor), SamplingError> {
+    fn eps_and_uncond_at_timestep(&mut self, x: &Tensor, t: usize, _m: f64) -> Result<(Tensor, Tensor), SamplingError> {
         let e = self.eps_at_timestep(x, t)?;
         Ok((e.clone(), e))
     }
@@ -77,21 +68,14 @@ pub struct CountingNoise {
 
 impl CountingNoise {
     pub fn new() -> Self {
-        Self {
-            draws: 0,
-            generator: PhiloxGenerator::new(0),
-        }
+        Self { draws: 0, generator: PhiloxGenerator::new(0) }
     }
 }
 
 impl NoiseSource for CountingNoise {
     fn randn_like(&mut self, like: &Tensor) -> Result<Tensor, SamplingError> {
         self.draws += 1;
-        Ok(Tensor::from_vec(
-            self.generator.randn(like.elem_count()),
-            like.dims(),
-            &Device::Cpu,
-        )?)
+        Ok(Tensor::from_vec(self.generator.randn(like.elem_count()), like.dims(), &Device::Cpu)?)
     }
 }
 
@@ -117,12 +101,5 @@ pub fn sd1_alphas_cumprod() -> Vec<f32> {
 }
 
 pub fn scalar(t: &Tensor) -> f64 {
-    f64::from(
-        t.flatten_all()
-            .unwrap()
-            .get(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-    )
+    f64::from(t.flatten_all().unwrap().get(0).unwrap().to_scalar::<f32>().unwrap())
 }

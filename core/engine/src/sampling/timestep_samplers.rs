@@ -9,23 +9,11 @@ use super::context::{SamplerContext, lin2};
 /// Per-index alpha values: a_t = ac[timesteps[k]], a_prev = ac[timesteps[k-1]] (ac[0] for k = 0).
 fn alphas(ac: &[f32], timesteps: &[usize]) -> Result<(Vec<f64>, Vec<f64>), SamplingError> {
     let get = |t: usize| {
-        ac.get(t)
-            .map(|&a| f64::from(a))
-            .ok_or_else(|| SamplingError::Other(format!("timestep {t} out of range")))
+        ac.get(t).map(|&a| f64::from(a)).ok_or_else(|| SamplingError::Other(format!("timestep {t} out of range")))
     };
-    let a: Vec<f64> = timesteps
-        .iter()
-        .map(|&t| get(t))
-        .collect::<Result<_, _>>()?;
-    let prev: Vec<f64> = (0..timesteps.len())
-        .map(|k| {
-            if k == 0 {
-                get(0)
-            } else {
-                get(timesteps[k - 1])
-            }
-        })
-        .collect::<Result<_, _>>()?;
+    let a: Vec<f64> = timesteps.iter().map(|&t| get(t)).collect::<Result<_, _>>()?;
+    let prev: Vec<f64> =
+        (0..timesteps.len()).map(|k| if k == 0 { get(0) } else { get(timesteps[k - 1]) }).collect::<Result<_, _>>()?;
     Ok((a, prev))
 }
 
@@ -39,11 +27,8 @@ pub fn ddim(
 ) -> Result<Tensor, SamplingError> {
     let (a, a_prev) = alphas(ctx.alphas_cumprod, timesteps)?;
     let eta = ctx.params.eta;
-    let sigma: Vec<f64> = a
-        .iter()
-        .zip(&a_prev)
-        .map(|(&at, &ap)| eta * ((1.0 - ap) / (1.0 - at) * (1.0 - at / ap)).sqrt())
-        .collect();
+    let sigma: Vec<f64> =
+        a.iter().zip(&a_prev).map(|(&at, &ap)| eta * ((1.0 - ap) / (1.0 - at) * (1.0 - at / ap)).sqrt()).collect();
     for i in 0..timesteps.len().saturating_sub(1) {
         let index = timesteps.len() - 1 - i;
         let t = timesteps[index];
@@ -63,11 +48,7 @@ pub fn ddim(
 }
 
 /// PLMS: pseudo improved Euler first, then Adams–Bashforth of order 2, 3, 4 on the eps history.
-pub fn plms(
-    ctx: &mut SamplerContext<'_>,
-    mut x: Tensor,
-    timesteps: &[usize],
-) -> Result<Tensor, SamplingError> {
+pub fn plms(ctx: &mut SamplerContext<'_>, mut x: Tensor, timesteps: &[usize]) -> Result<Tensor, SamplingError> {
     let (a, a_prev) = alphas(ctx.alphas_cumprod, timesteps)?;
     let step = |x: &Tensor, e: &Tensor, index: usize| -> Result<(Tensor, Tensor), SamplingError> {
         let (at, ap) = (a[index], a_prev[index]);

@@ -32,10 +32,7 @@ impl VpSchedule {
         let n = alphas_cumprod.len();
         Self {
             t_array: (1..=n).map(|i| i as f64 / n as f64).collect(),
-            log_alpha: alphas_cumprod
-                .iter()
-                .map(|&a| 0.5 * f64::from(a).ln())
-                .collect(),
+            log_alpha: alphas_cumprod.iter().map(|&a| 0.5 * f64::from(a).ln()).collect(),
         }
     }
     fn total_n(&self) -> usize {
@@ -56,8 +53,7 @@ impl VpSchedule {
     }
     fn inverse_lambda(&self, lambda: f64) -> f64 {
         // log α = -0.5·logaddexp(0, -2λ); t by interpolation over the reversed (increasing) log α.
-        let log_alpha =
-            -0.5 * (0f64.max(-2.0 * lambda) + (1.0 + (-(2.0 * lambda).abs()).exp()).ln());
+        let log_alpha = -0.5 * (0f64.max(-2.0 * lambda) + (1.0 + (-(2.0 * lambda).abs()).exp()).ln());
         let xs: Vec<f64> = self.log_alpha.iter().rev().copied().collect();
         let ys: Vec<f64> = self.t_array.iter().rev().copied().collect();
         interpolate(log_alpha, &xs, &ys)
@@ -69,13 +65,9 @@ impl VpSchedule {
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Result<Vec<f64>, SamplingError> {
     let n = b.len();
     for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
-            .unwrap_or(col);
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap_or(col);
         if a[pivot][col].abs() < 1e-300 {
-            return Err(SamplingError::Other(
-                "UniPC: singular coefficient matrix".into(),
-            ));
+            return Err(SamplingError::Other("UniPC: singular coefficient matrix".into()));
         }
         a.swap(col, pivot);
         b.swap(col, pivot);
@@ -141,30 +133,17 @@ impl UniPc<'_, '_> {
         let mut r = Vec::with_capacity(order);
         let mut b = Vec::with_capacity(order);
         for i in 1..=order {
-            r.push(
-                rks.iter()
-                    .map(|&rk| rk.powi(i as i32 - 1))
-                    .collect::<Vec<f64>>(),
-            );
+            r.push(rks.iter().map(|&rk| rk.powi(i as i32 - 1)).collect::<Vec<f64>>());
             b.push(h_phi_k * factorial / b_h);
             factorial *= (i + 1) as f64;
             h_phi_k = h_phi_k / hh - 1.0 / factorial;
         }
-        let sub = |m: &Vec<Vec<f64>>, n: usize| {
-            m[..n]
-                .iter()
-                .map(|row| row[..n].to_vec())
-                .collect::<Vec<_>>()
-        };
+        let sub = |m: &Vec<Vec<f64>>, n: usize| m[..n].iter().map(|row| row[..n].to_vec()).collect::<Vec<_>>();
         let x_t_ = lin2(x, sigma_t / sigma_prev_0, model_prev_0, -alpha_t * h_phi_1)?;
         // Predictor.
         let mut x_t = x_t_.clone();
         if !d1s.is_empty() {
-            let rhos_p = if order == 2 {
-                vec![0.5]
-            } else {
-                solve(sub(&r, order - 1), b[..order - 1].to_vec())?
-            };
+            let rhos_p = if order == 2 { vec![0.5] } else { solve(sub(&r, order - 1), b[..order - 1].to_vec())? };
             for (rho, d) in rhos_p.iter().zip(&d1s) {
                 x_t = lin2(&x_t, 1.0, d, -alpha_t * b_h * rho)?;
             }
@@ -185,26 +164,14 @@ impl UniPc<'_, '_> {
 }
 
 /// Time points of the solver (`get_time_steps`).
-fn time_steps(
-    ns: &VpSchedule,
-    skip_type: &str,
-    t_t: f64,
-    t_0: f64,
-    n: usize,
-) -> Result<Vec<f64>, SamplingError> {
+fn time_steps(ns: &VpSchedule, skip_type: &str, t_t: f64, t_0: f64, n: usize) -> Result<Vec<f64>, SamplingError> {
     match skip_type {
         "time_uniform" => Ok(linspace_f64(t_t, t_0, n + 1)),
-        "time_quadratic" => Ok(linspace_f64(t_t.sqrt(), t_0.sqrt(), n + 1)
-            .into_iter()
-            .map(|v| v * v)
-            .collect()),
-        "logSNR" => Ok(linspace_f64(ns.lambda(t_t), ns.lambda(t_0), n + 1)
-            .into_iter()
-            .map(|l| ns.inverse_lambda(l))
-            .collect()),
-        other => Err(SamplingError::Other(format!(
-            "unsupported UniPC skip type {other:?}"
-        ))),
+        "time_quadratic" => Ok(linspace_f64(t_t.sqrt(), t_0.sqrt(), n + 1).into_iter().map(|v| v * v).collect()),
+        "logSNR" => {
+            Ok(linspace_f64(ns.lambda(t_t), ns.lambda(t_0), n + 1).into_iter().map(|l| ns.inverse_lambda(l)).collect())
+        }
+        other => Err(SamplingError::Other(format!("unsupported UniPC skip type {other:?}"))),
     }
 }
 
@@ -220,9 +187,7 @@ pub fn unipc(
         "bh1" => false,
         "bh2" => true,
         other => {
-            return Err(SamplingError::Other(format!(
-                "UniPC variant {other:?} is not supported (bh1, bh2)"
-            )));
+            return Err(SamplingError::Other(format!("UniPC variant {other:?} is not supported (bh1, bh2)")));
         }
     };
     let order = ctx.params.unipc_order;
@@ -230,9 +195,7 @@ pub fn unipc(
     let skip_type = ctx.params.unipc_skip_type.clone();
     let steps = timesteps.len();
     if order == 0 || steps < order {
-        return Err(SamplingError::Other(format!(
-            "UniPC order {order} must be in 1..={steps} (steps)"
-        )));
+        return Err(SamplingError::Other(format!("UniPC order {order} must be in 1..={steps} (steps)")));
     }
     let ns = VpSchedule::new(ctx.alphas_cumprod);
     let t_0 = 1.0 / ns.total_n() as f64;
@@ -258,18 +221,12 @@ pub fn unipc(
         times.push(t);
     }
     for (step, &t) in ts.iter().enumerate().skip(order) {
-        let step_order = if lower_order_final {
-            order.min(steps + 1 - step)
-        } else {
-            order
-        };
+        let step_order = if lower_order_final { order.min(steps + 1 - step) } else { order };
         let use_corrector = step != steps;
         let (nx, model_x) = solver.update(&x, &models, &times, t, step_order, use_corrector)?;
         x = nx;
         // A1111 reports after each update; the last step has no model value (reported as x).
-        solver
-            .ctx
-            .report(step_index, &x, model_x.as_ref().unwrap_or(&x), 0.0)?;
+        solver.ctx.report(step_index, &x, model_x.as_ref().unwrap_or(&x), 0.0)?;
         step_index += 1;
         models.remove(0);
         times.remove(0);
@@ -296,14 +253,8 @@ mod tests {
     fn solve_and_interpolate() {
         let x = solve(vec![vec![2.0, 1.0], vec![1.0, 3.0]], vec![3.0, 5.0]).unwrap();
         assert!((x[0] - 0.8).abs() < 1e-12 && (x[1] - 1.4).abs() < 1e-12);
-        assert_eq!(
-            interpolate(1.5, &[1.0, 2.0, 3.0], &[10.0, 20.0, 40.0]),
-            15.0
-        );
-        assert_eq!(
-            interpolate(4.0, &[1.0, 2.0, 3.0], &[10.0, 20.0, 40.0]),
-            60.0
-        );
+        assert_eq!(interpolate(1.5, &[1.0, 2.0, 3.0], &[10.0, 20.0, 40.0]), 15.0);
+        assert_eq!(interpolate(4.0, &[1.0, 2.0, 3.0], &[10.0, 20.0, 40.0]), 60.0);
     }
 
     #[test]

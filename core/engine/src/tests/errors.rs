@@ -27,15 +27,7 @@ fn write(name: &str, tensors: &HashMap<String, Tensor>) -> std::path::PathBuf {
 }
 
 fn small(names: &[&str]) -> HashMap<String, Tensor> {
-    names
-        .iter()
-        .map(|n| {
-            (
-                n.to_string(),
-                Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap(),
-            )
-        })
-        .collect()
+    names.iter().map(|n| (n.to_string(), Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap())).collect()
 }
 
 #[test]
@@ -44,10 +36,7 @@ fn sdxl_refiner_is_refused_clearly() {
     // conditioning this engine does not build.
     let path = write(
         "sdxl-refiner.safetensors",
-        &small(&[
-            "conditioner.embedders.0.model.ln_final.weight",
-            "model.diffusion_model.label_emb.0.0.weight",
-        ]),
+        &small(&["conditioner.embedders.0.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight"]),
     );
     let err = load(&path).err().expect("must fail");
     assert!(matches!(err, EngineError::Unsupported(_)), "{err}");
@@ -73,17 +62,11 @@ fn incomplete_sd2_checkpoint_names_the_missing_tensor() {
 fn pickle_checkpoints_are_refused() {
     let path = temp_path("model.ckpt");
     std::fs::write(&path, b"PK\x03\x04 not really a zip").unwrap();
-    assert!(matches!(
-        load(&path),
-        Err(EngineError::PickleNotSupported(_))
-    ));
+    assert!(matches!(load(&path), Err(EngineError::PickleNotSupported(_))));
     // Content is checked too, whatever the extension says.
     let disguised = temp_path("disguised.safetensors");
     std::fs::write(&disguised, [0x80u8, 2, 0x7d, 0x71]).unwrap();
-    assert!(matches!(
-        load(&disguised),
-        Err(EngineError::PickleNotSupported(_))
-    ));
+    assert!(matches!(load(&disguised), Err(EngineError::PickleNotSupported(_))));
 }
 
 /// A valid safetensors file whose header length ends in byte 0x80 (the first byte of the file)
@@ -110,10 +93,7 @@ fn safetensors_with_header_length_ending_in_0x80_loads() {
 
 #[test]
 fn non_model_files_are_refused() {
-    let path = write(
-        "lora.safetensors",
-        &small(&["lora_unet_down_blocks_0.lora_up.weight"]),
-    );
+    let path = write("lora.safetensors", &small(&["lora_unet_down_blocks_0.lora_up.weight"]));
     assert!(matches!(load(&path), Err(EngineError::UnknownLayout(_))));
 }
 
@@ -144,16 +124,9 @@ fn missing_tensor_is_named() {
 fn wrongly_shaped_tensor_is_named() {
     let name = "model.diffusion_model.middle_block.1.transformer_blocks.0.ff.net.2.weight";
     let mut all = candle_core::safetensors::load(single_file_path(), &Device::Cpu).unwrap();
-    all.insert(
-        name.to_string(),
-        Tensor::zeros((64, 128), DType::F32, &Device::Cpu).unwrap(),
-    );
+    all.insert(name.to_string(), Tensor::zeros((64, 128), DType::F32, &Device::Cpu).unwrap());
     match load(&write("bad-shape.safetensors", &all)) {
-        Err(EngineError::ShapeMismatch {
-            name: n,
-            expected,
-            actual,
-        }) => {
+        Err(EngineError::ShapeMismatch { name: n, expected, actual }) => {
             assert_eq!(n, name);
             assert_eq!((expected, actual), (vec![64, 256], vec![64, 128]));
         }

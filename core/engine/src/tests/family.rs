@@ -22,22 +22,12 @@ struct Family {
     folder: &'static str,
 }
 
-const SDXL: Family = Family {
-    dir: "a1111-parity-sdxl",
-    file: "tiny-sdxl.safetensors",
-    folder: "tiny-sdxl-diffusers",
-};
-const SD2: Family = Family {
-    dir: "a1111-parity-sd2",
-    file: "tiny-sd2v.safetensors",
-    folder: "tiny-sd2v-diffusers",
-};
+const SDXL: Family = Family { dir: "a1111-parity-sdxl", file: "tiny-sdxl.safetensors", folder: "tiny-sdxl-diffusers" };
+const SD2: Family = Family { dir: "a1111-parity-sd2", file: "tiny-sd2v.safetensors", folder: "tiny-sd2v-diffusers" };
 
 impl Family {
     fn root(&self) -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures")
-            .join(self.dir)
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(self.dir)
     }
 
     fn single_file(&self) -> PathBuf {
@@ -86,14 +76,8 @@ fn columns(tokens: &Tensor, multipliers: &Tensor) -> Vec<ChunkColumn> {
     ids.iter()
         .zip(&weights)
         .map(|(ids, weights)| ChunkColumn {
-            tokens: ids
-                .iter()
-                .map(|row| std::array::from_fn(|i| row[i] as u32))
-                .collect(),
-            multipliers: weights
-                .iter()
-                .map(|row| std::array::from_fn(|i| row[i]))
-                .collect(),
+            tokens: ids.iter().map(|row| std::array::from_fn(|i| row[i] as u32)).collect(),
+            multipliers: weights.iter().map(|row| std::array::from_fn(|i| row[i])).collect(),
         })
         .collect()
 }
@@ -105,18 +89,10 @@ fn conditioning_errors(model: &LoadedModel, case: &Path, side: &str) -> (f32, f3
     let req = request(case);
     let size = |key: &str| req[key].as_u64().unwrap_or(512) as usize;
     let sizes = SdxlSizes::for_request(size("width"), size("height"));
-    let empty_negative = req["negative_prompt"]
-        .as_str()
-        .unwrap_or_default()
-        .is_empty();
+    let empty_negative = req["negative_prompt"].as_str().unwrap_or_default().is_empty();
     let zero_text = side == "uncond" && empty_negative;
-    let cols = columns(
-        &t[&format!("iter0.{side}_tokens.0")],
-        &t[&format!("iter0.{side}_multipliers.0")],
-    );
-    let cond = model
-        .condition(&cols, Emphasis::Original, 1, &sizes, zero_text)
-        .unwrap();
+    let cols = columns(&t[&format!("iter0.{side}_tokens.0")], &t[&format!("iter0.{side}_multipliers.0")]);
+    let cond = model.condition(&cols, Emphasis::Original, 1, &sizes, zero_text).unwrap();
     let crossattn_err = max_abs_diff(&cond.crossattn, &t[&format!("iter0.{side}")]);
     let vector_err = match (&cond.vector, t.get(&format!("iter0.{side}_vector"))) {
         (Some(ours), Some(expected)) => max_abs_diff(ours, expected),
@@ -155,16 +131,8 @@ fn families_and_prediction_are_read_from_the_files() {
 
     // SDXL files carry no DDPM buffers: the computed schedule equals the SD2 file's stored one.
     assert_eq!(sdxl().alphas_cumprod.len(), 1000);
-    let err = sdxl()
-        .alphas_cumprod
-        .iter()
-        .zip(&sd2().alphas_cumprod)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    assert!(
-        err <= 1e-7,
-        "computed vs stored alphas_cumprod differ by {err}"
-    );
+    let err = sdxl().alphas_cumprod.iter().zip(&sd2().alphas_cumprod).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    assert!(err <= 1e-7, "computed vs stored alphas_cumprod differ by {err}");
 }
 
 /// A config without `parameterization` means eps (A1111's default); a narrow model with no config
@@ -176,7 +144,8 @@ fn sd2_prediction_and_heads_come_from_the_yaml() {
     let copy = dir.join("no-v-sd2.safetensors");
     std::fs::copy(SD2.single_file(), &copy).unwrap();
     let yaml = std::fs::read_to_string(SD2.single_file().with_extension("yaml")).unwrap();
-    let without_v: String = yaml.lines().filter(|l| !l.contains("parameterization")).map(|l| format!("{l}\n")).collect();
+    let without_v: String =
+        yaml.lines().filter(|l| !l.contains("parameterization")).map(|l| format!("{l}\n")).collect();
     std::fs::write(copy.with_extension("yaml"), without_v).unwrap();
     let model = load(&copy);
     assert_eq!(model.family, ModelFamily::Sd2);
@@ -194,21 +163,13 @@ fn open_clip_token_ids_match_a1111() {
     for case in SDXL.cases() {
         let t = intermediates(&case);
         for side in ["cond", "uncond"] {
-            let clip_l = columns(
-                &t[&format!("iter0.{side}_tokens.0")],
-                &t[&format!("iter0.{side}_multipliers.0")],
-            );
-            let te2: Vec<Vec<Vec<i64>>> =
-                t[&format!("iter0.{side}_tokens_te2.0")].to_vec3().unwrap();
+            let clip_l = columns(&t[&format!("iter0.{side}_tokens.0")], &t[&format!("iter0.{side}_multipliers.0")]);
+            let te2: Vec<Vec<Vec<i64>>> = t[&format!("iter0.{side}_tokens_te2.0")].to_vec3().unwrap();
             for (column, expected) in clip_l.iter().zip(&te2) {
                 for (row, expected) in column.tokens.iter().zip(expected) {
                     let ours: Vec<i64> = open_clip_ids(row).iter().map(|&i| i as i64).collect();
                     assert_eq!(&ours, expected, "{} {side}", case_name(&case));
-                    assert_eq!(
-                        ours[CHUNK_LEN - 1],
-                        OPEN_CLIP_PAD_ID as i64,
-                        "short prompts end in 0"
-                    );
+                    assert_eq!(ours[CHUNK_LEN - 1], OPEN_CLIP_PAD_ID as i64, "short prompts end in 0");
                 }
             }
         }
@@ -225,10 +186,7 @@ fn sdxl_conditioning_matches_a1111() {
     for case in SDXL.cases() {
         for side in ["cond", "uncond"] {
             let (c, v) = conditioning_errors(sdxl(), &case, side);
-            println!(
-                "sdxl {:<30} {side:<6} crossattn {c:.3e} vector {v:.3e}",
-                case_name(&case)
-            );
+            println!("sdxl {:<30} {side:<6} crossattn {c:.3e} vector {v:.3e}", case_name(&case));
             if case_name(&case) == NEAR_ZERO_MEAN_CASE && side == "cond" {
                 emphasis_differs_only_by_rescale(&case, side);
                 continue;
@@ -238,27 +196,16 @@ fn sdxl_conditioning_matches_a1111() {
             worst = (worst.0.max(c), worst.1.max(v));
         }
     }
-    println!(
-        "sdxl conditioning worst: crossattn {:.3e}, vector {:.3e}",
-        worst.0, worst.1
-    );
+    println!("sdxl conditioning worst: crossattn {:.3e}, vector {:.3e}", worst.0, worst.1);
 }
 
 /// Per encoder part, A1111's result must be our weighted (un-rescaled) `z·m` times one scalar
 /// (residual < 1e-4), and that scalar must be ours within 3e-4 relative.
 fn emphasis_differs_only_by_rescale(case: &Path, side: &str) {
     let t = intermediates(case);
-    let cols = columns(
-        &t[&format!("iter0.{side}_tokens.0")],
-        &t[&format!("iter0.{side}_multipliers.0")],
-    );
+    let cols = columns(&t[&format!("iter0.{side}_tokens.0")], &t[&format!("iter0.{side}_multipliers.0")]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let encode = |e| {
-        sdxl()
-            .condition(&cols, e, 1, &sizes, false)
-            .unwrap()
-            .crossattn
-    };
+    let encode = |e| sdxl().condition(&cols, e, 1, &sizes, false).unwrap().crossattn;
     let (ours, weighted) = (encode(Emphasis::Original), encode(Emphasis::NoNorm));
     let expected = &t[&format!("iter0.{side}")];
     let dot = |a: &Tensor, b: &Tensor| -> f64 {
@@ -280,10 +227,7 @@ fn emphasis_differs_only_by_rescale(case: &Path, side: &str) {
             max_abs_diff(&o, &e)
         );
         assert!(residual < TOL, "{part}: weighted z differs: {residual}");
-        assert!(
-            relative < 3e-4,
-            "{part}: rescale factor differs by {relative}"
-        );
+        assert!(relative < 3e-4, "{part}: rescale factor differs by {relative}");
     }
 }
 
@@ -292,25 +236,11 @@ fn sdxl_empty_negative_prompt_is_zeroed_and_nonempty_is_not() {
     let case = SDXL.root().join("cases/sdxl_t2i_euler_nv");
     let t = intermediates(&case);
     let uncond = &t["iter0.uncond"];
-    assert_eq!(
-        uncond
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap(),
-        0.0
-    );
+    assert_eq!(uncond.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
     // Without the zeroing, the empty prompt encodes to something non-zero: the test can fail.
-    let cols = columns(
-        &t["iter0.uncond_tokens.0"],
-        &t["iter0.uncond_multipliers.0"],
-    );
+    let cols = columns(&t["iter0.uncond_tokens.0"], &t["iter0.uncond_multipliers.0"]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let encoded = sdxl()
-        .condition(&cols, Emphasis::Original, 1, &sizes, false)
-        .unwrap();
+    let encoded = sdxl().condition(&cols, Emphasis::Original, 1, &sizes, false).unwrap();
     assert!(max_abs_diff(&encoded.crossattn, uncond) > 1e-3);
 }
 
@@ -331,12 +261,8 @@ fn sd2_conditioning_matches_a1111() {
     let t = intermediates(&case);
     let cols = columns(&t["iter0.cond_tokens.0"], &t["iter0.cond_multipliers.0"]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let skip1 = sd2()
-        .condition(&cols, Emphasis::Original, 1, &sizes, false)
-        .unwrap();
-    let skip2 = sd2()
-        .condition(&cols, Emphasis::Original, 2, &sizes, false)
-        .unwrap();
+    let skip1 = sd2().condition(&cols, Emphasis::Original, 1, &sizes, false).unwrap();
+    let skip2 = sd2().condition(&cols, Emphasis::Original, 2, &sizes, false).unwrap();
     assert_eq!(bits(&skip1.crossattn), bits(&skip2.crossattn));
 }
 
@@ -346,23 +272,13 @@ fn probe_inputs(case: &Path) -> (Tensor, Tensor, Tensor, Option<Tensor>) {
     let context = match t.get("unet_probe.context") {
         Some(c) => {
             let batched = Tensor::cat(&[&t["iter0.cond"], &t["iter0.uncond"]], 0).unwrap();
-            assert_eq!(
-                bits(c),
-                bits(&batched),
-                "{}: probe context = [cond, uncond]",
-                case_name(case)
-            );
+            assert_eq!(bits(c), bits(&batched), "{}: probe context = [cond, uncond]", case_name(case));
             c.clone()
         }
         None => Tensor::cat(&[&t["iter0.cond"], &t["iter0.uncond"]], 0).unwrap(),
     };
     let vector = t.get("unet_probe.vector").cloned();
-    (
-        t["unet_probe.x_in"].clone(),
-        t["unet_probe.t"].clone(),
-        context,
-        vector,
-    )
+    (t["unet_probe.x_in"].clone(), t["unet_probe.t"].clone(), context, vector)
 }
 
 fn unet_probe_worst(model: &LoadedModel, family: &Family) -> f32 {
@@ -370,10 +286,7 @@ fn unet_probe_worst(model: &LoadedModel, family: &Family) -> f32 {
     for case in family.cases() {
         let t = intermediates(&case);
         let (x_in, timestep, context, vector) = probe_inputs(&case);
-        let out = model
-            .unet
-            .forward_with_vector(&x_in, &timestep, &context, vector.as_ref())
-            .unwrap();
+        let out = model.unet.forward_with_vector(&x_in, &timestep, &context, vector.as_ref()).unwrap();
         let err = max_abs_diff(&out, &t["unet_probe.eps"]);
         println!("unet probe {:<34} max abs err {err:.3e}", case_name(&case));
         assert!(err < TOL, "{}: UNet max abs err {err}", case_name(&case));
@@ -400,10 +313,7 @@ fn sd2_unet_probe_matches_a1111() {
 }
 
 fn png_rgb(path: &Path) -> Vec<u8> {
-    image::open(path)
-        .expect("expected png")
-        .to_rgb8()
-        .into_raw()
+    image::open(path).expect("expected png").to_rgb8().into_raw()
 }
 
 fn vae_decode_worst(model: &LoadedModel, family: &Family) -> u8 {
@@ -414,36 +324,16 @@ fn vae_decode_worst(model: &LoadedModel, family: &Family) -> u8 {
         for i in 0..latents.dim(0).unwrap() {
             let decoded = model.vae.decode(&latents.narrow(0, i, 1).unwrap()).unwrap();
             if let Some(clamped) = t.get("iter0.decoded_clamped") {
-                let ours = ((&decoded + 1.0).unwrap() / 2.0)
-                    .unwrap()
-                    .clamp(0f32, 1f32)
-                    .unwrap();
+                let ours = ((&decoded + 1.0).unwrap() / 2.0).unwrap().clamp(0f32, 1f32).unwrap();
                 let err = max_abs_diff(&ours, &clamped.narrow(0, i, 1).unwrap());
                 assert!(err < TOL, "{}: decoded_clamped err {err}", case_name(&case));
             }
             let ours = to_rgb8(&decoded.squeeze(0).unwrap()).unwrap();
             let expected = png_rgb(&case.join(format!("image_{i}.png")));
-            assert_eq!(
-                ours.len(),
-                expected.len(),
-                "{}: image size",
-                case_name(&case)
-            );
-            let max = ours
-                .iter()
-                .zip(&expected)
-                .map(|(a, b)| a.abs_diff(*b))
-                .max()
-                .unwrap_or(0);
-            println!(
-                "vae decode {:<34} image {i} max pixel diff {max}",
-                case_name(&case)
-            );
-            assert!(
-                max <= 2,
-                "{} image {i}: max pixel diff {max}",
-                case_name(&case)
-            );
+            assert_eq!(ours.len(), expected.len(), "{}: image size", case_name(&case));
+            let max = ours.iter().zip(&expected).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+            println!("vae decode {:<34} image {i} max pixel diff {max}", case_name(&case));
+            assert!(max <= 2, "{} image {i}: max pixel diff {max}", case_name(&case));
             worst = worst.max(max);
         }
     }
@@ -452,10 +342,7 @@ fn vae_decode_worst(model: &LoadedModel, family: &Family) -> u8 {
 
 #[test]
 fn sdxl_vae_decode_matches_a1111_images() {
-    println!(
-        "sdxl vae worst pixel diff {}",
-        vae_decode_worst(sdxl(), &SDXL)
-    );
+    println!("sdxl vae worst pixel diff {}", vae_decode_worst(sdxl(), &SDXL));
 }
 
 #[test]
@@ -468,33 +355,15 @@ fn outputs(model: &LoadedModel, family: &Family) -> Vec<Vec<u32>> {
     let case = &family.cases()[0];
     let t = intermediates(case);
     let cols = columns(&t["iter0.cond_tokens.0"], &t["iter0.cond_multipliers.0"]);
-    let cond = model
-        .condition(
-            &cols,
-            Emphasis::Original,
-            1,
-            &SdxlSizes::for_request(64, 64),
-            false,
-        )
-        .unwrap();
+    let cond = model.condition(&cols, Emphasis::Original, 1, &SdxlSizes::for_request(64, 64), false).unwrap();
     let (x, timestep, context, vector) = probe_inputs(case);
     let latent = x.narrow(0, 0, 1).unwrap();
     let decoded = model.vae.decode(&latent).unwrap();
     let mut out = vec![
         bits(&cond.crossattn),
-        bits(
-            &model
-                .unet
-                .forward_with_vector(&x, &timestep, &context, vector.as_ref())
-                .unwrap(),
-        ),
+        bits(&model.unet.forward_with_vector(&x, &timestep, &context, vector.as_ref()).unwrap()),
         bits(&decoded),
-        bits(
-            &model
-                .vae
-                .encode(&decoded.clamp(-1f32, 1f32).unwrap())
-                .unwrap(),
-        ),
+        bits(&model.vae.encode(&decoded.clamp(-1f32, 1f32).unwrap()).unwrap()),
     ];
     if let Some(v) = cond.vector {
         out.push(bits(&v));
@@ -516,11 +385,7 @@ fn assert_layouts_identical(single: &LoadedModel, family: &Family) {
     let (a, b) = (outputs(&folder, family), outputs(single, family));
     assert_eq!(a.len(), b.len());
     for (i, (a, b)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            a == b,
-            "{}: output {i} differs between diffusers and single file",
-            family.dir
-        );
+        assert!(a == b, "{}: output {i} differs between diffusers and single file", family.dir);
     }
 }
 

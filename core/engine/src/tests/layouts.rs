@@ -10,17 +10,8 @@ use crate::LoadedModel;
 fn probe_inputs() -> (Tensor, Tensor, Tensor, Tensor) {
     let t = intermediates(&fixtures().join("cases/t2i_euler_nv_seed1234"));
     let context = Tensor::cat(&[&t["iter0.cond"], &t["iter0.uncond"]], 0).unwrap();
-    let ids = t["iter0.cond_tokens.0"]
-        .reshape((1, 77))
-        .unwrap()
-        .to_dtype(DType::U32)
-        .unwrap();
-    (
-        t["unet_probe.x_in"].clone(),
-        t["unet_probe.t"].clone(),
-        context,
-        ids,
-    )
+    let ids = t["iter0.cond_tokens.0"].reshape((1, 77)).unwrap().to_dtype(DType::U32).unwrap();
+    (t["unet_probe.x_in"].clone(), t["unet_probe.t"].clone(), context, ids)
 }
 
 /// CLIP, UNet, VAE decode and VAE encode outputs of `m` on fixed inputs.
@@ -64,10 +55,7 @@ fn vae_override_in_every_naming_is_bit_identical() {
     // Bare LDM names (`encoder.*`), as many standalone VAE files are published.
     let bare: HashMap<String, Tensor> = all
         .iter()
-        .filter_map(|(k, v)| {
-            k.strip_prefix("first_stage_model.")
-                .map(|s| (s.to_string(), v.clone()))
-        })
+        .filter_map(|(k, v)| k.strip_prefix("first_stage_model.").map(|s| (s.to_string(), v.clone())))
         .collect();
     let bare_path = temp_path("vae-bare.safetensors");
     candle_core::safetensors::save(&bare, &bare_path).unwrap();
@@ -79,36 +67,16 @@ fn vae_override_in_every_naming_is_bit_identical() {
         bits(&m.vae.decode(&x.narrow(0, 0, 1).unwrap()).unwrap())
     };
     for vae in [&bare_path, &diffusers_vae] {
-        let m =
-            LoadedModel::load(&single_file_path(), Some(vae), &Device::Cpu, DType::F32).unwrap();
-        assert!(
-            decode(&m) == decode(reference),
-            "VAE override {} decodes differently",
-            vae.display()
-        );
+        let m = LoadedModel::load(&single_file_path(), Some(vae), &Device::Cpu, DType::F32).unwrap();
+        assert!(decode(&m) == decode(reference), "VAE override {} decodes differently", vae.display());
     }
     // And a checkpoint VAE replaced by a *different* VAE must change the output.
     let scaled: HashMap<String, Tensor> = bare
         .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                if k == "decoder.conv_out.bias" {
-                    (v + 0.5).unwrap()
-                } else {
-                    v.clone()
-                },
-            )
-        })
+        .map(|(k, v)| (k.clone(), if k == "decoder.conv_out.bias" { (v + 0.5).unwrap() } else { v.clone() }))
         .collect();
     let scaled_path = temp_path("vae-shifted.safetensors");
     candle_core::safetensors::save(&scaled, &scaled_path).unwrap();
-    let m = LoadedModel::load(
-        &single_file_path(),
-        Some(&scaled_path),
-        &Device::Cpu,
-        DType::F32,
-    )
-    .unwrap();
+    let m = LoadedModel::load(&single_file_path(), Some(&scaled_path), &Device::Cpu, DType::F32).unwrap();
     assert!(decode(&m) != decode(reference), "override VAE was ignored");
 }

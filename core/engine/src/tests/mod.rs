@@ -31,8 +31,7 @@ pub fn diffusers_path() -> PathBuf {
 pub fn model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        LoadedModel::load(&single_file_path(), None, &Device::Cpu, DType::F32)
-            .expect("fixture model loads")
+        LoadedModel::load(&single_file_path(), None, &Device::Cpu, DType::F32).expect("fixture model loads")
     })
 }
 
@@ -44,51 +43,25 @@ pub fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("intermediates.safetensors").is_file())
         .collect();
     dirs.sort();
-    assert!(
-        dirs.len() >= 10,
-        "expected the parity cases, found {}",
-        dirs.len()
-    );
+    assert!(dirs.len() >= 10, "expected the parity cases, found {}", dirs.len());
     dirs
 }
 
 pub fn intermediates(case: &std::path::Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(case.join("intermediates.safetensors"), &Device::Cpu)
-        .expect("intermediates load")
+    candle_core::safetensors::load(case.join("intermediates.safetensors"), &Device::Cpu).expect("intermediates load")
 }
 
 /// Largest absolute element difference of two equally shaped tensors.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims(), "shape mismatch");
-    let a = a
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    let b = b
-        .to_dtype(DType::F32)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap();
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    let a = a.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Exact equality, bit for bit.
 pub fn bits(t: &Tensor) -> Vec<u32> {
-    t.flatten_all()
-        .unwrap()
-        .to_vec1::<f32>()
-        .unwrap()
-        .into_iter()
-        .map(f32::to_bits)
-        .collect()
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect()
 }
 
 pub fn case_name(case: &std::path::Path) -> String {

@@ -5,8 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use crate::{
-    AutoencoderKl, ClipActivation, ClipConfig, ClipTextModel, LoadedModel, UNetModel, UnetConfig,
-    UnetHeads, VaeConfig,
+    AutoencoderKl, ClipActivation, ClipConfig, ClipTextModel, LoadedModel, UNetModel, UnetConfig, UnetHeads, VaeConfig,
 };
 
 fn unet_config() -> UnetConfig {
@@ -60,11 +59,7 @@ fn sizes_are_inferred_from_tensors_and_the_model_runs() {
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     // Building the modules on a VarMap creates every tensor with its LDM name and shape.
     UNetModel::new(unet_config(), vb.pp("model.diffusion_model")).unwrap();
-    ClipTextModel::new(
-        clip_config(),
-        vb.pp("cond_stage_model.transformer.text_model"),
-    )
-    .unwrap();
+    ClipTextModel::new(clip_config(), vb.pp("cond_stage_model.transformer.text_model")).unwrap();
     AutoencoderKl::new(vae_config(), vb.pp("first_stage_model")).unwrap();
     let dir = std::env::temp_dir().join(format!("sdapi-engine-synthetic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

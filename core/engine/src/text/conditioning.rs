@@ -47,12 +47,7 @@ impl ChunkedBatch {
         }
         let chunk_count = per_text.iter().map(Vec::len).max().unwrap_or(0);
         let chunks = (0..chunk_count)
-            .map(|i| {
-                per_text
-                    .iter()
-                    .map(|c| c.get(i).cloned().unwrap_or_else(PromptChunk::empty))
-                    .collect()
-            })
+            .map(|i| per_text.iter().map(|c| c.get(i).cloned().unwrap_or_else(PromptChunk::empty)).collect())
             .collect();
         Ok(Self { chunks })
     }
@@ -117,18 +112,12 @@ impl LearnedConditioningPlan {
                 })
             })
             .collect();
-        Self {
-            distinct,
-            prompt_to_distinct,
-        }
+        Self { distinct, prompt_to_distinct }
     }
 
     /// The texts of encoder call `j`.
     pub fn call_texts(&self, j: usize) -> Vec<String> {
-        self.distinct
-            .get(j)
-            .map(|s| s.iter().map(|(_, t)| t.clone()).collect())
-            .unwrap_or_default()
+        self.distinct.get(j).map(|s| s.iter().map(|(_, t)| t.clone()).collect()).unwrap_or_default()
     }
 }
 
@@ -141,11 +130,7 @@ pub struct TextConditioner<'a> {
 
 impl<'a> TextConditioner<'a> {
     pub fn new(conditioner: &'a dyn Conditioner, chunking: ChunkingOptions) -> Self {
-        Self {
-            conditioner,
-            tokenizer: ClipTokenizer::shared(),
-            chunking,
-        }
+        Self { conditioner, tokenizer: ClipTokenizer::shared(), chunking }
     }
 
     /// Tokens and multipliers of a batch of texts, as the encoder will get them.
@@ -252,10 +237,7 @@ pub fn multicond_plan(prompts: &[String], params: &ScheduleParams) -> LearnedCon
 
 /// Index of the schedule entry in use at `step`: the first with `step <= end_at_step`, else 0.
 fn entry_at(schedule: &[ScheduledPromptConditioning], step: usize) -> Option<&ScheduledPromptConditioning> {
-    schedule
-        .iter()
-        .find(|e| step <= e.end_at_step)
-        .or_else(|| schedule.first())
+    schedule.iter().find(|e| step <= e.end_at_step).or_else(|| schedule.first())
 }
 
 /// A1111's `reconstruct_cond_batch`: (B, 77k, C) for the denoiser call `step`.
@@ -328,7 +310,10 @@ pub fn reconstruct_cond_vectors(c: &[PromptSchedule], step: usize) -> Result<Opt
 }
 
 /// The vectors matching [`reconstruct_multicond_batch`]'s rows (SDXL), or None.
-pub fn reconstruct_multicond_vectors(c: &MulticondLearnedConditioning, step: usize) -> Result<Option<Tensor>, TextError> {
+pub fn reconstruct_multicond_vectors(
+    c: &MulticondLearnedConditioning,
+    step: usize,
+) -> Result<Option<Tensor>, TextError> {
     let mut vectors = Vec::new();
     for composable in &c.batch {
         for sub in composable {

@@ -111,29 +111,15 @@ impl TextEncoders {
         )?;
         let encoded = match self {
             TextEncoders::Sd1(clip) => EncodedChunks {
-                crossattn: apply_emphasis(
-                    &clip.forward(&ids(tokens, false, device)?, clip_skip)?,
-                    &weights,
-                    emphasis,
-                )?,
+                crossattn: apply_emphasis(&clip.forward(&ids(tokens, false, device)?, clip_skip)?, &weights, emphasis)?,
                 pooled: None,
             },
-            TextEncoders::Sd2 {
-                open_clip,
-                last_layer_dropped,
-            } => {
+            TextEncoders::Sd2 { open_clip, last_layer_dropped } => {
                 let ids = ids(tokens, true, device)?;
                 let (penultimate, last) = open_clip.penultimate_and_last(&ids)?;
-                let state = if *last_layer_dropped {
-                    last
-                } else {
-                    penultimate
-                };
+                let state = if *last_layer_dropped { last } else { penultimate };
                 let z = open_clip.final_layer_norm(&state)?;
-                EncodedChunks {
-                    crossattn: apply_emphasis(&z, &weights, emphasis)?,
-                    pooled: None,
-                }
+                EncodedChunks { crossattn: apply_emphasis(&z, &weights, emphasis)?, pooled: None }
             }
             TextEncoders::Sdxl { clip_l, clip_g } => {
                 let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, false, device)?)?;
@@ -142,10 +128,7 @@ impl TextEncoders {
                 let pooled = pooled_output(clip_g, &last_g, tokens)?;
                 let z_l = apply_emphasis(&z_l, &weights, emphasis)?;
                 let z_g = apply_emphasis(&z_g, &weights, emphasis)?;
-                EncodedChunks {
-                    crossattn: Tensor::cat(&[z_l, z_g], D::Minus1)?,
-                    pooled: Some(pooled),
-                }
+                EncodedChunks { crossattn: Tensor::cat(&[z_l, z_g], D::Minus1)?, pooled: Some(pooled) }
             }
         };
         Ok(encoded)
@@ -162,11 +145,7 @@ pub fn open_clip_ids(row: &[u32; CHUNK_LEN]) -> [u32; CHUNK_LEN] {
 }
 
 /// (n, 77) u32 ids, OpenCLIP-padded when `open_clip`.
-fn ids(
-    tokens: &[[u32; CHUNK_LEN]],
-    open_clip: bool,
-    device: &Device,
-) -> candle_core::Result<Tensor> {
+fn ids(tokens: &[[u32; CHUNK_LEN]], open_clip: bool, device: &Device) -> candle_core::Result<Tensor> {
     let mut flat = Vec::with_capacity(tokens.len() * CHUNK_LEN);
     for row in tokens {
         flat.extend_from_slice(&if open_clip { open_clip_ids(row) } else { *row });
@@ -175,17 +154,10 @@ fn ids(
 }
 
 /// `ln_final(last)` at each row's first EOS (OpenCLIP's `argmax` of the 0-padded ids), `@ P`.
-fn pooled_output(
-    clip_g: &OpenClipG,
-    last: &Tensor,
-    tokens: &[[u32; CHUNK_LEN]],
-) -> Result<Tensor, EngineError> {
+fn pooled_output(clip_g: &OpenClipG, last: &Tensor, tokens: &[[u32; CHUNK_LEN]]) -> Result<Tensor, EngineError> {
     let mut rows = Vec::with_capacity(tokens.len());
     for (i, row) in tokens.iter().enumerate() {
-        let eos = row
-            .iter()
-            .position(|&t| t == EOS_ID)
-            .unwrap_or(CHUNK_LEN - 1);
+        let eos = row.iter().position(|&t| t == EOS_ID).unwrap_or(CHUNK_LEN - 1);
         rows.push(last.get(i)?.get(eos)?.unsqueeze(0)?);
     }
     let at_eos = clip_g.model.final_layer_norm(&Tensor::cat(&rows, 0)?)?;
@@ -230,11 +202,7 @@ impl SdxlSizes {
     /// What A1111 v1.10.1 passes for a txt2img/img2img request of `width` x `height`.
     pub fn for_request(width: usize, height: usize) -> Self {
         let size = (height as f64, width as f64);
-        Self {
-            original_size: size,
-            crop_top_left: (0.0, 0.0),
-            target_size: size,
-        }
+        Self { original_size: size, crop_top_left: (0.0, 0.0), target_size: size }
     }
 
     /// The six numbers in sgm's embedder order (each pair h/top first).
@@ -247,11 +215,7 @@ impl SdxlSizes {
 /// SDXL's `y`: `[pooled | E(original_size) | E(crop) | E(target_size)]` per row, where E embeds
 /// each number with the sinusoidal timestep embedding of width `embed_dim` (sgm's
 /// `ConcatTimestepEmbedderND`). `pooled`: (n, P) → (n, P + 6·embed_dim).
-pub fn sdxl_vector(
-    pooled: &Tensor,
-    sizes: &SdxlSizes,
-    embed_dim: usize,
-) -> candle_core::Result<Tensor> {
+pub fn sdxl_vector(pooled: &Tensor, sizes: &SdxlSizes, embed_dim: usize) -> candle_core::Result<Tensor> {
     let n = pooled.dim(0)?;
     let numbers: Vec<f32> = sizes.numbers().iter().map(|&v| v as f32).collect();
     let numbers = Tensor::from_vec(numbers, 6, pooled.device())?;

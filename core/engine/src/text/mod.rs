@@ -24,7 +24,9 @@ pub use conditioning::{
     reconstruct_cond_batch, reconstruct_cond_vectors, reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
 pub use encoders::{ChunkColumn, Conditioning, OpenClipG, SdxlSizes, TextEncoders, apply_emphasis, sdxl_vector};
-pub use tokenize::{BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkingOptions, ClipTokenizer, EOS_ID, PromptChunk, TokenizedLine};
+pub use tokenize::{
+    BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkingOptions, ClipTokenizer, EOS_ID, PromptChunk, TokenizedLine,
+};
 
 /// Errors of turning prompts into conditioning.
 #[derive(Debug, thiserror::Error)]

@@ -27,10 +27,7 @@ pub struct ChunkingOptions {
 impl Default for ChunkingOptions {
     /// A1111's default options.
     fn default() -> Self {
-        Self {
-            emphasis: EmphasisMode::Original,
-            comma_padding_backtrack: 20,
-        }
+        Self { emphasis: EmphasisMode::Original, comma_padding_backtrack: 20 }
     }
 }
 
@@ -46,10 +43,7 @@ impl PromptChunk {
     pub fn empty() -> Self {
         let mut tokens = [ClipTokenizer::EOS; CHUNK_TOKENS];
         tokens[0] = ClipTokenizer::BOS;
-        Self {
-            tokens,
-            multipliers: [1.0; CHUNK_TOKENS],
-        }
+        Self { tokens, multipliers: [1.0; CHUNK_TOKENS] }
     }
 }
 
@@ -121,10 +115,7 @@ impl ClipTokenizer {
     /// embeddings are not supported.
     pub fn tokenize_line(&self, line: &str, options: &ChunkingOptions) -> Result<TokenizedLine, PromptError> {
         let parsed = match options.emphasis {
-            EmphasisMode::None => vec![WeightedText {
-                text: line.to_string(),
-                weight: 1.0,
-            }],
+            EmphasisMode::None => vec![WeightedText { text: line.to_string(), weight: 1.0 }],
             _ => parse_attention(line)?,
         };
         let mut packer = ChunkPacker::new(options.comma_padding_backtrack, self.comma);
@@ -211,17 +202,12 @@ impl ChunkPacker {
         if !self.tokens.is_empty() || self.chunks.is_empty() {
             self.close_chunk(true);
         }
-        TokenizedLine {
-            chunks: self.chunks,
-            token_count: self.token_count,
-        }
+        TokenizedLine { chunks: self.chunks, token_count: self.token_count }
     }
 }
 
-const SPECIAL_TOKENS: [(&str, u32); 2] = [
-    ("<|startoftext|>", ClipTokenizer::BOS),
-    ("<|endoftext|>", ClipTokenizer::EOS),
-];
+const SPECIAL_TOKENS: [(&str, u32); 2] =
+    [("<|startoftext|>", ClipTokenizer::BOS), ("<|endoftext|>", ClipTokenizer::EOS)];
 
 /// Splits out the special-token strings transformers recognises inside the text.
 fn split_special_tokens(text: &str) -> Vec<(&str, Option<u32>)> {

@@ -84,15 +84,8 @@ impl UNetModel {
     /// `model.diffusion_model`.
     pub fn new(config: UnetConfig, vb: VarBuilder) -> Result<Self> {
         let cfg = &config;
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
-        let stride2 = Conv2dConfig {
-            padding: 1,
-            stride: 2,
-            ..Default::default()
-        };
+        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
+        let stride2 = Conv2dConfig { padding: 1, stride: 2, ..Default::default() };
         let emb_dim = cfg.time_embed_dim;
         let mc = cfg.model_channels;
         let levels = cfg.channel_mult.len();
@@ -108,13 +101,8 @@ impl UNetModel {
         };
 
         let ib = vb.pp("input_blocks");
-        let mut input_blocks = vec![Block(vec![Layer::Conv(candle_nn::conv2d(
-            cfg.in_channels,
-            mc,
-            3,
-            pad1,
-            ib.pp("0.0"),
-        )?)])];
+        let mut input_blocks =
+            vec![Block(vec![Layer::Conv(candle_nn::conv2d(cfg.in_channels, mc, 3, pad1, ib.pp("0.0"))?)])];
         let mut skip_channels = vec![mc];
         let mut ch = mc;
         for level in 0..levels {
@@ -124,21 +112,14 @@ impl UNetModel {
                 let mut layers = vec![Layer::Res(ResBlock::new(ch, out_ch, emb_dim, vb.pp("0"))?)];
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
-                    layers.push(Layer::Attention(attention(
-                        level,
-                        ch,
-                        cfg.transformer_depth[level],
-                        vb.pp("1"),
-                    )?));
+                    layers.push(Layer::Attention(attention(level, ch, cfg.transformer_depth[level], vb.pp("1"))?));
                 }
                 input_blocks.push(Block(layers));
                 skip_channels.push(ch);
             }
             if level + 1 != levels {
                 let vb = ib.pp(input_blocks.len()).pp("0.op");
-                input_blocks.push(Block(vec![Layer::Downsample(candle_nn::conv2d(
-                    ch, ch, 3, stride2, vb,
-                )?)]));
+                input_blocks.push(Block(vec![Layer::Downsample(candle_nn::conv2d(ch, ch, 3, stride2, vb)?)]));
                 skip_channels.push(ch);
             }
         }
@@ -156,23 +137,11 @@ impl UNetModel {
             let out_ch = mc * cfg.channel_mult[level];
             for i in 0..=cfg.num_res_blocks[level] {
                 let vb = ob.pp(output_blocks.len());
-                let skip = skip_channels
-                    .pop()
-                    .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
-                let mut layers = vec![Layer::Res(ResBlock::new(
-                    ch + skip,
-                    out_ch,
-                    emb_dim,
-                    vb.pp("0"),
-                )?)];
+                let skip = skip_channels.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+                let mut layers = vec![Layer::Res(ResBlock::new(ch + skip, out_ch, emb_dim, vb.pp("0"))?)];
                 ch = out_ch;
                 if cfg.transformer_depth[level] > 0 {
-                    layers.push(Layer::Attention(attention(
-                        level,
-                        ch,
-                        cfg.transformer_depth[level],
-                        vb.pp("1"),
-                    )?));
+                    layers.push(Layer::Attention(attention(level, ch, cfg.transformer_depth[level], vb.pp("1"))?));
                 }
                 if level > 0 && i == cfg.num_res_blocks[level] {
                     let conv = candle_nn::conv2d(ch, ch, 3, pad1, vb.pp(layers.len()).pp("conv"))?;
@@ -221,19 +190,10 @@ impl UNetModel {
 
     /// [`Self::forward`] with SDXL's `y`: (B, adm_in_channels), required exactly when the UNet
     /// has a `label_emb` (sgm asserts the same).
-    pub fn forward_with_vector(
-        &self,
-        x: &Tensor,
-        t: &Tensor,
-        context: &Tensor,
-        y: Option<&Tensor>,
-    ) -> Result<Tensor> {
+    pub fn forward_with_vector(&self, x: &Tensor, t: &Tensor, context: &Tensor, y: Option<&Tensor>) -> Result<Tensor> {
         let dtype = x.dtype();
-        let t_emb = timestep_embedding(t, self.config.model_channels, 10000.0, x.device())?
-            .to_dtype(dtype)?;
-        let mut emb = self
-            .time_embed_2
-            .forward(&self.time_embed_1.forward(&t_emb)?.silu()?)?;
+        let t_emb = timestep_embedding(t, self.config.model_channels, 10000.0, x.device())?.to_dtype(dtype)?;
+        let mut emb = self.time_embed_2.forward(&self.time_embed_1.forward(&t_emb)?.silu()?)?;
         match (&self.label_emb, y) {
             (Some(label_emb), Some(y)) => {
                 emb = (emb + label_emb.forward(&y.to_dtype(dtype)?)?)?;
@@ -252,15 +212,9 @@ impl UNetModel {
         }
         h = self.middle_block.forward(&h, &emb, &context, None)?;
         for block in &self.output_blocks {
-            let skip = skips
-                .pop()
-                .ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
+            let skip = skips.pop().ok_or_else(|| candle_core::Error::Msg("UNet skip underflow".into()))?;
             h = Tensor::cat(&[&h, &skip], 1)?;
-            let upsample_to = skips
-                .last()
-                .map(|s| s.dims4())
-                .transpose()?
-                .map(|(_, _, sh, sw)| (sh, sw));
+            let upsample_to = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));
             h = block.forward(&h, &emb, &context, upsample_to)?;
         }
         self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)

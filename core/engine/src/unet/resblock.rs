@@ -20,20 +20,11 @@ pub struct ResBlock {
 
 impl ResBlock {
     pub fn new(in_ch: usize, out_ch: usize, emb_dim: usize, vb: VarBuilder) -> Result<Self> {
-        let pad1 = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
+        let pad1 = Conv2dConfig { padding: 1, ..Default::default() };
         let skip = if in_ch == out_ch {
             None
         } else {
-            Some(candle_nn::conv2d(
-                in_ch,
-                out_ch,
-                1,
-                Default::default(),
-                vb.pp("skip_connection"),
-            )?)
+            Some(candle_nn::conv2d(in_ch, out_ch, 1, Default::default(), vb.pp("skip_connection"))?)
         };
         Ok(Self {
             in_norm: GroupNorm32::new(GROUPS, in_ch, EPS, vb.pp("in_layers.0"))?,
@@ -48,11 +39,7 @@ impl ResBlock {
     /// `x`: (B, C_in, H, W), `emb`: (B, E) time embedding (before SiLU).
     pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
         let h = self.in_conv.forward(&self.in_norm.forward(x)?.silu()?)?;
-        let e = self
-            .emb_proj
-            .forward(&emb.silu()?)?
-            .unsqueeze(2)?
-            .unsqueeze(3)?;
+        let e = self.emb_proj.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
         let h = self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)?;
         match &self.skip {

@@ -30,8 +30,7 @@ impl CrossAttention {
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(context)?;
         let v = self.to_v.forward(context)?;
-        self.to_out
-            .forward(&multi_head_attention(&q, &k, &v, self.heads, None)?)
+        self.to_out.forward(&multi_head_attention(&q, &k, &v, self.heads, None)?)
     }
 }
 
@@ -112,24 +111,11 @@ impl SpatialTransformer {
             Ok(if linear_proj {
                 Projection::Linear(candle_nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(candle_nn::conv2d(
-                    channels,
-                    channels,
-                    1,
-                    Default::default(),
-                    vb.pp(name),
-                )?)
+                Projection::Conv(candle_nn::conv2d(channels, channels, 1, Default::default(), vb.pp(name))?)
             })
         };
         let blocks = (0..depth)
-            .map(|i| {
-                BasicTransformerBlock::new(
-                    channels,
-                    context_dim,
-                    heads,
-                    vb.pp("transformer_blocks").pp(i),
-                )
-            })
+            .map(|i| BasicTransformerBlock::new(channels, context_dim, heads, vb.pp("transformer_blocks").pp(i)))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             norm: GroupNorm32::new(32, channels, 1e-6, vb.pp("norm"))?,

@@ -70,7 +70,9 @@ impl ServerFlags {
     fn expand(&self, v: &Value) -> Value {
         match v {
             Value::String(s) => Value::String(
-                s.replace("${script}", &self.script_dir).replace("${data}", &self.data_dir).replace("${models}", &self.models_path()),
+                s.replace("${script}", &self.script_dir)
+                    .replace("${data}", &self.data_dir)
+                    .replace("${models}", &self.models_path()),
             ),
             Value::Array(a) => Value::Array(a.iter().map(|x| self.expand(x)).collect()),
             other => other.clone(),
@@ -114,7 +116,13 @@ mod tests {
 
     #[test]
     fn flags_reflect_settings_and_defaults() {
-        let f = ServerFlags { data_dir: "/srv/sd".into(), port: Some(7861), listen: true, api_auth: Some("u:p".into()), ..Default::default() };
+        let f = ServerFlags {
+            data_dir: "/srv/sd".into(),
+            port: Some(7861),
+            listen: true,
+            api_auth: Some("u:p".into()),
+            ..Default::default()
+        };
         let j = f.to_api_json();
         assert_eq!(j["api"], json!(true));
         assert_eq!(j["nowebui"], json!(true));

@@ -22,12 +22,24 @@ impl ApiError {
     /// `HTTPException(status_code, detail)`: starlette 0.26's HTTPException has no `__str__`,
     /// so `errors` is always empty.
     pub fn http(status: u16, detail: impl Into<String>) -> Self {
-        Self { status, error: "HTTPException".into(), detail: Value::String(detail.into()), body: String::new(), errors: String::new() }
+        Self {
+            status,
+            error: "HTTPException".into(),
+            detail: Value::String(detail.into()),
+            body: String::new(),
+            errors: String::new(),
+        }
     }
 
     /// Any other Python exception: status 500, empty `detail`, `errors` = `str(e)`.
     pub fn python(class: &str, message: impl Into<String>) -> Self {
-        Self { status: 500, error: class.into(), detail: Value::String(String::new()), body: String::new(), errors: message.into() }
+        Self {
+            status: 500,
+            error: class.into(),
+            detail: Value::String(String::new()),
+            body: String::new(),
+            errors: message.into(),
+        }
     }
 
     /// `RuntimeError(msg)`.
@@ -201,9 +213,15 @@ mod tests {
     fn python_exception_shapes() {
         let e = ApiError::key_error("zzz");
         assert_eq!(e.status, 500);
-        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"error":"KeyError","detail":"","body":"","errors":"'zzz'"}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"error":"KeyError","detail":"","body":"","errors":"'zzz'"})
+        );
         let e = ApiError::checkpoint_not_found("x");
-        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"error":"RuntimeError","detail":"","body":"","errors":"model 'x' not found"}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"error":"RuntimeError","detail":"","body":"","errors":"model 'x' not found"})
+        );
     }
 
     #[test]

@@ -57,8 +57,14 @@ pub struct LatentUpscalerModeItem {
 }
 
 /// The keys of `shared.latent_upscale_modes`.
-pub const LATENT_UPSCALE_MODES: [&str; 6] =
-    ["Latent", "Latent (antialiased)", "Latent (bicubic)", "Latent (bicubic antialiased)", "Latent (nearest)", "Latent (nearest-exact)"];
+pub const LATENT_UPSCALE_MODES: [&str; 6] = [
+    "Latent",
+    "Latent (antialiased)",
+    "Latent (bicubic)",
+    "Latent (bicubic antialiased)",
+    "Latent (nearest)",
+    "Latent (nearest-exact)",
+];
 
 pub fn latent_upscale_mode_items() -> Vec<LatentUpscalerModeItem> {
     LATENT_UPSCALE_MODES.iter().map(|n| LatentUpscalerModeItem { name: n.to_string() }).collect()
@@ -79,7 +85,13 @@ pub struct UpscalerItem {
 pub fn upscaler_items() -> Vec<UpscalerItem> {
     ["None", "Lanczos", "Nearest"]
         .iter()
-        .map(|n| UpscalerItem { name: n.to_string(), model_name: None, model_path: None, model_url: None, scale: Some(4.0) })
+        .map(|n| UpscalerItem {
+            name: n.to_string(),
+            model_name: None,
+            model_path: None,
+            model_url: None,
+            scale: Some(4.0),
+        })
         .collect()
 }
 
@@ -206,9 +218,18 @@ mod tests {
         assert_eq!(items[19].name, "LCM");
         let v = serde_json::to_value(&items).unwrap();
         // §5.1: DPM++ SDE options {scheduler: karras, second_order: True, brownian_noise: True}
-        assert_eq!(v[1], json!({"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"}}));
-        assert_eq!(v[3]["options"], json!({"scheduler": "exponential", "brownian_noise": "True", "solver_type": "heun"}));
-        assert_eq!(v[11]["options"], json!({"scheduler": "karras", "discard_next_to_last_sigma": "True", "uses_ensd": "True", "second_order": "True"}));
+        assert_eq!(
+            v[1],
+            json!({"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"}})
+        );
+        assert_eq!(
+            v[3]["options"],
+            json!({"scheduler": "exponential", "brownian_noise": "True", "solver_type": "heun"})
+        );
+        assert_eq!(
+            v[11]["options"],
+            json!({"scheduler": "karras", "discard_next_to_last_sigma": "True", "uses_ensd": "True", "second_order": "True"})
+        );
         assert_eq!(v[6]["aliases"], json!(["k_euler_a", "k_euler_ancestral"]));
         assert_eq!(v[7]["options"], json!({}));
     }
@@ -217,7 +238,10 @@ mod tests {
     fn schedulers_payload() {
         let v = serde_json::to_value(scheduler_items()).unwrap();
         assert_eq!(v.as_array().unwrap().len(), 12);
-        assert_eq!(v[0], json!({"name": "automatic", "label": "Automatic", "aliases": null, "default_rho": -1.0, "need_inner_model": false}));
+        assert_eq!(
+            v[0],
+            json!({"name": "automatic", "label": "Automatic", "aliases": null, "default_rho": -1.0, "need_inner_model": false})
+        );
         assert_eq!(v[5]["aliases"], json!(["SGMUniform"]));
         assert_eq!(v[2]["default_rho"], json!(7.0));
     }

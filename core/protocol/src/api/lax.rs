@@ -131,7 +131,9 @@ pub fn to_str(v: &Value) -> Result<Value, LaxError> {
     match v {
         Value::String(_) => Ok(v.clone()),
         Value::Bool(b) => Ok(Value::from(if *b { "True" } else { "False" })),
-        Value::Number(n) => Ok(Value::from(if n.is_f64() { py_float_str(n.as_f64().unwrap_or(0.0)) } else { n.to_string() })),
+        Value::Number(n) => {
+            Ok(Value::from(if n.is_f64() { py_float_str(n.as_f64().unwrap_or(0.0)) } else { n.to_string() }))
+        }
         _ => Err(LaxError::Str),
     }
 }
@@ -165,7 +167,9 @@ pub fn to_dict(v: &Value) -> Result<Map<String, Value>, LaxError> {
                 // Keys must be hashable (no lists/dicts); `dict[str, Any]` then str-coerces them.
                 let key = match &k {
                     Value::Array(_) | Value::Object(_) => return Err(LaxError::Dict),
-                    other => to_str(other).ok().and_then(|s| s.as_str().map(String::from)).unwrap_or_else(|| "None".into()),
+                    other => {
+                        to_str(other).ok().and_then(|s| s.as_str().map(String::from)).unwrap_or_else(|| "None".into())
+                    }
                 };
                 out.insert(key, val);
             }

@@ -10,8 +10,8 @@ use std::sync::{Arc, OnceLock};
 use serde_json::{Map, Value};
 
 use super::errors::ApiError;
-use crate::choices::{EmphasisMode, RandnSource};
 use super::lax;
+use crate::choices::{EmphasisMode, RandnSource};
 
 /// One registered option.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,7 +36,13 @@ pub fn option_defs() -> &'static [OptionDef] {
         let rows: Vec<(String, Value, bool, Option<String>, bool)> =
             serde_json::from_str(DEFAULTS_JSON).expect("bundled options table is valid JSON");
         rows.into_iter()
-            .map(|(key, default, restrict_api, infotext, do_not_save)| OptionDef { key, default, restrict_api, infotext, do_not_save })
+            .map(|(key, default, restrict_api, infotext, do_not_save)| OptionDef {
+                key,
+                default,
+                restrict_api,
+                infotext,
+                do_not_save,
+            })
             .collect()
     })
 }
@@ -180,76 +186,196 @@ impl Options {
         }
     }
 
-    pub fn clip_stop_at_last_layers(&self) -> i64 { self.int("CLIP_stop_at_last_layers") }
+    pub fn clip_stop_at_last_layers(&self) -> i64 {
+        self.int("CLIP_stop_at_last_layers")
+    }
     /// "GPU", "CPU" or "NV".
     /// The option's text as set (the infotext's `RNG` shows it verbatim).
-    pub fn randn_source_option(&self) -> String { self.text("randn_source") }
+    pub fn randn_source_option(&self) -> String {
+        self.text("randn_source")
+    }
     /// Anything but "CPU" or "NV" draws like "GPU", as A1111's `rng.randn` branches.
-    pub fn randn_source(&self) -> RandnSource { RandnSource::from_option(&self.text("randn_source")).unwrap_or_default() }
-    pub fn eta_noise_seed_delta(&self) -> i64 { self.int("eta_noise_seed_delta") }
-    pub fn eta_ancestral(&self) -> f64 { self.num("eta_ancestral") }
-    pub fn eta_ddim(&self) -> f64 { self.num("eta_ddim") }
-    pub fn s_churn(&self) -> f64 { self.num("s_churn") }
-    pub fn s_tmin(&self) -> f64 { self.num("s_tmin") }
-    pub fn s_tmax(&self) -> f64 { self.num("s_tmax") }
-    pub fn s_noise(&self) -> f64 { self.num("s_noise") }
-    pub fn s_min_uncond(&self) -> f64 { self.num("s_min_uncond") }
-    pub fn sigma_min(&self) -> f64 { self.num("sigma_min") }
-    pub fn sigma_max(&self) -> f64 { self.num("sigma_max") }
-    pub fn rho(&self) -> f64 { self.num("rho") }
-    pub fn always_discard_next_to_last_sigma(&self) -> bool { self.flag("always_discard_next_to_last_sigma") }
+    pub fn randn_source(&self) -> RandnSource {
+        RandnSource::from_option(&self.text("randn_source")).unwrap_or_default()
+    }
+    pub fn eta_noise_seed_delta(&self) -> i64 {
+        self.int("eta_noise_seed_delta")
+    }
+    pub fn eta_ancestral(&self) -> f64 {
+        self.num("eta_ancestral")
+    }
+    pub fn eta_ddim(&self) -> f64 {
+        self.num("eta_ddim")
+    }
+    pub fn s_churn(&self) -> f64 {
+        self.num("s_churn")
+    }
+    pub fn s_tmin(&self) -> f64 {
+        self.num("s_tmin")
+    }
+    pub fn s_tmax(&self) -> f64 {
+        self.num("s_tmax")
+    }
+    pub fn s_noise(&self) -> f64 {
+        self.num("s_noise")
+    }
+    pub fn s_min_uncond(&self) -> f64 {
+        self.num("s_min_uncond")
+    }
+    pub fn sigma_min(&self) -> f64 {
+        self.num("sigma_min")
+    }
+    pub fn sigma_max(&self) -> f64 {
+        self.num("sigma_max")
+    }
+    pub fn rho(&self) -> f64 {
+        self.num("rho")
+    }
+    pub fn always_discard_next_to_last_sigma(&self) -> bool {
+        self.flag("always_discard_next_to_last_sigma")
+    }
     /// "Original", "No norm", "Ignore" or "None".
     /// Unknown names are "Original", as `sd_emphasis.get_current_option` falls back.
-    pub fn emphasis(&self) -> EmphasisMode { EmphasisMode::from_option(&self.text("emphasis")).unwrap_or_default() }
-    pub fn comma_padding_backtrack(&self) -> i64 { self.int("comma_padding_backtrack") }
+    pub fn emphasis(&self) -> EmphasisMode {
+        EmphasisMode::from_option(&self.text("emphasis")).unwrap_or_default()
+    }
+    pub fn comma_padding_backtrack(&self) -> i64 {
+        self.int("comma_padding_backtrack")
+    }
     /// Lower-cased, as `encode_pil_to_base64` uses it.
-    pub fn samples_format(&self) -> String { self.text("samples_format").to_lowercase() }
-    pub fn jpeg_quality(&self) -> i64 { self.int("jpeg_quality") }
-    pub fn webp_lossless(&self) -> bool { self.flag("webp_lossless") }
-    pub fn enable_pnginfo(&self) -> bool { self.flag("enable_pnginfo") }
-    pub fn add_model_hash_to_info(&self) -> bool { self.flag("add_model_hash_to_info") }
-    pub fn add_model_name_to_info(&self) -> bool { self.flag("add_model_name_to_info") }
-    pub fn add_vae_name_to_info(&self) -> bool { self.flag("add_vae_name_to_info") }
-    pub fn add_vae_hash_to_info(&self) -> bool { self.flag("add_vae_hash_to_info") }
-    pub fn add_version_to_infotext(&self) -> bool { self.flag("add_version_to_infotext") }
-    pub fn show_progress_every_n_steps(&self) -> i64 { self.int("show_progress_every_n_steps") }
-    pub fn live_previews_enable(&self) -> bool { self.flag("live_previews_enable") }
+    pub fn samples_format(&self) -> String {
+        self.text("samples_format").to_lowercase()
+    }
+    pub fn jpeg_quality(&self) -> i64 {
+        self.int("jpeg_quality")
+    }
+    pub fn webp_lossless(&self) -> bool {
+        self.flag("webp_lossless")
+    }
+    pub fn enable_pnginfo(&self) -> bool {
+        self.flag("enable_pnginfo")
+    }
+    pub fn add_model_hash_to_info(&self) -> bool {
+        self.flag("add_model_hash_to_info")
+    }
+    pub fn add_model_name_to_info(&self) -> bool {
+        self.flag("add_model_name_to_info")
+    }
+    pub fn add_vae_name_to_info(&self) -> bool {
+        self.flag("add_vae_name_to_info")
+    }
+    pub fn add_vae_hash_to_info(&self) -> bool {
+        self.flag("add_vae_hash_to_info")
+    }
+    pub fn add_version_to_infotext(&self) -> bool {
+        self.flag("add_version_to_infotext")
+    }
+    pub fn show_progress_every_n_steps(&self) -> i64 {
+        self.int("show_progress_every_n_steps")
+    }
+    pub fn live_previews_enable(&self) -> bool {
+        self.flag("live_previews_enable")
+    }
     /// `None` until a checkpoint is selected.
     pub fn sd_model_checkpoint(&self) -> Option<String> {
         self.get("sd_model_checkpoint").and_then(|v| v.as_str()).map(String::from)
     }
-    pub fn sd_vae(&self) -> String { self.text("sd_vae") }
-    pub fn samples_save(&self) -> bool { self.flag("samples_save") }
-    pub fn samples_filename_pattern(&self) -> String { self.text("samples_filename_pattern") }
-    pub fn save_images_add_number(&self) -> bool { self.flag("save_images_add_number") }
-    pub fn outdir_samples(&self) -> String { self.text("outdir_samples") }
-    pub fn outdir_txt2img_samples(&self) -> String { self.text("outdir_txt2img_samples") }
-    pub fn outdir_img2img_samples(&self) -> String { self.text("outdir_img2img_samples") }
-    pub fn return_grid(&self) -> bool { self.flag("return_grid") }
-    pub fn grid_only_if_multiple(&self) -> bool { self.flag("grid_only_if_multiple") }
-    pub fn img2img_fix_steps(&self) -> bool { self.flag("img2img_fix_steps") }
-    pub fn initial_noise_multiplier(&self) -> f64 { self.num("initial_noise_multiplier") }
-    pub fn img2img_extra_noise(&self) -> f64 { self.num("img2img_extra_noise") }
-    pub fn img2img_background_color(&self) -> String { self.text("img2img_background_color") }
-    pub fn uni_pc_variant(&self) -> String { self.text("uni_pc_variant") }
-    pub fn uni_pc_skip_type(&self) -> String { self.text("uni_pc_skip_type") }
-    pub fn uni_pc_order(&self) -> i64 { self.int("uni_pc_order") }
-    pub fn uni_pc_lower_order_final(&self) -> bool { self.flag("uni_pc_lower_order_final") }
-    pub fn beta_dist_alpha(&self) -> f64 { self.num("beta_dist_alpha") }
-    pub fn beta_dist_beta(&self) -> f64 { self.num("beta_dist_beta") }
-    pub fn use_old_scheduling(&self) -> bool { self.flag("use_old_scheduling") }
-    pub fn use_old_karras_scheduler_sigmas(&self) -> bool { self.flag("use_old_karras_scheduler_sigmas") }
-    pub fn sgm_noise_multiplier(&self) -> bool { self.flag("sgm_noise_multiplier") }
-    pub fn pad_cond_uncond(&self) -> bool { self.flag("pad_cond_uncond") }
-    pub fn batch_cond_uncond(&self) -> bool { self.flag("batch_cond_uncond") }
-    pub fn enable_prompt_comments(&self) -> bool { self.flag("enable_prompt_comments") }
-    pub fn face_restoration(&self) -> bool { self.flag("face_restoration") }
-    pub fn face_restoration_model(&self) -> String { self.text("face_restoration_model") }
-    pub fn tiling(&self) -> bool { self.flag("tiling") }
-    pub fn skip_early_cond(&self) -> f64 { self.num("skip_early_cond") }
-    pub fn sd_noise_schedule(&self) -> String { self.text("sd_noise_schedule") }
-    pub fn use_downcasted_alpha_bar(&self) -> bool { self.flag("use_downcasted_alpha_bar") }
-    pub fn inpainting_mask_weight(&self) -> f64 { self.num("inpainting_mask_weight") }
+    pub fn sd_vae(&self) -> String {
+        self.text("sd_vae")
+    }
+    pub fn samples_save(&self) -> bool {
+        self.flag("samples_save")
+    }
+    pub fn samples_filename_pattern(&self) -> String {
+        self.text("samples_filename_pattern")
+    }
+    pub fn save_images_add_number(&self) -> bool {
+        self.flag("save_images_add_number")
+    }
+    pub fn outdir_samples(&self) -> String {
+        self.text("outdir_samples")
+    }
+    pub fn outdir_txt2img_samples(&self) -> String {
+        self.text("outdir_txt2img_samples")
+    }
+    pub fn outdir_img2img_samples(&self) -> String {
+        self.text("outdir_img2img_samples")
+    }
+    pub fn return_grid(&self) -> bool {
+        self.flag("return_grid")
+    }
+    pub fn grid_only_if_multiple(&self) -> bool {
+        self.flag("grid_only_if_multiple")
+    }
+    pub fn img2img_fix_steps(&self) -> bool {
+        self.flag("img2img_fix_steps")
+    }
+    pub fn initial_noise_multiplier(&self) -> f64 {
+        self.num("initial_noise_multiplier")
+    }
+    pub fn img2img_extra_noise(&self) -> f64 {
+        self.num("img2img_extra_noise")
+    }
+    pub fn img2img_background_color(&self) -> String {
+        self.text("img2img_background_color")
+    }
+    pub fn uni_pc_variant(&self) -> String {
+        self.text("uni_pc_variant")
+    }
+    pub fn uni_pc_skip_type(&self) -> String {
+        self.text("uni_pc_skip_type")
+    }
+    pub fn uni_pc_order(&self) -> i64 {
+        self.int("uni_pc_order")
+    }
+    pub fn uni_pc_lower_order_final(&self) -> bool {
+        self.flag("uni_pc_lower_order_final")
+    }
+    pub fn beta_dist_alpha(&self) -> f64 {
+        self.num("beta_dist_alpha")
+    }
+    pub fn beta_dist_beta(&self) -> f64 {
+        self.num("beta_dist_beta")
+    }
+    pub fn use_old_scheduling(&self) -> bool {
+        self.flag("use_old_scheduling")
+    }
+    pub fn use_old_karras_scheduler_sigmas(&self) -> bool {
+        self.flag("use_old_karras_scheduler_sigmas")
+    }
+    pub fn sgm_noise_multiplier(&self) -> bool {
+        self.flag("sgm_noise_multiplier")
+    }
+    pub fn pad_cond_uncond(&self) -> bool {
+        self.flag("pad_cond_uncond")
+    }
+    pub fn batch_cond_uncond(&self) -> bool {
+        self.flag("batch_cond_uncond")
+    }
+    pub fn enable_prompt_comments(&self) -> bool {
+        self.flag("enable_prompt_comments")
+    }
+    pub fn face_restoration(&self) -> bool {
+        self.flag("face_restoration")
+    }
+    pub fn face_restoration_model(&self) -> String {
+        self.text("face_restoration_model")
+    }
+    pub fn tiling(&self) -> bool {
+        self.flag("tiling")
+    }
+    pub fn skip_early_cond(&self) -> f64 {
+        self.num("skip_early_cond")
+    }
+    pub fn sd_noise_schedule(&self) -> String {
+        self.text("sd_noise_schedule")
+    }
+    pub fn use_downcasted_alpha_bar(&self) -> bool {
+        self.flag("use_downcasted_alpha_bar")
+    }
+    pub fn inpainting_mask_weight(&self) -> f64 {
+        self.num("inpainting_mask_weight")
+    }
 }
 
 /// OptionsModel's per-field coercion: the field type is `type(default)` (int→float) when the
@@ -326,7 +452,10 @@ mod tests {
     fn set_semantics() {
         let mut o = Options::new();
         let e = o.set("zzz", json!(1)).unwrap_err();
-        assert_eq!(serde_json::to_value(&e).unwrap(), json!({"error":"KeyError","detail":"","body":"","errors":"'zzz'"}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            json!({"error":"KeyError","detail":"","body":"","errors":"'zzz'"})
+        );
         assert_eq!(e.status, 500);
         // unknown key with null equals data.get(key) → no-op, no error
         assert_eq!(o.set("zzz", Value::Null), Ok(false));

@@ -32,7 +32,6 @@ impl PngInfoResponse {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,11 @@ pub fn resolve_sampler_and_scheduler(
 }
 
 /// [`resolve_sampler_and_scheduler`] as the names A1111 writes: (sampler name, scheduler label).
-pub fn get_sampler_and_scheduler(sampler_name: Option<&str>, scheduler: Option<&str>, convert_automatic: bool) -> (String, String) {
+pub fn get_sampler_and_scheduler(
+    sampler_name: Option<&str>,
+    scheduler: Option<&str>,
+    convert_automatic: bool,
+) -> (String, String) {
     let (sampler, scheduler) = resolve_sampler_and_scheduler(sampler_name, scheduler, convert_automatic);
     (sampler.name().to_string(), scheduler.label().to_string())
 }

@@ -7,8 +7,21 @@ use super::exif::{decode_user_comment, read_user_comment_raw};
 
 /// Keys A1111 drops from `items` (Pillow `image.info` entries that are not user text).
 const IGNORED_INFO_KEYS: [&str; 15] = [
-    "jfif", "jfif_version", "jfif_unit", "jfif_density", "dpi", "exif", "loop", "background", "timestamp", "duration",
-    "progressive", "progression", "icc_profile", "chromaticity", "photoshop",
+    "jfif",
+    "jfif_version",
+    "jfif_unit",
+    "jfif_density",
+    "dpi",
+    "exif",
+    "loop",
+    "background",
+    "timestamp",
+    "duration",
+    "progressive",
+    "progression",
+    "icc_profile",
+    "chromaticity",
+    "photoshop",
 ];
 
 /// `(info, items)`: the infotext ("" if none) and the remaining text metadata.

@@ -3,8 +3,8 @@
 //! offered. Resampling is Lanczos (A1111 uses PIL's LANCZOS when no upscaler is configured; the two
 //! Lanczos implementations differ by a level here and there).
 
-use image::imageops::{self, FilterType};
 use image::RgbImage;
+use image::imageops::{self, FilterType};
 
 use crate::api::errors::ApiError;
 

@@ -8,7 +8,8 @@ fn test_image() -> RgbImage {
     RgbImage::from_fn(16, 8, |x, y| Rgb([(x * 15) as u8, (y * 30) as u8, 128]))
 }
 
-const INFOTEXT: &str = "a red cube\nNegative prompt: blurry\nSteps: 8, Sampler: Euler, Lora hashes: \"a: b\", Version: v1.10.1";
+const INFOTEXT: &str =
+    "a red cube\nNegative prompt: blurry\nSteps: 8, Sampler: Euler, Lora hashes: \"a: b\", Version: v1.10.1";
 
 #[test]
 fn png_round_trip_latin1_uses_text_chunk() {
@@ -60,7 +61,10 @@ fn encode_by_samples_format() {
     assert_eq!(&bytes[..2], &[0xFF, 0xD8]);
     opts.set("samples_format", json!("gif")).unwrap();
     let e = encode_image_base64(&test_image(), None, &opts).unwrap_err();
-    assert_eq!(serde_json::to_value(&e).unwrap(), json!({"error":"HTTPException","detail":"Invalid image format","body":"","errors":""}));
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        json!({"error":"HTTPException","detail":"Invalid image format","body":"","errors":""})
+    );
     // enable_pnginfo off → no text chunk
     opts.set("samples_format", json!("png")).unwrap();
     opts.set("enable_pnginfo", json!(false)).unwrap();
@@ -78,7 +82,11 @@ fn data_urls_and_plain_base64_decode() {
     }
     // the fixture's init image as A1111's tests send it (data URL)
     let req: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/a1111-parity/cases/i2i_euler_ds06/request.json")).unwrap(),
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/a1111-parity/cases/i2i_euler_ds06/request.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     let init = req["init_images"][0].as_str().unwrap();
@@ -90,7 +98,10 @@ fn data_urls_and_plain_base64_decode() {
 fn garbage_and_urls_give_a1111_errors() {
     let e = decode_base64_image("not an image at all!!").unwrap_err();
     assert_eq!(e.status, 500);
-    assert_eq!(serde_json::to_value(&e).unwrap(), json!({"error":"HTTPException","detail":"Invalid encoded image","body":"","errors":""}));
+    assert_eq!(
+        serde_json::to_value(&e).unwrap(),
+        json!({"error":"HTTPException","detail":"Invalid encoded image","body":"","errors":""})
+    );
     // valid base64 of non-image bytes
     assert_eq!(decode_base64_image("aGVsbG8=").unwrap_err().detail, json!("Invalid encoded image"));
     assert_eq!(decode_base64_image("https://example.com/a.png").unwrap_err().detail, json!("Requests not allowed"));

@@ -156,9 +156,19 @@ pub fn py_str(v: &Value) -> String {
 pub fn py_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
-        Value::Bool(b) => if *b { "True".into() } else { "False".into() },
+        Value::Bool(b) => {
+            if *b {
+                "True".into()
+            } else {
+                "False".into()
+            }
+        }
         Value::Number(n) => {
-            if n.is_f64() { py_float_str(n.as_f64().unwrap_or(0.0)) } else { n.to_string() }
+            if n.is_f64() {
+                py_float_str(n.as_f64().unwrap_or(0.0))
+            } else {
+                n.to_string()
+            }
         }
         Value::String(s) => py_repr_str(s),
         Value::Array(items) => format!("[{}]", items.iter().map(py_repr).collect::<Vec<_>>().join(", ")),

@@ -21,7 +21,11 @@ fn cases() -> Vec<Case> {
     for entry in std::fs::read_dir(fixtures_dir()).unwrap() {
         let dir = entry.unwrap().path();
         let read = |f: &str| serde_json::from_str::<Value>(&std::fs::read_to_string(dir.join(f)).unwrap()).unwrap();
-        out.push(Case { name: dir.file_name().unwrap().to_string_lossy().into(), request: read("request.json"), case: read("case.json") });
+        out.push(Case {
+            name: dir.file_name().unwrap().to_string_lossy().into(),
+            request: read("request.json"),
+            case: read("case.json"),
+        });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     assert!(out.len() >= 16);
@@ -87,7 +91,8 @@ fn infotexts_for(c: &Case) -> Vec<String> {
 fn writer_reproduces_every_fixture_infotext() {
     let mut checked = 0;
     for c in cases() {
-        let want: Vec<String> = c.case["infotexts"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let want: Vec<String> =
+            c.case["infotexts"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
         assert_eq!(infotexts_for(&c), want, "case {}", c.name);
         checked += want.len();
     }
@@ -227,9 +232,11 @@ fn parser_on_every_fixture_infotext() {
             assert_eq!(got["Size-1"], json!(c.case["width"].to_string()));
             assert_eq!(got["Size-2"], json!(c.case["height"].to_string()));
             assert_eq!(got["RNG"], req["override_settings"]["randn_source"]);
-            let clip = req["override_settings"].get("CLIP_stop_at_last_layers").map(|v| v.to_string()).unwrap_or("1".into());
+            let clip =
+                req["override_settings"].get("CLIP_stop_at_last_layers").map(|v| v.to_string()).unwrap_or("1".into());
             assert_eq!(got["Clip skip"], json!(clip), "{}", c.name);
-            let emphasis = uses_emphasis(req["prompt"].as_str().unwrap()) || uses_emphasis(req["negative_prompt"].as_str().unwrap());
+            let emphasis = uses_emphasis(req["prompt"].as_str().unwrap())
+                || uses_emphasis(req["negative_prompt"].as_str().unwrap());
             assert_eq!(got.get("Emphasis").is_some(), emphasis, "{}", c.name);
             // v1.10.1 is new enough: no back-compat keys
             assert!(!got.contains_key("Downcast alphas_cumprod"));

@@ -3,8 +3,8 @@
 use serde_json::{Map, Value};
 
 use super::python_json::{UNICODE, dumps_with, py_str};
-use crate::choices::SamplerKind;
 use crate::api::options::Options;
+use crate::choices::SamplerKind;
 
 /// Everything `create_infotext` reads from the processing object, resolved for one image.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -120,11 +120,7 @@ pub fn generation_params(input: &InfotextInput, opts: &Options) -> Map<String, V
 /// `infotext_utils.quote`: JSON-quote (ensure_ascii=False) values containing `,`, `\n` or `:`.
 pub fn quote(v: &Value) -> String {
     let text = py_str(v);
-    if text.contains(',') || text.contains('\n') || text.contains(':') {
-        dumps_with(v, UNICODE)
-    } else {
-        text
-    }
+    if text.contains(',') || text.contains('\n') || text.contains(':') { dumps_with(v, UNICODE) } else { text }
 }
 
 /// Renders generation params as A1111 does: `k: quote(v)` (or just `k` when `v == k`),
@@ -141,7 +137,10 @@ pub fn params_line(params: &Map<String, Value>) -> String {
 /// `create_infotext`: prompt, optional `Negative prompt:` line, params line; Python-`strip()`ped.
 pub fn create_infotext(input: &InfotextInput, opts: &Options) -> String {
     let params = params_line(&generation_params(input, opts));
-    let negative = if input.negative_prompt.is_empty() { String::new() } else { format!("\nNegative prompt: {}", input.negative_prompt) };
+    let negative = if input.negative_prompt.is_empty() {
+        String::new()
+    } else {
+        format!("\nNegative prompt: {}", input.negative_prompt)
+    };
     format!("{}{}\n{}", input.prompt, negative, params).trim().to_string()
 }
-

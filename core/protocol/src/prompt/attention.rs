@@ -58,10 +58,7 @@ pub fn parse_attention(text: &str) -> Result<Vec<WeightedText>, PromptError> {
 
     for lexeme in lex(text) {
         match lexeme {
-            Lexeme::Escaped(s) => out.push(WeightedText {
-                text: s.to_string(),
-                weight: 1.0,
-            }),
+            Lexeme::Escaped(s) => out.push(WeightedText { text: s.to_string(), weight: 1.0 }),
             Lexeme::OpenRound => round_open.push(out.len()),
             Lexeme::OpenSquare => square_open.push(out.len()),
             Lexeme::WeightClose { number, .. } if !round_open.is_empty() => {
@@ -95,10 +92,7 @@ pub fn parse_attention(text: &str) -> Result<Vec<WeightedText>, PromptError> {
     }
 
     if out.is_empty() {
-        out.push(WeightedText {
-            text: String::new(),
-            weight: 1.0,
-        });
+        out.push(WeightedText { text: String::new(), weight: 1.0 });
     }
     Ok(merge_equal_weights(out))
 }
@@ -119,20 +113,11 @@ fn merge_equal_weights(parts: Vec<WeightedText>) -> Vec<WeightedText> {
 fn push_text_with_breaks(out: &mut Vec<WeightedText>, text: &str) {
     let mut rest_start = 0;
     for (start, end) in break_matches(text) {
-        out.push(WeightedText {
-            text: text[rest_start..start].to_string(),
-            weight: 1.0,
-        });
-        out.push(WeightedText {
-            text: BREAK_TEXT.to_string(),
-            weight: BREAK_WEIGHT,
-        });
+        out.push(WeightedText { text: text[rest_start..start].to_string(), weight: 1.0 });
+        out.push(WeightedText { text: BREAK_TEXT.to_string(), weight: BREAK_WEIGHT });
         rest_start = end;
     }
-    out.push(WeightedText {
-        text: text[rest_start..].to_string(),
-        weight: 1.0,
-    });
+    out.push(WeightedText { text: text[rest_start..].to_string(), weight: 1.0 });
 }
 
 /// Byte ranges of the matches of `\s*\bBREAK\b\s*` (leftmost, non-overlapping).
@@ -152,11 +137,7 @@ pub(crate) fn break_matches(text: &str) -> Vec<(usize, usize)> {
                 .take_while(|(_, c)| is_py_space(*c))
                 .last()
                 .map_or(at, |(i, _)| search_from + i);
-            let trail: usize = text[after..]
-                .chars()
-                .take_while(|c| is_py_space(*c))
-                .map(char::len_utf8)
-                .sum();
+            let trail: usize = text[after..].chars().take_while(|c| is_py_space(*c)).map(char::len_utf8).sum();
             found.push((lead, after + trail));
             search_from = after + trail;
         } else {
@@ -233,13 +214,7 @@ fn next_lexeme(rest: &str) -> (Lexeme<'_>, usize) {
         '(' => (Lexeme::OpenRound, 1),
         '[' => (Lexeme::OpenSquare, 1),
         ':' => match weight_close_len(rest) {
-            Some((len, number)) => (
-                Lexeme::WeightClose {
-                    whole: &rest[..len],
-                    number,
-                },
-                len,
-            ),
+            Some((len, number)) => (Lexeme::WeightClose { whole: &rest[..len], number }, len),
             None => (Lexeme::Text(&rest[..1]), 1),
         },
         ')' => (Lexeme::CloseRound, 1),

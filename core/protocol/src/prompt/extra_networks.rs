@@ -29,12 +29,7 @@ impl ExtraNetworkTag {
                 _ => positional.push(item.clone()),
             }
         }
-        Self {
-            kind: kind.to_string(),
-            items,
-            positional,
-            named,
-        }
+        Self { kind: kind.to_string(), items, positional, named }
     }
 }
 
@@ -65,11 +60,7 @@ pub fn parse_extra_networks(prompt: &str) -> (String, Vec<ExtraNetworkTag>) {
 /// `<(\w+):([^>]+)>` at the start of `s`: (kind, args, match length).
 fn match_tag(s: &str) -> Option<(&str, &str, usize)> {
     let body = &s[1..];
-    let kind_len: usize = body
-        .chars()
-        .take_while(|c| is_py_word_char(*c))
-        .map(char::len_utf8)
-        .sum();
+    let kind_len: usize = body.chars().take_while(|c| is_py_word_char(*c)).map(char::len_utf8).sum();
     if kind_len == 0 || !body[kind_len..].starts_with(':') {
         return None;
     }

@@ -31,11 +31,7 @@ pub struct ScheduleParams {
 
 impl ScheduleParams {
     pub fn new(steps: usize) -> Self {
-        Self {
-            steps,
-            hires_steps: None,
-            use_old_scheduling: false,
-        }
+        Self { steps, hires_steps: None, use_old_scheduling: false }
     }
 }
 
@@ -74,11 +70,7 @@ pub fn prompt_schedule(prompt: &str, params: &ScheduleParams) -> Vec<ScheduleEnt
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
     Text(String),
-    Scheduled {
-        before: Option<Vec<Node>>,
-        after: Vec<Node>,
-        when: String,
-    },
+    Scheduled { before: Option<Vec<Node>>, after: Vec<Node>, when: String },
     Alternate(Vec<Vec<Node>>),
 }
 
@@ -93,12 +85,9 @@ struct StepContext {
 impl StepContext {
     fn new(params: &ScheduleParams) -> Self {
         match params.hires_steps {
-            Some(hires) if !params.use_old_scheduling => Self {
-                steps: hires,
-                int_offset: params.steps as f64,
-                float_offset: 1.0,
-                use_old_scheduling: false,
-            },
+            Some(hires) if !params.use_old_scheduling => {
+                Self { steps: hires, int_offset: params.steps as f64, float_offset: 1.0, use_old_scheduling: false }
+            }
             _ => Self {
                 steps: params.steps,
                 int_offset: 0.0,
@@ -303,11 +292,7 @@ impl<'a> Parser<'a> {
             ':' => {
                 // `[to:when]`
                 if let Some((when, end)) = self.number_tail(after_first + 1) {
-                    let node = Node::Scheduled {
-                        before: None,
-                        after: first,
-                        when,
-                    };
+                    let node = Node::Scheduled { before: None, after: first, when };
                     return Some((vec![node], end));
                 }
                 // `[from:to:when]`
@@ -316,11 +301,7 @@ impl<'a> Parser<'a> {
                     return None;
                 }
                 let (when, end) = self.number_tail(after_second + 1)?;
-                let node = Node::Scheduled {
-                    before: Some(first),
-                    after: second,
-                    when,
-                };
+                let node = Node::Scheduled { before: Some(first), after: second, when };
                 Some((vec![node], end))
             }
             _ => None,
@@ -337,10 +318,7 @@ impl<'a> Parser<'a> {
         if !after_number[trail..].starts_with(']') {
             return None;
         }
-        Some((
-            rest[lead..lead + number_len].to_string(),
-            pos + lead + number_len + trail + 1,
-        ))
+        Some((rest[lead..lead + number_len].to_string(), pos + lead + number_len + trail + 1))
     }
 }
 

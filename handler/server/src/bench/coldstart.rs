@@ -31,7 +31,11 @@ fn free_port() -> Result<u16, BenchError> {
 fn http(port: u16, method: &str, path: &str, body: &str) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let status = std::str::from_utf8(buf.get(9..12).unwrap_or(b"000")).ok().and_then(|c| c.parse().ok()).unwrap_or(0);
@@ -43,7 +47,10 @@ pub fn run(iters: usize) -> Result<(), BenchError> {
     let exe = std::env::current_exe().map_err(|e| BenchError::Io("current_exe".into(), e))?;
     let sdapi = exe.with_file_name("sdapi");
     if !sdapi.exists() {
-        return Err(BenchError::Request(format!("{} not built (cargo build --bin sdapi, same profile)", sdapi.display())));
+        return Err(BenchError::Request(format!(
+            "{} not built (cargo build --bin sdapi, same profile)",
+            sdapi.display()
+        )));
     }
     let (mut ping, mut first) = (Samples::default(), Samples::default());
     for _ in 0..iters {
@@ -72,7 +79,8 @@ pub fn run(iters: usize) -> Result<(), BenchError> {
             std::thread::sleep(Duration::from_millis(2));
         }
         ping.push(start.elapsed().as_secs_f64() * 1e3);
-        let (status, body) = http(port, "POST", "/sdapi/v1/txt2img", &tiny_request(20)).map_err(|e| BenchError::Io("txt2img".into(), e))?;
+        let (status, body) = http(port, "POST", "/sdapi/v1/txt2img", &tiny_request(20))
+            .map_err(|e| BenchError::Io("txt2img".into(), e))?;
         let needle = b"\"images\"";
         if status != 200 || !body.windows(needle.len()).any(|w| w == needle) {
             return Err(BenchError::Request(format!("first txt2img: status {status}")));

@@ -18,7 +18,9 @@ mod overhead;
 
 use std::path::PathBuf;
 
-use sdapi_engine::bench::{Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, time_ops};
+use sdapi_engine::bench::{
+    Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, time_ops,
+};
 use serde_json::json;
 
 /// Parsed `--name value` flags.
@@ -32,7 +34,10 @@ impl Args {
         let mut it = std::env::args().skip(1);
         let mode = it.next().unwrap_or_else(|| "--smoke".into());
         let rest: Vec<String> = it.collect();
-        let flags = rest.chunks(2).map(|c| (c[0].trim_start_matches("--").to_string(), c.get(1).cloned().unwrap_or_default())).collect();
+        let flags = rest
+            .chunks(2)
+            .map(|c| (c[0].trim_start_matches("--").to_string(), c.get(1).cloned().unwrap_or_default()))
+            .collect();
         Self { mode, flags }
     }
 
@@ -45,7 +50,11 @@ impl Args {
     }
 
     fn models_dir(&self) -> PathBuf {
-        self.flags.iter().find(|(k, _)| k == "models-dir").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(default_models_dir)
+        self.flags
+            .iter()
+            .find(|(k, _)| k == "models-dir")
+            .map(|(_, v)| PathBuf::from(v))
+            .unwrap_or_else(default_models_dir)
     }
 }
 
@@ -65,7 +74,11 @@ fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let latent = args.get("latent", 32usize);
     let model = BenchModel::load(&ensure_checkpoint(arch, &args.models_dir())?)?;
     let (s, std) = model.unet_cfg_step(latent, args.get("warmup", 1), args.get("iters", 5))?;
-    report("unet_cfg_step", json!({"arch": arch.name(), "latent": latent, "batch": 2, "eps_std": std, "load_ms": round(model.load_ms)}), &s);
+    report(
+        "unet_cfg_step",
+        json!({"arch": arch.name(), "latent": latent, "batch": 2, "eps_std": std, "load_ms": round(model.load_ms)}),
+        &s,
+    );
     Ok(())
 }
 
@@ -110,7 +123,14 @@ async fn txt2img(args: &Args, arch: Arch) -> Result<(), BenchError> {
 /// Every stage once on tiny shapes: proves the benchmark still builds and runs (CI), times nothing.
 async fn smoke(args: &Args) -> Result<(), BenchError> {
     let dir = std::env::temp_dir().join(format!("sdapi-bench-smoke-{}", std::process::id()));
-    let mut a = Args { mode: String::new(), flags: vec![("models-dir".into(), dir.display().to_string()), ("iters".into(), "1".into()), ("warmup".into(), "0".into())] };
+    let mut a = Args {
+        mode: String::new(),
+        flags: vec![
+            ("models-dir".into(), dir.display().to_string()),
+            ("iters".into(), "1".into()),
+            ("warmup".into(), "0".into()),
+        ],
+    };
     a.flags.push(("latent".into(), "8".into()));
     unet(&a, Arch::Tiny)?;
     parts(&a, Arch::Tiny)?;

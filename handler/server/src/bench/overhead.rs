@@ -83,7 +83,10 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
     report("request_total", extra.clone(), &total);
     report("request_execute", extra.clone(), &exec);
     report("request_overhead", extra, &over);
-    println!("{}", json!({"bench": "request_overhead_ratio", "ratio": super::round(over.median() / total.median() * 1e4) / 1e4}));
+    println!(
+        "{}",
+        json!({"bench": "request_overhead_ratio", "ratio": super::round(over.median() / total.median() * 1e4) / 1e4})
+    );
     let _ = args;
     Ok(())
 }
@@ -92,6 +95,9 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
 mod tests {
     #[test]
     fn sums_execute_ms_over_jobs() {
-        assert_eq!(super::execute_ms("id=1;queue_ms=0;execute_ms=12;total_ms=13, id=2;queue_ms=1;execute_ms=3;total_ms=4"), 15.0);
+        assert_eq!(
+            super::execute_ms("id=1;queue_ms=0;execute_ms=12;total_ms=13, id=2;queue_ms=1;execute_ms=3;total_ms=4"),
+            15.0
+        );
     }
 }

@@ -20,9 +20,7 @@ struct FakeEncoder {
 
 impl FakeEncoder {
     fn new() -> Self {
-        Self {
-            calls: RefCell::new(Vec::new()),
-        }
+        Self { calls: RefCell::new(Vec::new()) }
     }
 
     fn value(id: u32, t: usize, c: usize) -> f32 {
@@ -82,11 +80,7 @@ fn original_emphasis_restores_the_mean() {
     let ours: Vec<f32> = ours.flatten_all().expect("flat").to_vec1().expect("vec");
 
     let mean_before = z.iter().map(|&v| f64::from(v)).sum::<f64>() / z.len() as f64;
-    let weighted: Vec<f64> = z
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| f64::from(v) * f64::from(m[i / C]))
-        .collect();
+    let weighted: Vec<f64> = z.iter().enumerate().map(|(i, &v)| f64::from(v) * f64::from(m[i / C])).collect();
     let mean_after = weighted.iter().sum::<f64>() / weighted.len() as f64;
     let max_err = weighted
         .iter()
@@ -99,11 +93,7 @@ fn original_emphasis_restores_the_mean() {
 
     let no_norm = apply_emphasis(&zt, &mt, EmphasisMode::NoNorm).expect("no norm");
     let no_norm: Vec<f32> = no_norm.flatten_all().expect("flat").to_vec1().expect("vec");
-    let max_err = weighted
-        .iter()
-        .zip(&no_norm)
-        .map(|(w, o)| (w - f64::from(*o)).abs())
-        .fold(0.0, f64::max);
+    let max_err = weighted.iter().zip(&no_norm).map(|(w, o)| (w - f64::from(*o)).abs()).fold(0.0, f64::max);
     assert!(max_err < 1e-6);
     let ignored = apply_emphasis(&zt, &mt, EmphasisMode::Ignore).expect("ignore");
     assert_eq!(ignored.flatten_all().expect("flat").to_vec1::<f32>().expect("vec"), z);
@@ -114,10 +104,7 @@ fn original_emphasis_restores_the_mean() {
 #[test]
 fn encode_texts_batches_chunk_positions() {
     let enc = FakeEncoder::new();
-    let opts = ChunkingOptions {
-        emphasis: EmphasisMode::Ignore,
-        ..Default::default()
-    };
+    let opts = ChunkingOptions { emphasis: EmphasisMode::Ignore, ..Default::default() };
     let cond = TextConditioner::new(&enc, opts);
     let long = "a ".repeat(80);
     let z = cond.encode_texts(&texts(&[&long, "a"])).expect("encode");
@@ -127,13 +114,7 @@ fn encode_texts_batches_chunk_positions() {
     assert!(calls.iter().all(|c| c.len() == 2));
     assert_eq!(calls[1][1], PromptChunk::empty().tokens);
     // Row 1, token 77 + 1 comes from the empty chunk: id EOS at position 1.
-    let v = z
-        .get(1)
-        .expect("row")
-        .get(78)
-        .expect("tok")
-        .to_vec1::<f32>()
-        .expect("vec");
+    let v = z.get(1).expect("row").get(78).expect("tok").to_vec1::<f32>().expect("vec");
     assert_eq!(v[0], FakeEncoder::value(ClipTokenizer::EOS, 1, 0));
 }
 
@@ -144,9 +125,7 @@ fn learned_conditioning_and_reconstruct() {
     let enc = FakeEncoder::new();
     let cond = TextConditioner::new(&enc, ChunkingOptions::default());
     let prompts = texts(&["x [y:z:2]", "x [y:z:2]"]);
-    let learned = cond
-        .learned_conditioning(&prompts, &ScheduleParams::new(4))
-        .expect("learned");
+    let learned = cond.learned_conditioning(&prompts, &ScheduleParams::new(4)).expect("learned");
     assert_eq!(enc.calls.borrow().len(), 1, "duplicates share one encoder call");
     assert_eq!(enc.calls.borrow()[0].len(), 2, "both schedule texts in one batch");
     assert_eq!(learned[0].iter().map(|e| e.end_at_step).collect::<Vec<_>>(), vec![2, 4]);
@@ -157,12 +136,7 @@ fn learned_conditioning_and_reconstruct() {
         let got = pick(step);
         assert_eq!(got.dims(), &[2, 77, C]);
         let want = direct.get(row).expect("row");
-        let diff = (got.get(1).expect("img") - &want)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .max_all()
-            .expect("max");
+        let diff = (got.get(1).expect("img") - &want).expect("sub").abs().expect("abs").max_all().expect("max");
         assert_eq!(diff.to_scalar::<f32>().expect("scalar"), 0.0, "step {step}");
     }
 }
@@ -175,9 +149,8 @@ fn multicond_reconstruct_layout_and_padding() {
     let cond = TextConditioner::new(&enc, ChunkingOptions::default());
     let long = "a ".repeat(80);
     let prompt = format!("b AND {long}:0.5");
-    let multi = cond
-        .multicond_learned_conditioning(&texts(&[&prompt, &prompt]), &ScheduleParams::new(8))
-        .expect("multi");
+    let multi =
+        cond.multicond_learned_conditioning(&texts(&[&prompt, &prompt]), &ScheduleParams::new(8)).expect("multi");
     let (conds_list, tensor) = reconstruct_multicond_batch(&multi, 0).expect("reconstruct");
     assert_eq!(conds_list, vec![vec![(0, 1.0), (1, 0.5)], vec![(2, 1.0), (3, 0.5)]]);
     assert_eq!(tensor.dims(), &[4, 154, C]);
@@ -187,8 +160,6 @@ fn multicond_reconstruct_layout_and_padding() {
         assert_eq!(short.get(t).expect("pad").to_vec1::<f32>().expect("vec"), last);
     }
     // Different lengths in a plain (negative-prompt) batch are an error, as in A1111.
-    let learned = cond
-        .learned_conditioning(&texts(&["b", &long]), &ScheduleParams::new(8))
-        .expect("learned");
+    let learned = cond.learned_conditioning(&texts(&["b", &long]), &ScheduleParams::new(8)).expect("learned");
     assert!(reconstruct_cond_batch(&learned, 0).is_err());
 }

@@ -47,11 +47,7 @@ fn total_steps(request: &Value) -> usize {
     let steps = request["steps"].as_u64().unwrap_or(50) as usize;
     let sampler = request["sampler_name"].as_str().unwrap_or("Euler");
     let second_order = ["Heun", "DPM2", "DPM2 a", "DPM++ 2S a", "DPM++ SDE"];
-    if second_order.contains(&sampler) {
-        steps * 2
-    } else {
-        steps
-    }
+    if second_order.contains(&sampler) { steps * 2 } else { steps }
 }
 
 /// The prompts of batch `n` (A1111 repeats a single prompt over `batch_size * n_iter`).
@@ -61,15 +57,11 @@ fn batch_prompts(request: &Value, key: &str) -> Vec<String> {
 }
 
 fn iterations(case: &Case) -> usize {
-    (0..)
-        .take_while(|n| case.tensors.contains_key(&format!("iter{n}.cond_tokens.0")))
-        .count()
+    (0..).take_while(|n| case.tensors.contains_key(&format!("iter{n}.cond_tokens.0"))).count()
 }
 
 fn calls_recorded(case: &Case, n: usize, kind: &str) -> usize {
-    (0..)
-        .take_while(|j| case.tensors.contains_key(&format!("iter{n}.{kind}_tokens.{j}")))
-        .count()
+    (0..).take_while(|j| case.tensors.contains_key(&format!("iter{n}.{kind}_tokens.{j}"))).count()
 }
 
 /// Compares the chunks of every encoder call of `plan` with `iter{n}.{kind}_tokens/multipliers.{j}`.
@@ -89,30 +81,15 @@ fn check_calls(case: &Case, n: usize, kind: &str, plan: &LearnedConditioningPlan
         let ours_tokens: Vec<Vec<Vec<i64>>> = batch
             .chunks
             .iter()
-            .map(|col| {
-                col.iter()
-                    .map(|c| c.tokens.iter().map(|&t| i64::from(t)).collect())
-                    .collect()
-            })
+            .map(|col| col.iter().map(|c| c.tokens.iter().map(|&t| i64::from(t)).collect()).collect())
             .collect();
-        let ours_mults: Vec<Vec<Vec<f32>>> = batch
-            .chunks
-            .iter()
-            .map(|col| col.iter().map(|c| c.multipliers.to_vec()).collect())
-            .collect();
-        let theirs_tokens = case.tensors[&format!("iter{n}.{kind}_tokens.{j}")]
-            .to_vec3::<i64>()
-            .expect("i64");
-        let theirs_mults = case.tensors[&format!("iter{n}.{kind}_multipliers.{j}")]
-            .to_vec3::<f32>()
-            .expect("f32");
+        let ours_mults: Vec<Vec<Vec<f32>>> =
+            batch.chunks.iter().map(|col| col.iter().map(|c| c.multipliers.to_vec()).collect()).collect();
+        let theirs_tokens = case.tensors[&format!("iter{n}.{kind}_tokens.{j}")].to_vec3::<i64>().expect("i64");
+        let theirs_mults = case.tensors[&format!("iter{n}.{kind}_multipliers.{j}")].to_vec3::<f32>().expect("f32");
         assert_eq!(ours_tokens, theirs_tokens, "{}: iter{n}.{kind}_tokens.{j}", case.name);
         // Exact: both sides are the f32 rounding of the same f64 product.
-        assert_eq!(
-            ours_mults, theirs_mults,
-            "{}: iter{n}.{kind}_multipliers.{j}",
-            case.name
-        );
+        assert_eq!(ours_mults, theirs_mults, "{}: iter{n}.{kind}_multipliers.{j}", case.name);
         compared += ours_tokens.iter().flatten().map(Vec::len).sum::<usize>();
     }
     compared
@@ -144,46 +121,31 @@ fn every_case_tokens_and_multipliers_match_a1111() {
 
 #[test]
 fn long_prompt_uses_comma_backoff_into_two_chunks() {
-    let case = load_cases()
-        .into_iter()
-        .find(|c| c.name == "t2i_long_prompt_2chunks")
-        .expect("case");
+    let case = load_cases().into_iter().find(|c| c.name == "t2i_long_prompt_2chunks").expect("case");
     let tokens = case.tensors["iter0.cond_tokens.0"].to_vec3::<i64>().expect("i64");
     assert_eq!(tokens.len(), 2, "two chunks");
     // The first chunk ends early (back-off to a comma) and is EOS-padded before its final EOS.
     let first = &tokens[0][0];
     let comma = i64::from(ClipTokenizer::shared().comma_token());
-    let last_text = first[1..76]
-        .iter()
-        .rposition(|&t| t != i64::from(ClipTokenizer::EOS))
-        .expect("text");
+    let last_text = first[1..76].iter().rposition(|&t| t != i64::from(ClipTokenizer::EOS)).expect("text");
     assert_eq!(first[1 + last_text], comma, "first chunk ends on a comma");
     assert!(last_text < 74, "chunk was shortened by the back-off");
 }
 
 #[test]
 fn prompt_edit_and_schedule_matches_a1111() {
-    let case = load_cases()
-        .into_iter()
-        .find(|c| c.name == "t2i_prompt_edit_and")
-        .expect("case");
+    let case = load_cases().into_iter().find(|c| c.name == "t2i_prompt_edit_and").expect("case");
     let params = ScheduleParams::new(total_steps(&case.request));
     let prompts = batch_prompts(&case.request, "prompt");
     let list = get_multicond_prompt_list(&prompts);
     let plan = LearnedConditioningPlan::new(&list.flat, &params);
     for (i, subs) in list.per_prompt.iter().enumerate() {
-        let recorded = (0..)
-            .take_while(|k| {
-                case.tensors
-                    .contains_key(&format!("iter0.cond_schedule.{i}.{k}.weight"))
-            })
-            .count();
+        let recorded =
+            (0..).take_while(|k| case.tensors.contains_key(&format!("iter0.cond_schedule.{i}.{k}.weight"))).count();
         assert_eq!(recorded, subs.len(), "sub-prompts of image {i}");
         for (k, &(index, weight)) in subs.iter().enumerate() {
             let key = format!("iter0.cond_schedule.{i}.{k}");
-            let end_steps = case.tensors[&format!("{key}.end_at_step")]
-                .to_vec1::<i64>()
-                .expect("i64");
+            let end_steps = case.tensors[&format!("{key}.end_at_step")].to_vec1::<i64>().expect("i64");
             let ours: Vec<i64> = plan.distinct[index].iter().map(|(s, _)| *s as i64).collect();
             assert_eq!(ours, end_steps, "{key}.end_at_step");
             let theirs_weight = case.tensors[&format!("{key}.weight")].to_vec1::<f32>().expect("f32")[0];
@@ -194,10 +156,7 @@ fn prompt_edit_and_schedule_matches_a1111() {
     // "[red:blue:0.5]" with 8 steps switches after int(0.5*8) = 4.
     assert_eq!(
         plan.distinct[0],
-        vec![
-            (4, "a red cube on a table".to_string()),
-            (8, "a blue cube on a table".to_string())
-        ]
+        vec![(4, "a red cube on a table".to_string()), (8, "a blue cube on a table".to_string())]
     );
     assert_eq!(list.flat[1], " a (shiny) sphere");
 }

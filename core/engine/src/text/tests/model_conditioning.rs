@@ -34,8 +34,9 @@ fn tolerance(case: &str) -> f32 {
 }
 
 fn check_set(set: &str, model_file: &str) -> usize {
-    let model = LoadedModel::load(&fixtures().join(set).join("models").join(model_file), None, &Device::Cpu, DType::F32)
-        .expect("fixture model loads");
+    let model =
+        LoadedModel::load(&fixtures().join(set).join("models").join(model_file), None, &Device::Cpu, DType::F32)
+            .expect("fixture model loads");
     let mut dirs: Vec<PathBuf> =
         std::fs::read_dir(fixtures().join(set).join("cases")).unwrap().map(|e| e.unwrap().path()).collect();
     dirs.sort();

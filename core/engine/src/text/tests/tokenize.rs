@@ -23,10 +23,7 @@ fn body(chunk: &PromptChunk) -> Vec<u32> {
 #[test]
 fn encodes_like_transformers() {
     // Ids from the fixture t2i_prompt_edit_and (A1111's CLIPTokenizer).
-    assert_eq!(
-        tok().encode("a red cube on a table"),
-        vec![320, 736, 11353, 525, 320, 2175]
-    );
+    assert_eq!(tok().encode("a red cube on a table"), vec![320, 736, 11353, 525, 320, 2175]);
     assert_eq!(tok().encode("A RED"), vec![320, 736]);
     assert_eq!(tok().comma_token(), 267);
     // transformers turns its special-token strings into the special ids.
@@ -49,9 +46,7 @@ fn empty_prompt_is_one_empty_chunk() {
 /// Hand-derived: 80 "a" tokens fill 75 in chunk 1 and 5 in chunk 2 (no commas).
 #[test]
 fn splits_at_75_tokens() {
-    let line = tok()
-        .tokenize_line(&"a ".repeat(80), &ChunkingOptions::default())
-        .expect("tokenize");
+    let line = tok().tokenize_line(&"a ".repeat(80), &ChunkingOptions::default()).expect("tokenize");
     assert_eq!(line.chunks.len(), 2);
     assert_eq!(body(&line.chunks[0]), vec![A; 75]);
     assert_eq!(line.chunks[0].tokens[76], EOS);
@@ -73,10 +68,7 @@ fn comma_backoff_moves_tail_to_next_chunk() {
     assert_eq!(body(&c[1]), vec![b; 10]);
 
     // Back-off disabled: plain cut at 75.
-    let off = ChunkingOptions {
-        comma_padding_backtrack: 0,
-        ..ChunkingOptions::default()
-    };
+    let off = ChunkingOptions { comma_padding_backtrack: 0, ..ChunkingOptions::default() };
     let c = chunks(&prompt, &off);
     assert_eq!(body(&c[0]).len(), 75);
     assert_eq!(body(&c[1]), vec![b; 6]);
@@ -102,16 +94,11 @@ fn break_closes_a_chunk() {
     assert_eq!(body(&c[0]), vec![A]);
     assert_eq!(body(&c[1]), vec![A, A]);
     // A lone BREAK closes one (empty) chunk and nothing follows.
-    let line = tok()
-        .tokenize_line("BREAK", &ChunkingOptions::default())
-        .expect("tokenize");
+    let line = tok().tokenize_line("BREAK", &ChunkingOptions::default()).expect("tokenize");
     assert_eq!(line.chunks.len(), 1);
     assert_eq!(line.token_count, 75);
     // With emphasis "None" BREAK is ordinary text.
-    let none = ChunkingOptions {
-        emphasis: EmphasisMode::None,
-        ..ChunkingOptions::default()
-    };
+    let none = ChunkingOptions { emphasis: EmphasisMode::None, ..ChunkingOptions::default() };
     assert_eq!(chunks("a BREAK a", &none).len(), 1);
 }
 
@@ -125,10 +112,7 @@ fn multipliers_follow_emphasis() {
     assert_eq!(m[4], (1.0f64 / 1.1) as f32);
     assert!(m[6..].iter().all(|&w| w == 1.0));
     // "None": brackets are text, all weights 1.
-    let none = ChunkingOptions {
-        emphasis: EmphasisMode::None,
-        ..ChunkingOptions::default()
-    };
+    let none = ChunkingOptions { emphasis: EmphasisMode::None, ..ChunkingOptions::default() };
     let c = chunks("(red:1.3)", &none);
     assert!(body(&c[0]).len() > 1);
     assert!(c[0].multipliers.iter().all(|&w| w == 1.0));
@@ -143,4 +127,3 @@ fn open_clip_padding_after_first_eos() {
     // SD 1.x keeps the tokenizer's EOS padding.
     assert!(c[0].tokens[3..].iter().all(|&t| t == EOS));
 }
-

@@ -3,7 +3,8 @@ use serde_json::json;
 
 /// §1.2 of the spec, transcribed by hand (field order and declared defaults).
 fn spec_txt2img_defaults() -> Value {
-    serde_json::from_str(r#"{
+    serde_json::from_str(
+        r#"{
         "prompt": "", "negative_prompt": "", "styles": null, "seed": -1, "subseed": -1,
         "subseed_strength": 0, "seed_resize_from_h": -1, "seed_resize_from_w": -1,
         "sampler_name": null, "scheduler": null, "batch_size": 1, "n_iter": 1, "steps": 50,
@@ -19,7 +20,8 @@ fn spec_txt2img_defaults() -> Value {
         "hr_scheduler": null, "hr_prompt": "", "hr_negative_prompt": "", "force_task_id": null,
         "sampler_index": "Euler", "script_name": null, "script_args": [], "send_images": true,
         "save_images": false, "alwayson_scripts": {}, "infotext": null
-    }"#)
+    }"#,
+    )
     .unwrap()
 }
 
@@ -108,7 +110,8 @@ fn every_field_coerces_and_rejects_like_pydantic() {
 
 #[test]
 fn specific_coercions() {
-    let r = Txt2ImgRequest::from_json(&json!({"steps": 5.7, "subseed_strength": 0, "cfg_scale": "7", "styles": []})).unwrap();
+    let r = Txt2ImgRequest::from_json(&json!({"steps": 5.7, "subseed_strength": 0, "cfg_scale": "7", "styles": []}))
+        .unwrap();
     assert_eq!(r.steps, Some(5));
     assert_eq!(r.fields.get("subseed_strength"), &json!(0.0));
     assert_eq!(r.fields.get("cfg_scale"), &json!(7.0));
@@ -140,11 +143,15 @@ fn null_rules_of_section_10_1() {
 
 #[test]
 fn all_errors_collected_in_field_order() {
-    let e = Txt2ImgRequest::from_json(&json!({"width": "w", "steps": "s", "send_images": null, "unknown": 1})).unwrap_err();
+    let e =
+        Txt2ImgRequest::from_json(&json!({"width": "w", "steps": "s", "send_images": null, "unknown": 1})).unwrap_err();
     let locs: Vec<_> = e.detail.iter().map(|d| d.loc[1].clone()).collect();
     assert_eq!(locs, vec![json!("steps"), json!("width"), json!("send_images")]);
     let body = serde_json::to_value(&e).unwrap();
-    assert_eq!(body["detail"][0], json!({"loc": ["body", "steps"], "msg": "value is not a valid integer", "type": "type_error.integer"}));
+    assert_eq!(
+        body["detail"][0],
+        json!({"loc": ["body", "steps"], "msg": "value is not a valid integer", "type": "type_error.integer"})
+    );
 }
 
 #[test]
@@ -189,7 +196,8 @@ fn img2img_echo_nulls_images_unless_asked() {
     assert_eq!(p["init_images"], Value::Null);
     assert_eq!(p["mask"], Value::Null);
     assert_eq!(r.init_images, Some(vec![json!("abc")]));
-    let r = Img2ImgRequest::from_json(&json!({"init_images": ["abc"], "mask": "m", "include_init_images": "true"})).unwrap();
+    let r = Img2ImgRequest::from_json(&json!({"init_images": ["abc"], "mask": "m", "include_init_images": "true"}))
+        .unwrap();
     assert_eq!(r.to_parameters()["init_images"], json!(["abc"]));
 }
 

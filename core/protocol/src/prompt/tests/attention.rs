@@ -22,10 +22,7 @@ fn matches_a1111_on_recorded_cases() {
             .expect("parsed")
             .iter()
             .map(|p| {
-                (
-                    p[0].as_str().expect("text").to_string(),
-                    p[1].as_str().expect("weight").parse::<f64>().expect("f64"),
-                )
+                (p[0].as_str().expect("text").to_string(), p[1].as_str().expect("weight").parse::<f64>().expect("f64"))
             })
             .collect();
         let ours: Vec<(String, f64)> = ours.into_iter().map(|p| (p.text, p.weight)).collect();
@@ -69,8 +66,5 @@ fn break_marker_only_at_word_boundaries() {
 
 #[test]
 fn invalid_weight_falls_back_to_literal_text_in_f32_api() {
-    assert_eq!(
-        parse_prompt_attention("(a:1.2.3)"),
-        vec![("(a:1.2.3)".to_string(), 1.0)]
-    );
+    assert_eq!(parse_prompt_attention("(a:1.2.3)"), vec![("(a:1.2.3)".to_string(), 1.0)]);
 }

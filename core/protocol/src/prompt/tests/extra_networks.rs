@@ -31,13 +31,7 @@ fn extracts_and_removes_tags() {
     let (text, tags) = parse_extra_networks("x <hypernet:n:te=1:unet=0.5:a=b=c> y");
     assert_eq!(text, "x  y");
     assert_eq!(tags[0].positional, vec!["n", "a=b=c"]);
-    assert_eq!(
-        tags[0].named,
-        vec![
-            ("te".to_string(), "1".to_string()),
-            ("unet".to_string(), "0.5".to_string())
-        ]
-    );
+    assert_eq!(tags[0].named, vec![("te".to_string(), "1".to_string()), ("unet".to_string(), "0.5".to_string())]);
 
     for (input, expected_text, count) in [
         ("<a<lora:x:1>", "<a", 1),

@@ -27,20 +27,9 @@ fn trailing_weights() {
 
 #[test]
 fn deduplicates_sub_prompts_over_the_batch() {
-    let prompts = vec![
-        "x AND y:0.5".to_string(),
-        "y AND z".to_string(),
-        "x AND y:0.5".to_string(),
-    ];
+    let prompts = vec!["x AND y:0.5".to_string(), "y AND z".to_string(), "x AND y:0.5".to_string()];
     let list = get_multicond_prompt_list(&prompts);
     // Leading whitespace stays in the text, so " y" and "y" are different sub-prompts.
     assert_eq!(list.flat, vec!["x", " y", "y", " z"]);
-    assert_eq!(
-        list.per_prompt,
-        vec![
-            vec![(0, 1.0), (1, 0.5)],
-            vec![(2, 1.0), (3, 1.0)],
-            vec![(0, 1.0), (1, 0.5)]
-        ]
-    );
+    assert_eq!(list.per_prompt, vec![vec![(0, 1.0), (1, 0.5)], vec![(2, 1.0), (3, 1.0)], vec![(0, 1.0), (1, 0.5)]]);
 }

@@ -22,12 +22,7 @@ fn matches_a1111_on_recorded_cases() {
             .as_array()
             .expect("schedule")
             .iter()
-            .map(|e| {
-                (
-                    e[0].as_u64().expect("step") as usize,
-                    e[1].as_str().expect("text").to_string(),
-                )
-            })
+            .map(|e| (e[0].as_u64().expect("step") as usize, e[1].as_str().expect("text").to_string()))
             .collect();
         let ours = prompt_schedule(prompt, &params);
         if ours != theirs {
@@ -50,19 +45,10 @@ fn a1111_comment_example() {
     let got = &get_learned_conditioning_prompt_schedules(&[prompt], 100)[0];
     let expected = [
         (25, "fantasy landscape with a mountain and an oak in foreground shoddy"),
-        (
-            50,
-            "fantasy landscape with a lake and an oak in foreground in background shoddy",
-        ),
-        (
-            60,
-            "fantasy landscape with a lake and an oak in foreground in background masterful",
-        ),
+        (50, "fantasy landscape with a lake and an oak in foreground in background shoddy"),
+        (60, "fantasy landscape with a lake and an oak in foreground in background masterful"),
         (75, "fantasy landscape with a lake and an oak in background masterful"),
-        (
-            100,
-            "fantasy landscape with a lake and a christmas tree in background masterful",
-        ),
+        (100, "fantasy landscape with a lake and a christmas tree in background masterful"),
     ];
     let expected: Vec<(usize, String)> = expected.iter().map(|(s, t)| (*s, t.to_string())).collect();
     assert_eq!(got, &expected);
@@ -81,10 +67,7 @@ fn unparseable_prompt_is_verbatim() {
 #[test]
 fn decimal_point_rules() {
     let new = ScheduleParams::new(10);
-    let old = ScheduleParams {
-        use_old_scheduling: true,
-        ..new
-    };
+    let old = ScheduleParams { use_old_scheduling: true, ..new };
     assert_eq!(prompt_schedule("[a:b:2]", &new)[0].0, 2);
     assert_eq!(prompt_schedule("[a:b:0.2]", &new)[0].0, 2);
     assert_eq!(prompt_schedule("[a:b:1.0]", &new), vec![(10, "a".to_string())]);
