@@ -98,10 +98,11 @@ impl HashCache {
         let meta = std::fs::metadata(file).map_err(io)?;
         let mtime = mtime_secs(&meta);
         let key = file.to_string_lossy().into_owned();
-        if let Some(e) = self.entries.get(&key) {
-            if e.mtime == mtime && e.size == meta.len() {
-                return Ok(Some(e.sha256.clone()));
-            }
+        if let Some(e) = self.entries.get(&key)
+            && e.mtime == mtime
+            && e.size == meta.len()
+        {
+            return Ok(Some(e.sha256.clone()));
         }
         if policy == HashPolicy::CachedOnly {
             return Ok(None);

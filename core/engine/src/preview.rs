@@ -31,8 +31,8 @@ pub fn cheap_preview(latent: &Tensor, family: ModelFamily) -> Option<PreviewPixe
     let data = first.flatten_all().ok()?.to_vec1::<f32>().ok()?;
     let mut pixels = Vec::with_capacity(h * w * 3);
     for i in 0..h * w {
-        for rgb in 0..3 {
-            let v: f32 = (0..4).map(|ch| data[ch * h * w + i] * coefs[ch][rgb]).sum();
+        for channel in 0..3 {
+            let v: f32 = coefs.iter().enumerate().map(|(ch, row)| data[ch * h * w + i] * row[channel]).sum();
             pixels.push((((v + 1.0) / 2.0).clamp(0.0, 1.0) * 255.0) as u8);
         }
     }

@@ -85,21 +85,21 @@ impl ShippedConfig {
         }
         for (slot, component) in ["text_encoder", "text_encoder_2"].into_iter().enumerate() {
             let path = folder.join(component).join("config.json");
-            if let Some(config) = read_json(&path)? {
-                if let Some(value) = config.get("num_attention_heads") {
-                    shipped.text_heads[slot] = Some(json_count(&path, "num_attention_heads", value)?);
-                }
+            if let Some(config) = read_json(&path)?
+                && let Some(value) = config.get("num_attention_heads")
+            {
+                shipped.text_heads[slot] = Some(json_count(&path, "num_attention_heads", value)?);
             }
         }
         let vae_path = folder.join("vae").join("config.json");
-        if let Some(vae) = read_json(&vae_path)? {
-            if let Some(value) = vae.get("scaling_factor").filter(|v| !v.is_null()) {
-                let factor = value
-                    .as_f64()
-                    .filter(|f| f.is_finite() && *f > 0.0)
-                    .ok_or_else(|| config_error(&vae_path, format!("scaling_factor must be positive, got {value}")))?;
-                shipped.vae_scale_factor = Some(factor);
-            }
+        if let Some(vae) = read_json(&vae_path)?
+            && let Some(value) = vae.get("scaling_factor").filter(|v| !v.is_null())
+        {
+            let factor = value
+                .as_f64()
+                .filter(|f| f.is_finite() && *f > 0.0)
+                .ok_or_else(|| config_error(&vae_path, format!("scaling_factor must be positive, got {value}")))?;
+            shipped.vae_scale_factor = Some(factor);
         }
         Ok(shipped)
     }
@@ -120,13 +120,13 @@ impl ShippedConfig {
             return Ok(Self::default());
         };
         let params = &doc["model"]["params"];
-        let mut shipped = ShippedConfig::default();
-        shipped.prediction = match params["parameterization"].as_str() {
+        let prediction = match params["parameterization"].as_str() {
             None => None,
             Some("v") => Some(PredictionType::V),
             Some("eps") => Some(PredictionType::Eps),
             Some(other) => return Err(config_error(path, format!("unsupported parameterization {other:?}"))),
         };
+        let mut shipped = ShippedConfig { prediction, ..ShippedConfig::default() };
         if let Some(factor) = yaml_f64(&params["scale_factor"]) {
             if !(factor.is_finite() && factor > 0.0) {
                 return Err(config_error(path, format!("scale_factor must be positive, got {factor}")));

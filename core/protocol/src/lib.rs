@@ -8,6 +8,9 @@
 //! * [`images`]: base64 image decoding/encoding, PNG/JPEG/WebP metadata, A1111's resize modes.
 //! * [`prompt`]: prompt *syntax* — emphasis, prompt editing, `AND`, extra-network tags, comments.
 
+// `ApiError` is A1111's four-key error body (status, class, detail, body, message), returned on
+// the cold path of a request; boxing it would add an allocation to every `?` for no gain.
+#![allow(clippy::result_large_err)]
 pub mod api;
 pub mod choices;
 pub mod images;

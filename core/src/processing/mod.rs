@@ -122,7 +122,7 @@ fn validate(p: &CommonParams) -> Result<(), ApiError> {
     if let Some(name) = p.script_name.as_deref().filter(|s| !s.is_empty()) {
         return Err(ApiError::script_not_found(name));
     }
-    for name in p.alwayson_scripts.keys() {
+    if let Some(name) = p.alwayson_scripts.keys().next() {
         return Err(ApiError::alwayson_script_not_found(name));
     }
     Ok(())

@@ -144,11 +144,11 @@ async fn download(
         return Err(SyncError::SizeMismatch { key: key.into(), got, want });
     }
     let got_sha: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    if let Some(want_sha) = expected_sha {
-        if got_sha != want_sha {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(SyncError::HashMismatch { key: key.into(), got: got_sha, want: want_sha });
-        }
+    if let Some(want_sha) = expected_sha
+        && got_sha != want_sha
+    {
+        let _ = tokio::fs::remove_file(&part).await;
+        return Err(SyncError::HashMismatch { key: key.into(), got: got_sha, want: want_sha });
     }
     tokio::fs::rename(&part, path).await.map_err(io(path))?;
     Ok((got, got_sha))

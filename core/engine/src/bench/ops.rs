@@ -56,10 +56,13 @@ fn attention(
 }
 
 /// The ops of the first (most expensive per op) UNet levels at `latent`×`latent`.
+/// One operation to time, boxed so the list can mix shapes.
+type TimedOp = Box<dyn Fn() -> Result<Samples, BenchError>>;
+
 pub fn time_ops(latent: usize, warmup: usize, iters: usize) -> Result<Vec<OpTiming>, BenchError> {
     let (l1, l2, l3) = (latent, latent / 2, latent / 4);
     let t1 = l1 * l1;
-    let list: Vec<(String, Box<dyn Fn() -> Result<Samples, BenchError>>)> = vec![
+    let list: Vec<(String, TimedOp)> = vec![
         (format!("conv3x3 320ch {l1}x{l1}"), Box::new(move || conv3x3(320, l1, warmup, iters))),
         (format!("conv3x3 640ch {l2}x{l2}"), Box::new(move || conv3x3(640, l2, warmup, iters))),
         (format!("conv3x3 1280ch {l3}x{l3}"), Box::new(move || conv3x3(1280, l3, warmup, iters))),

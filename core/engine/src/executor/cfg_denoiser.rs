@@ -10,7 +10,7 @@ use crate::checkpoint::PredictionType;
 use crate::model::LoadedModel;
 use crate::sampling::{Model, SamplingError};
 use crate::text::{
-    MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_cond_vectors,
+    CondsList, MulticondLearnedConditioning, PromptSchedule, reconstruct_cond_batch, reconstruct_cond_vectors,
     reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
 
@@ -50,7 +50,7 @@ impl CfgDenoiser<'_> {
 
     /// Builds the A1111 batch `[cond rows…, uncond rows…]` and returns (x_in, conds per image, uncond,
     /// cond tensor).
-    fn batch(&self, x: &Tensor) -> Result<(Tensor, Vec<Vec<(usize, f64)>>, Tensor, Tensor), SamplingError> {
+    fn batch(&self, x: &Tensor) -> Result<(Tensor, CondsList, Tensor, Tensor), SamplingError> {
         let (conds_list, tensor) = reconstruct_multicond_batch(self.cond, self.step).map_err(prompt_err)?;
         let uncond = reconstruct_cond_batch(self.uncond, self.step).map_err(prompt_err)?;
         let mut rows = Vec::new();

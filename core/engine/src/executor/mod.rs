@@ -215,10 +215,10 @@ impl BatchExecutor for DiffusionExecutor {
         let mut callback = |info: &StepInfo<'_>| -> Result<(), SamplingError> {
             state.set_sampling(info.step, info.total_steps);
             // A1111 refreshes the live preview every `show_progress_every_n_steps` steps.
-            if state.preview_due(every_n) {
-                if let Some(png) = preview_png(info.denoised, family) {
-                    state.set_current_image(png, info.step as i64);
-                }
+            if state.preview_due(every_n)
+                && let Some(png) = preview_png(info.denoised, family)
+            {
+                state.set_current_image(png, info.step as i64);
             }
             Ok(())
         };

@@ -161,16 +161,10 @@ pub struct EmbeddingsResponse {
 }
 
 /// `ScriptsList` (we have no selectable scripts).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ScriptsList {
     pub txt2img: Vec<String>,
     pub img2img: Vec<String>,
-}
-
-impl Default for ScriptsList {
-    fn default() -> Self {
-        Self { txt2img: vec![], img2img: vec![] }
-    }
 }
 
 /// `ScriptArg`.

@@ -113,8 +113,8 @@ pub fn to_bool(v: &Value) -> Result<Value, LaxError> {
     match v {
         Value::Bool(_) => Ok(v.clone()),
         Value::Number(n) => match n.as_f64() {
-            Some(f) if f == 1.0 => Ok(Value::Bool(true)),
-            Some(f) if f == 0.0 => Ok(Value::Bool(false)),
+            Some(1.0) => Ok(Value::Bool(true)),
+            Some(0.0) => Ok(Value::Bool(false)),
             _ => Err(LaxError::Bool),
         },
         Value::String(s) => match s.to_lowercase().as_str() {

@@ -32,10 +32,10 @@ pub fn read_infotext(bytes: &[u8]) -> (String, Map<String, Value>) {
         for (k, v) in png_text_chunks(bytes) {
             items.insert(k, Value::String(v));
         }
-    } else if let Some(exif) = find_exif(bytes) {
-        if let Some(raw) = read_user_comment_raw(&exif) {
-            info = Some(decode_user_comment(&raw));
-        }
+    } else if let Some(exif) = find_exif(bytes)
+        && let Some(raw) = read_user_comment_raw(&exif)
+    {
+        info = Some(decode_user_comment(&raw));
     }
     if let Some(Value::String(p)) = items.shift_remove("parameters") {
         info = Some(p);

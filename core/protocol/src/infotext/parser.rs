@@ -82,10 +82,12 @@ fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
 
 /// `unquote`: `json.loads` of a double-quoted value, falling back to the raw text.
 fn unquote(v: &str) -> String {
-    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
-        if let Ok(Value::String(s)) = serde_json::from_str::<Value>(v) {
-            return s;
-        }
+    if v.len() >= 2
+        && v.starts_with('"')
+        && v.ends_with('"')
+        && let Ok(Value::String(s)) = serde_json::from_str::<Value>(v)
+    {
+        return s;
     }
     v.to_string()
 }

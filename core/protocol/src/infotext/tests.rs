@@ -240,7 +240,7 @@ fn parser_on_every_fixture_infotext() {
             assert_eq!(got.get("Emphasis").is_some(), emphasis, "{}", c.name);
             // v1.10.1 is new enough: no back-compat keys
             assert!(!got.contains_key("Downcast alphas_cumprod"));
-            assert_eq!(got.keys().last().unwrap(), "Refiner switch by sampling steps");
+            assert_eq!(got.keys().next_back().unwrap(), "Refiner switch by sampling steps");
         }
     }
 }

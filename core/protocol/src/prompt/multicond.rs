@@ -65,10 +65,10 @@ pub fn split_and(prompt: &str) -> Vec<&str> {
 pub fn split_weight(sub: &str) -> (&str, f64) {
     if let Some(colon) = sub.rfind(':') {
         let number = sub[colon + 1..].trim_matches(is_py_space);
-        if is_and_weight(number) {
-            if let Ok(weight) = number.parse::<f64>() {
-                return (trim_end_py(&sub[..colon]), weight);
-            }
+        if is_and_weight(number)
+            && let Ok(weight) = number.parse::<f64>()
+        {
+            return (trim_end_py(&sub[..colon]), weight);
         }
     }
     (trim_end_py(sub), 1.0)
