@@ -35,7 +35,7 @@ def init_data_url() -> str:
 def requests() -> dict[str, dict]:
     minimal = {"prompt": "a red cube on a wooden table", "seed": 1234, "steps": 4, "width": 64,
                "height": 64, "override_settings": MODEL}
-    # A1111's own test payload (test/test_txt2img.py, a1111-api.md §8), plus the model pin.
+    # A1111's own test payload (test/test_txt2img.py, §8), plus the model pin.
     a1111_test = {
         "batch_size": 1, "cfg_scale": 7, "denoising_strength": 0, "enable_hr": False, "eta": 0,
         "firstphase_height": 0, "firstphase_width": 0, "height": 64, "n_iter": 1, "negative_prompt": "",

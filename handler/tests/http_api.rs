@@ -6,7 +6,7 @@ use axum::http::Request;
 use common::*;
 use serde_json::json;
 
-/// A1111 v1.10.1 §2.1, in registration order (server-kill/restart/stop need --api-server-stop).
+/// A1111 v1.10.1 (docs/a1111-behaviour.md §2.1), in registration order (server-kill/restart/stop need --api-server-stop).
 const A1111_ROUTES: &[(&str, &str)] = &[
     ("POST", "/sdapi/v1/txt2img"),
     ("POST", "/sdapi/v1/img2img"),

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "samples"
 FIXTURES = ROOT / "tests" / "fixtures" / "a1111-parity"
 
-# Values fixed by the bundled model and by A1111 v1.10.1 (a1111-api.md §2.8, §5.1, §5.2).
+# Values fixed by the bundled model and by A1111 v1.10.1 (docs/a1111-behaviour.md §2.8, §5.1, §5.2).
 MODEL_TITLE = "tiny-sd15.safetensors [7037055cdc]"
 MODEL_NAME = "tiny-sd15"
 MODEL_HASH = "7037055cdc"
@@ -39,7 +39,7 @@ A1111_SCHEDULERS = [  # (name, label)
     ("align_your_steps", "Align Your Steps"), ("simple", "Simple"), ("normal", "Normal"),
     ("ddim", "DDIM"), ("beta", "Beta"),
 ]
-INFO_KEYS = [  # Processed.js() keys in order (a1111-api.md §3.1)
+INFO_KEYS = [  # Processed.js() keys in order (docs/a1111-behaviour.md §3.1)
     "prompt", "all_prompts", "negative_prompt", "all_negative_prompts", "seed", "all_seeds", "subseed",
     "all_subseeds", "subseed_strength", "width", "height", "sampler_name", "cfg_scale", "steps",
     "batch_size", "restore_faces", "face_restoration_model", "sd_model_name", "sd_model_hash",
@@ -47,7 +47,7 @@ INFO_KEYS = [  # Processed.js() keys in order (a1111-api.md §3.1)
     "extra_generation_params", "index_of_first_image", "infotexts", "styles", "job_timestamp",
     "clip_skip", "is_using_inpainting_conditioning", "version",
 ]
-ERROR_KEYS = ["error", "detail", "body", "errors"]  # A1111's middleware error shape (§2.3)
+ERROR_KEYS = ["error", "detail", "body", "errors"]  # A1111's middleware error shape (docs/a1111-behaviour.md §2.3)
 
 READY_TIMEOUT_S = float(os.environ.get("SDAPI_E2E_READY_TIMEOUT", "120"))
 REQUEST_TIMEOUT_S = float(os.environ.get("SDAPI_E2E_REQUEST_TIMEOUT", "600"))

@@ -1,5 +1,5 @@
 """Re-creation of A1111's own API tests (test/test_txt2img.py, test_img2img.py, test_utils.py;
-shared/reference/a1111-api.md §8), run against our server.
+docs/a1111-behaviour.md §8), run against our server.
 
 A1111's tests only assert HTTP 200. Here, supported variants must answer 200 with a well-formed
 response; variants whose feature is not implemented yet must fail *clearly*: a 4xx/5xx in A1111's
@@ -148,7 +148,7 @@ def test_img2img_simple(ctx):
     body = r.json()
     info = check_generation(body, 1)
     assert info["denoising_strength"] == 0.75
-    # include_init_images false: the request echo drops the images (a1111-api.md §2.4).
+    # include_init_images false: the request echo drops the images (docs/a1111-behaviour.md §2.4).
     assert body["parameters"]["init_images"] is None and body["parameters"]["mask"] is None
 
 

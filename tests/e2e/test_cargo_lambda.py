@@ -3,7 +3,7 @@
 Every committed event in samples/events/ goes through the Lambda runtime emulator into the same
 binary (lambda_http for HTTP events, the batch handler for S3/SQS), and the HTTP requests also go
 over the watch function-URL endpoint. A local S3 (moto) holds the batch request file and
-receives outputs. Pitfalls handled here (shared/reference/aws-lambda-notes.md §3, §8): loopback
+receives outputs. Pitfalls handled here (docs/deploy.md): loopback
 only (`--invoke-address 127.0.0.1`, never `-A`), CARGO_TARGET_DIR instead of the broken
 `--target-dir`, the REST stage stripped with AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH, processes
 stopped by signalling their own pid.

@@ -1,5 +1,5 @@
 """Garbage on every input path; expected statuses and bodies are A1111 v1.10.1's
-(shared/reference/a1111-api.md §2.2, §2.3, §2.5, §10): FastAPI's 422 `{"detail":[...]}` for
+(docs/a1111-behaviour.md §2.2, §2.3, §2.5, §10): FastAPI's 422 `{"detail":[...]}` for
 validation, `{"detail": "..."}` for routing, the four-key `{"error","detail","body","errors"}`
 for everything else.
 """

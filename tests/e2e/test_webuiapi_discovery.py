@@ -1,6 +1,6 @@
 """The `webuiapi` PyPI client against our server: the discovery calls real front-ends make first.
 
-Expected values are A1111 v1.10.1's (shared/reference/a1111-api.md §2.1, §2.7, §2.8, §5.1, §5.2)
+Expected values are A1111 v1.10.1's (docs/a1111-behaviour.md §2.1, §2.7, §2.8, §5.1, §5.2)
 for an install whose only checkpoint is the bundled tiny-sd15.
 """
 from __future__ import annotations
@@ -133,7 +133,7 @@ def test_png_info_on_fixture_image(ctx):
     p = res.parameters
     assert p["Prompt"] == "a red cube on a wooden table"
     assert p["Negative prompt"] == ""
-    # Parsed values stay strings; WxH splits into -1/-2 (a1111-api.md §3.4).
+    # Parsed values stay strings; WxH splits into -1/-2 (docs/a1111-behaviour.md §3.4).
     assert (p["Steps"], p["Sampler"], p["Seed"], p["Size-1"], p["Size-2"]) == ("8", "Euler", "1234", "64", "64"), p
     assert p["Model hash"] == MODEL_HASH and p["RNG"] == "NV", p
     assert p["Clip skip"] == "1", p  # default added by the parser
@@ -160,6 +160,6 @@ def test_txt2img_through_client(ctx):
 
 
 def test_root_answers_for_verify_base_url(ctx):
-    # A1111's CI runs pytest --verify-base-url, which needs GET / to answer (a1111-api.md §8).
+    # A1111's CI runs pytest --verify-base-url, which needs GET / to answer (docs/a1111-behaviour.md §8).
     r = get(ctx.url + "/", timeout=30)
     assert r.status_code < 500, r.status_code

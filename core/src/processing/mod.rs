@@ -1,4 +1,4 @@
-//! `process_images`: A1111's request processing (§6.1–6.2) up to the runner. It applies
+//! `process_images`: A1111's request processing (docs/a1111-behaviour.md §6.1–6.2) up to the runner. It applies
 //! `override_settings` on a per-request copy of the options (so nothing leaks into concurrent or later
 //! requests), resolves the checkpoint, sampler, prompts and seeds, hands each batch to the runner,
 //! and builds infotexts, the `info` JSON and the encoded images of a [`Processed`].
@@ -128,7 +128,7 @@ fn validate(p: &CommonParams) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Applies `override_settings` to a copy of the options (A1111 §6.1 steps 3–4): an unknown
+/// Applies `override_settings` to a copy of the options (A1111 docs/a1111-behaviour.md §6.1 steps 3–4): an unknown
 /// `sd_model_checkpoint` is dropped, unknown keys fail with A1111's KeyError.
 fn apply_overrides(base: &Options, overrides: &Map<String, Value>, models: &ModelIndex) -> Result<Options, ApiError> {
     let mut opts = base.clone();
@@ -261,7 +261,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let n_iter = p.n_iter as usize;
     let total = batch_size * n_iter;
 
-    // Seeds (§4.1): -1 resolves to a random seed; variation seeds pin the main seed.
+    // Seeds (docs/a1111-behaviour.md §4.1): -1 resolves to a random seed; variation seeds pin the main seed.
     let seed = fixed_seed(p.seed);
     let subseed = fixed_seed(p.subseed);
     let strength = p.subseed_strength_f64();

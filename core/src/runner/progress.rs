@@ -1,4 +1,4 @@
-//! A1111's `shared.state`, as `GET /sdapi/v1/progress` reports it (§2.7).
+//! A1111's `shared.state`, as `GET /sdapi/v1/progress` reports it (docs/a1111-behaviour.md §2.7).
 
 use std::sync::Mutex;
 use std::time::Instant;

@@ -14,7 +14,7 @@ pub struct ProgressQuery {
     skip_current_image: Option<String>,
 }
 
-/// `GET /sdapi/v1/progress` (§2.7).
+/// `GET /sdapi/v1/progress` (docs/a1111-behaviour.md §2.7).
 pub async fn progress(State(s): State<AppState>, Query(q): Query<ProgressQuery>) -> impl IntoResponse {
     let snap = s.ctx.runner.state().snapshot();
     let skip_image = matches!(

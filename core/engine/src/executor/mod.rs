@@ -119,7 +119,7 @@ impl BatchExecutor for DiffusionExecutor {
             conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
         let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(exec_err)?;
 
-        // Noise: one generator per image seed (§4.3).
+        // Noise: one generator per image seed (docs/a1111-behaviour.md §4.3).
         let source = job.settings.randn_source;
         let rng_options = ImageRngOptions {
             source,

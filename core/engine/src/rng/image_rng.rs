@@ -1,4 +1,4 @@
-//! A1111's `ImageRNG` (§4.3): one generator per image seed; the first draw is the initial noise
+//! A1111's `ImageRNG` (docs/a1111-behaviour.md §4.3): one generator per image seed; the first draw is the initial noise
 //! (with variation seeds and seed-resize pasting), later draws are the samplers' step noise.
 
 use candle_core::{Device, Tensor};

@@ -79,7 +79,7 @@ mod tests {
 
     #[test]
     fn spec_vectors_seed0() {
-        // Values from a1111-api.md §4.4 (= torch.randn on CUDA after manual_seed(0)).
+        // Values from docs/a1111-behaviour.md §4.4 (= torch.randn on CUDA after manual_seed(0)).
         let mut g = PhiloxGenerator::new(0);
         assert_close(
             &g.randn(12),

@@ -1,6 +1,6 @@
 //! What a sampler is driven with: the sigma schedule (k-diffusion samplers) or integer timesteps
 //! (DDIM/PLMS/UniPC) for txt2img and img2img, as A1111's `get_sigmas` / `get_timesteps` /
-//! `sample_img2img` build them (§5.2, §5.3, §5.5).
+//! `sample_img2img` build them (docs/a1111-behaviour.md §5.2, §5.3, §5.5).
 
 use candle_core::Tensor;
 

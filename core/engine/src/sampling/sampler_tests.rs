@@ -156,7 +156,7 @@ fn lcm_two_steps_by_hand() {
         let st = 10.0 * t;
         (st / (st * st + 0.25).sqrt(), 0.25 / (st * st + 0.25))
     };
-    let z0 = -0.9246624f64; // Philox seed 0, first draw, element 0 (§4.4 test vector).
+    let z0 = -0.9246624f64; // Philox seed 0, first draw, element 0 (docs/a1111-behaviour.md §4.4 test vector).
     let (co, cs) = scal(999.0);
     let x1 = co * f(p.sigmas[0]) + cs + p.sigmas[1] * z0;
     let (co, cs) = scal(19.0);
@@ -395,4 +395,27 @@ fn interrupt_returns_last_denoised() {
     assert!((scalar(&out.latent) - want).abs() < 1e-5 * want, "{} vs {want}", scalar(&out.latent));
     assert_eq!(model.calls, 4);
     let _ = DiscreteSchedule::lcm(&ac).unwrap();
+}
+
+/// `/sdapi/v1/samplers` and `/sdapi/v1/schedulers` list exactly what the engine runs: every listed
+/// sampler name parses and samples 3 steps to a finite latent with every listed scheduler.
+#[test]
+fn every_listed_sampler_and_scheduler_runs() {
+    use sdapi_protocol::api::items::{sampler_items, scheduler_items};
+    let samplers = sampler_items();
+    let schedulers = scheduler_items();
+    assert_eq!((samplers.len(), schedulers.len()), (SamplerKind::ALL.len(), Scheduler::ALL.len()));
+    for item in &samplers {
+        let kind =
+            SamplerKind::find(&item.name).unwrap_or_else(|| panic!("listed sampler {:?} does not parse", item.name));
+        for listed in &schedulers {
+            let scheduler = Scheduler::find(&listed.name).expect("listed scheduler parses");
+            let plan =
+                SamplingPlan::txt2img(kind, scheduler, 3, &sd1_alphas_cumprod(), &SchedulerOptions::default(), false)
+                    .unwrap_or_else(|e| panic!("{} / {}: {e}", item.name, listed.label));
+            let (out, _, _) = run(kind, &plan, SamplerParams::default(), one(1.0));
+            let v = scalar(&out.latent);
+            assert!(v.is_finite() && !out.interrupted, "{} / {}: {v}", item.name, listed.label);
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! A1111's two error shapes: the four-key body its middleware writes for every exception
-//! (§2.3), and FastAPI's untouched 422 `{"detail": [...]}` for request validation errors.
+//! (docs/a1111-behaviour.md §2.3), and FastAPI's untouched 422 `{"detail": [...]}` for request validation errors.
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -62,7 +62,7 @@ impl ApiError {
         Self::python("Exception", message)
     }
 
-    // ---- the catalogue of api.py (§2.3) ----
+    // ---- the catalogue of api.py (docs/a1111-behaviour.md §2.3) ----
     pub fn script_not_found(name: &str) -> Self {
         Self::http(422, format!("Script '{name}' not found"))
     }

@@ -1,4 +1,4 @@
-//! The listing payloads: samplers (§5.1), schedulers (§5.2), latent upscale modes, upscalers,
+//! The listing payloads: samplers (docs/a1111-behaviour.md §5.1), schedulers (docs/a1111-behaviour.md §5.2), latent upscale modes, upscalers,
 //! and the small item models of `modules/api/models.py`.
 
 use serde::Serialize;
@@ -211,7 +211,7 @@ mod tests {
         assert_eq!(items[0].name, "DPM++ 2M");
         assert_eq!(items[19].name, "LCM");
         let v = serde_json::to_value(&items).unwrap();
-        // §5.1: DPM++ SDE options {scheduler: karras, second_order: True, brownian_noise: True}
+        // docs/a1111-behaviour.md §5.1: DPM++ SDE options {scheduler: karras, second_order: True, brownian_noise: True}
         assert_eq!(
             v[1],
             json!({"name": "DPM++ SDE", "aliases": ["k_dpmpp_sde"], "options": {"scheduler": "karras", "second_order": "True", "brownian_noise": "True"}})

@@ -1,4 +1,4 @@
-//! `get_sampler_and_scheduler` of `modules/sd_samplers.py` (§2.4 step 4).
+//! `get_sampler_and_scheduler` of `modules/sd_samplers.py` (docs/a1111-behaviour.md §2.4 step 4).
 
 use crate::choices::{SamplerKind, Scheduler};
 
@@ -58,7 +58,7 @@ mod tests {
 
     #[test]
     fn resolution_cases() {
-        // Expected values follow the algorithm of §2.4 step 4 applied by hand.
+        // Expected values follow the algorithm of docs/a1111-behaviour.md §2.4 step 4 applied by hand.
         assert_eq!(r(Some("Euler"), None), pair("Euler", "Automatic"));
         assert_eq!(r(Some("Euler a"), Some("Karras")), pair("Euler a", "Karras"));
         assert_eq!(r(Some("Euler a"), Some("karras")), pair("Euler a", "Karras"));

@@ -1,4 +1,4 @@
-//! The `info` string of txt2img/img2img responses: `Processed.js()` (§3.1), 32 keys in order,
+//! The `info` string of txt2img/img2img responses: `Processed.js()` (docs/a1111-behaviour.md §3.1), 32 keys in order,
 //! rendered with Python's default `json.dumps`.
 
 use serde::Serialize;

@@ -1,4 +1,4 @@
-//! `parse_generation_parameters` (§3.4): infotext → dict, as `/png-info` returns it.
+//! `parse_generation_parameters` (docs/a1111-behaviour.md §3.4): infotext → dict, as `/png-info` returns it.
 
 use crate::prompt::parse_attention;
 use serde_json::{Map, Value};

@@ -33,7 +33,7 @@ fn cases() -> Vec<Case> {
 }
 
 /// Builds the infotexts of a case the way process_images would: request validated by our
-/// models, sampler/scheduler resolved as in §2.4 steps 4–5 and §6.1 step 5, overrides applied.
+/// models, sampler/scheduler resolved as in docs/a1111-behaviour.md §2.4 steps 4–5 and §6.1 step 5, overrides applied.
 fn infotexts_for(c: &Case) -> Vec<String> {
     let img2img = c.case["mode"] == "img2img";
     let (fields, sampler_req, scheduler_req, override_settings) = if img2img {
@@ -129,7 +129,7 @@ fn writer_quoting_and_optional_entries() {
     let mut opts = Options::new();
     opts.set("eta_noise_seed_delta", json!(31337)).unwrap();
     opts.set("CLIP_stop_at_last_layers", json!(2)).unwrap();
-    // Expected text assembled by hand from §3.2's key order and quoting rule.
+    // Expected text assembled by hand from docs/a1111-behaviour.md §3.2's key order and quoting rule.
     assert_eq!(
         create_infotext(&input, &opts),
         "a cat\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7.0, Seed: 1, Size: 512x768, \
@@ -164,7 +164,7 @@ fn emphasis_detection() {
     assert!(!uses_emphasis("time: noon"));
 }
 
-/// The defaults §3.4 adds, in order, for an infotext without hires/inpaint/emphasis keys.
+/// The defaults docs/a1111-behaviour.md §3.4 adds, in order, for an infotext without hires/inpaint/emphasis keys.
 fn tail_defaults() -> Vec<(&'static str, Value)> {
     vec![
         ("Clip skip", json!("1")),

@@ -1,4 +1,4 @@
-//! `create_infotext` (§3.2): the "parameters" text of one image.
+//! `create_infotext` (docs/a1111-behaviour.md §3.2): the "parameters" text of one image.
 
 use serde_json::{Map, Value};
 

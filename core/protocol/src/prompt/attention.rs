@@ -1,4 +1,4 @@
-//! Emphasis syntax (§7.1): `(x)`, `[x]`, `(x:w)`, escapes and `BREAK`, as A1111's
+//! Emphasis syntax (docs/a1111-behaviour.md §7.1): `(x)`, `[x]`, `(x:w)`, escapes and `BREAK`, as A1111's
 //! `prompt_parser.parse_prompt_attention` reads them.
 //!
 //! The prompt is cut into lexemes left to right (first matching kind wins, like the alternation

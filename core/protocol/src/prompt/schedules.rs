@@ -1,4 +1,4 @@
-//! Prompt editing `[from:to:when]` and alternation `[a|b]` (§7.2): A1111's
+//! Prompt editing `[from:to:when]` and alternation `[a|b]` (docs/a1111-behaviour.md §7.2): A1111's
 //! `get_learned_conditioning_prompt_schedules`.
 //!
 //! A1111 parses with a lark (Earley) grammar. This is a hand-written parser for the same

@@ -1,4 +1,4 @@
-//! The txt2img / img2img request models, exactly as A1111 v1.10.1 generates them (§1.2, §1.3):
+//! The txt2img / img2img request models, exactly as A1111 v1.10.1 generates them (docs/a1111-behaviour.md §1.2, §1.3):
 //! field order, types, defaults, which fields accept `null`, and pydantic v1 coercion.
 //!
 //! Use [`Txt2ImgRequest::from_json`] / [`Img2ImgRequest::from_json`]; the typed fields hold the
@@ -133,7 +133,7 @@ macro_rules! request_model {
 }
 
 request_model! {
-    /// `StableDiffusionProcessingTxt2Img` (§1.2).
+    /// `StableDiffusionProcessingTxt2Img` (docs/a1111-behaviour.md §1.2).
     Txt2ImgRequest, TXT2IMG_FIELDS, "StableDiffusionProcessingTxt2Img" {
         prompt: Option<String> = Str, D::Str(""), true;
         negative_prompt: Option<String> = Str, D::Str(""), true;
@@ -194,7 +194,7 @@ request_model! {
 }
 
 request_model! {
-    /// `StableDiffusionProcessingImg2Img` (§1.3).
+    /// `StableDiffusionProcessingImg2Img` (docs/a1111-behaviour.md §1.3).
     Img2ImgRequest, IMG2IMG_FIELDS, "StableDiffusionProcessingImg2Img" {
         prompt: Option<String> = Str, D::Str(""), true;
         negative_prompt: Option<String> = Str, D::Str(""), true;

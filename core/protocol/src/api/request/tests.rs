@@ -1,7 +1,7 @@
 use super::*;
 use serde_json::json;
 
-/// §1.2 of the spec, transcribed by hand (field order and declared defaults).
+/// docs/a1111-behaviour.md §1.2 of the spec, transcribed by hand (field order and declared defaults).
 fn spec_txt2img_defaults() -> Value {
     serde_json::from_str(
         r#"{
@@ -25,7 +25,7 @@ fn spec_txt2img_defaults() -> Value {
     .unwrap()
 }
 
-/// §1.3: fields 1–34 as txt2img (img2img denoising_strength 0.75), then its own fields.
+/// docs/a1111-behaviour.md §1.3: fields 1–34 as txt2img (img2img denoising_strength 0.75), then its own fields.
 fn spec_img2img_defaults() -> Value {
     let t = spec_txt2img_defaults();
     let t = t.as_object().unwrap();
@@ -122,7 +122,7 @@ fn specific_coercions() {
 
 #[test]
 fn null_rules_of_section_10_1() {
-    // §10.1: null is rejected only for these fields.
+    // docs/a1111-behaviour.md §10.1: null is rejected only for these fields.
     let t2i_rejects = ["sampler_index", "script_args", "send_images", "save_images", "alwayson_scripts"];
     let i2i_rejects = [&t2i_rejects[..], &["denoising_strength", "include_init_images"]].concat();
     for f in TXT2IMG_FIELDS {

@@ -30,7 +30,7 @@ fn matches_a1111_on_recorded_cases() {
     }
 }
 
-/// The example of §7.1 through the f32 API of the brief.
+/// The example of docs/a1111-behaviour.md §7.1 through the f32 API of the brief.
 #[test]
 fn spec_example_in_f32() {
     let parsed = parse_prompt_attention("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).");
