@@ -52,6 +52,16 @@ impl EncoderLayer {
     }
 }
 
+/// Vectors that take the place of token embeddings (textual inversion): `vectors` (k, C) go at
+/// positions `position..position + k` of text `row`, cut at the end of the sequence (A1111's
+/// `EmbeddingsWithFixes`, whose offset counts after BOS: position = offset + 1).
+#[derive(Debug, Clone)]
+pub struct TokenVectors {
+    pub row: usize,
+    pub position: usize,
+    pub vectors: Tensor,
+}
+
 /// The text encoder: token + position embeddings, pre-LN layers with a causal mask, final LN.
 pub struct ClipTextModel {
     config: ClipConfig,
@@ -94,17 +104,22 @@ impl ClipTextModel {
     /// state; N > 1 takes `hidden_states[-N]` (the output of layer L+1-N, where index 0 is the
     /// embeddings) and applies the final layer norm. Values beyond L+1 stop at the embeddings.
     pub fn forward(&self, ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
+        self.forward_with(ids, &[], clip_skip)
+    }
+
+    /// [`Self::forward`] with token embeddings replaced by `fixes`.
+    pub fn forward_with(&self, ids: &Tensor, fixes: &[TokenVectors], clip_skip: usize) -> Result<Tensor> {
         let layers_to_run = (self.layers.len() + 1).saturating_sub(clip_skip.max(1));
-        let x = self.run_layers(ids, layers_to_run, |_, _| Ok(()))?;
+        let x = self.run_layers(ids, fixes, layers_to_run, |_, _| Ok(()))?;
         self.final_layer_norm.forward(&x)
     }
 
     /// The two hidden states SD 2.x / SDXL read, both without the final layer norm:
     /// `hidden_states[-2]` (input of the last layer, "penultimate") and `hidden_states[-1]`.
-    pub fn penultimate_and_last(&self, ids: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub fn penultimate_and_last(&self, ids: &Tensor, fixes: &[TokenVectors]) -> Result<(Tensor, Tensor)> {
         let layers = self.layers.len();
         let mut penultimate = None;
-        let last = self.run_layers(ids, layers, |i, x| {
+        let last = self.run_layers(ids, fixes, layers, |i, x| {
             if i + 1 == layers {
                 penultimate = Some(x.clone());
             }
@@ -123,12 +138,27 @@ impl ClipTextModel {
     fn run_layers(
         &self,
         ids: &Tensor,
+        fixes: &[TokenVectors],
         count: usize,
         mut before_layer: impl FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<Tensor> {
-        let (_, seq_len) = ids.dims2()?;
+        let (rows, seq_len) = ids.dims2()?;
         let positions = Tensor::arange(0u32, seq_len as u32, &self.device)?;
-        let x = self.token_embedding.forward(ids)?;
+        let mut x = self.token_embedding.forward(ids)?;
+        for fix in fixes {
+            let (k, width) = fix.vectors.dims2()?;
+            let len = k.min(seq_len.saturating_sub(fix.position));
+            if fix.row >= rows || len == 0 || width != self.config.hidden_size {
+                candle_core::bail!(
+                    "embedding vectors ({k}, {width}) do not fit text {} at position {} of ({rows}, {seq_len}, {})",
+                    fix.row,
+                    fix.position,
+                    self.config.hidden_size
+                );
+            }
+            let src = fix.vectors.narrow(0, 0, len)?.to_dtype(x.dtype())?.to_device(x.device())?.unsqueeze(0)?;
+            x = x.slice_assign(&[fix.row..fix.row + 1, fix.position..fix.position + len, 0..width], &src)?;
+        }
         let mut x = x.broadcast_add(&self.position_embedding.forward(&positions)?)?;
         let mask = causal_mask(seq_len, &self.device)?;
         for (i, layer) in self.layers.iter().take(count).enumerate() {

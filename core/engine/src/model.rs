@@ -14,6 +14,7 @@ use crate::config::{ClipActivation, ClipConfig, UnetConfig, UnetHeads, VaeConfig
 use crate::error::EngineError;
 use crate::loader;
 use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
+use crate::loader::tensor_store::WeightPatch;
 use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
 use crate::text::{
     ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector,
@@ -56,9 +57,23 @@ impl LoadedModel {
     /// VAE, onto `device` in `dtype`. The files are memory-mapped, never hashed here: the models
     /// index hashes each file once and the caller reports that hash.
     pub fn load(path: &Path, vae_override: Option<&Path>, device: &Device, dtype: DType) -> Result<Self, EngineError> {
+        Self::load_patched(path, vae_override, &[], device, dtype)
+    }
+
+    /// [`Self::load`] with weight patches merged into the tensors they target as they load.
+    pub fn load_patched(
+        path: &Path,
+        vae_override: Option<&Path>,
+        patches: &[Arc<dyn WeightPatch>],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<Self, EngineError> {
         let mut ckpt = checkpoint::open_checkpoint(path)?;
         if let Some(vae_path) = vae_override {
             checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
+        }
+        for patch in patches {
+            ckpt.store.add_patch(Arc::clone(patch));
         }
         let store = Arc::new(ckpt.store);
         let shipped = ckpt.shipped;
@@ -119,7 +134,8 @@ impl LoadedModel {
         let mut crossattn = Vec::with_capacity(columns.len());
         let mut first_pooled = None;
         for column in columns {
-            let encoded = self.text.encode(&column.tokens, &column.multipliers, emphasis, clip_skip)?;
+            let encoded =
+                self.text.encode_with(&column.tokens, &column.multipliers, &column.embeddings, emphasis, clip_skip)?;
             crossattn.push(encoded.crossattn);
             if first_pooled.is_none() {
                 first_pooled = encoded.pooled;

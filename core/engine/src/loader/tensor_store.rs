@@ -60,11 +60,21 @@ struct Entry {
     view: StoredView,
 }
 
+/// A change applied to weights as they are loaded: the hook for networks that patch a model's
+/// weights (a LoRA adds its low-rank update to the layers it targets), on the text encoders and
+/// the UNet alike, addressed by canonical (LDM) name.
+pub trait WeightPatch: Send + Sync {
+    /// The update to add to tensor `name` (of canonical `shape`), or `None` if this patch does not
+    /// touch it. Returned on the CPU; any float dtype.
+    fn delta(&self, name: &str, shape: &[usize]) -> candle_core::Result<Option<Tensor>>;
+}
+
 /// Tensors of one or more files, addressed by canonical (LDM) name.
 #[derive(Default)]
 pub struct TensorStore {
     files: Vec<SafetensorsFile>,
     entries: HashMap<String, Entry>,
+    patches: Vec<Arc<dyn WeightPatch>>,
 }
 
 impl TensorStore {
@@ -105,6 +115,11 @@ impl TensorStore {
             self.entries.insert(canonical, Entry { file: index, stored, shape, view });
         }
         self.files.push(file);
+    }
+
+    /// Patches applied, in order, to every tensor read from now on.
+    pub fn add_patch(&mut self, patch: Arc<dyn WeightPatch>) {
+        self.patches.push(patch);
     }
 
     /// Removes every canonical name starting with `prefix` (e.g. before a VAE override).
@@ -149,8 +164,15 @@ impl TensorStore {
                 Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
             }
         };
-        let tensor =
+        let mut tensor =
             if tensor.dims() == entry.shape.as_slice() { tensor } else { tensor.reshape(entry.shape.as_slice())? };
+        for patch in &self.patches {
+            if let Some(delta) = patch.delta(name, &entry.shape)? {
+                // Merged in f32, as A1111 merges network weights before casting back.
+                let merged = (tensor.to_dtype(DType::F32)? + delta.to_dtype(DType::F32)?.to_device(device)?)?;
+                tensor = merged;
+            }
+        }
         tensor.to_dtype(dtype)
     }
 

@@ -78,6 +78,7 @@ fn columns(tokens: &Tensor, multipliers: &Tensor) -> Vec<ChunkColumn> {
         .map(|(ids, weights)| ChunkColumn {
             tokens: ids.iter().map(|row| std::array::from_fn(|i| row[i] as u32)).collect(),
             multipliers: weights.iter().map(|row| std::array::from_fn(|i| row[i])).collect(),
+            embeddings: Vec::new(),
         })
         .collect()
 }

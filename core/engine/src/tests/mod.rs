@@ -2,6 +2,7 @@
 
 mod errors;
 mod family;
+mod hooks;
 mod layouts;
 mod parity;
 mod shipped_configs;

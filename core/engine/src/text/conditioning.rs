@@ -59,6 +59,7 @@ impl ChunkedBatch {
             .map(|column| ChunkColumn {
                 tokens: column.iter().map(|c| c.tokens).collect(),
                 multipliers: column.iter().map(|c| c.multipliers).collect(),
+                embeddings: Vec::new(),
             })
             .collect()
     }

@@ -14,7 +14,7 @@ use sdapi_protocol::choices::EmphasisMode;
 
 use super::tokenize::{CHUNK_TOKENS as CHUNK_LEN, EOS_ID};
 use crate::checkpoint::ModelFamily;
-use crate::clip::ClipTextModel;
+use crate::clip::{ClipTextModel, TokenVectors};
 use crate::error::EngineError;
 use crate::unet::timestep_embedding;
 
@@ -22,11 +22,38 @@ use crate::unet::timestep_embedding;
 pub const OPEN_CLIP_PAD_ID: u32 = 0;
 
 /// One chunk position of a batch of texts: per text, its 77 token ids (EOS padded, as A1111's
-/// tokenizer makes them) and emphasis multipliers. This is the whole input of the text encoders.
-#[derive(Debug, Clone, PartialEq)]
+/// tokenizer makes them) and emphasis multipliers, plus any embedding vectors that replace
+/// placeholder tokens. This is the whole input of the text encoders.
+#[derive(Debug, Clone)]
 pub struct ChunkColumn {
     pub tokens: Vec<[u32; CHUNK_LEN]>,
     pub multipliers: Vec<[f32; CHUNK_LEN]>,
+    pub embeddings: Vec<EmbeddingFix>,
+}
+
+/// A textual-inversion embedding placed in one text of a column: `vectors[i]` (k, C_i) is for
+/// text encoder i (SDXL: CLIP-L then bigG), placed from `position` of text `row` on.
+#[derive(Debug, Clone)]
+pub struct EmbeddingFix {
+    pub row: usize,
+    pub position: usize,
+    pub vectors: Vec<Tensor>,
+}
+
+/// The fixes of encoder `encoder` (0: the first text encoder, 1: SDXL's bigG).
+fn fixes_for(embeddings: &[EmbeddingFix], encoder: usize) -> Result<Vec<TokenVectors>, EngineError> {
+    embeddings
+        .iter()
+        .map(|e| {
+            let vectors = e.vectors.get(encoder).cloned().ok_or_else(|| {
+                EngineError::Unsupported(format!(
+                    "embedding at text {} has no vectors for text encoder {encoder}",
+                    e.row
+                ))
+            })?;
+            Ok(TokenVectors { row: e.row, position: e.position, vectors })
+        })
+        .collect()
 }
 
 /// The conditioning of a batch of texts as the UNet takes it.
@@ -96,6 +123,18 @@ impl TextEncoders {
         emphasis: EmphasisMode,
         clip_skip: usize,
     ) -> Result<EncodedChunks, EngineError> {
+        self.encode_with(tokens, multipliers, &[], emphasis, clip_skip)
+    }
+
+    /// [`Self::encode`] with textual-inversion vectors in place of their placeholder tokens.
+    pub fn encode_with(
+        &self,
+        tokens: &[[u32; CHUNK_LEN]],
+        multipliers: &[[f32; CHUNK_LEN]],
+        embeddings: &[EmbeddingFix],
+        emphasis: EmphasisMode,
+        clip_skip: usize,
+    ) -> Result<EncodedChunks, EngineError> {
         if tokens.is_empty() || tokens.len() != multipliers.len() {
             return Err(EngineError::Unsupported(format!(
                 "{} token rows with {} multiplier rows",
@@ -111,20 +150,24 @@ impl TextEncoders {
         )?;
         let encoded = match self {
             TextEncoders::Sd1(clip) => EncodedChunks {
-                crossattn: apply_emphasis(&clip.forward(&ids(tokens, false, device)?, clip_skip)?, &weights, emphasis)?,
+                crossattn: apply_emphasis(
+                    &clip.forward_with(&ids(tokens, false, device)?, &fixes_for(embeddings, 0)?, clip_skip)?,
+                    &weights,
+                    emphasis,
+                )?,
                 pooled: None,
             },
             TextEncoders::Sd2 { open_clip, last_layer_dropped } => {
                 let ids = ids(tokens, true, device)?;
-                let (penultimate, last) = open_clip.penultimate_and_last(&ids)?;
+                let (penultimate, last) = open_clip.penultimate_and_last(&ids, &fixes_for(embeddings, 0)?)?;
                 let state = if *last_layer_dropped { last } else { penultimate };
                 let z = open_clip.final_layer_norm(&state)?;
                 EncodedChunks { crossattn: apply_emphasis(&z, &weights, emphasis)?, pooled: None }
             }
             TextEncoders::Sdxl { clip_l, clip_g } => {
-                let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, false, device)?)?;
+                let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, false, device)?, &fixes_for(embeddings, 0)?)?;
                 let g_ids = ids(tokens, true, device)?;
-                let (z_g, last_g) = clip_g.model.penultimate_and_last(&g_ids)?;
+                let (z_g, last_g) = clip_g.model.penultimate_and_last(&g_ids, &fixes_for(embeddings, 1)?)?;
                 let pooled = pooled_output(clip_g, &last_g, tokens)?;
                 let z_l = apply_emphasis(&z_l, &weights, emphasis)?;
                 let z_g = apply_emphasis(&z_g, &weights, emphasis)?;

@@ -8,8 +8,9 @@
 //! 3. [`conditioning`]: prompt schedules and `AND` sub-prompts → the per-step conditioning the
 //!    CFG denoiser reads (`get_learned_conditioning`, `reconstruct_*`), over any [`Conditioner`].
 //!
-//! Hooks for the features built on this path: [`encoders::TokenEmbeddingHook`] substitutes vectors
-//! for placeholder tokens (textual inversion); weight patches act on the tensors the encoders load.
+//! Hooks for the features built on this path: [`EmbeddingFix`] puts embedding vectors in place of
+//! placeholder tokens (textual inversion), and `loader::tensor_store::WeightPatch` changes the
+//! weights of the text encoders and the UNet as they load (LoRA).
 
 pub mod conditioning;
 pub mod encoders;
@@ -23,7 +24,9 @@ pub use conditioning::{
     MulticondLearnedConditioning, PromptSchedule, ScheduledPromptConditioning, TextConditioner, multicond_plan,
     reconstruct_cond_batch, reconstruct_cond_vectors, reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
-pub use encoders::{ChunkColumn, Conditioning, OpenClipG, SdxlSizes, TextEncoders, apply_emphasis, sdxl_vector};
+pub use encoders::{
+    ChunkColumn, Conditioning, EmbeddingFix, OpenClipG, SdxlSizes, TextEncoders, apply_emphasis, sdxl_vector,
+};
 pub use tokenize::{
     BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkingOptions, ClipTokenizer, EOS_ID, PromptChunk, TokenizedLine,
 };
