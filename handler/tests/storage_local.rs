@@ -29,5 +29,13 @@ async fn save_images_writes_a1111_names_into_the_output_dir_and_default_writes_n
     assert_eq!(locs, vec![expected.display().to_string()]);
     let returned = base64::engine::general_purpose::STANDARD.decode(body["images"][0].as_str().unwrap()).unwrap();
     assert_eq!(std::fs::read(&expected).unwrap(), returned);
+
+    // With A1111's `samples_save` option off, save_images stores nothing either.
+    let req = r#"{"seed": 12, "width": 64, "height": 64, "save_images": true,
+                  "override_settings": {"samples_save": false}}"#;
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", req)).await;
+    assert_eq!(status, 200);
+    assert!(resp.headers().get("x-output-locations").is_none());
+    assert!(!dir.join("txt2img-images").join(&date).join("00001-12.png").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -435,6 +435,72 @@ impl Default for ExtraParamOptions {
     }
 }
 
+/// `opts.uni_pc_variant`: UniPC's corrector variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum UniPcVariant {
+    #[default]
+    Bh1,
+    Bh2,
+    VaryCoeff,
+}
+
+impl UniPcVariant {
+    pub const ALL: [UniPcVariant; 3] = [Self::Bh1, Self::Bh2, Self::VaryCoeff];
+
+    pub fn option_name(self) -> &'static str {
+        match self {
+            Self::Bh1 => "bh1",
+            Self::Bh2 => "bh2",
+            Self::VaryCoeff => "vary_coeff",
+        }
+    }
+
+    pub fn from_option(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.option_name() == value)
+    }
+}
+
+/// `opts.uni_pc_skip_type`: how UniPC spaces its time points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum UniPcSkipType {
+    #[default]
+    TimeUniform,
+    TimeQuadratic,
+    LogSnr,
+}
+
+impl UniPcSkipType {
+    pub const ALL: [UniPcSkipType; 3] = [Self::TimeUniform, Self::TimeQuadratic, Self::LogSnr];
+
+    pub fn option_name(self) -> &'static str {
+        match self {
+            Self::TimeUniform => "time_uniform",
+            Self::TimeQuadratic => "time_quadratic",
+            Self::LogSnr => "logSNR",
+        }
+    }
+
+    pub fn from_option(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.option_name() == value)
+    }
+}
+
+/// UniPC's settings (`uni_pc_variant`, `uni_pc_skip_type`, `uni_pc_order`,
+/// `uni_pc_lower_order_final`); `Default` is A1111's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UniPcSettings {
+    pub variant: UniPcVariant,
+    pub skip_type: UniPcSkipType,
+    pub order: usize,
+    pub lower_order_final: bool,
+}
+
+impl Default for UniPcSettings {
+    fn default() -> Self {
+        Self { variant: UniPcVariant::Bh1, skip_type: UniPcSkipType::TimeUniform, order: 3, lower_order_final: true }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +539,12 @@ mod tests {
         }
         for m in EmphasisMode::ALL {
             assert_eq!(EmphasisMode::from_option(m.option_name()), Some(m));
+        }
+        for v in UniPcVariant::ALL {
+            assert_eq!(UniPcVariant::from_option(v.option_name()), Some(v));
+        }
+        for t in UniPcSkipType::ALL {
+            assert_eq!(UniPcSkipType::from_option(t.option_name()), Some(t));
         }
         assert_eq!(RandnSource::from_option("gpu"), None);
         assert_eq!(EmphasisMode::from_option("bogus"), None);

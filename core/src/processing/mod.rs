@@ -22,7 +22,9 @@ use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
-use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams, Scheduler};
+use sdapi_protocol::choices::{
+    ExtraParamOptions, RequestExtraParams, SamplerKind, Scheduler, UniPcSettings, UniPcVariant,
+};
 use sdapi_protocol::infotext::{InfoJson, InfotextInput, create_infotext};
 
 /// Shared services `process_images` needs.
@@ -174,7 +176,10 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
         use_old_scheduling: opts.use_old_scheduling(),
         beta_dist_alpha: opts.beta_dist_alpha(),
         beta_dist_beta: opts.beta_dist_beta(),
-        show_progress_every_n_steps: opts.show_progress_every_n_steps(),
+        // A1111 makes previews only with `live_previews_enable` on.
+        show_progress_every_n_steps: if opts.live_previews_enable() { opts.show_progress_every_n_steps() } else { 0 },
+        use_old_karras_scheduler_sigmas: opts.use_old_karras_scheduler_sigmas(),
+        unipc: UniPcSettings::default(),
     }
 }
 
@@ -201,6 +206,29 @@ async fn ensure_hash(ctx: &ProcessingContext, checkpoint: CheckpointInfo) -> Che
             checkpoint
         }
     }
+}
+
+/// Options A1111 reads while generating that this server stores but does not apply yet
+/// (docs/options.md). A request that runs with any of them away from its default is logged, so an
+/// image that differs from A1111's is explained in the logs.
+const NOT_HONOURED_OPTIONS: [&str; 11] = [
+    "s_min_uncond",
+    "skip_early_cond",
+    "pad_cond_uncond",
+    "batch_cond_uncond",
+    "sgm_noise_multiplier",
+    "img2img_extra_noise",
+    "sd_noise_schedule",
+    "use_downcasted_alpha_bar",
+    "tiling",
+    "face_restoration",
+    "inpainting_mask_weight",
+];
+
+/// The options of [`NOT_HONOURED_OPTIONS`] whose value differs from A1111's default.
+pub fn not_honoured_options(opts: &Options) -> Vec<&'static str> {
+    let defaults = Options::new();
+    NOT_HONOURED_OPTIONS.into_iter().filter(|key| opts.get(key) != defaults.get(key)).collect()
 }
 
 /// Runs a generation request through the runner, batch by batch.
@@ -245,6 +273,10 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         *shared = opts.clone();
     }
     let checkpoint = ensure_hash(ctx, checkpoint).await;
+    let ignored = not_honoured_options(&opts);
+    if !ignored.is_empty() {
+        tracing::warn!(?ignored, "options set away from A1111's defaults that this server does not apply yet");
+    }
 
     // Resolve with Automatic conversion, store a concrete scheduler on p only when the request
     // named none, then resolve again without conversion (A1111's API, then `process_images`).
@@ -270,7 +302,13 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let all_prompts = vec![p.prompt.clone(); total];
     let all_negative_prompts = vec![p.negative_prompt.clone(); total];
 
-    let settings = settings_from(&opts, &p);
+    let mut settings = settings_from(&opts, &p);
+    if sampler == SamplerKind::UniPc {
+        settings.unipc = opts.uni_pc()?;
+        if settings.unipc.variant == UniPcVariant::VaryCoeff {
+            return Err(ApiError::http(501, "UniPC variant \"vary_coeff\" is not supported by this server"));
+        }
+    }
     let model = ModelSelection { checkpoint: checkpoint.path(), vae };
     let job_mode = match img2img {
         None => JobMode::Txt2Img,
@@ -403,4 +441,19 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     }
     .to_info_string();
     Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::*;
+
+    #[test]
+    fn only_options_moved_from_their_default_are_reported() {
+        let mut opts = Options::new();
+        assert!(not_honoured_options(&opts).is_empty());
+        opts.set("tiling", Value::Bool(true)).unwrap();
+        opts.set("s_min_uncond", Value::from(0.5)).unwrap();
+        opts.set("CLIP_stop_at_last_layers", Value::from(2)).unwrap();
+        assert_eq!(not_honoured_options(&opts), vec!["s_min_uncond", "tiling"]);
+    }
 }

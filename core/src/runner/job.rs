@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use sdapi_protocol::choices::{
-    EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler,
+    EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler, UniPcSettings,
 };
 
 /// An 8-bit RGB image, row-major HWC.
@@ -55,7 +55,12 @@ pub struct GenerationSettings {
     pub use_old_scheduling: bool,
     pub beta_dist_alpha: f64,
     pub beta_dist_beta: f64,
+    /// 0 disables live previews (`live_previews_enable` off, or the option itself ≤ 0).
     pub show_progress_every_n_steps: i64,
+    /// `use_old_karras_scheduler_sigmas`: Karras over (0.1, 10) instead of the model's range.
+    pub use_old_karras_scheduler_sigmas: bool,
+    /// UniPC's options, parsed (and checked) when the request uses UniPC.
+    pub unipc: UniPcSettings,
 }
 
 impl Default for GenerationSettings {
@@ -77,6 +82,8 @@ impl Default for GenerationSettings {
             beta_dist_alpha: 0.6,
             beta_dist_beta: 0.6,
             show_progress_every_n_steps: 10,
+            use_old_karras_scheduler_sigmas: false,
+            unipc: UniPcSettings::default(),
         }
     }
 }

@@ -111,7 +111,7 @@ async fn respond(
 ) -> Result<Response, HandlerError> {
     let header = runner_header(&processed);
     let task_id = HeaderValue::from_str(&processed.task_id).ok();
-    let save = s.outputs.should_save(save_images);
+    let save = s.outputs.should_save(save_images, processed.options.samples_save());
     let mut saved = storage::save_and_encode(&s.outputs, &processed, send_images, save).await?;
     let info = output_info(&processed.info, save, &saved);
     let mut body = json!({ "images": saved.base64, "parameters": parameters, "info": info });

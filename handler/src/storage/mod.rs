@@ -67,9 +67,10 @@ impl Outputs {
         }
     }
 
-    /// A1111 saves API images only with `save_images: true`; `SDAPI_SAVE_ALL` stores them all.
-    pub fn should_save(&self, save_images: bool) -> bool {
-        self.save_all || save_images
+    /// A1111 saves API images only with `save_images: true` and the `samples_save` option on;
+    /// `SDAPI_SAVE_ALL` (the operator's choice) stores them all.
+    pub fn should_save(&self, save_images: bool, samples_save: bool) -> bool {
+        self.save_all || (save_images && samples_save)
     }
 }
 

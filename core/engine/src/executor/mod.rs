@@ -19,7 +19,7 @@ use crate::model::{LoadedModel, ModelConditioner};
 use crate::preview::cheap_preview;
 use crate::rng::{ImageRng, ImageRngOptions};
 use crate::sampling::{
-    self, BrownianTreeNoise, SamplerContext, SamplingError, SamplingPlan, SchedulerOptions, StepInfo,
+    self, BrownianTreeNoise, SamplerContext, SamplerParams, SamplingError, SamplingPlan, SchedulerOptions, StepInfo,
     resolve_sampler_params,
 };
 use crate::text::{ChunkingOptions, SdxlSizes, TextConditioner};
@@ -169,6 +169,7 @@ impl BatchExecutor for DiffusionExecutor {
             beta_alpha: s.beta_dist_alpha,
             beta_beta: s.beta_dist_beta,
             is_sdxl: model.family == ModelFamily::Sdxl,
+            use_old_karras_scheduler_sigmas: s.use_old_karras_scheduler_sigmas,
             ..SchedulerOptions::default()
         };
         let alphas = &model.alphas_cumprod;
@@ -200,6 +201,7 @@ impl BatchExecutor for DiffusionExecutor {
         };
         let plan = plan.map_err(exec_err)?;
         let (params, param_infotext) = resolve_sampler_params(sampler, &s.request_extra, &s.extra_options);
+        let params = SamplerParams { unipc: s.unipc, ..params };
 
         // The first draw of every image generator is the initial noise; later draws feed the sampler.
         let noise = rng.next().map_err(exec_err)?;

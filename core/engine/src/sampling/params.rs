@@ -2,7 +2,7 @@
 //! from the request and the settings (docs/parity.md).
 
 use super::SamplerKind;
-pub use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams};
+pub use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams, UniPcSettings};
 
 /// Values the sampler functions receive.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,15 +12,12 @@ pub struct SamplerParams {
     pub s_tmin: f64,
     pub s_tmax: f64,
     pub s_noise: f64,
-    /// UniPC settings (`uni_pc_variant` "bh1"/"bh2"/"vary_coeff", skip type, order, lower_order_final).
-    pub unipc_variant: String,
-    pub unipc_skip_type: String,
-    pub unipc_order: usize,
-    pub unipc_lower_order_final: bool,
+    /// UniPC's options (variant, skip type, order, lower_order_final).
+    pub unipc: UniPcSettings,
 }
 
 impl Default for SamplerParams {
-    /// k-diffusion defaults: eta 1, no churn, full churn window, s_noise 1; UniPC bh1/time_uniform/3.
+    /// k-diffusion defaults: eta 1, no churn, full churn window, s_noise 1; A1111's UniPC options.
     fn default() -> Self {
         Self {
             eta: 1.0,
@@ -28,10 +25,7 @@ impl Default for SamplerParams {
             s_tmin: 0.0,
             s_tmax: f64::INFINITY,
             s_noise: 1.0,
-            unipc_variant: "bh1".into(),
-            unipc_skip_type: "time_uniform".into(),
-            unipc_order: 3,
-            unipc_lower_order_final: true,
+            unipc: UniPcSettings::default(),
         }
     }
 }

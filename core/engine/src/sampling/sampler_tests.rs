@@ -419,3 +419,32 @@ fn every_listed_sampler_and_scheduler_runs() {
         }
     }
 }
+
+/// The UniPC options reach the solver: each skip type spaces the time points differently, so the
+/// result changes; bh2 differs from bh1; order 1 differs from order 3.
+#[test]
+fn unipc_options_change_the_result() {
+    use sdapi_protocol::choices::{UniPcSettings, UniPcSkipType, UniPcVariant};
+    let run_with = |unipc: UniPcSettings| {
+        let (out, _, _) =
+            run(SamplerKind::UniPc, &plan(SamplerKind::UniPc, 5), SamplerParams { unipc, ..eta0() }, one(1.0));
+        scalar(&out.latent)
+    };
+    let base = run_with(UniPcSettings::default());
+    for changed in [
+        UniPcSettings { skip_type: UniPcSkipType::TimeQuadratic, ..Default::default() },
+        UniPcSettings { skip_type: UniPcSkipType::LogSnr, ..Default::default() },
+        UniPcSettings { variant: UniPcVariant::Bh2, ..Default::default() },
+        UniPcSettings { order: 1, ..Default::default() },
+    ] {
+        let v = run_with(changed);
+        assert!(v.is_finite() && (v - base).abs() > 1e-9, "{changed:?}: {v} vs {base}");
+    }
+    let vary =
+        SamplerParams { unipc: UniPcSettings { variant: UniPcVariant::VaryCoeff, ..Default::default() }, ..eta0() };
+    let ac = sd1_alphas_cumprod();
+    let mut model = AnalyticModel::new(1.0, ac.clone());
+    let mut noise = CountingNoise::new();
+    let mut ctx = SamplerContext::new(&mut model, &mut noise, vary, &ac);
+    assert!(sample(&mut ctx, &plan(SamplerKind::UniPc, 5), one(1.0)).is_err(), "vary_coeff is refused, not ignored");
+}

@@ -6,6 +6,7 @@
 //! linearly; the model is evaluated at timestep (t - 1/N)·1000.
 
 use candle_core::Tensor;
+use sdapi_protocol::choices::{UniPcSkipType, UniPcVariant};
 
 use super::SamplingError;
 use super::context::{SamplerContext, lin2};
@@ -164,14 +165,15 @@ impl UniPc<'_, '_> {
 }
 
 /// Time points of the solver (`get_time_steps`).
-fn time_steps(ns: &VpSchedule, skip_type: &str, t_t: f64, t_0: f64, n: usize) -> Result<Vec<f64>, SamplingError> {
+fn time_steps(ns: &VpSchedule, skip_type: UniPcSkipType, t_t: f64, t_0: f64, n: usize) -> Vec<f64> {
     match skip_type {
-        "time_uniform" => Ok(linspace_f64(t_t, t_0, n + 1)),
-        "time_quadratic" => Ok(linspace_f64(t_t.sqrt(), t_0.sqrt(), n + 1).into_iter().map(|v| v * v).collect()),
-        "logSNR" => {
-            Ok(linspace_f64(ns.lambda(t_t), ns.lambda(t_0), n + 1).into_iter().map(|l| ns.inverse_lambda(l)).collect())
+        UniPcSkipType::TimeUniform => linspace_f64(t_t, t_0, n + 1),
+        UniPcSkipType::TimeQuadratic => {
+            linspace_f64(t_t.sqrt(), t_0.sqrt(), n + 1).into_iter().map(|v| v * v).collect()
         }
-        other => Err(SamplingError::Other(format!("unsupported UniPC skip type {other:?}"))),
+        UniPcSkipType::LogSnr => {
+            linspace_f64(ns.lambda(t_t), ns.lambda(t_0), n + 1).into_iter().map(|l| ns.inverse_lambda(l)).collect()
+        }
     }
 }
 
@@ -183,16 +185,15 @@ pub fn unipc(
     timesteps: &[usize],
     is_img2img: bool,
 ) -> Result<Tensor, SamplingError> {
-    let bh2 = match ctx.params.unipc_variant.as_str() {
-        "bh1" => false,
-        "bh2" => true,
-        other => {
-            return Err(SamplingError::Other(format!("UniPC variant {other:?} is not supported (bh1, bh2)")));
+    let settings = ctx.params.unipc;
+    let bh2 = match settings.variant {
+        UniPcVariant::Bh1 => false,
+        UniPcVariant::Bh2 => true,
+        UniPcVariant::VaryCoeff => {
+            return Err(SamplingError::Other("UniPC variant \"vary_coeff\" is not supported (bh1, bh2)".into()));
         }
     };
-    let order = ctx.params.unipc_order;
-    let lower_order_final = ctx.params.unipc_lower_order_final;
-    let skip_type = ctx.params.unipc_skip_type.clone();
+    let (order, lower_order_final, skip_type) = (settings.order, settings.lower_order_final, settings.skip_type);
     let steps = timesteps.len();
     if order == 0 || steps < order {
         return Err(SamplingError::Other(format!("UniPC order {order} must be in 1..={steps} (steps)")));
@@ -203,7 +204,7 @@ pub fn unipc(
         (true, Some(&last)) => last as f64 / 1000.0 + 1.0 / 1000.0,
         _ => 1.0,
     };
-    let ts = time_steps(&ns, &skip_type, t_t, t_0, steps)?;
+    let ts = time_steps(&ns, skip_type, t_t, t_0, steps);
     let mut solver = UniPc { ctx, ns, bh2 };
     let mut models = vec![solver.model_x0(&x, ts[0])?];
     let mut times = vec![ts[0]];
@@ -228,7 +229,7 @@ pub fn unipc(
         // A1111 reports after each update; the last step has no model value (reported as x).
         solver.ctx.report(step_index, &x, model_x.as_ref().unwrap_or(&x), 0.0)?;
         step_index += 1;
-        models.remove(0);
+        let oldest = models.remove(0);
         times.remove(0);
         times.push(t);
         if step < steps {
@@ -238,7 +239,9 @@ pub fn unipc(
             };
             models.push(m);
         } else {
-            let last = models[models.len() - 1].clone();
+            // A1111 leaves the newest entry in place after the last step; with order 1 the list
+            // held only that entry, which was just shifted out.
+            let last = models.last().cloned().unwrap_or(oldest);
             models.push(last);
         }
     }

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::errors::ApiError;
 use super::lax;
-use crate::choices::{EmphasisMode, RandnSource};
+use crate::choices::{EmphasisMode, RandnSource, UniPcSettings, UniPcSkipType, UniPcVariant};
 
 /// One registered option.
 #[derive(Debug, Clone, PartialEq)]
@@ -319,17 +319,18 @@ impl Options {
     pub fn img2img_background_color(&self) -> String {
         self.text("img2img_background_color")
     }
-    pub fn uni_pc_variant(&self) -> String {
-        self.text("uni_pc_variant")
-    }
-    pub fn uni_pc_skip_type(&self) -> String {
-        self.text("uni_pc_skip_type")
-    }
-    pub fn uni_pc_order(&self) -> i64 {
-        self.int("uni_pc_order")
-    }
-    pub fn uni_pc_lower_order_final(&self) -> bool {
-        self.flag("uni_pc_lower_order_final")
+    /// The UniPC settings; a variant or skip type A1111 does not know is an error (A1111's
+    /// sampler fails on it too), raised before anything is queued.
+    pub fn uni_pc(&self) -> Result<UniPcSettings, ApiError> {
+        let unknown = |key: &str, value: &str| ApiError::python("ValueError", format!("unknown {key} {value:?}"));
+        let variant = self.text("uni_pc_variant");
+        let skip_type = self.text("uni_pc_skip_type");
+        Ok(UniPcSettings {
+            variant: UniPcVariant::from_option(&variant).ok_or_else(|| unknown("uni_pc_variant", &variant))?,
+            skip_type: UniPcSkipType::from_option(&skip_type).ok_or_else(|| unknown("uni_pc_skip_type", &skip_type))?,
+            order: self.int("uni_pc_order").clamp(1, 50) as usize,
+            lower_order_final: self.flag("uni_pc_lower_order_final"),
+        })
     }
     pub fn beta_dist_alpha(&self) -> f64 {
         self.num("beta_dist_alpha")
@@ -419,7 +420,7 @@ mod tests {
         assert_eq!(o.sd_vae(), "Automatic");
         assert_eq!(o.outdir_txt2img_samples(), "outputs/txt2img-images");
         assert_eq!(o.img2img_background_color(), "#ffffff");
-        assert_eq!(o.uni_pc_order(), 3);
+        assert_eq!(o.uni_pc().unwrap(), UniPcSettings::default());
         assert_eq!(o.beta_dist_alpha(), 0.6);
         assert!(o.enable_prompt_comments());
         assert!(option_defs().len() > 300);
