@@ -170,7 +170,6 @@ impl BatchExecutor for DiffusionExecutor {
             beta_beta: s.beta_dist_beta,
             is_sdxl: model.family == ModelFamily::Sdxl,
             use_old_karras_scheduler_sigmas: s.use_old_karras_scheduler_sigmas,
-            ..SchedulerOptions::default()
         };
         let alphas = &model.alphas_cumprod;
         let (plan, noise_multiplier) = match &job.mode {
