@@ -5,9 +5,11 @@
 //!
 //! This module cannot reach the diffusion engine: it only sees the [`Runner`] trait.
 
+mod init_images;
 mod params;
 mod seeds;
 
+pub use init_images::decode_init_images;
 pub use seeds::{all_seeds, all_subseeds, fixed_seed, fixed_seed_with};
 
 pub use params::CommonParams;

@@ -170,8 +170,9 @@ async fn generate(state: &AppState, entry: &JobEntry) -> Result<Processed, Value
     let request = match file::validate(entry)? {
         JobRequest::Txt2Img(r) => GenerationRequest::Txt2Img(r),
         JobRequest::Img2Img(r) => {
-            let init_images =
-                crate::routes::generation::decode_init_images(state, &r).await.map_err(|e| file::api_error_json(&e))?;
+            let init_images = sdapi_core::processing::decode_init_images(&state.ctx, &r)
+                .await
+                .map_err(|e| file::api_error_json(&e))?;
             GenerationRequest::Img2Img { request: r, init_images }
         }
     };
