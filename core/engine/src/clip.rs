@@ -1,4 +1,10 @@
 //! CLIP text transformer (transformers `CLIPTextModel` semantics) with A1111's CLIP skip.
+//!
+//! Why not `candle-transformers`' CLIP: its forward builds the token embeddings from the ids
+//! internally, so vectors cannot take the place of placeholder tokens (textual inversion,
+//! [`TokenVectors`]), and A1111 reads hidden states that model does not hand out together (the
+//! penultimate state without the final norm next to the last one, for SD 2.x/SDXL and SDXL's pooled
+//! output). The weights use the same transformers names either way.
 
 use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};

@@ -1,4 +1,9 @@
 //! LDM `AutoencoderKL`: the encoder (pixels → latent posterior mean) and decoder.
+//!
+//! Why not `candle-transformers`' VAE: it follows diffusers' module tree and names, while every
+//! checkpoint here is addressed by LDM names (A1111's single-file keys; diffusers folders are
+//! renamed onto them by the loader). Using it would need the opposite renaming for every tensor and
+//! a new parity proof; this module matches A1111's decoded pixels within one level (docs/parity.md).
 
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};

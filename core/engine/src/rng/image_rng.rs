@@ -3,8 +3,8 @@
 
 use candle_core::{Device, Tensor};
 
+use super::NoiseSource;
 use super::{NormalGenerator, RandnSource};
-use crate::sampling::{NoiseSource, SamplingError};
 
 /// Everything besides the seeds that shapes the noise of one batch.
 #[derive(Debug, Clone, Default)]
@@ -105,16 +105,13 @@ impl ImageRng {
 }
 
 impl NoiseSource for ImageRng {
-    fn randn_like(&mut self, like: &Tensor) -> Result<Tensor, SamplingError> {
+    fn randn_like(&mut self, like: &Tensor) -> candle_core::Result<Tensor> {
         let [c, h, w] = self.shape;
         let want = [self.seeds.len(), c, h, w];
         if like.dims() != want {
-            return Err(SamplingError::Other(format!(
-                "noise requested for shape {:?}, image generators produce {want:?}",
-                like.dims()
-            )));
+            candle_core::bail!("noise requested for shape {:?}, image generators produce {want:?}", like.dims());
         }
-        Ok(self.next()?.to_dtype(like.dtype())?.to_device(like.device())?)
+        self.next()?.to_dtype(like.dtype())?.to_device(like.device())
     }
 }
 

@@ -11,6 +11,15 @@ pub use torch_cpu::TorchCpuGenerator;
 
 pub use sdapi_protocol::choices::RandnSource;
 
+use candle_core::Tensor;
+
+/// Source of the per-step noise (`torch.randn_like` inside k-diffusion): one draw per image
+/// generator, stacked to the latent batch shape. Samplers draw through it; this module does not
+/// depend on the samplers.
+pub trait NoiseSource {
+    fn randn_like(&mut self, like: &Tensor) -> candle_core::Result<Tensor>;
+}
+
 /// A fresh generator for `source` seeded with `seed` (A1111 `create_generator`). `Gpu` (CUDA's
 /// Philox, A1111's default) is reproduced with the NV emulation on every device.
 pub fn generator(source: RandnSource, seed: i64) -> NormalGenerator {

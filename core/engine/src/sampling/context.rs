@@ -106,14 +106,14 @@ impl<'a> SamplerContext<'a> {
 
     /// One `torch.randn_like(x)` draw (one tensor per image generator).
     pub(super) fn randn_like(&mut self, x: &Tensor) -> Result<Tensor, SamplingError> {
-        self.noise.randn_like(x)
+        Ok(self.noise.randn_like(x)?)
     }
 
     /// k-diffusion `noise_sampler(sigma, sigma_next)`: Brownian increment if configured, else randn_like.
     pub(super) fn step_noise(&mut self, sigma: f64, sigma_next: f64, x: &Tensor) -> Result<Tensor, SamplingError> {
         match self.brownian.as_mut() {
             Some(tree) => tree.noise(sigma, sigma_next, x),
-            None => self.noise.randn_like(x),
+            None => Ok(self.noise.randn_like(x)?),
         }
     }
 }

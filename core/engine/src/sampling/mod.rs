@@ -87,8 +87,4 @@ pub trait Model {
     }
 }
 
-/// Source of the per-step noise (`torch.randn_like` inside k-diffusion): one draw per image generator,
-/// stacked to the latent batch shape.
-pub trait NoiseSource {
-    fn randn_like(&mut self, like: &Tensor) -> Result<Tensor, SamplingError>;
-}
+pub use crate::rng::NoiseSource;

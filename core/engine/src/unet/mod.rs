@@ -1,4 +1,9 @@
 //! LDM `UNetModel` (openaimodel): the noise predictor `eps = unet(x, t, context)`.
+//!
+//! Why not `candle-transformers`' UNet: it is diffusers' `UNet2DConditionModel` (diffusers names,
+//! diffusers' block layout), while A1111 checkpoints are LDM `openaimodel` trees, SDXL's `label_emb`
+//! included; this file keeps LDM's layout so single files load without renaming and parity with
+//! A1111's UNet outputs (≤ 2.2e-6) is checked on it directly.
 
 mod resblock;
 mod timestep;
