@@ -14,22 +14,7 @@ use crate::loader::text_names::{
 use crate::schedule::{self, BetaSchedule};
 use crate::shipped_config::ShippedConfig;
 
-/// Model generation, recognised from tensor names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelFamily {
-    Sd1,
-    Sd2,
-    Sdxl,
-}
-
-/// What the UNet predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PredictionType {
-    /// The added noise (SD 1.x, SD 2.x base, SDXL).
-    Eps,
-    /// v = alpha * eps - sigma * x0 (SD 2.x 768-v).
-    V,
-}
+pub use crate::config::{ModelFamily, PredictionType};
 
 /// An opened checkpoint: its tensors and the facts read alongside them.
 pub struct Checkpoint {

@@ -2,12 +2,29 @@
 //!
 //! Everything is read from the canonical (LDM) tensor names of a [`TensorStore`]; nothing is
 //! guessed from file names. The only facts shapes cannot tell are the attention head counts: they
-//! come from the configs shipped with the model (`crate::shipped_config`), else from the family's
-//! published defaults (`crate::model`), and are passed in here.
+//! come from the configs shipped with the model (`shipped_config`), else from the family's
+//! published defaults (`model`), and are passed in here.
 
 use crate::EngineError;
 use crate::loader::diffusers_names::{UNET_PREFIX, VAE_PREFIX};
 use crate::loader::tensor_store::TensorStore;
+
+/// Model generation, recognised from tensor names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFamily {
+    Sd1,
+    Sd2,
+    Sdxl,
+}
+
+/// What the UNet predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PredictionType {
+    /// The added noise (SD 1.x, SD 2.x base, SDXL).
+    Eps,
+    /// v = alpha * eps - sigma * x0 (SD 2.x 768-v).
+    V,
+}
 
 /// How the UNet's attention layers split channels into heads.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,15 +13,14 @@
 //!   (`cond_stage_config`, or SDXL's `conditioner.params.emb_models[i]`) an `arch` mapping (beside
 //!   or inside `params`) with `num_attention_heads`, for encoders that are not the published ones.
 //!
-//! Whatever a config leaves out falls back to the family's published defaults in
-//! [`crate::model`]; nothing here is inferred from the test models.
+//! Whatever a config leaves out falls back to the family's published defaults (`model.rs`);
+//! nothing here is inferred from the test models.
 
 use std::path::{Path, PathBuf};
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::checkpoint::PredictionType;
-use crate::config::UnetHeads;
+use crate::config::{PredictionType, UnetHeads};
 use crate::error::EngineError;
 
 /// Facts stated by the shipped configs; `None` where no config says anything.

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use sdapi_protocol::infotext::python_json;
+use sdapi_protocol::python_json;
 
 /// Appends `"<key>": <value>` (Python json formatting) before the closing brace of `info`.
 /// Returns `info` unchanged when it is not a JSON object string.

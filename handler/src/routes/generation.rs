@@ -9,7 +9,7 @@ use sdapi_core::processing::{GenerationRequest, Processed, decode_init_images, p
 use sdapi_core::store::report::append_info_key;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_protocol::infotext::python_json;
+use sdapi_protocol::python_json;
 use serde_json::{Map, Value, json};
 
 use super::json_body;

@@ -11,8 +11,8 @@ use sdapi_core::runner::{
     BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, ModelSelection, RgbImage, RunnerError,
 };
 use sdapi_protocol::images::{encode_png, to_base64};
-use sdapi_protocol::infotext::python_json::float_repr;
 use sdapi_protocol::prompt::ScheduleParams;
+use sdapi_protocol::python_json::float_repr;
 
 use crate::checkpoint::ModelFamily;
 use crate::model::{LoadedModel, ModelConditioner};

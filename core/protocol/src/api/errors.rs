@@ -49,7 +49,7 @@ impl ApiError {
 
     /// `KeyError(key)`: Python's `str(KeyError('k'))` is the repr of the key, `'k'`.
     pub fn key_error(key: &str) -> Self {
-        Self::python("KeyError", crate::infotext::python_json::py_repr_str(key))
+        Self::python("KeyError", crate::python_json::py_repr_str(key))
     }
 
     /// `AssertionError(msg)`.
@@ -101,7 +101,7 @@ impl ApiError {
     }
     /// POST /options with an unknown `sd_model_checkpoint`: Python `f"model {name!r} not found"`.
     pub fn checkpoint_not_found(name: &str) -> Self {
-        Self::runtime(format!("model {} not found", crate::infotext::python_json::py_repr_str(name)))
+        Self::runtime(format!("model {} not found", crate::python_json::py_repr_str(name)))
     }
     /// Unknown path: starlette's plain 404 (not the four-key shape).
     pub fn not_found_body() -> Value {

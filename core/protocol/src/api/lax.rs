@@ -5,7 +5,7 @@
 use serde_json::{Map, Number, Value};
 
 use super::errors::LaxError;
-use crate::infotext::python_json::py_float_str;
+use crate::python_json::py_float_str;
 
 /// pydantic 1.10 refuses to `int()` strings longer than this (CPython's int max str digits).
 const MAX_STR_INT: usize = 4300;

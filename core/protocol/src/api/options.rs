@@ -182,7 +182,7 @@ impl Options {
         match self.get(key).or_else(|| option_def(key).map(|d| &d.default)) {
             Some(Value::String(s)) => s.clone(),
             Some(Value::Null) | None => String::new(),
-            Some(v) => crate::infotext::python_json::py_str(v),
+            Some(v) => crate::python_json::py_str(v),
         }
     }
 

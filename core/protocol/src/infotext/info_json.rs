@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::python_json::dumps;
+use crate::python_json::dumps;
 
 /// `Processed` fields in `js()` order. Numbers kept as `Value` where A1111's int/float
 /// distinction shows (`subseed_strength`, `denoising_strength`).

@@ -2,7 +2,7 @@
 
 pub mod info_json;
 pub mod parser;
-pub mod python_json;
+mod png_info;
 pub mod writer;
 
 pub use info_json::InfoJson;

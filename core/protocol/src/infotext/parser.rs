@@ -238,8 +238,8 @@ pub fn parse_generation_parameters(x: &str, skip_fields: &[&str]) -> Map<String,
         }
     };
     default(&mut res, "Clip skip", "1".into());
-    if let Some(hypernet) = res.get("Hypernet").map(super::python_json::py_str) {
-        let strength = res.get("Hypernet strength").map(super::python_json::py_str).unwrap_or_else(|| "1.0".into());
+    if let Some(hypernet) = res.get("Hypernet").map(crate::python_json::py_str) {
+        let strength = res.get("Hypernet strength").map(crate::python_json::py_str).unwrap_or_else(|| "1.0".into());
         let p = format!("{}<hypernet:{hypernet}:{strength}>", res["Prompt"].as_str().unwrap_or(""));
         res.insert("Prompt".into(), p.into());
     }

@@ -2,9 +2,9 @@
 
 use serde_json::{Map, Value};
 
-use super::python_json::{UNICODE, dumps_with, py_str};
 use crate::api::options::Options;
 use crate::choices::SamplerKind;
+use crate::python_json::{UNICODE, dumps_with, py_str};
 
 /// Everything `create_infotext` reads from the processing object, resolved for one image.
 #[derive(Debug, Clone, PartialEq, Default)]
