@@ -114,6 +114,15 @@ fn validate(p: &CommonParams) -> Result<(), ApiError> {
             return bad(format!("{name} must be between 8 and 8192, got {v}"));
         }
     }
+    // Seed resize draws noise at the "from" size: bounded like the image itself, so a huge value
+    // cannot make the allocation abort the process (A1111 only uses it when both are positive).
+    if p.seed_resize_from_w > 0 && p.seed_resize_from_h > 0 {
+        for (name, v) in [("seed_resize_from_w", p.seed_resize_from_w), ("seed_resize_from_h", p.seed_resize_from_h)] {
+            if v > 8192 {
+                return bad(format!("{name} must be at most 8192, got {v}"));
+            }
+        }
+    }
     if !p.cfg_scale.is_finite() {
         return bad("cfg_scale must be a finite number".into());
     }

@@ -163,10 +163,16 @@ pub async fn png_info(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -
         Some(_) => image.split(';').nth(1).and_then(|s| s.split(',').nth(1)).unwrap_or_default().to_string(),
         None => image.clone(),
     };
-    let bytes = py_b64decode(&payload).ok_or_else(ApiError::invalid_encoded_image)?;
-    if sdapi_protocol::images::decode_image_bytes(&bytes).is_none() {
-        return Err(ApiError::invalid_encoded_image().into());
-    }
-    let response = PngInfoResponse::from_image_bytes(&bytes, &[]);
+    // Decoding and parsing are CPU work with input-sized cost: off the async executor, so
+    // `/progress` and health checks keep answering while a large image is read.
+    let response = tokio::task::spawn_blocking(move || -> Result<PngInfoResponse, ApiError> {
+        let bytes = py_b64decode(&payload).ok_or_else(ApiError::invalid_encoded_image)?;
+        if sdapi_protocol::images::decode_image_bytes(&bytes).is_none() {
+            return Err(ApiError::invalid_encoded_image());
+        }
+        PngInfoResponse::from_image_bytes(&bytes, &[])
+    })
+    .await
+    .map_err(|e| ApiError::runtime(e.to_string()))??;
     Ok(Json(json!({ "info": response.info, "items": response.items, "parameters": response.parameters })))
 }

@@ -24,12 +24,26 @@ const IGNORED_INFO_KEYS: [&str; 15] = [
     "photoshop",
 ];
 
+/// Pillow's bounds on PNG text (`PngImagePlugin.MAX_TEXT_CHUNK`, `MAX_TEXT_MEMORY`), which
+/// A1111's png-info inherits: one decompressed chunk, and all text of a file together.
+pub const MAX_TEXT_CHUNK: usize = 1 << 20;
+pub const MAX_TEXT_MEMORY: usize = 64 << 20;
+/// Pixels are decoded only to reach text chunks after the image data; beyond this size only the
+/// chunks before it are read (A1111 and Pillow write theirs before it).
+const MAX_FRAME_BYTES: usize = 256 << 20;
+
+/// A PNG whose text exceeds Pillow's bounds; Pillow refuses to open it ("Decompressed Data Too
+/// Large"), so A1111 answers such an image as an invalid one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PNG text larger than {MAX_TEXT_CHUNK} bytes per chunk or {MAX_TEXT_MEMORY} bytes in all")]
+pub struct TextTooLarge;
+
 /// `(info, items)`: the infotext ("" if none) and the remaining text metadata.
-pub fn read_infotext(bytes: &[u8]) -> (String, Map<String, Value>) {
+pub fn read_infotext(bytes: &[u8]) -> Result<(String, Map<String, Value>), TextTooLarge> {
     let mut items = Map::new();
     let mut info: Option<String> = None;
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        for (k, v) in png_text_chunks(bytes) {
+        for (k, v) in png_text_chunks(bytes)? {
             items.insert(k, Value::String(v));
         }
     } else if let Some(exif) = find_exif(bytes)
@@ -43,33 +57,50 @@ pub fn read_infotext(bytes: &[u8]) -> (String, Map<String, Value>) {
     for k in IGNORED_INFO_KEYS {
         items.shift_remove(k);
     }
-    (info.unwrap_or_default(), items)
+    Ok((info.unwrap_or_default(), items))
 }
 
-/// All tEXt/zTXt/iTXt chunks of a PNG (before and after the image data), in file order.
-fn png_text_chunks(bytes: &[u8]) -> Vec<(String, String)> {
+/// All tEXt/zTXt/iTXt chunks of a PNG (before and after the image data), in file order, with
+/// compressed text inflated within Pillow's bounds.
+fn png_text_chunks(bytes: &[u8]) -> Result<Vec<(String, String)>, TextTooLarge> {
     let mut out = Vec::new();
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let Ok(mut reader) = decoder.read_info() else { return out };
-    let mut buf = vec![0; reader.output_buffer_size()];
-    if reader.next_frame(&mut buf).is_ok() {
-        let _ = reader.finish();
+    let Ok(mut reader) = decoder.read_info() else { return Ok(out) };
+    let frame_bytes = reader.output_buffer_size();
+    if frame_bytes <= MAX_FRAME_BYTES {
+        let mut buf = vec![0; frame_bytes];
+        if reader.next_frame(&mut buf).is_ok() {
+            let _ = reader.finish();
+        }
     }
     let info = reader.info();
+    let mut total = 0usize;
+    let mut keep = |k: &str, text: String| -> Result<(), TextTooLarge> {
+        total += text.len();
+        if total > MAX_TEXT_MEMORY {
+            return Err(TextTooLarge);
+        }
+        out.push((k.to_string(), text));
+        Ok(())
+    };
     for t in &info.uncompressed_latin1_text {
-        out.push((t.keyword.clone(), t.text.clone()));
+        keep(&t.keyword, t.text.clone())?;
     }
     for t in &info.compressed_latin1_text {
+        let mut t = t.clone();
+        t.decompress_text_with_limit(MAX_TEXT_CHUNK).map_err(|_| TextTooLarge)?;
         if let Ok(text) = t.get_text() {
-            out.push((t.keyword.clone(), text));
+            keep(&t.keyword, text)?;
         }
     }
     for t in &info.utf8_text {
+        let mut t = t.clone();
+        t.decompress_text_with_limit(MAX_TEXT_CHUNK).map_err(|_| TextTooLarge)?;
         if let Ok(text) = t.get_text() {
-            out.push((t.keyword.clone(), text));
+            keep(&t.keyword, text)?;
         }
     }
-    out
+    Ok(out)
 }
 
 /// The EXIF payload of a JPEG (APP1 `Exif\0\0`) or WebP (RIFF `EXIF` chunk).

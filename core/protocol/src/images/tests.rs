@@ -16,7 +16,7 @@ fn png_round_trip_latin1_uses_text_chunk() {
     let bytes = encode_png(&test_image(), Some(INFOTEXT)).unwrap();
     assert!(bytes.windows(4).any(|w| w == b"tEXt"));
     assert!(!bytes.windows(4).any(|w| w == b"iTXt"));
-    let (info, items) = read_infotext(&bytes);
+    let (info, items) = read_infotext(&bytes).unwrap();
     assert_eq!(info, INFOTEXT);
     assert!(items.is_empty());
     let decoded = decode_image_bytes(&bytes).unwrap();
@@ -28,11 +28,11 @@ fn png_round_trip_non_latin1_uses_itxt() {
     let text = "一只猫 😀\nSteps: 8, Sampler: Euler, Seed: 1";
     let bytes = encode_png(&test_image(), Some(text)).unwrap();
     assert!(bytes.windows(4).any(|w| w == b"iTXt"));
-    assert_eq!(read_infotext(&bytes).0, text);
+    assert_eq!(read_infotext(&bytes).unwrap().0, text);
     // "é" is Latin-1 → tEXt
     let bytes = encode_png(&test_image(), Some("café")).unwrap();
     assert!(bytes.windows(4).any(|w| w == b"tEXt"));
-    assert_eq!(read_infotext(&bytes).0, "café");
+    assert_eq!(read_infotext(&bytes).unwrap().0, "café");
 }
 
 #[test]
@@ -40,10 +40,10 @@ fn jpeg_and_webp_round_trip_user_comment() {
     let text = "a cat é 😀\nSteps: 20, Seed: 1";
     let jpg = encode_jpeg(&test_image(), Some(text), 80).unwrap();
     assert_eq!(&jpg[..2], &[0xFF, 0xD8]);
-    assert_eq!(read_infotext(&jpg).0, text);
+    assert_eq!(read_infotext(&jpg).unwrap().0, text);
     let webp = encode_webp(&test_image(), Some(text)).unwrap();
     assert_eq!(&webp[8..12], b"WEBP");
-    assert_eq!(read_infotext(&webp).0, text);
+    assert_eq!(read_infotext(&webp).unwrap().0, text);
     // lossless: pixels survive
     assert_eq!(decode_image_bytes(&webp).unwrap().flatten([0, 0, 0]), test_image());
     assert_eq!(decode_image_bytes(&jpg).unwrap().width(), 16);
@@ -69,7 +69,7 @@ fn encode_by_samples_format() {
     opts.set("samples_format", json!("png")).unwrap();
     opts.set("enable_pnginfo", json!(false)).unwrap();
     let bytes = py_b64decode(&encode_image_base64(&test_image(), Some("x"), &opts).unwrap()).unwrap();
-    assert_eq!(read_infotext(&bytes).0, "");
+    assert_eq!(read_infotext(&bytes).unwrap().0, "");
 }
 
 #[test]

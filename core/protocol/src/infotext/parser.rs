@@ -11,11 +11,11 @@ pub fn find_params(line: &str) -> Vec<(String, String)> {
     let mut pos = 0;
     while pos <= chars.len() {
         match match_param_at(&chars, pos) {
-            Some((k, v, end)) => {
+            Ok((k, v, end)) => {
                 out.push((k, v));
                 pos = if end > pos { end } else { pos + 1 };
             }
-            None => pos += 1,
+            Err(next) => pos = next.max(pos + 1),
         }
     }
     out
@@ -25,7 +25,10 @@ fn is_word(c: char) -> bool {
     c.is_alphanumeric() || c == '_'
 }
 
-fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
+/// A match at `start`, or where the next match can start at the earliest. A key run that is not
+/// followed by `:` fails the same way from every start inside it, so the scan skips to its end:
+/// this keeps long texts without `:` linear (the regex scan is quadratic there).
+fn match_param_at(s: &[char], start: usize) -> Result<(String, String, usize), usize> {
     let n = s.len();
     let mut i = start;
     while i < n && s[i].is_whitespace() {
@@ -33,7 +36,7 @@ fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
     }
     // key: \w[\w \-/]+ followed by ':' (the class excludes ':', so the run is maximal)
     if i >= n || !is_word(s[i]) {
-        return None;
+        return Err(start + 1);
     }
     let key_start = i;
     i += 1;
@@ -41,7 +44,7 @@ fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
         i += 1;
     }
     if i - key_start < 2 || i >= n || s[i] != ':' {
-        return None;
+        return Err(i);
     }
     let key: String = s[key_start..i].iter().collect();
     i += 1;
@@ -63,10 +66,10 @@ fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
         if k > i + 1 && k < n && s[k] == '"' {
             let end = k + 1;
             if end == n {
-                return Some((key, s[i..end].iter().collect(), end));
+                return Ok((key, s[i..end].iter().collect(), end));
             }
             if s[end] == ',' {
-                return Some((key, s[i..end].iter().collect(), end + 1));
+                return Ok((key, s[i..end].iter().collect(), end + 1));
             }
         }
     }
@@ -77,7 +80,7 @@ fn match_param_at(s: &[char], start: usize) -> Option<(String, String, usize)> {
     }
     let value: String = s[i..m].iter().collect();
     let end = if m < n { m + 1 } else { m };
-    Some((key, value, end))
+    Ok((key, value, end))
 }
 
 /// `unquote`: `json.loads` of a double-quoted value, falling back to the raw text.

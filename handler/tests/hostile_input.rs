@@ -1,0 +1,79 @@
+//! Inputs that used to take the process down or pin a core (reliability issue): each gets an
+//! A1111-shaped answer, and the service keeps serving afterwards.
+
+mod common;
+use base64::Engine;
+use common::*;
+use serde_json::{Value, json};
+
+/// Seed resize of 1,000,000,000 made the noise allocation abort the whole process.
+#[tokio::test]
+async fn huge_seed_resize_is_a_422_not_an_abort() {
+    let (app, runner) = app_with(test_config());
+    let body = r#"{"seed_resize_from_w": 1000000000, "seed_resize_from_h": 1000000000, "width": 64, "height": 64}"#;
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", body)).await;
+    assert_eq!(status, 422);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"], "HTTPException", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("seed_resize_from_w"), "{v}");
+    assert!(runner.jobs.lock().unwrap().is_empty(), "refused before anything was queued");
+    // One positive value alone is ignored (A1111 needs both), so it is not refused either.
+    let ok = r#"{"seed_resize_from_w": 1000000000, "seed_resize_from_h": -1, "width": 64, "height": 64, "steps": 2}"#;
+    let (status, _) = send(&app, post_json("/sdapi/v1/txt2img", ok)).await;
+    assert_eq!(status, 200);
+}
+
+fn png_with_ztxt(text: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, 2, 2);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        encoder.add_ztxt_chunk("parameters".into(), text.into()).unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[0; 12]).unwrap();
+    }
+    out
+}
+
+/// A small PNG whose zTXt chunk inflates far beyond Pillow's 1 MB bound used to grow the process
+/// by gigabytes; now it is A1111's "Invalid encoded image" (Pillow refuses to open it too).
+#[tokio::test]
+async fn decompression_bomb_in_png_info_is_refused() {
+    let (app, _) = app_with(test_config());
+    let bomb = png_with_ztxt(&"a".repeat(8 << 20));
+    assert!(bomb.len() < 100_000, "the bomb is small: {} bytes", bomb.len());
+    let image = base64::engine::general_purpose::STANDARD.encode(&bomb);
+    let (status, resp) = send(&app, post_json("/sdapi/v1/png-info", &json!({ "image": image }).to_string())).await;
+    assert_eq!(status, 500);
+    assert_eq!(body_json(resp).await["detail"], "Invalid encoded image");
+
+    // Text within the bound still reads back.
+    let fine = png_with_ztxt("a red cube\nSteps: 3, Sampler: Euler, Seed: 7");
+    let image = base64::engine::general_purpose::STANDARD.encode(&fine);
+    let (status, resp) = send(&app, post_json("/sdapi/v1/png-info", &json!({ "image": image }).to_string())).await;
+    assert_eq!(status, 200);
+    let v: Value = body_json(resp).await;
+    assert_eq!(v["parameters"]["Seed"], "7");
+}
+
+/// A 200 kB comma- and colon-free `parameters` text took 16 s to parse (a quadratic scan) on the
+/// async threads, stalling every route; the scan is linear now and runs off those threads.
+#[tokio::test]
+async fn long_text_without_parameters_parses_and_the_server_stays_responsive() {
+    let (app, _) = app_with(test_config());
+    let text = format!("prompt\n{}", "word another word ".repeat(12_000));
+    let png = png_with_ztxt(&text[..text.len().min(MAX_TEXT)]);
+    let image = base64::engine::general_purpose::STANDARD.encode(&png);
+    let request = post_json("/sdapi/v1/png-info", &json!({ "image": image }).to_string());
+    let (status, resp) = send(&app, request).await;
+    assert_eq!(status, 200);
+    let v: Value = body_json(resp).await;
+    // No parameter line: the whole text is the prompt, as in A1111.
+    let prompt = v["parameters"]["Prompt"].as_str().unwrap_or_default();
+    assert!(prompt.starts_with("prompt\nword another") && prompt.len() > 200_000, "{}", prompt.len());
+    let (status, _) = send(&app, get("/internal/ping")).await;
+    assert_eq!(status, 200);
+}
+
+const MAX_TEXT: usize = 1 << 20;
