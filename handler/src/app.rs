@@ -78,6 +78,7 @@ impl AppState {
                 options: Arc::new(RwLock::new(options)),
                 models: Arc::new(RwLock::new(models)),
                 version: sdapi_core::VERSION.to_string(),
+                limits: config.limits,
             },
             flags: Arc::new(flags),
             outputs: Outputs::local(&config),

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sdapi_core::processing::RequestLimits;
+
 use crate::storage::s3::S3Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Output store behaviour (docs/storage.md).
     pub storage: StorageSettings,
+    /// Bounds on one request's work (`SDAPI_MAX_PROMPT_CHARS`, `SDAPI_MAX_PROMPT_CHUNKS`).
+    pub limits: RequestLimits,
 }
 
 /// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
@@ -153,7 +157,24 @@ impl Config {
             output_prefix: var("SDAPI_OUTPUT_PREFIX").unwrap_or_default(),
             max_body_bytes: max_body_mb * 1024 * 1024,
             storage: StorageSettings::from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some())?,
+            limits: RequestLimits {
+                max_prompt_chars: positive_env("SDAPI_MAX_PROMPT_CHARS", RequestLimits::default().max_prompt_chars)?,
+                max_prompt_chunks: positive_env("SDAPI_MAX_PROMPT_CHUNKS", RequestLimits::default().max_prompt_chunks)?,
+            },
         })
+    }
+}
+
+/// A positive integer from the environment, or `default` when unset.
+fn positive_env(name: &'static str, default: usize) -> Result<usize, ConfigError> {
+    match std::env::var(name) {
+        Err(_) => Ok(default),
+        Ok(s) => s
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| ConfigError::Invalid { name, message: format!("{s:?} is not a positive integer") }),
     }
 }
 

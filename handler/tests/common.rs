@@ -69,6 +69,7 @@ pub fn test_config() -> Config {
         output_prefix: String::new(),
         max_body_bytes: 4 * 1024 * 1024,
         storage: Default::default(),
+        limits: Default::default(),
     }
 }
 

@@ -77,3 +77,19 @@ async fn long_text_without_parameters_parses_and_the_server_stays_responsive() {
 }
 
 const MAX_TEXT: usize = 1 << 20;
+
+/// A 5 MB prompt held the runner for more than a minute; it is refused before queueing now.
+#[tokio::test]
+async fn a_five_megabyte_prompt_is_a_422_before_queueing() {
+    let mut config = test_config();
+    config.max_body_bytes = 64 << 20; // the server's default body limit
+    let (app, runner) = app_with(config);
+    let body = json!({ "prompt": "word ".repeat(1_000_000), "width": 64, "height": 64 }).to_string();
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body)).await;
+    assert_eq!(status, 422);
+    let v = body_json(resp).await;
+    assert!(v["detail"].as_str().unwrap().contains("SDAPI_MAX_PROMPT_CHARS"), "{v}");
+    assert!(runner.jobs.lock().unwrap().is_empty());
+    let (status, _) = send(&app, get("/internal/ping")).await;
+    assert_eq!(status, 200);
+}

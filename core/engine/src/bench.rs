@@ -188,6 +188,7 @@ impl PipelineBench {
             options: Arc::new(RwLock::new(Options::new())),
             models: Arc::new(RwLock::new(models)),
             version: "bench".into(),
+            limits: Default::default(),
         };
         Ok(Self { ctx, model_name: model_name.into() })
     }

@@ -27,6 +27,7 @@ fn context() -> ProcessingContext {
         options: Arc::new(RwLock::new(Options::new())),
         models: Arc::new(RwLock::new(models)),
         version: "v1.10.1".into(),
+        limits: Default::default(),
     }
 }
 
@@ -119,4 +120,24 @@ async fn all_public_sdxl_fixture_cases_match_a1111() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_public_sd2_fixture_cases_match_a1111() {
     run_fixture_set("a1111-parity-sd2", 4).await;
+}
+
+/// Request bounds through the real runner and engine: too many characters are refused before
+/// queueing, too many chunks when the engine tokenizes (before CLIP), both as 422s naming the
+/// limit; the runner then serves the next request.
+#[tokio::test(flavor = "multi_thread")]
+async fn prompt_bounds_are_422s_and_the_runner_keeps_serving() {
+    let mut ctx = context();
+    ctx.limits = sdapi_core::processing::RequestLimits { max_prompt_chars: 2000, max_prompt_chunks: 8 };
+    let request = |prompt: String| {
+        let body = serde_json::json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 1});
+        GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap())
+    };
+    let long = process_images(&ctx, request("a ".repeat(1500))).await.expect_err("over the character bound");
+    assert_eq!(long.status, 422);
+    assert!(long.detail.as_str().unwrap().contains("SDAPI_MAX_PROMPT_CHARS"), "{long:?}");
+    let breaks = process_images(&ctx, request("a BREAK ".repeat(20))).await.expect_err("over the chunk bound");
+    assert_eq!(breaks.status, 422);
+    assert!(breaks.detail.as_str().unwrap().contains("SDAPI_MAX_PROMPT_CHUNKS"), "{breaks:?}");
+    assert!(process_images(&ctx, request("a red cube".into())).await.is_ok());
 }

@@ -6,10 +6,12 @@
 //! This module cannot reach the diffusion engine: it only sees the [`Runner`] trait.
 
 mod init_images;
+mod limits;
 mod params;
 mod seeds;
 
 pub use init_images::decode_init_images;
+pub use limits::RequestLimits;
 pub use seeds::{all_seeds, all_subseeds, fixed_seed, fixed_seed_with};
 
 pub use params::CommonParams;
@@ -38,6 +40,7 @@ pub struct ProcessingContext {
     pub models: Arc<RwLock<ModelIndex>>,
     /// Written into infotexts' `Version:` and the `info` JSON.
     pub version: String,
+    pub limits: RequestLimits,
 }
 
 /// A generation request as it arrives from the API.
@@ -74,6 +77,7 @@ fn runner_error(e: RunnerError) -> ApiError {
     match e {
         RunnerError::Model(m) => ApiError::runtime(m),
         RunnerError::Panicked(m) => ApiError::runtime(format!("generation panicked: {m}")),
+        RunnerError::OverLimit(m) => ApiError::http(422, m),
         other => ApiError::runtime(other.to_string()),
     }
 }
@@ -98,8 +102,17 @@ pub fn create_task_id(kind: &str) -> String {
 }
 
 /// Bad values A1111 would only fail on deep inside; we answer them up front with a clear 422.
-fn validate(p: &CommonParams) -> Result<(), ApiError> {
+fn validate(p: &CommonParams, limits: &RequestLimits) -> Result<(), ApiError> {
     let bad = |msg: String| Err(ApiError::http(422, msg));
+    for (name, text) in [("prompt", &p.prompt), ("negative_prompt", &p.negative_prompt)] {
+        let chars = text.chars().count();
+        if chars > limits.max_prompt_chars {
+            return bad(format!(
+                "{name} has {chars} characters, more than this server accepts ({}, SDAPI_MAX_PROMPT_CHARS)",
+                limits.max_prompt_chars
+            ));
+        }
+    }
     if p.steps < 1 || p.steps > 1000 {
         return bad(format!("steps must be between 1 and 1000, got {}", p.steps));
     }
@@ -191,6 +204,7 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
         show_progress_every_n_steps: if opts.live_previews_enable() { opts.show_progress_every_n_steps() } else { 0 },
         use_old_karras_scheduler_sigmas: opts.use_old_karras_scheduler_sigmas(),
         unipc: UniPcSettings::default(),
+        max_prompt_chunks: RequestLimits::default().max_prompt_chunks,
     }
 }
 
@@ -256,7 +270,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             (CommonParams::from_img2img(r), "img2img", Some(r.denoising_strength), Some((r, init_images)))
         }
     };
-    validate(&p)?;
+    validate(&p, &ctx.limits)?;
     let img2img_mode = img2img.is_some();
     let task_id = p.force_task_id.clone().filter(|s| !s.is_empty()).unwrap_or_else(|| create_task_id(mode_name));
 
@@ -314,6 +328,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let all_negative_prompts = vec![p.negative_prompt.clone(); total];
 
     let mut settings = settings_from(&opts, &p);
+    settings.max_prompt_chunks = ctx.limits.max_prompt_chunks;
     if sampler == SamplerKind::UniPc {
         settings.unipc = opts.uni_pc()?;
         if settings.unipc.variant == UniPcVariant::VaryCoeff {

@@ -61,6 +61,8 @@ pub struct GenerationSettings {
     pub use_old_karras_scheduler_sigmas: bool,
     /// UniPC's options, parsed (and checked) when the request uses UniPC.
     pub unipc: UniPcSettings,
+    /// Most 75-token chunks one prompt text may encode to (`SDAPI_MAX_PROMPT_CHUNKS`).
+    pub max_prompt_chunks: usize,
 }
 
 impl Default for GenerationSettings {
@@ -84,6 +86,7 @@ impl Default for GenerationSettings {
             show_progress_every_n_steps: 10,
             use_old_karras_scheduler_sigmas: false,
             unipc: UniPcSettings::default(),
+            max_prompt_chunks: 64,
         }
     }
 }

@@ -30,6 +30,10 @@ pub enum RunnerError {
     /// Any failure while generating.
     #[error("{0}")]
     Execution(String),
+    /// The request asks for more than a configured limit allows, found when the job is prepared
+    /// (e.g. its prompts tokenize to too many chunks); answered as a 422, not a server error.
+    #[error("{0}")]
+    OverLimit(String),
     /// The job panicked; the runner survived.
     #[error("generation panicked: {0}")]
     Panicked(String),

@@ -22,7 +22,7 @@ use crate::sampling::{
     self, BrownianTreeNoise, SamplerContext, SamplerParams, SamplingError, SamplingPlan, SchedulerOptions, StepInfo,
     resolve_sampler_params,
 };
-use crate::text::{ChunkingOptions, SdxlSizes, TextConditioner};
+use crate::text::{ChunkingOptions, SdxlSizes, TextConditioner, TextError};
 use crate::vae::to_rgb8;
 use cfg_denoiser::CfgDenoiser;
 
@@ -70,6 +70,14 @@ fn exec_err(e: impl std::fmt::Display) -> RunnerError {
     RunnerError::Execution(text.lines().next().unwrap_or_default().to_string())
 }
 
+/// A prompt over the chunk bound is the client's doing (422); other text errors are failures.
+fn text_err(e: TextError) -> RunnerError {
+    match e {
+        TextError::TooManyChunks { .. } => RunnerError::OverLimit(e.to_string()),
+        other => exec_err(other),
+    }
+}
+
 /// Pixels of an init image as A1111 feeds the VAE: (1, 3, H, W) in [-1, 1].
 fn image_to_tensor(img: &RgbImage, device: &Device) -> candle_core::Result<Tensor> {
     let (w, h) = (img.width as usize, img.height as usize);
@@ -112,12 +120,13 @@ impl BatchExecutor for DiffusionExecutor {
             clip_skip: job.settings.clip_skip,
             sizes: SdxlSizes::for_request(job.width, job.height),
         };
-        let conditioner = TextConditioner::new(&model_conditioner, chunking);
+        let conditioner =
+            TextConditioner::new(&model_conditioner, chunking).with_max_chunks(job.settings.max_prompt_chunks);
         let mut schedule_params = ScheduleParams::new(total_steps);
         schedule_params.use_old_scheduling = job.settings.use_old_scheduling;
         let uncond =
-            conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(exec_err)?;
-        let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(exec_err)?;
+            conditioner.learned_conditioning_negative(&job.negative_prompts, &schedule_params).map_err(text_err)?;
+        let cond = conditioner.multicond_learned_conditioning(&job.prompts, &schedule_params).map_err(text_err)?;
 
         // Noise: one generator per image seed (docs/a1111-behaviour.md §4.3).
         let source = job.settings.randn_source;

@@ -127,16 +127,28 @@ pub struct TextConditioner<'a> {
     pub conditioner: &'a dyn Conditioner,
     pub tokenizer: &'a ClipTokenizer,
     pub chunking: ChunkingOptions,
+    /// Most chunks one text may tokenize to; more is [`TextError::TooManyChunks`], found before
+    /// the text encoder runs.
+    pub max_chunks: usize,
 }
 
 impl<'a> TextConditioner<'a> {
     pub fn new(conditioner: &'a dyn Conditioner, chunking: ChunkingOptions) -> Self {
-        Self { conditioner, tokenizer: ClipTokenizer::shared(), chunking }
+        Self { conditioner, tokenizer: ClipTokenizer::shared(), chunking, max_chunks: usize::MAX }
+    }
+
+    /// The same conditioner with a bound on chunks per text.
+    pub fn with_max_chunks(self, max_chunks: usize) -> Self {
+        Self { max_chunks, ..self }
     }
 
     /// Tokens and multipliers of a batch of texts, as the encoder will get them.
     pub fn tokenize(&self, texts: &[String]) -> Result<ChunkedBatch, TextError> {
-        ChunkedBatch::new(self.tokenizer, texts, &self.chunking)
+        let batch = ChunkedBatch::new(self.tokenizer, texts, &self.chunking)?;
+        if batch.chunks.len() > self.max_chunks {
+            return Err(TextError::TooManyChunks { chunks: batch.chunks.len(), limit: self.max_chunks });
+        }
+        Ok(batch)
     }
 
     /// A1111's `cond_stage_model(texts)`: (texts, 77·k, C), each chunk position encoded as one

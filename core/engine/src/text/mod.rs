@@ -39,6 +39,11 @@ pub enum TextError {
     Syntax(#[from] sdapi_protocol::prompt::PromptError),
     #[error("no prompt to condition on")]
     Empty,
+    /// A prompt text longer than the configured bound (`SDAPI_MAX_PROMPT_CHUNKS`).
+    #[error(
+        "a prompt tokenizes to {chunks} chunks of 75 tokens, more than this server accepts ({limit}, SDAPI_MAX_PROMPT_CHUNKS)"
+    )]
+    TooManyChunks { chunks: usize, limit: usize },
     /// Conds of different token lengths where A1111 cannot batch them either.
     #[error("conditioning shapes differ within a batch: {0:?} vs {1:?}")]
     ShapeMismatch(Vec<usize>, Vec<usize>),

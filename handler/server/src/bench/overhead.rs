@@ -49,6 +49,7 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
         output_prefix: String::new(),
         max_body_bytes: 64 << 20,
         storage: Default::default(),
+        limits: Default::default(),
     };
     let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
     let state = AppState::from_config(config, executor).map_err(|e| BenchError::Request(e.to_string()))?;

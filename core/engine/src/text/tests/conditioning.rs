@@ -163,3 +163,14 @@ fn multicond_reconstruct_layout_and_padding() {
     let learned = cond.learned_conditioning(&texts(&["b", &long]), &ScheduleParams::new(8)).expect("learned");
     assert!(reconstruct_cond_batch(&learned, 0).is_err());
 }
+
+/// A prompt over the chunk bound is refused before the encoder runs.
+#[test]
+fn too_many_chunks_are_refused_before_encoding() {
+    let enc = FakeEncoder::new();
+    let cond = TextConditioner::new(&enc, ChunkingOptions::default()).with_max_chunks(4);
+    let err = cond.encode_texts(&texts(&[&"a BREAK ".repeat(5)])).unwrap_err();
+    assert!(matches!(err, TextError::TooManyChunks { chunks: 5, limit: 4 }), "{err}");
+    assert!(enc.calls.borrow().is_empty());
+    assert!(cond.encode_texts(&texts(&[&"a BREAK ".repeat(3)])).is_ok());
+}
