@@ -35,6 +35,10 @@ struct Tree {
     w1: Vec<f32>,
 }
 
+/// Memory the cached tree nodes of one batch may hold. Nodes are regenerated deterministically
+/// from their seeds, so dropping the cache changes no result, only time.
+pub const DEFAULT_CACHE_BYTES: usize = 256 << 20;
+
 /// One Brownian tree per image of the batch.
 #[derive(Debug)]
 pub struct BrownianTreeNoise {
@@ -43,6 +47,8 @@ pub struct BrownianTreeNoise {
     numel: usize,
     t0: f64,
     t1: f64,
+    cache_bytes: usize,
+    cached_nodes: usize,
 }
 
 impl BrownianTreeNoise {
@@ -61,7 +67,12 @@ impl BrownianTreeNoise {
                 Tree { seed, nodes: HashMap::new(), w1 }
             })
             .collect();
-        Self { trees, source, numel, t0, t1 }
+        Self { trees, source, numel, t0, t1, cache_bytes: DEFAULT_CACHE_BYTES, cached_nodes: 0 }
+    }
+
+    /// The same trees with another bound on the node cache.
+    pub fn with_cache_bytes(self, cache_bytes: usize) -> Self {
+        Self { cache_bytes, ..self }
     }
 
     /// Trees spanning the plan's full schedule (smallest non-zero sigma to the largest), as A1111's
@@ -76,6 +87,12 @@ impl BrownianTreeNoise {
     /// W(t) of tree `k` (t clamped to the tree's interval).
     fn w_at(&mut self, k: usize, t: f64) -> Vec<f32> {
         let (source, numel) = (self.source, self.numel);
+        // Bounded cache: a query adds at most ~20 nodes; start over when the bound is reached.
+        if self.cached_nodes.saturating_mul(numel * 4) > self.cache_bytes {
+            self.trees.iter_mut().for_each(|tree| tree.nodes.clear());
+            self.cached_nodes = 0;
+        }
+        let before: usize = self.trees[k].nodes.len();
         let tree = &mut self.trees[k];
         let t = t.clamp(self.t0, self.t1);
         let (mut a, mut b) = (self.t0, self.t1);
@@ -84,11 +101,9 @@ impl BrownianTreeNoise {
         let tol = (self.t1 - self.t0) * 1e-6;
         let mut node = 1u64;
         while b - a > tol && node < (1u64 << 62) {
-            if t == a {
-                return wa;
-            }
-            if t == b {
-                return wb;
+            if t == a || t == b {
+                self.cached_nodes += tree.nodes.len() - before;
+                return if t == a { wa } else { wb };
             }
             let m = 0.5 * (a + b);
             let seed = tree.seed;
@@ -108,6 +123,7 @@ impl BrownianTreeNoise {
                 node = node * 2 + 1;
             }
         }
+        self.cached_nodes += tree.nodes.len() - before;
         let w = if b > a { ((t - a) / (b - a)) as f32 } else { 0.0 };
         wa.iter().zip(&wb).map(|(x, y)| x + w * (y - x)).collect()
     }
@@ -135,6 +151,22 @@ impl BrownianTreeNoise {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cache bound changes no value: a tree that drops its cache at every query gives the same
+    /// noise as one that keeps everything.
+    #[test]
+    fn the_cache_bound_changes_no_result() {
+        let x = Tensor::zeros((2, 500), candle_core::DType::F32, &Device::Cpu).unwrap();
+        let mut keep = BrownianTreeNoise::new(&[7, 8], RandnSource::Nv, 500, 0.03, 14.6).with_cache_bytes(usize::MAX);
+        let mut drop = BrownianTreeNoise::new(&[7, 8], RandnSource::Nv, 500, 0.03, 14.6).with_cache_bytes(0);
+        for (s, n) in [(14.6, 9.0), (9.0, 3.1), (3.1, 0.5), (0.5, 0.03)] {
+            let a = keep.noise(s, n, &x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = drop.noise(s, n, &x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(a, b);
+        }
+        assert!(drop.cached_nodes <= 2 * 64, "{}", drop.cached_nodes);
+        assert!(keep.cached_nodes > drop.cached_nodes);
+    }
 
     #[test]
     fn increments_are_consistent_and_standard_normal() {
