@@ -131,3 +131,16 @@ fn rgba_flattening_over_background() {
     assert_eq!(flat.get_pixel(1, 0).0, [227, 177, 127]);
     assert_eq!(parse_hex_color("#102030"), [16, 32, 48]);
 }
+
+/// A1111 reads GIF init images (Pillow: the first frame, palette → RGB); so do we.
+#[test]
+fn gif_init_images_decode() {
+    let flat = RgbImage::from_pixel(8, 4, Rgb([200, 40, 10]));
+    let mut gif = Vec::new();
+    image::DynamicImage::ImageRgb8(flat.clone())
+        .write_to(&mut std::io::Cursor::new(&mut gif), image::ImageFormat::Gif)
+        .unwrap();
+    assert!(gif.starts_with(b"GIF8"));
+    let decoded = decode_image_bytes(&gif).expect("GIF decodes");
+    assert_eq!(decoded.flatten([255, 255, 255]), flat);
+}
