@@ -154,10 +154,25 @@ impl CheckpointInfo {
         }
         if let Some(s) = &self.item.sha256 {
             a.push(s.clone());
-            a.push(format!("{} [{}]", self.name, &s[..10.min(s.len())]));
+            a.push(format!("{} [{}]", self.name, short_hash(s)));
         }
         a
     }
+
+    /// Records the file's sha256 in the listing as A1111 shows it: `hash` (the short hash),
+    /// `sha256`, and the title `name [short hash]`.
+    fn set_sha256(&mut self, sha256: String) {
+        let short = short_hash(&sha256).to_string();
+        self.item.title = format!("{} [{short}]", self.name);
+        self.item.hash = Some(short);
+        self.item.sha256 = Some(sha256);
+    }
+}
+
+/// A1111's short hash: the first 10 hex digits of the sha256 (a cached value that is shorter,
+/// e.g. an edited cache file, is used whole rather than panicking).
+fn short_hash(sha256: &str) -> &str {
+    sha256.get(..10).unwrap_or(sha256)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -210,27 +225,26 @@ pub fn scan_checkpoints(
             name.rsplit_once('.').map(|(a, _)| a.to_string()).unwrap_or(name.clone())
         };
         let sha256 = if is_folder { None } else { cache.sha256(&path, policy)? };
-        let hash = sha256.as_ref().map(|s| s[..10].to_string());
-        let title = match &hash {
-            Some(h) => format!("{name} [{h}]"),
-            None => name.clone(),
-        };
         let abs = absolute(&path);
         let yaml = path.with_extension("yaml");
         let config = yaml.is_file().then(|| absolute(&yaml).to_string_lossy().into_owned());
-        out.push(CheckpointInfo {
+        let mut info = CheckpointInfo {
             item: SDModelItem {
-                title,
+                title: name.clone(),
                 model_name: name_no_ext.replace(['/', '\\'], "_"),
-                hash,
-                sha256,
+                hash: None,
+                sha256: None,
                 filename: abs.to_string_lossy().into_owned(),
                 config,
             },
             name,
             name_no_ext,
             is_diffusers_folder: is_folder,
-        });
+        };
+        if let Some(sha256) = sha256 {
+            info.set_sha256(sha256);
+        }
+        out.push(info);
     }
     out.sort_by_key(|c| c.name.to_lowercase());
     Ok(out)
@@ -266,6 +280,8 @@ pub struct ModelIndex {
     pub root: PathBuf,
     pub checkpoints: Vec<CheckpointInfo>,
     pub vaes: Vec<SDVaeItem>,
+    /// Where this index's hash cache lives ([`HashCache::location`], decided at scan).
+    pub hash_cache: PathBuf,
 }
 
 impl ModelIndex {
@@ -275,15 +291,15 @@ impl ModelIndex {
     /// checkpoint when it is first used ([`ModelIndex::ensure_hash`]), as A1111 does, so a cold
     /// start does not read every checkpoint.
     pub fn scan(root: &Path) -> Result<Self, ModelsDirError> {
-        let (cache_path, writable) = HashCache::location(root);
-        let mut cache = HashCache::load(cache_path);
+        let (hash_cache, writable) = HashCache::location(root);
+        let mut cache = HashCache::load(&hash_cache);
         let policy = if writable { HashPolicy::AtScan } else { HashPolicy::CachedOnly };
         let checkpoints = scan_checkpoints(&root.join("Stable-diffusion"), &mut cache, policy)?;
         if let Err(e) = cache.save() {
             tracing::debug!("hash cache not saved: {e}");
         }
         let vaes = scan_vaes(&root.join("VAE"));
-        Ok(Self { root: root.to_path_buf(), checkpoints, vaes })
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache })
     }
 
     /// Hashes a checkpoint listed without one (read-only roots) and updates its listing (`hash`,
@@ -294,13 +310,9 @@ impl ModelIndex {
             return Ok(None);
         };
         if info.item.sha256.is_none() && !info.is_diffusers_folder {
-            let (cache_path, _) = HashCache::location(&self.root);
-            let mut cache = HashCache::load(cache_path);
+            let mut cache = HashCache::load(&self.hash_cache);
             if let Some(sha) = cache.sha256(Path::new(&info.item.filename), HashPolicy::AtScan)? {
-                let short = sha[..10.min(sha.len())].to_string();
-                info.item.title = format!("{} [{short}]", info.name);
-                info.item.hash = Some(short);
-                info.item.sha256 = Some(sha);
+                info.set_sha256(sha);
             }
             if let Err(e) = cache.save() {
                 tracing::debug!("hash cache not saved: {e}");
@@ -401,12 +413,28 @@ mod tests {
             (checkpoints[0].item.hash.as_deref(), checkpoints[0].item.title.as_str()),
             (None, "tiny-sd15.safetensors")
         );
-        let mut index = ModelIndex { root: tmp.clone(), checkpoints, vaes: vec![] };
+        let mut index = ModelIndex { root: tmp.clone(), checkpoints, vaes: vec![], hash_cache: tmp.join("cache.json") };
         let hashed = index.ensure_hash("tiny-sd15.safetensors").unwrap().unwrap();
         assert_eq!(hashed.item.hash.as_deref(), Some("7037055cdc"));
         assert_eq!(hashed.item.title, "tiny-sd15.safetensors [7037055cdc]");
         assert_eq!(index.checkpoints[0].item, hashed.item, "the listing is updated too");
         assert!(index.ensure_hash("missing.safetensors").unwrap().is_none());
+        std::fs::remove_dir_all(&tmp).ok();
+    }
+
+    /// A cache file edited to hold a short digest lists it as is instead of panicking at start.
+    #[test]
+    fn a_short_cached_digest_does_not_panic() {
+        let tmp = std::env::temp_dir().join(format!("sdapi-models-short-{}", std::process::id()));
+        let sd = tmp.join("Stable-diffusion");
+        std::fs::create_dir_all(&sd).unwrap();
+        let file = sd.join("m.safetensors");
+        std::fs::write(&file, b"x").unwrap();
+        let mut cache = HashCache::in_memory();
+        cache.record(&file, "abc").unwrap();
+        let listed = scan_checkpoints(&sd, &mut cache, HashPolicy::CachedOnly).unwrap();
+        assert_eq!(listed[0].item.hash.as_deref(), Some("abc"));
+        assert_eq!(listed[0].item.title, "m.safetensors [abc]");
         std::fs::remove_dir_all(&tmp).ok();
     }
 
