@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 use crate::models_dir::{CheckpointInfo, ModelIndex};
 use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError};
 use sdapi_protocol::api::errors::ApiError;
-use sdapi_protocol::api::options::Options;
+use sdapi_protocol::api::options::{Options, option_def};
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
 use sdapi_protocol::choices::{
@@ -170,7 +170,7 @@ fn apply_overrides(base: &Options, overrides: &Map<String, Value>, models: &Mode
     Ok(opts)
 }
 
-fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
+fn settings_from(opts: &Options, p: &CommonParams, limits: &RequestLimits) -> GenerationSettings {
     GenerationSettings {
         clip_skip: opts.clip_stop_at_last_layers().max(1) as usize,
         randn_source: opts.randn_source(),
@@ -204,7 +204,7 @@ fn settings_from(opts: &Options, p: &CommonParams) -> GenerationSettings {
         show_progress_every_n_steps: if opts.live_previews_enable() { opts.show_progress_every_n_steps() } else { 0 },
         use_old_karras_scheduler_sigmas: opts.use_old_karras_scheduler_sigmas(),
         unipc: UniPcSettings::default(),
-        max_prompt_chunks: RequestLimits::default().max_prompt_chunks,
+        max_prompt_chunks: limits.max_prompt_chunks,
     }
 }
 
@@ -252,8 +252,7 @@ const NOT_HONOURED_OPTIONS: [&str; 11] = [
 
 /// The options of [`NOT_HONOURED_OPTIONS`] whose value differs from A1111's default.
 pub fn not_honoured_options(opts: &Options) -> Vec<&'static str> {
-    let defaults = Options::new();
-    NOT_HONOURED_OPTIONS.into_iter().filter(|key| opts.get(key) != defaults.get(key)).collect()
+    NOT_HONOURED_OPTIONS.into_iter().filter(|key| opts.get(key) != option_def(key).map(|d| &d.default)).collect()
 }
 
 /// Runs a generation request through the runner, batch by batch.
@@ -327,8 +326,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let all_prompts = vec![p.prompt.clone(); total];
     let all_negative_prompts = vec![p.negative_prompt.clone(); total];
 
-    let mut settings = settings_from(&opts, &p);
-    settings.max_prompt_chunks = ctx.limits.max_prompt_chunks;
+    let mut settings = settings_from(&opts, &p, &ctx.limits);
     if sampler == SamplerKind::UniPc {
         settings.unipc = opts.uni_pc()?;
         if settings.unipc.variant == UniPcVariant::VaryCoeff {
