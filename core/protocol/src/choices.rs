@@ -131,11 +131,6 @@ impl SamplerKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// Name or alias lookup (`sd_samplers.find_sampler_config`).
-    pub fn find_with_aliases(value: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.name() == value || k.aliases().contains(&value))
-    }
-
     pub fn flags(self) -> SamplerFlags {
         let f = SamplerFlags::default();
         let karras = Some(Scheduler::Karras);
@@ -510,7 +505,6 @@ mod tests {
         for k in SamplerKind::ALL {
             assert_eq!(SamplerKind::find(k.name()), Some(k));
             for a in k.aliases() {
-                assert_eq!(SamplerKind::find_with_aliases(a), Some(k));
                 assert_eq!(SamplerKind::find(a), None, "aliases are not all_samplers_map keys");
             }
         }

@@ -25,10 +25,8 @@ use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSele
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::{Options, option_def};
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use sdapi_protocol::api::sampler_resolution::resolve_sampler_and_scheduler;
-use sdapi_protocol::choices::{
-    ExtraParamOptions, RequestExtraParams, SamplerKind, Scheduler, UniPcSettings, UniPcVariant,
-};
+use sdapi_protocol::api::sampler_resolution::resolve_request_sampler;
+use sdapi_protocol::choices::{ExtraParamOptions, RequestExtraParams, SamplerKind, UniPcSettings, UniPcVariant};
 use sdapi_protocol::infotext::{InfoJson, InfotextInput, create_infotext};
 
 /// Shared services `process_images` needs.
@@ -302,16 +300,8 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         tracing::warn!(?ignored, "options set away from A1111's defaults that this server does not apply yet");
     }
 
-    // Resolve with Automatic conversion, store a concrete scheduler on p only when the request
-    // named none, then resolve again without conversion (A1111's API, then `process_images`).
     // Names are parsed here, once: the runner gets enums.
-    let (sampler0, scheduler0) =
-        resolve_sampler_and_scheduler(Some(&p.requested_sampler), p.scheduler.as_deref(), true);
-    let populated = match p.scheduler.clone().filter(|s| !s.is_empty()) {
-        Some(s) => Some(s),
-        None => (scheduler0 != Scheduler::Automatic).then(|| scheduler0.label().to_string()),
-    };
-    let (sampler, scheduler) = resolve_sampler_and_scheduler(Some(sampler0.name()), populated.as_deref(), false);
+    let (sampler, scheduler) = resolve_request_sampler(&p.requested_sampler, p.scheduler.as_deref());
     let (sampler_name, scheduler_label) = (sampler.name().to_string(), scheduler.label().to_string());
     let batch_size = p.batch_size as usize;
     let n_iter = p.n_iter as usize;

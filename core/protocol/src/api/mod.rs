@@ -13,5 +13,5 @@ pub mod options;
 pub mod sampler_resolution;
 
 pub use options::Options;
-pub use sampler_resolution::{get_sampler_and_scheduler, resolve_sampler_and_scheduler};
+pub use sampler_resolution::{resolve_request_sampler, resolve_sampler_and_scheduler};
 pub mod responses;

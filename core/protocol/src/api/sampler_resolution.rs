@@ -35,22 +35,29 @@ pub fn resolve_sampler_and_scheduler(
     (sampler, found)
 }
 
-/// [`resolve_sampler_and_scheduler`] as the names A1111 writes: (sampler name, scheduler label).
-pub fn get_sampler_and_scheduler(
-    sampler_name: Option<&str>,
-    scheduler: Option<&str>,
-    convert_automatic: bool,
-) -> (String, String) {
-    let (sampler, scheduler) = resolve_sampler_and_scheduler(sampler_name, scheduler, convert_automatic);
-    (sampler.name().to_string(), scheduler.label().to_string())
+/// A generation request's sampler and scheduler as A1111 ends up using them: its API resolves
+/// with Automatic conversion and stores a concrete scheduler only when the request named none,
+/// then `process_images` resolves again without conversion.
+pub fn resolve_request_sampler(requested_sampler: &str, scheduler: Option<&str>) -> (SamplerKind, Scheduler) {
+    let (sampler, resolved) = resolve_sampler_and_scheduler(Some(requested_sampler), scheduler, true);
+    let populated = match scheduler.filter(|s| !s.is_empty()) {
+        Some(s) => Some(s),
+        None => (resolved != Scheduler::Automatic).then(|| resolved.label()),
+    };
+    resolve_sampler_and_scheduler(Some(sampler.name()), populated, false)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The resolution as the names A1111 writes (sampler name, scheduler label).
+    fn names(sampler_name: Option<&str>, scheduler: Option<&str>, convert_automatic: bool) -> (String, String) {
+        let (sampler, scheduler) = resolve_sampler_and_scheduler(sampler_name, scheduler, convert_automatic);
+        (sampler.name().to_string(), scheduler.label().to_string())
+    }
     fn r(s: Option<&str>, sch: Option<&str>) -> (String, String) {
-        get_sampler_and_scheduler(s, sch, true)
+        names(s, sch, true)
     }
     fn pair(a: &str, b: &str) -> (String, String) {
         (a.to_string(), b.to_string())
@@ -64,7 +71,7 @@ mod tests {
         assert_eq!(r(Some("Euler a"), Some("karras")), pair("Euler a", "Karras"));
         // legacy combined name; Karras is DPM++ 2M's own default → reported Automatic
         assert_eq!(r(Some("DPM++ 2M Karras"), None), pair("DPM++ 2M", "Automatic"));
-        assert_eq!(get_sampler_and_scheduler(Some("DPM++ 2M Karras"), None, false), pair("DPM++ 2M", "Karras"));
+        assert_eq!(names(Some("DPM++ 2M Karras"), None, false), pair("DPM++ 2M", "Karras"));
         assert_eq!(r(Some("DPM++ 2M"), Some("Karras")), pair("DPM++ 2M", "Automatic"));
         assert_eq!(r(Some("DPM++ SDE Exponential"), None), pair("DPM++ SDE", "Exponential"));
         assert_eq!(r(Some("Euler SGMUniform"), None), pair("Euler", "SGM Uniform"));

@@ -4,7 +4,7 @@ use super::parser::{find_params, uses_emphasis};
 use super::*;
 use crate::api::options::Options;
 use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
-use crate::api::sampler_resolution::get_sampler_and_scheduler;
+use crate::api::sampler_resolution::resolve_request_sampler;
 
 fn fixtures_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/a1111-parity/cases")
@@ -43,12 +43,8 @@ fn infotexts_for(c: &Case) -> Vec<String> {
         let r = Txt2ImgRequest::from_json(&c.request).unwrap();
         (r.fields.clone(), r.requested_sampler().to_string(), r.scheduler.clone(), r.override_settings.clone())
     };
-    let (sampler, scheduler) = get_sampler_and_scheduler(Some(&sampler_req), scheduler_req.as_deref(), true);
-    let populated_scheduler = match scheduler_req.filter(|s| !s.is_empty()) {
-        Some(s) => Some(s),
-        None => (scheduler != "Automatic").then(|| scheduler.clone()),
-    };
-    let (sampler, scheduler) = get_sampler_and_scheduler(Some(&sampler), populated_scheduler.as_deref(), false);
+    let (sampler, scheduler) = resolve_request_sampler(&sampler_req, scheduler_req.as_deref());
+    let (sampler, scheduler) = (sampler.name().to_string(), scheduler.label().to_string());
 
     let mut opts = Options::new();
     let mut overrides = override_settings.unwrap_or_default();
