@@ -46,30 +46,24 @@ fn reject_pickle(path: &Path) -> Result<(), EngineError> {
     let io = |source| EngineError::Io { path: path.to_path_buf(), source };
     let mut file = std::fs::File::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
-    let mut head = [0u8; 9];
-    let mut read = 0;
-    while read < head.len() {
-        match file.read(&mut head[read..]).map_err(io)? {
-            0 => break,
-            n => read += n,
-        }
-    }
-    if read == head.len() && looks_like_safetensors(&head, len) {
+    let mut head = Vec::with_capacity(9);
+    (&mut file).take(9).read_to_end(&mut head).map_err(io)?;
+    if looks_like_safetensors(&head, len) {
         return Ok(());
     }
-    if read >= 4 && head.starts_with(b"PK\x03\x04") || read >= 1 && head[0] == 0x80 {
+    if head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) {
         return Err(EngineError::PickleNotSupported(path.to_path_buf()));
     }
     Ok(())
 }
 
-/// `head`: the first 9 bytes of a file of `len` bytes. True when they are a plausible safetensors
-/// start: a header length that fits in the file, then the JSON header's opening brace.
-pub(crate) fn looks_like_safetensors(head: &[u8; 9], len: u64) -> bool {
-    let mut n = [0u8; 8];
-    n.copy_from_slice(&head[..8]);
-    let header_len = u64::from_le_bytes(n);
-    header_len >= 2 && header_len <= len.saturating_sub(8) && head[8] == b'{'
+/// `head`: the first bytes of a file of `len` bytes. True when they are a plausible safetensors
+/// start: an 8-byte header length that fits in the file, then the JSON header's opening brace.
+fn looks_like_safetensors(head: &[u8], len: u64) -> bool {
+    match (head.get(..8).and_then(|n| <[u8; 8]>::try_from(n).ok()), head.get(8)) {
+        (Some(n), Some(b'{')) => (2..=len.saturating_sub(8)).contains(&u64::from_le_bytes(n)),
+        _ => false,
+    }
 }
 
 fn open_safetensors(path: &Path) -> Result<SafetensorsFile, EngineError> {
