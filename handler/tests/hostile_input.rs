@@ -4,6 +4,7 @@
 mod common;
 use base64::Engine;
 use common::*;
+use sdapi_protocol::images::read::MAX_TEXT_CHUNK;
 use serde_json::{Value, json};
 
 /// Seed resize of 1,000,000,000 made the noise allocation abort the whole process.
@@ -63,7 +64,7 @@ async fn decompression_bomb_in_png_info_is_refused() {
 async fn long_text_without_parameters_parses_and_the_server_stays_responsive() {
     let (app, _) = app_with(test_config());
     let text = format!("prompt\n{}", "word another word ".repeat(12_000));
-    let png = png_with_ztxt(&text[..text.len().min(MAX_TEXT)]);
+    let png = png_with_ztxt(&text[..text.len().min(MAX_TEXT_CHUNK)]);
     let image = base64::engine::general_purpose::STANDARD.encode(&png);
     let request = post_json("/sdapi/v1/png-info", &json!({ "image": image }).to_string());
     let (status, resp) = send(&app, request).await;
@@ -75,8 +76,6 @@ async fn long_text_without_parameters_parses_and_the_server_stays_responsive() {
     let (status, _) = send(&app, get("/internal/ping")).await;
     assert_eq!(status, 200);
 }
-
-const MAX_TEXT: usize = 1 << 20;
 
 /// A 5 MB prompt held the runner for more than a minute; it is refused before queueing now.
 #[tokio::test]
