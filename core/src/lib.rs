@@ -16,8 +16,10 @@
 // the cold path of a request; boxing it would add an allocation to every `?` for no gain.
 #![allow(clippy::result_large_err)]
 pub mod models_dir;
+pub mod networks;
 pub mod processing;
 pub mod runner;
 pub mod store;
+pub mod styles;
 
 pub use sdapi_protocol::VERSION;

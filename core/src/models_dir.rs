@@ -11,6 +11,8 @@ use sha2::{Digest, Sha256};
 
 use sdapi_protocol::api::items::{SDModelItem, SDVaeItem};
 
+use crate::networks::{LoraEntry, NetworkCatalog};
+
 #[derive(Debug, thiserror::Error)]
 pub enum ModelsDirError {
     #[error("io error on {path}: {source}")]
@@ -24,6 +26,16 @@ pub enum HashPolicy {
     AtScan,
     /// Only use cached hashes (`--no-hashing`-like listing).
     CachedOnly,
+}
+
+/// What a cached digest covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestKind {
+    /// sha256 of the whole file (checkpoints, VAEs, embeddings, pickled LoRAs).
+    Whole,
+    /// sha256 of a `.safetensors` file after its header: kohya's "addnet" hash, which A1111 uses
+    /// for LoRA files so that editing their metadata keeps the hash.
+    SafetensorsBody,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -94,10 +106,23 @@ impl HashCache {
 
     /// sha256 (lower-case hex) of a file, from the cache when path, mtime and size match.
     pub fn sha256(&mut self, file: &Path, policy: HashPolicy) -> Result<Option<String>, ModelsDirError> {
+        self.digest(file, DigestKind::Whole, policy)
+    }
+
+    /// A digest of `kind` of a file, cached like [`Self::sha256`] (each kind under its own key).
+    pub fn digest(
+        &mut self,
+        file: &Path,
+        kind: DigestKind,
+        policy: HashPolicy,
+    ) -> Result<Option<String>, ModelsDirError> {
         let io = |source| ModelsDirError::Io { path: file.to_path_buf(), source };
         let meta = std::fs::metadata(file).map_err(io)?;
         let mtime = mtime_secs(&meta);
-        let key = file.to_string_lossy().into_owned();
+        let key = match kind {
+            DigestKind::Whole => file.to_string_lossy().into_owned(),
+            DigestKind::SafetensorsBody => format!("{}#addnet", file.to_string_lossy()),
+        };
         if let Some(e) = self.entries.get(&key)
             && e.mtime == mtime
             && e.size == meta.len()
@@ -107,7 +132,10 @@ impl HashCache {
         if policy == HashPolicy::CachedOnly {
             return Ok(None);
         }
-        let digest = sha256_file(file).map_err(io)?;
+        let digest = match kind {
+            DigestKind::Whole => sha256_file(file).map_err(io)?,
+            DigestKind::SafetensorsBody => crate::networks::safetensors_header::addnet_hash(file).map_err(io)?,
+        };
         self.entries.insert(key, CacheEntry { mtime, size: meta.len(), sha256: digest.clone() });
         self.dirty = true;
         Ok(Some(digest))
@@ -120,11 +148,15 @@ fn mtime_secs(meta: &std::fs::Metadata) -> u64 {
 
 /// Streams a file through sha256 (the one implementation; the engine never hashes).
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
+    sha256_reader(std::fs::File::open(path)?)
+}
+
+/// sha256 (lower-case hex) of everything `reader` yields.
+pub fn sha256_reader(mut reader: impl Read) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = reader.read(&mut buf)?;
         if n == 0 {
             break;
         }
@@ -282,6 +314,8 @@ pub struct ModelIndex {
     pub vaes: Vec<SDVaeItem>,
     /// Where this index's hash cache lives ([`HashCache::location`], decided at scan).
     pub hash_cache: PathBuf,
+    /// LoRA and embedding files (`<root>/Lora`, `LyCORIS`, `embeddings`).
+    pub networks: NetworkCatalog,
 }
 
 impl ModelIndex {
@@ -299,7 +333,29 @@ impl ModelIndex {
             tracing::debug!("hash cache not saved: {e}");
         }
         let vaes = scan_vaes(&root.join("VAE"));
-        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache })
+        let networks = NetworkCatalog::scan(root);
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache, networks })
+    }
+
+    /// Rescans the LoRA and embedding folders (`/refresh-loras`, `/refresh-embeddings`).
+    pub fn rescan_networks(&mut self) {
+        self.networks = NetworkCatalog::scan(&self.root);
+    }
+
+    /// A LoRA's hash as A1111 reports it: kohya's `sshs_model_hash` metadata, else the addnet hash
+    /// of a `.safetensors` file or the sha256 of another file, computed once per file version
+    /// (hash cache). `None` when the file cannot be read.
+    pub fn lora_hash(&self, entry: &LoraEntry) -> Option<String> {
+        if let Some(hash) = entry.metadata_hash() {
+            return Some(hash.to_ascii_lowercase());
+        }
+        let kind = if entry.is_safetensors { DigestKind::SafetensorsBody } else { DigestKind::Whole };
+        let mut cache = HashCache::load(&self.hash_cache);
+        let digest = cache.digest(&entry.path, kind, HashPolicy::AtScan);
+        if let Err(e) = cache.save() {
+            tracing::debug!("hash cache not saved: {e}");
+        }
+        digest.map_err(|e| tracing::warn!(lora = %entry.path.display(), "cannot hash: {e}")).ok().flatten()
     }
 
     /// Hashes a checkpoint listed without one (read-only roots) and updates its listing (`hash`,
@@ -413,7 +469,13 @@ mod tests {
             (checkpoints[0].item.hash.as_deref(), checkpoints[0].item.title.as_str()),
             (None, "tiny-sd15.safetensors")
         );
-        let mut index = ModelIndex { root: tmp.clone(), checkpoints, vaes: vec![], hash_cache: tmp.join("cache.json") };
+        let mut index = ModelIndex {
+            root: tmp.clone(),
+            checkpoints,
+            vaes: vec![],
+            hash_cache: tmp.join("cache.json"),
+            networks: NetworkCatalog::default(),
+        };
         let hashed = index.ensure_hash("tiny-sd15.safetensors").unwrap().unwrap();
         assert_eq!(hashed.item.hash.as_deref(), Some("7037055cdc"));
         assert_eq!(hashed.item.title, "tiny-sd15.safetensors [7037055cdc]");

@@ -10,8 +10,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sdapi_core::models_dir::ModelIndex;
+use sdapi_core::networks::NetworkInspector;
 use sdapi_core::processing::ProcessingContext;
 use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
+use sdapi_core::styles::StyleDatabase;
 use sdapi_protocol::api::cmd_flags::ServerFlags;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub flags: Arc<ServerFlags>,
     /// The output store (local folder until [`AppState::with_outputs`] installs S3).
     pub outputs: Outputs,
+    /// Reads embedding files for `/embeddings` (the engine's, installed by the binary).
+    pub inspector: Option<Arc<dyn NetworkInspector>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +76,11 @@ impl AppState {
             no_half: config.device == "cpu",
             ..ServerFlags::default()
         };
+        // A broken styles file should not keep the service down: log it and start without styles.
+        let styles = StyleDatabase::load(&config.styles_file).unwrap_or_else(|e| {
+            tracing::warn!("styles not loaded: {e}");
+            StyleDatabase::default()
+        });
         Ok(Self {
             ctx: ProcessingContext {
                 runner,
@@ -79,11 +88,19 @@ impl AppState {
                 models: Arc::new(RwLock::new(models)),
                 version: sdapi_core::VERSION.to_string(),
                 limits: config.limits,
+                styles: Arc::new(RwLock::new(styles)),
             },
+            inspector: None,
             flags: Arc::new(flags),
             outputs: Outputs::local(&config),
             config: Arc::new(config),
         })
+    }
+
+    /// Installs the reader `/embeddings` lists files with (the binaries pass the engine's).
+    pub fn with_inspector(mut self, inspector: Arc<dyn NetworkInspector>) -> Self {
+        self.inspector = Some(inspector);
+        self
     }
 
     /// Replaces the output store (main installs S3 here; building it needs async AWS config loading).

@@ -35,6 +35,8 @@ pub struct Config {
     pub storage: StorageSettings,
     /// Bounds on one request's work (`SDAPI_MAX_PROMPT_CHARS`, `SDAPI_MAX_PROMPT_CHUNKS`).
     pub limits: RequestLimits,
+    /// A1111's `styles.csv` (`SDAPI_STYLES_FILE`, default `<models_dir>/styles.csv`).
+    pub styles_file: PathBuf,
 }
 
 /// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
@@ -146,7 +148,9 @@ impl Config {
                 .map_err(|e| ConfigError::Invalid { name: "SDAPI_MAX_BODY_MB", message: format!("{s:?}: {e}") })?,
             None => 64,
         };
+        let styles_file = var("SDAPI_STYLES_FILE").map(PathBuf::from).unwrap_or_else(|| models_dir.join("styles.csv"));
         Ok(Self {
+            styles_file,
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),
             device: var("SDAPI_DEVICE").unwrap_or_else(|| "cpu".into()),

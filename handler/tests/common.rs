@@ -70,6 +70,7 @@ pub fn test_config() -> Config {
         max_body_bytes: 4 * 1024 * 1024,
         storage: Default::default(),
         limits: Default::default(),
+        styles_file: repo_root().join("samples/models/styles.csv"),
     }
 }
 

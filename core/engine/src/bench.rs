@@ -189,6 +189,7 @@ impl PipelineBench {
             models: Arc::new(RwLock::new(models)),
             version: "bench".into(),
             limits: Default::default(),
+            styles: Default::default(),
         };
         Ok(Self { ctx, model_name: model_name.into() })
     }

@@ -25,6 +25,7 @@ mod error;
 pub mod executor;
 pub mod loader;
 pub mod model;
+pub mod networks;
 mod norm;
 pub mod preview;
 pub mod rng;

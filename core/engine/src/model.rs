@@ -16,6 +16,7 @@ use crate::loader;
 use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
 use crate::loader::tensor_store::WeightPatch;
 use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
+use crate::networks::{LayerIndex, LoraFile, LoraPatch, LoraResolution};
 use crate::text::{
     ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector,
 };
@@ -36,6 +37,14 @@ pub const SD2_SDXL_UNET_HEADS: UnetHeads = UnetHeads::HeadDim(64);
 /// OpenCLIP-H has 24 layers; diffusers SD 2.x exports keep only the first 23.
 const OPEN_CLIP_H_WIDTH: usize = 1024;
 const OPEN_CLIP_H_TRUNCATED_LAYERS: usize = 23;
+
+/// One LoRA-family network to merge, with A1111's multipliers.
+pub struct LoraApplication<'a> {
+    pub file: &'a LoraFile,
+    pub te_multiplier: f64,
+    pub unet_multiplier: f64,
+    pub dyn_dim: Option<usize>,
+}
 
 /// A checkpoint ready to run: text encoders, UNet, VAE and noise schedule.
 pub struct LoadedModel {
@@ -75,6 +84,34 @@ impl LoadedModel {
         for patch in patches {
             ckpt.store.add_patch(Arc::clone(patch));
         }
+        Self::from_checkpoint(ckpt, device, dtype)
+    }
+
+    /// [`Self::load`] with LoRA-family networks merged (A1111's order: each network's update added
+    /// in turn). Returns how each network matched the model's layers.
+    pub fn load_with_loras(
+        path: &Path,
+        vae_override: Option<&Path>,
+        loras: &[LoraApplication<'_>],
+        device: &Device,
+        dtype: DType,
+    ) -> Result<(Self, Vec<LoraResolution>), EngineError> {
+        let mut ckpt = checkpoint::open_checkpoint(path)?;
+        if let Some(vae_path) = vae_override {
+            checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
+        }
+        let index = LayerIndex::new(ckpt.family, ckpt.store.names());
+        let mut reports = Vec::with_capacity(loras.len());
+        for lora in loras {
+            let (patch, report) =
+                LoraPatch::new(lora.file, ckpt.family, &index, lora.te_multiplier, lora.unet_multiplier, lora.dyn_dim);
+            ckpt.store.add_patch(Arc::new(patch));
+            reports.push(report);
+        }
+        Ok((Self::from_checkpoint(ckpt, device, dtype)?, reports))
+    }
+
+    fn from_checkpoint(ckpt: checkpoint::Checkpoint, device: &Device, dtype: DType) -> Result<Self, EngineError> {
         let store = Arc::new(ckpt.store);
         let shipped = ckpt.shipped;
         let (default_heads, default_scale) = match ckpt.family {
@@ -109,6 +146,16 @@ impl LoadedModel {
         match &self.text {
             TextEncoders::Sd1(m) | TextEncoders::Sd2 { open_clip: m, .. } => m,
             TextEncoders::Sdxl { clip_l, .. } => clip_l,
+        }
+    }
+
+    /// Token-vector width of each text encoder, in encoder order (SDXL: CLIP-L, bigG).
+    pub fn text_widths(&self) -> Vec<usize> {
+        match &self.text {
+            TextEncoders::Sd1(m) | TextEncoders::Sd2 { open_clip: m, .. } => vec![m.config().hidden_size],
+            TextEncoders::Sdxl { clip_l, clip_g } => {
+                vec![clip_l.config().hidden_size, clip_g.model.config().hidden_size]
+            }
         }
     }
 

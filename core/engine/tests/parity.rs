@@ -28,6 +28,7 @@ fn context() -> ProcessingContext {
         models: Arc::new(RwLock::new(models)),
         version: "v1.10.1".into(),
         limits: Default::default(),
+        styles: Default::default(),
     }
 }
 
@@ -80,14 +81,23 @@ async fn run_case(ctx: &ProcessingContext, dir: &Path) -> CaseResult {
     assert_eq!(processed.infotexts, want_infotexts, "{name}: infotexts");
     let info: Value = serde_json::from_str(&processed.info).unwrap();
     assert_eq!(info["all_seeds"], case["seeds"], "{name}: info.all_seeds");
+    if let Some(extra) = case["info_expected"].get("extra_generation_params") {
+        assert_eq!(&info["extra_generation_params"], extra, "{name}: info.extra_generation_params");
+    }
     CaseResult { name, max_diff, exact }
 }
 
 async fn run_fixture_set(folder: &str, expected_cases: usize) {
+    run_fixture_cases(folder, &[""], expected_cases).await
+}
+
+/// The cases of `folder` whose names start with one of `prefixes`.
+async fn run_fixture_cases(folder: &str, prefixes: &[&str], expected_cases: usize) {
     let ctx = context();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root().join("tests/fixtures").join(folder).join("cases"))
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| prefixes.iter().any(|prefix| p.file_name().unwrap().to_string_lossy().starts_with(prefix)))
         .collect();
     dirs.sort();
     assert_eq!(dirs.len(), expected_cases, "public cases of {folder}");
@@ -140,4 +150,11 @@ async fn prompt_bounds_are_422s_and_the_runner_keeps_serving() {
     assert_eq!(breaks.status, 422);
     assert!(breaks.detail.as_str().unwrap().contains("SDAPI_MAX_PROMPT_CHUNKS"), "{breaks:?}");
     assert!(process_images(&ctx, request("a red cube".into())).await.is_ok());
+}
+
+/// LoRA and textual-inversion cases (the bundled models folder links the fixture's LoRA and
+/// embedding files into `Lora/` and `embeddings/`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lora_and_embedding_fixture_cases_match_a1111() {
+    run_fixture_cases("a1111-parity-features", &["lora_", "ti_"], 6).await;
 }

@@ -8,6 +8,7 @@
 mod init_images;
 mod limits;
 mod params;
+mod prompts;
 mod seeds;
 
 pub use init_images::decode_init_images;
@@ -15,6 +16,7 @@ pub use limits::RequestLimits;
 pub use seeds::{all_seeds, all_subseeds, fixed_seed, fixed_seed_with};
 
 pub use params::CommonParams;
+pub use prompts::request_prompts;
 
 use std::sync::{Arc, RwLock};
 
@@ -22,6 +24,7 @@ use serde_json::{Map, Value};
 
 use crate::models_dir::{CheckpointInfo, ModelIndex};
 use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError};
+use crate::styles::StyleDatabase;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::{Options, option_def};
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
@@ -39,6 +42,8 @@ pub struct ProcessingContext {
     /// Written into infotexts' `Version:` and the `info` JSON.
     pub version: String,
     pub limits: RequestLimits,
+    /// `styles.csv` (`SDAPI_STYLES_FILE`).
+    pub styles: Arc<RwLock<StyleDatabase>>,
 }
 
 /// A generation request as it arrives from the API.
@@ -313,8 +318,14 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let strength = p.subseed_strength_f64();
     let all_seeds = all_seeds(seed, strength, total);
     let all_subseeds = all_subseeds(subseed, total);
-    let all_prompts = vec![p.prompt.clone(); total];
-    let all_negative_prompts = vec![p.negative_prompt.clone(); total];
+    let (prompt, negative_prompt) = {
+        let styles = ctx.styles.read().unwrap_or_else(|e| e.into_inner());
+        request_prompts(&p, &styles, &opts)
+    };
+    let all_prompts = vec![prompt; total];
+    let all_negative_prompts = vec![negative_prompt; total];
+    // Every batch has the same prompts (the API takes one prompt), so one resolution serves all.
+    let (batch_networks, job_networks) = prompts::batch_networks_for(ctx, &all_prompts[..batch_size], &opts).await?;
 
     let mut settings = settings_from(&opts, &p, &ctx.limits);
     if sampler == SamplerKind::UniPc {
@@ -338,6 +349,9 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let mut jobs = Vec::with_capacity(n_iter);
     let mut interrupted = false;
     let mut extra_params: Vec<(String, String)> = Vec::new();
+    if let Some(hashes) = &batch_networks.lora_hashes {
+        extra_params.push(("Lora hashes".into(), hashes.clone()));
+    }
     for n in 0..n_iter {
         if n > 0 && ctx.runner.state().is_interrupted() {
             interrupted = true;
@@ -351,7 +365,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             batch_count: n_iter,
             model: model.clone(),
             mode: job_mode.clone(),
-            prompts: all_prompts[range.clone()].to_vec(),
+            prompts: batch_networks.prompts.clone(),
             negative_prompts: all_negative_prompts[range.clone()].to_vec(),
             seeds: all_seeds[range.clone()].to_vec(),
             subseeds: all_subseeds[range.clone()].to_vec(),
@@ -365,6 +379,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             width: p.width as usize,
             height: p.height as usize,
             settings: settings.clone(),
+            networks: job_networks.clone(),
         };
         let report = ctx.runner.submit(job).wait().await.map_err(runner_error)?;
         jobs.push(RunnerJobRecord { job_id: report.job_id, timings: report.timings });

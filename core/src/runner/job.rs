@@ -1,6 +1,7 @@
 //! The unit of work the runner executes: one batch of images, fully resolved by `process_images`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sdapi_protocol::choices::{
@@ -21,6 +22,36 @@ pub struct ModelSelection {
     /// Single-file checkpoint or diffusers folder.
     pub checkpoint: PathBuf,
     pub vae: Option<PathBuf>,
+}
+
+/// A LoRA merged into the model for a batch: A1111's `<lora:name:te:unet:dyn>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraActivation {
+    pub path: PathBuf,
+    /// Multiplier of the text-encoder layers.
+    pub te_multiplier: f64,
+    /// Multiplier of every other layer (UNet).
+    pub unet_multiplier: f64,
+    /// `dyn`: use only the first `dyn` ranks of the update (None: all).
+    pub dyn_dim: Option<usize>,
+}
+
+/// An embedding file the tokenizer may find in the prompts (matched by its name's tokens).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct EmbeddingFile {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The extra networks of a batch.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobNetworks {
+    /// In prompt order; the model the batch runs on has exactly these merged.
+    pub loras: Vec<LoraActivation>,
+    /// Every embedding available (A1111 registers them all and matches them by token ids).
+    pub embeddings: Arc<Vec<EmbeddingFile>>,
+    /// `textual_inversion_add_hashes_to_infotext`: report `TI hashes`.
+    pub ti_hashes_in_infotext: bool,
 }
 
 /// txt2img or img2img specifics.
@@ -116,6 +147,8 @@ pub struct BatchJob {
     pub width: usize,
     pub height: usize,
     pub settings: GenerationSettings,
+    /// LoRAs and embeddings; `prompts` no longer contain the `<lora:…>` tags.
+    pub networks: JobNetworks,
 }
 
 /// What a finished batch hands back.

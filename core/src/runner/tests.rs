@@ -59,6 +59,7 @@ fn job(task: &str, prompt: &str, steps: usize) -> BatchJob {
         width: 64,
         height: 64,
         settings: GenerationSettings::default(),
+        networks: Default::default(),
     }
 }
 

@@ -7,6 +7,7 @@
 #![recursion_limit = "256"]
 
 use sdapi_engine::executor::DiffusionExecutor;
+use sdapi_engine::networks::EngineInspector;
 use sdapi_handler::storage::Outputs;
 use sdapi_handler::{app, config::Config, lambda};
 
@@ -70,7 +71,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let outputs = Outputs::from_config(&config).await;
     tracing::info!(store = %outputs.store.describe(), save_all = outputs.save_all, "output store");
     let executor = DiffusionExecutor::new(&config.device)?;
-    let state = app::AppState::from_config(config.clone(), executor)?.with_outputs(outputs);
+    let state = app::AppState::from_config(config.clone(), executor)?
+        .with_outputs(outputs)
+        .with_inspector(std::sync::Arc::new(EngineInspector::new()));
     let router = app::router(state.clone());
     if on_lambda {
         tracing::info!("serving HTTP and batch events through the Lambda runtime");

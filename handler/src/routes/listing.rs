@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use sdapi_core::models_dir::ModelIndex;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::items::{
-    EmbeddingsResponse, ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
+    ScriptsList, latent_upscale_mode_items, sampler_items, scheduler_items, upscaler_items,
 };
 use sdapi_protocol::api::responses::PngInfoResponse;
 use sdapi_protocol::images::py_b64decode;
@@ -35,22 +35,13 @@ pub async fn latent_upscale_modes() -> impl IntoResponse {
     Json(latent_upscale_mode_items())
 }
 
-/// Lists for capabilities with nothing installed (hypernetworks, styles, scripts info, …): `[]`.
+/// Lists for capabilities with nothing installed (hypernetworks, scripts info, …): `[]`.
 pub async fn empty_list() -> impl IntoResponse {
     Json(Vec::<Value>::new())
 }
 
-pub async fn embeddings() -> impl IntoResponse {
-    Json(EmbeddingsResponse::default())
-}
-
 pub async fn scripts() -> impl IntoResponse {
     Json(ScriptsList::default())
-}
-
-/// Refresh routes for resources we do not load (embeddings, LoRAs): `null`, as A1111.
-pub async fn refresh_noop() -> impl IntoResponse {
-    Json(Value::Null)
 }
 
 pub async fn sd_models(State(s): State<AppState>) -> impl IntoResponse {

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod generation;
 pub mod listing;
+pub mod networks;
 pub mod openapi;
 pub mod table;
 pub mod unsupported;

@@ -3,7 +3,7 @@
 
 use axum::routing::{MethodRouter, get, post};
 
-use super::{control, generation, listing, unsupported};
+use super::{control, generation, listing, networks, unsupported};
 use crate::app::AppState;
 
 /// One route: method, path, the request schema it takes (if any) and its handler.
@@ -46,9 +46,9 @@ pub const API_ROUTES: &[ApiRoute] = &[
     route("get", "/sdapi/v1/hypernetworks", || get(listing::empty_list)),
     route("get", "/sdapi/v1/face-restorers", || get(listing::empty_list)),
     route("get", "/sdapi/v1/realesrgan-models", || get(listing::empty_list)),
-    route("get", "/sdapi/v1/prompt-styles", || get(listing::empty_list)),
-    route("get", "/sdapi/v1/embeddings", || get(listing::embeddings)),
-    route("post", "/sdapi/v1/refresh-embeddings", || post(listing::refresh_noop)),
+    route("get", "/sdapi/v1/prompt-styles", || get(networks::prompt_styles)),
+    route("get", "/sdapi/v1/embeddings", || get(networks::embeddings)),
+    route("post", "/sdapi/v1/refresh-embeddings", || post(networks::refresh_networks)),
     route("post", "/sdapi/v1/refresh-checkpoints", || post(listing::refresh_checkpoints)),
     route("post", "/sdapi/v1/refresh-vae", || post(listing::refresh_checkpoints)),
     route("post", "/sdapi/v1/create/embedding", || post(unsupported::training)),
@@ -61,6 +61,6 @@ pub const API_ROUTES: &[ApiRoute] = &[
     route("get", "/sdapi/v1/scripts", || get(listing::scripts)),
     route("get", "/sdapi/v1/script-info", || get(listing::empty_list)),
     route("get", "/sdapi/v1/extensions", || get(listing::empty_list)),
-    route("get", "/sdapi/v1/loras", || get(listing::empty_list)),
-    route("post", "/sdapi/v1/refresh-loras", || post(listing::refresh_noop)),
+    route("get", "/sdapi/v1/loras", || get(networks::loras)),
+    route("post", "/sdapi/v1/refresh-loras", || post(networks::refresh_networks)),
 ];

@@ -3,13 +3,13 @@
 //! per image.
 
 mod cfg_denoiser;
-
-use std::path::Path;
+mod networks;
 
 use candle_core::{DType, Device, Tensor};
 use sdapi_core::runner::{
-    BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, ModelSelection, RgbImage, RunnerError,
+    BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, RgbImage, RunnerError,
 };
+use sdapi_protocol::choices::Scheduler;
 use sdapi_protocol::images::{encode_png, to_base64};
 use sdapi_protocol::prompt::ScheduleParams;
 use sdapi_protocol::python_json::float_repr;
@@ -26,11 +26,20 @@ use crate::text::{ChunkingOptions, SdxlSizes, TextConditioner, TextError};
 use crate::vae::to_rgb8;
 use cfg_denoiser::CfgDenoiser;
 
+/// What a loaded model was built from: the checkpoint (and VAE) with these LoRAs merged.
+#[derive(Debug, Clone, PartialEq)]
+struct LoadedKey {
+    model: ModelSelection,
+    loras: Vec<LoraActivation>,
+}
+
 /// Owns the device and the loaded model; lives on the runner's worker thread.
 pub struct DiffusionExecutor {
     device: Device,
     dtype: DType,
-    loaded: Option<(ModelSelection, LoadedModel)>,
+    loaded: Option<(LoadedKey, LoadedModel)>,
+    /// LoRA and embedding files read so far, and the embedding table of the loaded model.
+    networks: networks::NetworkCache,
 }
 
 impl DiffusionExecutor {
@@ -39,7 +48,7 @@ impl DiffusionExecutor {
         let device = parse_device(device)?;
         // f32 on CPU (f16 is slower there and A1111 parity is defined in f32).
         let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
-        Ok(Self { device, dtype, loaded: None })
+        Ok(Self { device, dtype, loaded: None, networks: networks::NetworkCache::default() })
     }
 
     fn model(&self) -> Result<&LoadedModel, RunnerError> {
@@ -87,18 +96,30 @@ fn image_to_tensor(img: &RgbImage, device: &Device) -> candle_core::Result<Tenso
 
 impl BatchExecutor for DiffusionExecutor {
     fn prepare(&mut self, job: &BatchJob) -> Result<bool, RunnerError> {
-        if matches!(&self.loaded, Some((sel, _)) if *sel == job.model) {
-            return Ok(false);
-        }
-        // Free the old model before loading the next (one checkpoint on the device, as A1111).
-        self.loaded = None;
-        let started = std::time::Instant::now();
-        let model =
-            LoadedModel::load(&job.model.checkpoint, job.model.vae.as_deref().map(Path::new), &self.device, self.dtype)
-                .map_err(|e| RunnerError::Model(e.to_string()))?;
-        tracing::info!(checkpoint = %job.model.checkpoint.display(), ms = started.elapsed().as_millis() as u64, "model loaded");
-        self.loaded = Some((job.model.clone(), model));
-        Ok(true)
+        let key = LoadedKey { model: job.model.clone(), loras: job.networks.loras.clone() };
+        let reloaded = if matches!(&self.loaded, Some((loaded, _)) if *loaded == key) {
+            false
+        } else {
+            // Free the old model before loading the next (one checkpoint on the device, as A1111).
+            // A different LoRA set is a fresh load with the networks merged as the weights are read,
+            // so the base weights are never modified and nothing needs restoring.
+            self.loaded = None;
+            let started = std::time::Instant::now();
+            let files = self.networks.lora_files(&key.loras)?;
+            let model = networks::load_model(&key, &files, &self.device, self.dtype)?;
+            tracing::info!(
+                checkpoint = %job.model.checkpoint.display(),
+                loras = key.loras.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            self.loaded = Some((key, model));
+            true
+        };
+        let model = self.model()?;
+        let widths = model.text_widths();
+        self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
+        Ok(reloaded)
     }
 
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
@@ -120,8 +141,10 @@ impl BatchExecutor for DiffusionExecutor {
             clip_skip: job.settings.clip_skip,
             sizes: SdxlSizes::for_request(job.width, job.height),
         };
-        let conditioner =
-            TextConditioner::new(&model_conditioner, chunking).with_max_chunks(job.settings.max_prompt_chunks);
+        let table = self.networks.embedding_table();
+        let conditioner = TextConditioner::new(&model_conditioner, chunking)
+            .with_max_chunks(job.settings.max_prompt_chunks)
+            .with_embeddings(&table, model.text_widths().len());
         let mut schedule_params = ScheduleParams::new(total_steps);
         schedule_params.use_old_scheduling = job.settings.use_old_scheduling;
         let uncond =
@@ -241,8 +264,22 @@ impl BatchExecutor for DiffusionExecutor {
         }
         let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
         let (latent, interrupted) = (output.latent, output.interrupted);
-        let mut extra_generation_params: Vec<(String, String)> =
-            param_infotext.into_iter().map(|(k, v)| (k.to_string(), float_repr(v))).collect();
+        // A1111 sets `TI hashes` while conditioning, before the sampler adds its parameters.
+        let ti_hashes = conditioner.ti_hashes.value().filter(|_| job.networks.ti_hashes_in_infotext);
+        // k-diffusion samplers record the schedule they used, an Automatic one resolved to the
+        // sampler's default (DPM++ 2M → Karras), before their own parameters.
+        let schedule_type = match job.scheduler {
+            Scheduler::Automatic => flags.default_scheduler,
+            explicit => Some(explicit),
+        }
+        .filter(|s| !flags.timesteps && *s != Scheduler::Automatic)
+        .map(|s| ("Schedule type".to_string(), s.label().to_string()));
+        let mut extra_generation_params: Vec<(String, String)> = ti_hashes
+            .map(|v| ("TI hashes".to_string(), v))
+            .into_iter()
+            .chain(schedule_type)
+            .chain(param_infotext.into_iter().map(|(k, v)| (k.to_string(), float_repr(v))))
+            .collect();
         if let Some(init) = init_latent.as_ref() {
             // A1111 blends the img2img result with the init latent only under a mask; keep the shape check.
             debug_assert_eq!(init.dims(), latent.dims());

@@ -12,7 +12,8 @@ use candle_core::Tensor;
 use sdapi_protocol::prompt::{ScheduleEntry, ScheduleParams, get_multicond_prompt_list, prompt_schedule};
 
 use super::TextError;
-use super::encoders::{ChunkColumn, Conditioning};
+use super::embeddings::{EmbeddingTable, TiHashes};
+use super::encoders::{ChunkColumn, Conditioning, EmbeddingFix};
 use super::tokenize::{ChunkingOptions, ClipTokenizer, PromptChunk};
 
 /// The model side of the path: one chunked batch of texts → its conditioning. The engine's
@@ -24,21 +25,33 @@ pub trait Conditioner {
 
 /// The chunks of a batch of texts laid out as A1111 feeds CLIP: `chunks[i][t]` is chunk `i` of
 /// text `t`; texts with fewer chunks get empty chunks. Shape (chunks, texts, 77).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ChunkedBatch {
     pub chunks: Vec<Vec<PromptChunk>>,
+    /// Per chunk position, the embedding vectors that replace placeholder tokens.
+    pub embeddings: Vec<Vec<EmbeddingFix>>,
 }
 
 impl ChunkedBatch {
     /// Tokenizes every text and pads to the longest (A1111's `process_texts` + `forward`).
     pub fn new(tokenizer: &ClipTokenizer, texts: &[String], options: &ChunkingOptions) -> Result<Self, TextError> {
+        Self::with_embeddings(tokenizer, texts, options, None)
+    }
+
+    /// [`Self::new`] with textual-inversion embeddings matched in the texts.
+    pub fn with_embeddings(
+        tokenizer: &ClipTokenizer,
+        texts: &[String],
+        options: &ChunkingOptions,
+        table: Option<&EmbeddingTable>,
+    ) -> Result<Self, TextError> {
         let mut cache: HashMap<&str, Vec<PromptChunk>> = HashMap::new();
         let mut per_text = Vec::with_capacity(texts.len());
         for text in texts {
             let chunks = match cache.get(text.as_str()) {
                 Some(chunks) => chunks.clone(),
                 None => {
-                    let chunks = tokenizer.tokenize_line(text, options)?.chunks;
+                    let chunks = tokenizer.tokenize_line_with(text, options, table.map(|t| &t.vocab))?.chunks;
                     cache.insert(text, chunks.clone());
                     chunks
                 }
@@ -46,20 +59,22 @@ impl ChunkedBatch {
             per_text.push(chunks);
         }
         let chunk_count = per_text.iter().map(Vec::len).max().unwrap_or(0);
-        let chunks = (0..chunk_count)
+        let chunks: Vec<Vec<PromptChunk>> = (0..chunk_count)
             .map(|i| per_text.iter().map(|c| c.get(i).cloned().unwrap_or_else(PromptChunk::empty)).collect())
             .collect();
-        Ok(Self { chunks })
+        let embeddings = chunks.iter().map(|column| table.map(|t| t.fixes(column)).unwrap_or_default()).collect();
+        Ok(Self { chunks, embeddings })
     }
 
     /// The encoder inputs, one column per chunk position.
     pub fn columns(&self) -> Vec<ChunkColumn> {
         self.chunks
             .iter()
-            .map(|column| ChunkColumn {
+            .zip(&self.embeddings)
+            .map(|(column, embeddings)| ChunkColumn {
                 tokens: column.iter().map(|c| c.tokens).collect(),
                 multipliers: column.iter().map(|c| c.multipliers).collect(),
-                embeddings: Vec::new(),
+                embeddings: embeddings.clone(),
             })
             .collect()
     }
@@ -130,11 +145,30 @@ pub struct TextConditioner<'a> {
     /// Most chunks one text may tokenize to; more is [`TextError::TooManyChunks`], found before
     /// the text encoder runs.
     pub max_chunks: usize,
+    /// Textual-inversion embeddings to match in the texts.
+    pub embeddings: Option<&'a EmbeddingTable>,
+    /// How many text encoders see each text (SDXL: 2), for `TI hashes`.
+    pub encoders: usize,
+    /// `TI hashes` of the calls made so far.
+    pub ti_hashes: TiHashes,
 }
 
 impl<'a> TextConditioner<'a> {
     pub fn new(conditioner: &'a dyn Conditioner, chunking: ChunkingOptions) -> Self {
-        Self { conditioner, tokenizer: ClipTokenizer::shared(), chunking, max_chunks: usize::MAX }
+        Self {
+            conditioner,
+            tokenizer: ClipTokenizer::shared(),
+            chunking,
+            max_chunks: usize::MAX,
+            embeddings: None,
+            encoders: 1,
+            ti_hashes: TiHashes::default(),
+        }
+    }
+
+    /// The same conditioner matching `table`'s embeddings, for a model with `encoders` text encoders.
+    pub fn with_embeddings(self, table: &'a EmbeddingTable, encoders: usize) -> Self {
+        Self { embeddings: Some(table), encoders, ..self }
     }
 
     /// The same conditioner with a bound on chunks per text.
@@ -144,7 +178,7 @@ impl<'a> TextConditioner<'a> {
 
     /// Tokens and multipliers of a batch of texts, as the encoder will get them.
     pub fn tokenize(&self, texts: &[String]) -> Result<ChunkedBatch, TextError> {
-        let batch = ChunkedBatch::new(self.tokenizer, texts, &self.chunking)?;
+        let batch = ChunkedBatch::with_embeddings(self.tokenizer, texts, &self.chunking, self.embeddings)?;
         if batch.chunks.len() > self.max_chunks {
             return Err(TextError::TooManyChunks { chunks: batch.chunks.len(), limit: self.max_chunks });
         }
@@ -167,6 +201,9 @@ impl<'a> TextConditioner<'a> {
             return Err(TextError::Empty);
         }
         let batch = self.tokenize(texts)?;
+        if let Some(table) = self.embeddings {
+            self.ti_hashes.record(table, batch.chunks.iter().flatten(), self.encoders);
+        }
         let cond = self.conditioner.condition(&batch, zero_text)?;
         Ok((cond.crossattn, cond.vector))
     }

@@ -13,6 +13,7 @@
 //! weights of the text encoders and the UNet as they load (LoRA).
 
 pub mod conditioning;
+pub mod embeddings;
 pub mod encoders;
 pub mod tokenize;
 
@@ -24,11 +25,13 @@ pub use conditioning::{
     MulticondLearnedConditioning, PromptSchedule, ScheduledPromptConditioning, TextConditioner, multicond_plan,
     reconstruct_cond_batch, reconstruct_cond_vectors, reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
+pub use embeddings::{EmbeddingTable, TableEntry, TiHashes};
 pub use encoders::{
     ChunkColumn, Conditioning, EmbeddingFix, OpenClipG, SdxlSizes, TextEncoders, apply_emphasis, sdxl_vector,
 };
 pub use tokenize::{
-    BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkingOptions, ClipTokenizer, EOS_ID, PromptChunk, TokenizedLine,
+    BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkFix, ChunkingOptions, ClipTokenizer, EMBEDDING_PLACEHOLDER, EOS_ID,
+    EmbeddingVocab, PromptChunk, TokenizedLine,
 };
 
 /// Errors of turning prompts into conditioning.

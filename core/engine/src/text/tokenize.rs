@@ -1,5 +1,6 @@
 //! CLIP tokenization and A1111's 75-token chunking (`sd_hijack_clip.tokenize_line`, §7.4).
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use instant_clip_tokenizer::{Token, Tokenizer};
@@ -36,6 +37,8 @@ impl Default for ChunkingOptions {
 pub struct PromptChunk {
     pub tokens: [u32; CHUNK_TOKENS],
     pub multipliers: [f32; CHUNK_TOKENS],
+    /// Embeddings placed in this chunk (A1111's `PromptChunkFix`).
+    pub fixes: Vec<ChunkFix>,
 }
 
 impl PromptChunk {
@@ -43,7 +46,56 @@ impl PromptChunk {
     pub fn empty() -> Self {
         let mut tokens = [ClipTokenizer::EOS; CHUNK_TOKENS];
         tokens[0] = ClipTokenizer::BOS;
-        Self { tokens, multipliers: [1.0; CHUNK_TOKENS] }
+        Self { tokens, multipliers: [1.0; CHUNK_TOKENS], fixes: Vec::new() }
+    }
+}
+
+/// An embedding's placeholder run in a chunk: its vectors replace the token embeddings from
+/// `offset + 1` (after BOS) on. `embedding` indexes the [`EmbeddingVocab`] it was found with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkFix {
+    pub offset: usize,
+    pub embedding: usize,
+}
+
+/// A1111's placeholder token for embedding positions (the literal id 0).
+pub const EMBEDDING_PLACEHOLDER: u32 = 0;
+
+/// Textual-inversion embeddings as the tokenizer matches them: by the token ids of their names
+/// (A1111's `ids_lookup`, longest name first).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EmbeddingVocab {
+    by_first: HashMap<u32, Vec<(Vec<u32>, usize)>>,
+    /// Vectors of each embedding, by index.
+    vector_counts: Vec<usize>,
+}
+
+impl EmbeddingVocab {
+    /// Registers embedding `index` under `name` with `vectors` vectors (1..=75).
+    pub fn register(&mut self, tokenizer: &ClipTokenizer, name: &str, index: usize, vectors: usize) {
+        let ids = tokenizer.encode(name);
+        let Some(&first) = ids.first() else { return };
+        if self.vector_counts.len() <= index {
+            self.vector_counts.resize(index + 1, 0);
+        }
+        self.vector_counts[index] = vectors;
+        let list = self.by_first.entry(first).or_default();
+        list.retain(|(existing, _)| existing != &ids);
+        list.push((ids, index));
+        list.sort_by_key(|(ids, _)| std::cmp::Reverse(ids.len()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_first.is_empty()
+    }
+
+    /// A1111's `find_embedding_at_position`: (embedding index, vector count, name length in tokens).
+    fn find_at(&self, tokens: &[u32], position: usize) -> Option<(usize, usize, usize)> {
+        let candidates = self.by_first.get(tokens.get(position)?)?;
+        candidates.iter().find_map(|(ids, index)| {
+            let matches = tokens.get(position..position + ids.len()) == Some(ids.as_slice());
+            matches.then(|| (*index, self.vector_counts.get(*index).copied().unwrap_or(0), ids.len()))
+        })
     }
 }
 
@@ -110,10 +162,20 @@ impl ClipTokenizer {
         ids
     }
 
-    /// A1111's `tokenize_line`: emphasis parsing, fragments tokenized separately, packing into
-    /// chunks of 75 with the comma back-off, BREAK closing a chunk. Textual-inversion
-    /// embeddings are not supported.
+    /// A1111's `tokenize_line` without embeddings.
     pub fn tokenize_line(&self, line: &str, options: &ChunkingOptions) -> Result<TokenizedLine, PromptError> {
+        self.tokenize_line_with(line, options, None)
+    }
+
+    /// A1111's `tokenize_line`: emphasis parsing, fragments tokenized separately, packing into
+    /// chunks of 75 with the comma back-off, BREAK closing a chunk, and embedding names replaced
+    /// by placeholder runs (an embedding that does not fit the current chunk starts the next).
+    pub fn tokenize_line_with(
+        &self,
+        line: &str,
+        options: &ChunkingOptions,
+        vocab: Option<&EmbeddingVocab>,
+    ) -> Result<TokenizedLine, PromptError> {
         let parsed = match options.emphasis {
             EmphasisMode::None => vec![WeightedText { text: line.to_string(), weight: 1.0 }],
             _ => parse_attention(line)?,
@@ -125,8 +187,21 @@ impl ClipTokenizer {
                 continue;
             }
             let weight = fragment.weight as f32;
-            for token in self.encode(&fragment.text) {
-                packer.push(token, weight);
+            let tokens = self.encode(&fragment.text);
+            let mut position = 0;
+            while position < tokens.len() {
+                let token = tokens[position];
+                packer.before_token(token);
+                match vocab.and_then(|v| v.find_at(&tokens, position)) {
+                    Some((embedding, vectors, name_len)) => {
+                        packer.push_embedding(embedding, vectors, weight);
+                        position += name_len;
+                    }
+                    None => {
+                        packer.push_token(token, weight);
+                        position += 1;
+                    }
+                }
             }
         }
         Ok(packer.finish())
@@ -146,6 +221,7 @@ struct ChunkPacker {
     chunks: Vec<PromptChunk>,
     tokens: Vec<u32>,
     multipliers: Vec<f32>,
+    fixes: Vec<ChunkFix>,
     /// Index in `tokens` of the last comma of the current chunk.
     last_comma: Option<usize>,
     token_count: usize,
@@ -159,16 +235,20 @@ impl ChunkPacker {
             chunks: Vec::new(),
             tokens: Vec::with_capacity(CHUNK_LENGTH),
             multipliers: Vec::with_capacity(CHUNK_LENGTH),
+            fixes: Vec::new(),
             last_comma: None,
             token_count: 0,
         }
     }
 
-    fn push(&mut self, token: u32, weight: f32) {
+    /// The comma bookkeeping and chunk break A1111 does for every token position, whether an
+    /// embedding starts there or not.
+    fn before_token(&mut self, token: u32) {
         if token == self.comma {
             self.last_comma = Some(self.tokens.len());
         } else if let Some(comma) = self.last_comma {
-            // A full chunk with a comma near its end: move what follows the comma on.
+            // A full chunk with a comma near its end: move what follows the comma on. Embedding
+            // fixes stay with the closed chunk, as in A1111.
             let full = self.tokens.len() == CHUNK_LENGTH;
             if self.backtrack != 0 && full && self.tokens.len() - comma <= self.backtrack {
                 let moved_tokens = self.tokens.split_off(comma + 1);
@@ -181,8 +261,22 @@ impl ChunkPacker {
         if self.tokens.len() == CHUNK_LENGTH {
             self.close_chunk(false);
         }
+    }
+
+    fn push_token(&mut self, token: u32, weight: f32) {
         self.tokens.push(token);
         self.multipliers.push(weight);
+    }
+
+    /// `vectors` placeholder tokens for an embedding (at most 75: longer ones are not loaded).
+    fn push_embedding(&mut self, embedding: usize, vectors: usize, weight: f32) {
+        let vectors = vectors.min(CHUNK_LENGTH);
+        if self.tokens.len() + vectors > CHUNK_LENGTH {
+            self.close_chunk(false);
+        }
+        self.fixes.push(ChunkFix { offset: self.tokens.len(), embedding });
+        self.tokens.extend(std::iter::repeat_n(EMBEDDING_PLACEHOLDER, vectors));
+        self.multipliers.extend(std::iter::repeat_n(weight, vectors));
     }
 
     /// A1111's `next_chunk(is_last)`: pad, add BOS/EOS, start a new chunk.
@@ -192,6 +286,7 @@ impl ChunkPacker {
         let used = self.tokens.len().min(CHUNK_LENGTH);
         chunk.tokens[1..1 + used].copy_from_slice(&self.tokens[..used]);
         chunk.multipliers[1..1 + used].copy_from_slice(&self.multipliers[..used]);
+        chunk.fixes = std::mem::take(&mut self.fixes);
         self.chunks.push(chunk);
         self.tokens.clear();
         self.multipliers.clear();

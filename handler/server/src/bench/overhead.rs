@@ -50,6 +50,7 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
         max_body_bytes: 64 << 20,
         storage: Default::default(),
         limits: Default::default(),
+        styles_file: bundled_models().join("styles.csv"),
     };
     let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
     let state = AppState::from_config(config, executor).map_err(|e| BenchError::Request(e.to_string()))?;

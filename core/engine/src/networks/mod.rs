@@ -1,0 +1,27 @@
+//! Extra networks on the engine side (docs/a1111-behaviour.md §7.6–7.7): reading LoRA-family and
+//! textual-inversion files (safetensors, or PyTorch archives through a checked, code-free pickle
+//! reader), mapping LoRA keys onto the model's layers, the weight patch that merges them, and the
+//! embedding table the executor keeps per loaded model.
+
+pub mod embedding;
+pub mod inspector;
+pub mod lora;
+pub mod lora_names;
+pub mod pickle_guard;
+pub mod tensor_file;
+
+use std::path::PathBuf;
+
+pub use embedding::{EmbeddingData, EmbeddingVectors, MAX_EMBEDDING_VECTORS};
+pub use inspector::EngineInspector;
+pub use lora::{LoraFile, LoraPatch, LoraResolution, ModuleUpdate};
+pub use lora_names::{LayerIndex, convert_diffusers_name_to_compvis};
+
+/// Errors of reading a network file.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkFileError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}

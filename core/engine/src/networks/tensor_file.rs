@@ -1,0 +1,99 @@
+//! Reading every tensor of a small network file (LoRA, embedding) onto the CPU: `.safetensors`,
+//! or a PyTorch zip archive (`.pt`, `.ckpt`, `.bin`) through candle's pickle reader after
+//! [`super::pickle_guard`] has checked it. Nothing here runs a general unpickler.
+
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+
+use super::NetworkFileError;
+use super::pickle_guard::check_pickle;
+
+/// A pickle larger than this is not a network's state dict.
+const MAX_PICKLE_BYTES: u64 = 64 << 20;
+
+/// The tensors of a file, name → tensor, plus the safetensors metadata (empty for pickles).
+pub struct TensorFile {
+    pub tensors: Vec<(String, Tensor)>,
+    pub metadata: std::collections::HashMap<String, String>,
+}
+
+/// Whether `path` is read as safetensors (by extension; anything else is a PyTorch archive).
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
+/// Reads every tensor of `path`, refusing files over `max_bytes`. `pickle_key`: the dict of a
+/// PyTorch archive that holds the tensors (`string_to_param` for A1111 embeddings), else the
+/// top level.
+pub fn read_tensor_file(path: &Path, max_bytes: u64, pickle_key: Option<&str>) -> Result<TensorFile, NetworkFileError> {
+    let invalid = |message: String| NetworkFileError::Invalid { path: path.to_path_buf(), message };
+    let len =
+        std::fs::metadata(path).map_err(|source| NetworkFileError::Io { path: path.to_path_buf(), source })?.len();
+    if len > max_bytes {
+        return Err(invalid(format!("{len} bytes, more than the {max_bytes} this server reads for a network file")));
+    }
+    // candle's readers are not written for hostile input; a panic in them is this file's error.
+    let read = std::panic::catch_unwind(|| {
+        if is_safetensors(path) { read_safetensors(path) } else { read_pytorch(path, len, pickle_key) }
+    });
+    match read {
+        Ok(result) => result.map_err(invalid),
+        Err(_) => Err(invalid("the reader failed on this file".into())),
+    }
+}
+
+fn read_safetensors(path: &Path) -> Result<TensorFile, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| e.to_string())?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let mut tensors: Vec<(String, Tensor)> =
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| e.to_string())?.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(TensorFile { tensors, metadata })
+}
+
+fn read_pytorch(path: &Path, file_len: u64, key: Option<&str>) -> Result<TensorFile, String> {
+    check_archive(path)?;
+    let pth = candle_core::pickle::PthTensors::new(path, key).map_err(|e| e.to_string())?;
+    let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
+    names.sort();
+    // Each tensor's bytes must lie in the file (torch stores archives uncompressed), so a forged
+    // shape cannot make the reader allocate more than the file holds.
+    for name in &names {
+        let info = &pth.tensor_infos()[*name];
+        let bytes = (info.layout.shape().elem_count() as u64).saturating_mul(info.dtype.size_in_bytes() as u64);
+        if bytes > file_len {
+            return Err(format!("tensor `{name}` claims {bytes} bytes, more than the file has"));
+        }
+    }
+    let mut tensors = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(t) = pth.get(name).map_err(|e| format!("{name}: {e}"))? {
+            tensors.push((name.clone(), t));
+        }
+    }
+    Ok(TensorFile { tensors, metadata: Default::default() })
+}
+
+/// Opens the archive and checks every pickle in it before candle parses them.
+fn check_archive(path: &Path) -> Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .map_err(|e| format!("not a PyTorch zip archive ({e}); legacy pickles are not read"))?;
+    for i in 0..zip.len() {
+        let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
+        let name = entry.name().map_err(|e| e.to_string())?.into_owned();
+        if !name.ends_with(".pkl") {
+            continue;
+        }
+        if entry.size() > MAX_PICKLE_BYTES {
+            return Err(format!("pickle `{name}` is {} bytes", entry.size()));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.by_ref().take(MAX_PICKLE_BYTES).read_to_end(&mut data).map_err(|e| e.to_string())?;
+        check_pickle(&data).map_err(|e| format!("{name}: {e}"))?;
+    }
+    Ok(())
+}
