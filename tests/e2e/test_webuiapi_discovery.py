@@ -5,8 +5,10 @@ for an install whose only checkpoint is the bundled tiny-sd15.
 """
 from __future__ import annotations
 
+import json
 from urllib.parse import urlparse
 
+import requests
 import webuiapi
 from PIL import Image
 
@@ -109,14 +111,48 @@ def test_latent_upscale_modes(ctx):
                                           "Latent (nearest-exact)"]
 
 
-def test_embeddings_loras_styles_vae_empty(ctx):
-    # samples/models has empty embeddings/, Lora/ and VAE/ folders and no styles file.
+def test_loras_embeddings_and_styles_list_the_bundled_files(ctx):
+    # samples/models links the feature fixtures' LoRA and embedding and has a styles.csv.
     api = client(ctx)
-    assert api.get_embeddings() == {"loaded": {}, "skipped": {}}
-    assert api.get_loras() == []
-    assert api.get_prompt_styles() == []
+    loras = api.get_loras()
+    assert [x["name"] for x in loras] == ["tiny-lora"], loras
+    lora = loras[0]
+    assert lora["alias"] == "tiny-lora" and lora["path"].endswith("Lora/tiny-lora.safetensors"), lora
+    assert lora["metadata"]["ss_output_name"] == "tiny-lora", lora["metadata"]
+    item = {"step": None, "sd_checkpoint": None, "sd_checkpoint_name": None, "shape": 32, "vectors": 2}
+    assert api.get_embeddings() == {"loaded": {"tiny-emb": item}, "skipped": {}}
+    assert api.get_prompt_styles() == [
+        {"name": "Studio photo", "prompt": "studio photo of {prompt}, soft light", "negative_prompt": "blurry, lowres"},
+        {"name": "Oil painting", "prompt": "oil painting", "negative_prompt": "photo"},
+    ]
     assert api.get_sd_vae() == []
     assert api.get_hypernetworks() == []
+    # A checkpoint whose text encoders are wider lists the 32-wide embedding as skipped.
+    api.set_options({"sd_model_checkpoint": "tiny-sdxl"})
+    try:
+        assert api.get_embeddings() == {"loaded": {}, "skipped": {"tiny-emb": item}}
+    finally:
+        api.set_options({"sd_model_checkpoint": MODEL_TITLE})
+    for route in ("refresh-loras", "refresh-embeddings"):
+        r = requests.post(f"{ctx.url}/sdapi/v1/{route}", timeout=30)
+        assert r.status_code == 200 and r.json() is None, (route, r.status_code, r.text)
+    assert [x["name"] for x in api.get_loras()] == ["tiny-lora"]
+
+
+def test_styles_and_comments_shape_the_prompt_as_a1111(ctx):
+    # Styles wrap the prompt ({prompt} or ", " join), comments are stripped afterwards, and the
+    # infotext shows the result; a LoRA tag stays in the infotext and adds its hash.
+    body = {"prompt": "a cube # hidden\n<lora:tiny-lora:0.5>", "negative_prompt": "dark",
+            "styles": ["Studio photo", "Oil painting", "no such style"], "steps": 2, "width": 64, "height": 64,
+            "seed": 7}
+    r = requests.post(f"{ctx.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["prompt"] == "studio photo of a cube \n<lora:tiny-lora:0.5>, soft light, oil painting", info["prompt"]
+    assert info["negative_prompt"] == "dark, blurry, lowres, photo", info["negative_prompt"]
+    assert info["styles"] == ["Studio photo", "Oil painting", "no such style"]
+    assert info["extra_generation_params"]["Lora hashes"] == "tiny-lora: 108bacb306aa", info
+    assert info["infotexts"][0].startswith(info["prompt"] + "\nNegative prompt: dark, blurry, lowres, photo\n")
 
 
 def test_memory_shape(ctx):
