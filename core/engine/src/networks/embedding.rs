@@ -7,7 +7,7 @@ use std::path::Path;
 use candle_core::{DType, Tensor};
 
 use super::NetworkFileError;
-use super::tensor_file::{is_safetensors, read_tensor_file};
+use super::tensor_file::{TensorFile, is_safetensors, read_tensor_file};
 use sdapi_core::networks::{EmbeddingInfo, MAX_EMBEDDING_BYTES};
 
 /// A1111 places an embedding's vectors inside one 75-token chunk; longer ones cannot be used.
@@ -28,6 +28,10 @@ pub struct EmbeddingData {
     pub vectors: EmbeddingVectors,
     /// sha256 of the whole file (A1111's `TI hashes` use its first 12 digits).
     pub sha256: String,
+    /// Training facts A1111's classic `.pt` files carry (`step`, `sd_checkpoint`, `sd_checkpoint_name`).
+    pub step: Option<i64>,
+    pub sd_checkpoint: Option<String>,
+    pub sd_checkpoint_name: Option<String>,
 }
 
 impl EmbeddingData {
@@ -35,14 +39,15 @@ impl EmbeddingData {
         let invalid = |message: String| NetworkFileError::Invalid { path: path.to_path_buf(), message };
         // A1111's classic `.pt` keeps the tensor under `string_to_param`; other pickles and all
         // safetensors hold the tensors at the top level.
-        let file = if is_safetensors(path) {
-            read_tensor_file(path, MAX_EMBEDDING_BYTES, None)?
+        let top = read_tensor_file(path, MAX_EMBEDDING_BYTES, None)?;
+        let file = if top.tensors.is_empty() && !is_safetensors(path) {
+            read_tensor_file(path, MAX_EMBEDDING_BYTES, Some("string_to_param"))?
         } else {
-            match read_tensor_file(path, MAX_EMBEDDING_BYTES, Some("string_to_param")) {
-                Ok(f) if !f.tensors.is_empty() => f,
-                _ => read_tensor_file(path, MAX_EMBEDDING_BYTES, None)?,
-            }
+            TensorFile { tensors: top.tensors.clone(), metadata: Default::default() }
         };
+        let meta = |key: &str| top.metadata.get(key).cloned();
+        let (step, sd_checkpoint, sd_checkpoint_name) =
+            (meta("step").and_then(|s| s.parse().ok()), meta("sd_checkpoint"), meta("sd_checkpoint_name"));
         let mut tensors = file.tensors;
         let take = |tensors: &mut Vec<(String, Tensor)>, name: &str| {
             tensors.iter().position(|(n, _)| n == name).map(|i| tensors.remove(i).1)
@@ -81,7 +86,7 @@ impl EmbeddingData {
         }
         let sha256 = sdapi_core::models_dir::sha256_file(path)
             .map_err(|source| NetworkFileError::Io { path: path.to_path_buf(), source })?;
-        Ok(Self { vectors, sha256 })
+        Ok(Self { vectors, sha256, step, sd_checkpoint, sd_checkpoint_name })
     }
 
     /// Number of vectors (token positions it takes).
@@ -110,9 +115,9 @@ impl EmbeddingData {
 
     pub fn info(&self) -> EmbeddingInfo {
         EmbeddingInfo {
-            step: None,
-            sd_checkpoint: None,
-            sd_checkpoint_name: None,
+            step: self.step,
+            sd_checkpoint: self.sd_checkpoint.clone(),
+            sd_checkpoint_name: self.sd_checkpoint_name.clone(),
             shape: self.width(),
             vectors: self.count(),
         }

@@ -13,7 +13,8 @@ use super::pickle_guard::check_pickle;
 /// A pickle larger than this is not a network's state dict.
 const MAX_PICKLE_BYTES: u64 = 64 << 20;
 
-/// The tensors of a file, name → tensor, plus the safetensors metadata (empty for pickles).
+/// The tensors of a file, name → tensor, plus its text and number entries: the safetensors
+/// metadata, or a pickle's top-level strings and integers (an embedding's `step`, …).
 pub struct TensorFile {
     pub tensors: Vec<(String, Tensor)>,
     pub metadata: std::collections::HashMap<String, String>,
@@ -55,7 +56,8 @@ fn read_safetensors(path: &Path) -> Result<TensorFile, String> {
 }
 
 fn read_pytorch(path: &Path, file_len: u64, key: Option<&str>) -> Result<TensorFile, String> {
-    check_archive(path)?;
+    let pickles = check_archive(path)?;
+    let metadata = pickles.iter().flat_map(|p| top_level_scalars(p)).collect();
     let pth = candle_core::pickle::PthTensors::new(path, key).map_err(|e| e.to_string())?;
     let mut names: Vec<&String> = pth.tensor_infos().keys().collect();
     names.sort();
@@ -74,14 +76,39 @@ fn read_pytorch(path: &Path, file_len: u64, key: Option<&str>) -> Result<TensorF
             tensors.push((name.clone(), t));
         }
     }
-    Ok(TensorFile { tensors, metadata: Default::default() })
+    Ok(TensorFile { tensors, metadata })
 }
 
-/// Opens the archive and checks every pickle in it before candle parses them.
-fn check_archive(path: &Path) -> Result<(), String> {
+/// The string and integer values of a pickle's top-level dict (already checked).
+fn top_level_scalars(pickle: &[u8]) -> Vec<(String, String)> {
+    use candle_core::pickle::{Object, Stack};
+    let mut stack = Stack::empty();
+    let mut reader = std::io::BufReader::new(pickle);
+    if stack.read_loop(&mut reader).is_err() {
+        return Vec::new();
+    }
+    let Ok(Object::Dict(entries)) = stack.finalize() else { return Vec::new() };
+    entries
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let Object::Unicode(key) = k else { return None };
+            let value = match v {
+                Object::Unicode(s) => s,
+                Object::Int(i) => i.to_string(),
+                Object::Long(i) => i.to_string(),
+                _ => return None,
+            };
+            Some((key, value))
+        })
+        .collect()
+}
+
+/// Opens the archive and checks every pickle in it before candle parses them; returns them.
+fn check_archive(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut zip = zip::ZipArchive::new(std::io::BufReader::new(file))
         .map_err(|e| format!("not a PyTorch zip archive ({e}); legacy pickles are not read"))?;
+    let mut pickles = Vec::new();
     for i in 0..zip.len() {
         let mut entry = zip.by_index(i).map_err(|e| e.to_string())?;
         let name = entry.name().map_err(|e| e.to_string())?.into_owned();
@@ -94,6 +121,7 @@ fn check_archive(path: &Path) -> Result<(), String> {
         let mut data = Vec::with_capacity(entry.size() as usize);
         entry.by_ref().take(MAX_PICKLE_BYTES).read_to_end(&mut data).map_err(|e| e.to_string())?;
         check_pickle(&data).map_err(|e| format!("{name}: {e}"))?;
+        pickles.push(data);
     }
-    Ok(())
+    Ok(pickles)
 }
