@@ -133,3 +133,67 @@ pub fn batch_networks(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::networks::catalog::LoraEntry;
+
+    fn entry(name: &str, alias: &str) -> LoraEntry {
+        LoraEntry {
+            name: name.into(),
+            alias: alias.into(),
+            path: PathBuf::from(format!("/models/Lora/{name}.safetensors")),
+            metadata: Default::default(),
+            is_safetensors: true,
+        }
+    }
+
+    fn catalog() -> NetworkCatalog {
+        NetworkCatalog { loras: vec![entry("detail", "add_detail"), entry("style", "style")], ..Default::default() }
+    }
+
+    fn resolve(prompts: &[&str]) -> Result<BatchNetworks, NetworkError> {
+        let prompts: Vec<String> = prompts.iter().map(|p| p.to_string()).collect();
+        batch_networks(&prompts, &catalog(), 1.0, true, |e| Some(format!("{}0123456789abcdef", e.name.len())))
+    }
+
+    fn multipliers(b: &BatchNetworks) -> Vec<(f64, f64, Option<usize>)> {
+        b.loras.iter().map(|l| (l.te_multiplier, l.unet_multiplier, l.dyn_dim)).collect()
+    }
+
+    #[test]
+    fn arguments_follow_a1111_defaults() {
+        let b = resolve(&["a <lora:detail> b <lora:style:0.5:0.25:8> <lyco:add_detail:unet=0.3:te=2>"]).unwrap();
+        assert_eq!(b.prompts, vec!["a  b  "]);
+        // `add_detail` is detail's alias: the same file twice, both with the last multipliers.
+        assert_eq!(multipliers(&b), vec![(2.0, 0.3, None), (0.5, 0.25, Some(8)), (2.0, 0.3, None)]);
+        assert_eq!(
+            b.lora_hashes.as_deref(),
+            Some("add_detail: 60123456789a, style: 50123456789a, add_detail: 60123456789a")
+        );
+        assert!(b.comments.is_empty());
+    }
+
+    #[test]
+    fn only_the_first_prompt_decides_and_missing_names_are_a_comment() {
+        let b = resolve(&["x <lora:nope:1> <lora:style:0.7>", "y <lora:detail:1>"]).unwrap();
+        assert_eq!(b.prompts, vec!["x  ", "y "]);
+        assert_eq!(multipliers(&b), vec![(0.7, 0.7, None)]);
+        assert_eq!(b.comments, vec!["Lora not found: nope"]);
+        // Other network kinds are stripped and ignored; `name:with,chars` keys lose ':' and ','.
+        let b = resolve(&["<hypernet:h:1>plain"]).unwrap();
+        assert_eq!((b.prompts[0].as_str(), b.loras.len(), b.lora_hashes), ("plain", 0, None));
+    }
+
+    #[test]
+    fn numbers_that_python_rejects_are_errors() {
+        for bad in ["<lora:style:x>", "<lora:style:1:y>", "<lora:style:1:1:-2>", "<lora:style:te=inf>"] {
+            assert!(matches!(resolve(&[bad]), Err(NetworkError::BadTag(_))), "{bad}");
+        }
+        let many = "<lora:style:1>".repeat(MAX_LORAS_PER_BATCH + 1);
+        assert!(matches!(resolve(&[&many]), Err(NetworkError::TooMany { .. })));
+    }
+}

@@ -2,6 +2,7 @@
 //! derived by hand where a comment says so.
 
 mod conditioning;
+mod embeddings;
 mod fixtures;
 mod model_conditioning;
 mod tokenize;
