@@ -7,6 +7,7 @@ the same `bench` names, so scripts/bench/compare.py can pair them:
     reference.py ops     [--latent 32] [--iters 5]
     reference.py parts   [--latent 32] [--iters 3]       CLIP text encoder + VAE decode
     reference.py txt2img [--size 256] [--steps 20] [--iters 3]
+    reference.py lora    [--iters 3] [--lora-a A --lora-b B]  the LoRA files `bench lora` wrote
 Weights: torch's default init (Linear/Conv kaiming_uniform(a=sqrt 5) = U(+-1/sqrt fan_in)) with
 biases zeroed, which is exactly the distribution `runner::bench` writes, so activations (and any
 denormal slow paths) match. Attention is SDPA (diffusers' default AttnProcessor2_0).
@@ -173,9 +174,45 @@ def bench_txt2img(a):
            sampler="Euler a")
 
 
+def bench_lora(a):
+    """A1111's LoRA merge (extensions-builtin/Lora, network_apply_weights) on weights of the listed
+    shapes: read the file as f32 modules, then per targeted weight restore the backup and add
+    `(up @ down).reshape(W) * (alpha / rank) * multiplier`. A switch does this for the other set."""
+    from safetensors.torch import load_file
+    targets = json.load(open(a.lora_a.removesuffix(".safetensors") + ".json"))
+    weights = {t["key"]: torch.rand(t["shape"]) * 0.02 - 0.01 for t in targets}
+    backups = {k: w.clone() for k, w in weights.items()}
+
+    def read(path):
+        sd = load_file(path)
+        mods = {}
+        for k, v in sd.items():
+            key, _, part = k.partition(".")
+            mods.setdefault(key, {})[part] = v.float()
+        return mods
+
+    report("lora_read", timed(lambda: read(a.lora_a), 0, a.iters), arch="sd15", modules=len(targets))
+    sets = [read(a.lora_a), read(a.lora_b)]
+
+    def apply(mods):
+        with torch.no_grad():
+            for key, w in weights.items():
+                m = mods[key]
+                up, down = m["lora_up.weight"], m["lora_down.weight"]
+                rank = down.shape[0]
+                updown = (up.reshape(up.shape[0], -1) @ down.reshape(rank, -1)).reshape(w.shape)
+                w.copy_(backups[key])
+                w += updown * (m["alpha"].item() / rank) * 1.0
+
+    i = iter(range(1 << 30))
+    report("lora_switch", timed(lambda: apply(sets[next(i) % 2]), 1, a.iters), arch="sd15", modules=len(targets))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["unet", "ops", "parts", "txt2img"])
+    p.add_argument("mode", choices=["unet", "ops", "parts", "txt2img", "lora"])
+    p.add_argument("--lora-a", default="/tmp/sdapi-bench-models/Lora/bench-sd15-r32-a.safetensors")
+    p.add_argument("--lora-b", default="/tmp/sdapi-bench-models/Lora/bench-sd15-r32-b.safetensors")
     p.add_argument("--latent", type=int, default=32)
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--steps", type=int, default=20)
@@ -187,7 +224,7 @@ def main():
     torch.set_num_threads(a.threads)
     print(json.dumps({"bench": "env", "impl": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "sdpa": hasattr(torch.nn.functional, "scaled_dot_product_attention")}), flush=True)
-    {"unet": bench_unet, "ops": bench_ops, "parts": bench_parts, "txt2img": bench_txt2img}[a.mode](a)
+    {"unet": bench_unet, "ops": bench_ops, "parts": bench_parts, "txt2img": bench_txt2img, "lora": bench_lora}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 //! compare them only with a reference measured in the same run on the same machine
 //! (`scripts/bench/reference.py`), never as absolute figures.
 
+mod lora;
 mod ops;
 mod weights;
 
@@ -14,6 +15,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use lora::{LoraTimes, lora_times, write_lora};
 pub use ops::{OpTiming, time_ops};
 pub use weights::{Arch, ensure_checkpoint, tensor_shapes, write_checkpoint};
 
@@ -39,6 +41,8 @@ pub enum BenchError {
     Io(String, #[source] std::io::Error),
     #[error("request path: {0}")]
     Request(String),
+    #[error("network file: {0}")]
+    Network(#[from] crate::networks::NetworkFileError),
 }
 
 /// Wall-clock samples of one measured operation, in milliseconds.

@@ -14,7 +14,7 @@ use crate::config::{ClipActivation, ClipConfig, UnetConfig, UnetHeads, VaeConfig
 use crate::error::EngineError;
 use crate::loader;
 use crate::loader::diffusers_names::{CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX};
-use crate::loader::tensor_store::WeightPatch;
+use crate::loader::tensor_store::{ResidentWeights, WeightPatch};
 use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
 use crate::networks::{LayerIndex, LoraFile, LoraPatch, LoraResolution};
 use crate::text::{
@@ -89,16 +89,23 @@ impl LoadedModel {
 
     /// [`Self::load`] with LoRA-family networks merged (A1111's order: each network's update added
     /// in turn). Returns how each network matched the model's layers.
+    ///
+    /// `resident`: the checkpoint's unpatched weights kept from an earlier load (same checkpoint,
+    /// VAE, dtype and device); weights no network touches are shared with it instead of read again.
     pub fn load_with_loras(
         path: &Path,
         vae_override: Option<&Path>,
         loras: &[LoraApplication<'_>],
+        resident: Option<ResidentWeights>,
         device: &Device,
         dtype: DType,
     ) -> Result<(Self, Vec<LoraResolution>), EngineError> {
         let mut ckpt = checkpoint::open_checkpoint(path)?;
         if let Some(vae_path) = vae_override {
             checkpoint::apply_vae_override(&mut ckpt.store, vae_path)?;
+        }
+        if let Some(resident) = resident {
+            ckpt.store.use_resident(resident);
         }
         let index = LayerIndex::new(ckpt.family, ckpt.store.names());
         let mut reports = Vec::with_capacity(loras.len());
@@ -108,6 +115,7 @@ impl LoadedModel {
             ckpt.store.add_patch(Arc::new(patch));
             reports.push(report);
         }
+        ckpt.store.premerge(dtype, device)?;
         Ok((Self::from_checkpoint(ckpt, device, dtype)?, reports))
     }
 

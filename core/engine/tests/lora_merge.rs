@@ -315,3 +315,32 @@ fn an_incomplete_open_clip_attention_is_left_alone() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The fixture LoRA at 0.8 on the tiny SD 1.5 model: every merged weight equals the one A1111
+/// computed (`lora_merged.<layer>` intermediates of `lora_08_euler`).
+#[test]
+fn merged_weights_equal_a1111s_for_the_fixture_lora() {
+    let case = fixture("a1111-parity-features/cases/lora_08_euler/intermediates.safetensors");
+    let expected = candle_core::safetensors::load(&case, &Device::Cpu).unwrap();
+    let checkpoint = fixture("a1111-parity/models/tiny-sd15.safetensors");
+    let mut patched = open_checkpoint(&checkpoint).unwrap();
+    let index = LayerIndex::new(patched.family, patched.store.names());
+    let lora = LoraFile::read(&fixture("a1111-parity-features/models/Lora/tiny-lora.safetensors")).unwrap();
+    let (patch, report) = LoraPatch::new(&lora, patched.family, &index, 0.8, 0.8, None);
+    patched.store.add_patch(Arc::new(patch));
+    let mut compared = 0;
+    let mut worst = 0f32;
+    for (key, want) in &expected {
+        let Some(layer) = key.strip_prefix("lora_merged.") else { continue };
+        let target = index.layers.get(layer).unwrap_or_else(|| panic!("no layer {layer}"));
+        let got = flat(&patched.store.load(&target.weight, DType::F32, &Device::Cpu).unwrap());
+        let want = flat(want);
+        assert_eq!(got.len(), want.len(), "{layer}");
+        worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(worst, f32::max);
+        compared += 1;
+    }
+    assert_eq!(compared, report.matched, "every merged layer has an A1111 counterpart");
+    assert!(compared > 60, "{compared} layers");
+    assert!(worst <= 1e-6, "largest difference from A1111's merged weights: {worst}");
+    println!("{compared} merged weights, largest difference {worst:e}");
+}

@@ -106,7 +106,8 @@ impl BatchExecutor for DiffusionExecutor {
             self.loaded = None;
             let started = std::time::Instant::now();
             let files = self.networks.lora_files(&key.loras)?;
-            let model = networks::load_model(&key, &files, &self.device, self.dtype)?;
+            let resident = self.networks.resident_for(&key.model);
+            let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
             tracing::info!(
                 checkpoint = %job.model.checkpoint.display(),
                 loras = key.loras.len(),
@@ -304,6 +305,7 @@ impl BatchExecutor for DiffusionExecutor {
 
     fn unload(&mut self) {
         self.loaded = None;
+        self.networks.forget_resident();
     }
 }
 

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use candle_core::{DType, Device};
-use sdapi_core::runner::{EmbeddingFile, LoraActivation, RunnerError};
+use sdapi_core::runner::{EmbeddingFile, LoraActivation, ModelSelection, RunnerError};
 
 use super::LoadedKey;
+use crate::loader::tensor_store::ResidentWeights;
 use crate::model::{LoadedModel, LoraApplication};
 use crate::networks::{EmbeddingData, LoraFile};
 use crate::text::{ClipTokenizer, EmbeddingTable, TableEntry};
@@ -27,6 +28,8 @@ fn stamp(path: &Path) -> Stamp {
 
 #[derive(Default)]
 pub(super) struct NetworkCache {
+    /// The loaded checkpoint's unpatched weights, shared by every LoRA set's model of it.
+    resident: Option<(ModelSelection, ResidentWeights)>,
     /// Most recently used last.
     loras: Vec<(PathBuf, Stamp, Arc<LoraFile>)>,
     embeddings: HashMap<PathBuf, (Stamp, Option<Arc<EmbeddingData>>)>,
@@ -118,10 +121,31 @@ impl NetworkCache {
     }
 }
 
-/// Loads the model of `key` with its LoRAs merged.
+impl NetworkCache {
+    /// The resident weights of `model` (new ones when the checkpoint or VAE changed).
+    pub(super) fn resident_for(&mut self, model: &ModelSelection) -> ResidentWeights {
+        match &self.resident {
+            Some((selection, weights)) if selection == model => weights.clone(),
+            _ => {
+                let weights = ResidentWeights::new();
+                self.resident = Some((model.clone(), weights.clone()));
+                weights
+            }
+        }
+    }
+
+    /// Drops the resident weights (model unload).
+    pub(super) fn forget_resident(&mut self) {
+        self.resident = None;
+    }
+}
+
+/// Loads the model of `key` with its LoRAs merged; weights the LoRAs leave alone come from
+/// `resident` when an earlier load of the checkpoint filled it.
 pub(super) fn load_model(
     key: &LoadedKey,
     files: &[Arc<LoraFile>],
+    resident: ResidentWeights,
     device: &Device,
     dtype: DType,
 ) -> Result<LoadedModel, RunnerError> {
@@ -137,8 +161,9 @@ pub(super) fn load_model(
         })
         .collect();
     let vae = key.model.vae.as_deref();
-    let (model, reports) = LoadedModel::load_with_loras(&key.model.checkpoint, vae, &applications, device, dtype)
-        .map_err(|e| RunnerError::Model(e.to_string()))?;
+    let (model, reports) =
+        LoadedModel::load_with_loras(&key.model.checkpoint, vae, &applications, Some(resident), device, dtype)
+            .map_err(|e| RunnerError::Model(e.to_string()))?;
     for (lora, report) in key.loras.iter().zip(reports) {
         tracing::info!(lora = %lora.path.display(), matched = report.matched, unmatched = report.unmatched.len(), "LoRA merged");
         if !report.unmatched.is_empty() {

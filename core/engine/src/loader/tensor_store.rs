@@ -67,6 +67,41 @@ pub trait WeightPatch: Send + Sync {
     /// The update to add to tensor `name` (of canonical `shape`), or `None` if this patch does not
     /// touch it. Returned on the CPU; any float dtype.
     fn delta(&self, name: &str, shape: &[usize]) -> candle_core::Result<Option<Tensor>>;
+
+    /// `current` (f32) with this patch's update added, or None if it does not touch `name`.
+    /// Patches that can add in one pass override this.
+    fn merge(&self, name: &str, shape: &[usize], current: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        match self.delta(name, shape)? {
+            Some(delta) => Ok(Some((current + delta.to_dtype(DType::F32)?.to_device(current.device())?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The canonical names this patch may change, when it knows them (lets the store merge them
+    /// ahead, in parallel).
+    fn targets(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// Unpatched tensors already read and converted, kept between loads of the same checkpoint so a
+/// model rebuilt with other patches (another LoRA set) shares every weight the patches leave alone
+/// and re-reads nothing. Valid for one checkpoint (and VAE), dtype and device.
+#[derive(Clone, Default)]
+pub struct ResidentWeights(Arc<std::sync::Mutex<HashMap<String, Tensor>>>);
+
+impl ResidentWeights {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Tensors of one or more files, addressed by canonical (LDM) name.
@@ -75,6 +110,9 @@ pub struct TensorStore {
     files: Vec<SafetensorsFile>,
     entries: HashMap<String, Entry>,
     patches: Vec<Arc<dyn WeightPatch>>,
+    resident: Option<ResidentWeights>,
+    /// Patched tensors merged ahead by [`TensorStore::premerge`].
+    premerged: HashMap<String, Tensor>,
 }
 
 impl TensorStore {
@@ -122,6 +160,11 @@ impl TensorStore {
         self.patches.push(patch);
     }
 
+    /// Reads unpatched tensors through `resident` (filled on first read, shared afterwards).
+    pub fn use_resident(&mut self, resident: ResidentWeights) {
+        self.resident = Some(resident);
+    }
+
     /// Removes every canonical name starting with `prefix` (e.g. before a VAE override).
     pub fn remove_prefix(&mut self, prefix: &str) {
         self.entries.retain(|name, _| !name.starts_with(prefix));
@@ -145,34 +188,84 @@ impl TensorStore {
         self.entries.keys().map(String::as_str)
     }
 
-    /// Reads one tensor (reshaped to its canonical shape, cast to `dtype`) onto `device`.
+    /// Merges every tensor the patches name ahead of the model build, spread over the CPU's
+    /// threads (each merge is a matmul and a few element-wise passes over one weight).
+    pub fn premerge(&mut self, dtype: DType, device: &Device) -> candle_core::Result<()> {
+        use rayon::prelude::*;
+        let mut names: Vec<String> = self.patches.iter().flat_map(|p| p.targets()).collect();
+        names.sort();
+        names.dedup();
+        names.retain(|n| self.entries.contains_key(n));
+        let merge = |name: &String| self.load(name, dtype, device).map(|t| (name.clone(), t));
+        let merged: Vec<(String, Tensor)> = if device.is_cpu() {
+            names.par_iter().map(merge).collect::<candle_core::Result<_>>()?
+        } else {
+            names.iter().map(merge).collect::<candle_core::Result<_>>()?
+        };
+        self.premerged.extend(merged);
+        Ok(())
+    }
+
+    /// Reads one tensor (reshaped to its canonical shape, cast to `dtype`) onto `device`, with
+    /// the patches merged in f32 (as A1111 merges network weights before casting back).
     pub fn load(&self, name: &str, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        if let Some(t) = self.premerged.get(name)
+            && t.dtype() == dtype
+            && t.device().same_device(device)
+        {
+            return Ok(t.clone());
+        }
         let entry =
             self.entries.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() })?;
+        let base = match &self.resident {
+            Some(resident) => {
+                let cached = resident.0.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+                match cached {
+                    Some(t) if t.dtype() == dtype && t.device().same_device(device) => t,
+                    _ => {
+                        let t = self.read_unpatched(name, entry, dtype, device)?;
+                        resident.0.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), t.clone());
+                        t
+                    }
+                }
+            }
+            None => self.read_unpatched(name, entry, dtype, device)?,
+        };
+        let mut merged: Option<Tensor> = None;
+        for patch in &self.patches {
+            let current = match &merged {
+                Some(t) => t.clone(),
+                None => base.to_dtype(DType::F32)?,
+            };
+            if let Some(next) = patch.merge(name, &entry.shape, &current)? {
+                merged = Some(next);
+            }
+        }
+        match merged {
+            Some(t) => t.to_dtype(dtype),
+            None => Ok(base),
+        }
+    }
+
+    /// The stored tensor in its canonical shape, cast to `dtype`, without patches.
+    fn read_unpatched(&self, name: &str, entry: &Entry, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let file = &self.files[entry.file];
         let tensor = match entry.view {
             StoredView::Whole => file.data.load(&entry.stored, device)?,
             StoredView::Transposed => file.data.load(&entry.stored, device)?.t()?.contiguous()?,
             StoredView::Rows { start, len } => {
                 let view = file.data.get(&entry.stored)?;
-                let dtype = DType::try_from(view.dtype())?;
-                let row_bytes: usize = view.shape().iter().skip(1).product::<usize>() * dtype.size_in_bytes();
+                let stored_dtype = DType::try_from(view.dtype())?;
+                let row_bytes: usize = view.shape().iter().skip(1).product::<usize>() * stored_dtype.size_in_bytes();
                 let bytes = view
                     .data()
                     .get(start * row_bytes..(start + len) * row_bytes)
                     .ok_or_else(|| candle_core::Error::Msg(format!("rows {start}+{len} outside `{name}`")))?;
-                Tensor::from_raw_buffer(bytes, dtype, &entry.shape, device)?
+                Tensor::from_raw_buffer(bytes, stored_dtype, &entry.shape, device)?
             }
         };
-        let mut tensor =
+        let tensor =
             if tensor.dims() == entry.shape.as_slice() { tensor } else { tensor.reshape(entry.shape.as_slice())? };
-        for patch in &self.patches {
-            if let Some(delta) = patch.delta(name, &entry.shape)? {
-                // Merged in f32, as A1111 merges network weights before casting back.
-                let merged = (tensor.to_dtype(DType::F32)? + delta.to_dtype(DType::F32)?.to_device(device)?)?;
-                tensor = merged;
-            }
-        }
         tensor.to_dtype(dtype)
     }
 

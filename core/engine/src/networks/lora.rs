@@ -302,6 +302,47 @@ impl ModuleUpdate {
         let scaled = (raw.reshape(shape)? * self.scale()?)?;
         Ok(Some((scaled * multiplier)?))
     }
+
+    /// `current + (ΔW·scale)·multiplier` with the same float32 roundings as [`Self::delta`]
+    /// followed by an add, in one pass over the weight on the CPU.
+    pub fn merge_into(
+        &self,
+        current: &Tensor,
+        multiplier: f64,
+        dyn_dim: Option<usize>,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let shape = current.dims().to_vec();
+        if !current.device().is_cpu() || current.dtype() != DType::F32 {
+            let delta = self.delta(&shape, multiplier, dyn_dim)?;
+            return delta.map(|d| current + d.to_device(current.device())?).transpose();
+        }
+        let raw = self.raw_delta(dyn_dim)?;
+        if raw.elem_count() != current.elem_count() {
+            return Ok(None);
+        }
+        let (scale, multiplier) = (self.scale()? as f32, multiplier as f32);
+        let raw = raw.flatten_all()?.to_dtype(DType::F32)?.contiguous()?;
+        let base = current.flatten_all()?.contiguous()?;
+        let merged: Vec<f32> = with_f32_slice(&base, |w| {
+            with_f32_slice(&raw, |d| w.iter().zip(d).map(|(w, d)| w + (d * scale) * multiplier).collect())
+        })??;
+        Tensor::from_vec(merged, shape, current.device()).map(Some)
+    }
+}
+
+/// Runs `f` over the f32 values of a contiguous CPU tensor.
+fn with_f32_slice<T>(t: &Tensor, f: impl FnOnce(&[f32]) -> T) -> candle_core::Result<T> {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)) => {
+            let start = layout.start_offset();
+            let slice = values
+                .get(start..start + t.elem_count())
+                .ok_or_else(|| candle_core::Error::Msg("tensor view outside its storage".into()))?;
+            Ok(f(slice))
+        }
+        _ => candle_core::bail!("expected a contiguous f32 CPU tensor"),
+    }
 }
 
 impl Factor {
@@ -422,5 +463,18 @@ impl WeightPatch for LoraPatch {
             tracing::warn!(lora = %self.name, weight = name, ?shape, "LoRA update does not fit the weight; skipped");
         }
         Ok(delta)
+    }
+
+    fn merge(&self, name: &str, shape: &[usize], current: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let Some((update, multiplier)) = self.targets.get(name) else { return Ok(None) };
+        let merged = update.merge_into(current, *multiplier, self.dyn_dim)?;
+        if merged.is_none() {
+            tracing::warn!(lora = %self.name, weight = name, ?shape, "LoRA update does not fit the weight; skipped");
+        }
+        Ok(merged)
+    }
+
+    fn targets(&self) -> Vec<String> {
+        self.targets.keys().cloned().collect()
     }
 }

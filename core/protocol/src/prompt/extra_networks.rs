@@ -1,5 +1,5 @@
 //! Prompt text helpers that run before conditioning: extra-network tags (`<lora:name:1>`,
-//! docs/a1111-behaviour.md §7.5; parsed and removed, not applied) and `#` comments (`enable_prompt_comments`).
+//! docs/a1111-behaviour.md §7.5; the core resolves them into LoRAs) and `#` comments (`enable_prompt_comments`).
 
 use super::text::is_py_word_char;
 

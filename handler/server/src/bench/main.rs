@@ -8,6 +8,7 @@
 //! bench ops      [--latent 32] [--iters 5]
 //! bench parts    [--latent 32] [--iters 3]   text encoder + VAE decode
 //! bench txt2img  [--size 256] [--steps 20] [--iters 3] [--arch sd15|tiny]
+//! bench lora     [--rank 32] [--iters 3] [--arch sd15|tiny]   load with a LoRA merged, switch sets
 //! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
 //! bench coldstart [--iters 3]                spawn `sdapi`, first image served
 //! ```
@@ -19,7 +20,8 @@ mod overhead;
 use std::path::PathBuf;
 
 use sdapi_engine::bench::{
-    Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, time_ops,
+    Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, lora_times, time_ops,
+    write_lora,
 };
 use serde_json::json;
 
@@ -98,6 +100,28 @@ fn ops(args: &Args) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// Loading the checkpoint with a rank-`rank` LoRA merged, and switching between two LoRA sets.
+fn lora(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let (rank, iters) = (args.get("rank", 32usize), args.get("iters", 3usize));
+    let dir = args.models_dir();
+    let checkpoint = ensure_checkpoint(arch, &dir)?;
+    let lora_dir = dir.join("Lora");
+    std::fs::create_dir_all(&lora_dir).map_err(|e| BenchError::Io(lora_dir.display().to_string(), e))?;
+    let (a, b) = (
+        lora_dir.join(format!("bench-{}-r{rank}-a.safetensors", arch.name())),
+        lora_dir.join(format!("bench-{}-r{rank}-b.safetensors", arch.name())),
+    );
+    let modules = write_lora(&checkpoint, &a, rank, 1)?;
+    write_lora(&checkpoint, &b, rank, 1_000_003)?;
+    let t = lora_times(&checkpoint, &a, &b, iters)?;
+    let extra = json!({"arch": arch.name(), "rank": rank, "modules": modules, "lora": a.display().to_string()});
+    report("load_base", extra.clone(), &t.base);
+    report("lora_read", extra.clone(), &t.read);
+    report("load_with_lora", extra.clone(), &t.with_lora);
+    report("lora_switch", extra, &t.switch);
+    Ok(())
+}
+
 async fn txt2img(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let (size, steps, iters) = (args.get("size", 256usize), args.get("steps", 20usize), args.get("iters", 3usize));
     let dir = args.models_dir();
@@ -139,6 +163,8 @@ async fn smoke(args: &Args) -> Result<(), BenchError> {
     }
     a.flags.extend([("size".into(), "64".into()), ("steps".into(), "2".into())]);
     txt2img(&a, Arch::Tiny).await?;
+    a.flags.extend([("rank".into(), "4".into())]);
+    lora(&a, Arch::Tiny)?;
     overhead::run(&a, 1, 2).await?;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = args;
@@ -158,6 +184,7 @@ async fn main() {
         "parts" => parts(&args, arch),
         "ops" => ops(&args),
         "txt2img" => txt2img(&args, arch).await,
+        "lora" => lora(&args, arch),
         "overhead" => overhead::run(&args, args.get("iters", 10), args.get("steps", 20)).await,
         "coldstart" => coldstart::run(args.get("iters", 3)),
         other => {
