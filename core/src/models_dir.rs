@@ -314,8 +314,10 @@ pub struct ModelIndex {
     pub vaes: Vec<SDVaeItem>,
     /// Where this index's hash cache lives ([`HashCache::location`], decided at scan).
     pub hash_cache: PathBuf,
-    /// LoRA and embedding files (`<root>/Lora`, `LyCORIS`, `embeddings`).
+    /// LoRA and embedding files (`<root>/Lora`, `LyCORIS`, `embeddings`, and the fetch cache).
     pub networks: NetworkCatalog,
+    /// Where LoRAs and embeddings fetched on demand are kept (scanned with the root's folders).
+    pub network_cache: Option<PathBuf>,
 }
 
 impl ModelIndex {
@@ -333,13 +335,20 @@ impl ModelIndex {
             tracing::debug!("hash cache not saved: {e}");
         }
         let vaes = scan_vaes(&root.join("VAE"));
-        let networks = NetworkCatalog::scan(root);
-        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache, networks })
+        let networks = NetworkCatalog::scan(root, None);
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache, networks, network_cache: None })
+    }
+
+    /// Also lists the networks fetched into `cache` (rescans).
+    pub fn with_network_cache(mut self, cache: PathBuf) -> Self {
+        self.network_cache = Some(cache);
+        self.rescan_networks();
+        self
     }
 
     /// Rescans the LoRA and embedding folders (`/refresh-loras`, `/refresh-embeddings`).
     pub fn rescan_networks(&mut self) {
-        self.networks = NetworkCatalog::scan(&self.root);
+        self.networks = NetworkCatalog::scan(&self.root, self.network_cache.as_deref());
     }
 
     /// A LoRA's hash as A1111 reports it: kohya's `sshs_model_hash` metadata, else the addnet hash
@@ -475,6 +484,7 @@ mod tests {
             vaes: vec![],
             hash_cache: tmp.join("cache.json"),
             networks: NetworkCatalog::default(),
+            network_cache: None,
         };
         let hashed = index.ensure_hash("tiny-sd15.safetensors").unwrap().unwrap();
         assert_eq!(hashed.item.hash.as_deref(), Some("7037055cdc"));

@@ -10,7 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use sdapi_core::models_dir::ModelIndex;
-use sdapi_core::networks::NetworkInspector;
+use sdapi_core::networks::{NetworkFetcher, NetworkInspector};
 use sdapi_core::processing::ProcessingContext;
 use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
 use sdapi_core::styles::StyleDatabase;
@@ -89,6 +89,7 @@ impl AppState {
                 version: sdapi_core::VERSION.to_string(),
                 limits: config.limits,
                 styles: Arc::new(RwLock::new(styles)),
+                fetcher: None,
             },
             inspector: None,
             flags: Arc::new(flags),
@@ -100,6 +101,18 @@ impl AppState {
     /// Installs the reader `/embeddings` lists files with (the binaries pass the engine's).
     pub fn with_inspector(mut self, inspector: Arc<dyn NetworkInspector>) -> Self {
         self.inspector = Some(inspector);
+        self
+    }
+
+    /// Fetches LoRAs and embeddings the models folder lacks through `fetcher`; its cache folder is
+    /// listed with the models' own (`/loras`, `/embeddings`).
+    pub fn with_fetcher(mut self, fetcher: Arc<dyn NetworkFetcher>) -> Self {
+        {
+            let mut models = self.ctx.models.write().unwrap_or_else(|e| e.into_inner());
+            let index = std::mem::take(&mut *models);
+            *models = index.with_network_cache(fetcher.cache_dir().to_path_buf());
+        }
+        self.ctx.fetcher = Some(fetcher);
         self
     }
 

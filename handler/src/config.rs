@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sdapi_core::processing::RequestLimits;
 
+use crate::storage::network_fetch::FetchLimits;
 use crate::storage::s3::S3Settings;
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,12 @@ pub struct StorageSettings {
     /// `SDAPI_MODELS_S3_URI`: `s3://bucket/prefix` of an A1111-layout models tree synced into the
     /// models directory at start.
     pub models_s3_uri: Option<String>,
+    /// With a models bucket: LoRAs and embeddings are fetched on demand into this folder
+    /// (`SDAPI_NETWORK_CACHE_DIR`), bounded by `network_limits`, unless `sync_networks_at_start`.
+    pub network_cache_dir: PathBuf,
+    pub network_limits: crate::storage::network_fetch::FetchLimits,
+    /// `SDAPI_SYNC_NETWORKS_AT_START`: copy `Lora/` and `embeddings/` at start like the rest.
+    pub sync_networks_at_start: bool,
 }
 
 impl StorageSettings {
@@ -103,6 +110,24 @@ impl StorageSettings {
             },
             max_response_bytes,
             models_s3_uri: var("SDAPI_MODELS_S3_URI"),
+            network_cache_dir: var("SDAPI_NETWORK_CACHE_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| std::env::temp_dir().join("sdapi-networks")),
+            network_limits: FetchLimits {
+                max_lora_bytes: positive_env(
+                    "SDAPI_NETWORK_MAX_MB",
+                    (FetchLimits::default().max_lora_bytes >> 20) as usize,
+                )? as u64
+                    * 1024
+                    * 1024,
+                cache_bytes: positive_env(
+                    "SDAPI_NETWORK_CACHE_MB",
+                    (FetchLimits::default().cache_bytes >> 20) as usize,
+                )? as u64
+                    * 1024
+                    * 1024,
+            },
+            sync_networks_at_start: parse_bool("SDAPI_SYNC_NETWORKS_AT_START")?.unwrap_or(false),
         })
     }
 }

@@ -6,7 +6,7 @@ mod support;
 
 use aws_sdk_s3::primitives::ByteStream;
 use sdapi_core::models_dir::{HashCache, HashPolicy};
-use sdapi_handler::storage::models_sync::{SyncError, sync_models};
+use sdapi_handler::storage::models_sync::{ON_DEMAND_FOLDERS, SyncError, sync_models, sync_models_except};
 use support::Moto;
 
 fn temp_dir(tag: &str) -> std::path::PathBuf {
@@ -89,4 +89,19 @@ async fn an_unreachable_bucket_is_a_clear_error() {
     moto.stop();
     let err = sync_models(&client, "s3://models/sd", &temp_dir("down")).await.unwrap_err();
     assert!(matches!(err, SyncError::S3 { operation: "list", .. }), "{err}");
+}
+
+/// The start-up sync leaves LoRAs and embeddings to the on-demand fetcher.
+#[tokio::test]
+async fn networks_are_left_for_on_demand_fetching() {
+    let moto = Moto::start();
+    let client = moto.create_bucket("models").await;
+    for key in ["sd/VAE/v.safetensors", "sd/Lora/l.safetensors", "sd/LyCORIS/y.safetensors", "sd/embeddings/e.pt"] {
+        client.put_object().bucket("models").key(key).body(ByteStream::from_static(b"x")).send().await.unwrap();
+    }
+    let dest = temp_dir("on-demand");
+    let report = sync_models_except(&client, "s3://models/sd", &dest, &ON_DEMAND_FOLDERS).await.unwrap();
+    assert_eq!(report.downloaded, 1);
+    assert!(dest.join("VAE/v.safetensors").is_file());
+    assert!(!dest.join("Lora").exists() && !dest.join("LyCORIS").exists() && !dest.join("embeddings").exists());
 }

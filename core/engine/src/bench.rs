@@ -194,6 +194,7 @@ impl PipelineBench {
             version: "bench".into(),
             limits: Default::default(),
             styles: Default::default(),
+            fetcher: None,
         };
         Ok(Self { ctx, model_name: model_name.into() })
     }

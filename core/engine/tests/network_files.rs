@@ -242,6 +242,7 @@ async fn broken_network_files_fail_one_request_and_the_service_goes_on() {
         version: "test".into(),
         limits: Default::default(),
         styles: Default::default(),
+        fetcher: None,
     };
     let request = |prompt: &str| {
         let body = serde_json::json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 1});

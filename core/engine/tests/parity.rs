@@ -29,6 +29,7 @@ fn context() -> ProcessingContext {
         version: "v1.10.1".into(),
         limits: Default::default(),
         styles: Default::default(),
+        fetcher: None,
     }
 }
 

@@ -71,19 +71,28 @@ fn decode_metadata(raw: BTreeMap<String, String>) -> serde_json::Map<String, Val
 #[derive(Debug, Clone, Default)]
 pub struct NetworkCatalog {
     pub lora_dirs: Vec<PathBuf>,
-    pub embeddings_dir: PathBuf,
+    pub embeddings_dirs: Vec<PathBuf>,
     /// Sorted by name (case-insensitive); a later file with the same name replaces an earlier one.
     pub loras: Vec<LoraEntry>,
     pub embeddings: Arc<Vec<EmbeddingFile>>,
 }
 
 impl NetworkCatalog {
-    /// Scans `<root>/Lora`, `<root>/LyCORIS` and `<root>/embeddings`.
-    pub fn scan(root: &Path) -> Self {
-        Self::scan_dirs(vec![root.join("Lora"), root.join("LyCORIS")], root.join("embeddings"))
+    /// Scans `<root>/Lora`, `<root>/LyCORIS` and `<root>/embeddings`, then the same folders of
+    /// `cache` (files fetched on demand; the models root wins for a name in both).
+    pub fn scan(root: &Path, cache: Option<&Path>) -> Self {
+        let mut lora_dirs = vec![root.join("Lora"), root.join("LyCORIS")];
+        let mut embeddings_dirs = vec![root.join("embeddings")];
+        if let Some(cache) = cache {
+            let (lora, embeddings) = super::fetch::cache_folders(cache);
+            lora_dirs.insert(0, lora);
+            embeddings_dirs.insert(0, embeddings);
+        }
+        Self::scan_dirs(lora_dirs, embeddings_dirs)
     }
 
-    pub fn scan_dirs(lora_dirs: Vec<PathBuf>, embeddings_dir: PathBuf) -> Self {
+    /// Scans the folders in order; a later folder's file replaces an earlier one of the same name.
+    pub fn scan_dirs(lora_dirs: Vec<PathBuf>, embeddings_dirs: Vec<PathBuf>) -> Self {
         let mut by_name: BTreeMap<String, LoraEntry> = BTreeMap::new();
         for dir in &lora_dirs {
             for path in files_with(dir, &LORA_EXTENSIONS) {
@@ -95,7 +104,8 @@ impl NetworkCatalog {
         loras.sort_by_key(|l| l.name.to_lowercase());
 
         let mut embeddings_by_name: BTreeMap<String, EmbeddingFile> = BTreeMap::new();
-        for path in files_with(&embeddings_dir, &EMBEDDING_EXTENSIONS) {
+        let embedding_files = embeddings_dirs.iter().flat_map(|dir| files_with(dir, &EMBEDDING_EXTENSIONS));
+        for path in embedding_files {
             // A1111 skips empty files; we also skip files too large to be an embedding.
             let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             if size == 0 || size > MAX_EMBEDDING_BYTES {
@@ -109,7 +119,7 @@ impl NetworkCatalog {
         }
         let mut embeddings: Vec<EmbeddingFile> = embeddings_by_name.into_values().collect();
         embeddings.sort_by_key(|e| e.name.to_lowercase());
-        Self { lora_dirs, embeddings_dir, loras, embeddings: Arc::new(embeddings) }
+        Self { lora_dirs, embeddings_dirs, loras, embeddings: Arc::new(embeddings) }
     }
 
     /// A1111's lookup of a name written in `<lora:NAME:…>`: the file stem or the alias, exactly.

@@ -4,12 +4,14 @@
 
 pub mod activation;
 pub mod catalog;
+pub mod fetch;
 pub mod safetensors_header;
 
 use std::path::PathBuf;
 
 pub use activation::{BatchNetworks, MAX_LORAS_PER_BATCH, batch_networks};
 pub use catalog::{LoraEntry, MAX_EMBEDDING_BYTES, NetworkCatalog};
+pub use fetch::{BoxFuture, NetworkFetcher, check_network_name};
 pub use safetensors_header::{SafetensorsHeader, addnet_hash};
 
 /// Errors of reading network files or tags.

@@ -23,6 +23,7 @@ use std::sync::{Arc, RwLock};
 use serde_json::{Map, Value};
 
 use crate::models_dir::{CheckpointInfo, ModelIndex};
+use crate::networks::NetworkFetcher;
 use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError};
 use crate::styles::StyleDatabase;
 use sdapi_protocol::api::errors::ApiError;
@@ -44,6 +45,8 @@ pub struct ProcessingContext {
     pub limits: RequestLimits,
     /// `styles.csv` (`SDAPI_STYLES_FILE`).
     pub styles: Arc<RwLock<StyleDatabase>>,
+    /// Fetches LoRAs and embeddings the models folder lacks (the models bucket), if configured.
+    pub fetcher: Option<Arc<dyn NetworkFetcher>>,
 }
 
 /// A generation request as it arrives from the API.
@@ -325,7 +328,9 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     let all_prompts = vec![prompt; total];
     let all_negative_prompts = vec![negative_prompt; total];
     // Every batch has the same prompts (the API takes one prompt), so one resolution serves all.
-    let (batch_networks, job_networks) = prompts::batch_networks_for(ctx, &all_prompts[..batch_size], &opts).await?;
+    let (batch_networks, job_networks) =
+        prompts::batch_networks_for(ctx, &all_prompts[..batch_size], &all_negative_prompts[..batch_size], &opts)
+            .await?;
 
     let mut settings = settings_from(&opts, &p, &ctx.limits);
     if sampler == SamplerKind::UniPc {

@@ -2,14 +2,15 @@
 //! styles applied, comments stripped (these are the infotext's prompts), then per batch the
 //! extra-network tags removed and the batch's LoRAs resolved.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
-use sdapi_protocol::prompt::strip_comments;
+use sdapi_protocol::prompt::{parse_extra_networks, strip_comments};
 
 use super::{CommonParams, ProcessingContext};
-use crate::networks::{BatchNetworks, NetworkError, batch_networks};
+use crate::networks::{BatchNetworks, NetworkError, NetworkFetcher, batch_networks, check_network_name};
 use crate::runner::JobNetworks;
 use crate::styles::StyleDatabase;
 
@@ -26,12 +27,17 @@ pub fn request_prompts(p: &CommonParams, styles: &StyleDatabase, opts: &Options)
 }
 
 /// One batch's prompts for the encoder and its networks. Hashing a LoRA the first time reads the
-/// whole file, so it runs off the async threads.
+/// whole file, so it runs off the async threads. With a fetcher, LoRAs the first prompt names and
+/// embeddings the texts mention are fetched first when the folders lack them.
 pub async fn batch_networks_for(
     ctx: &ProcessingContext,
     prompts: &[String],
+    negative_prompts: &[String],
     opts: &Options,
 ) -> Result<(BatchNetworks, JobNetworks), ApiError> {
+    if let Some(fetcher) = &ctx.fetcher {
+        fetch_missing(ctx, fetcher.as_ref(), prompts, negative_prompts).await?;
+    }
     let models = ctx.models.clone();
     let prompts = prompts.to_vec();
     let default_multiplier = opts.get("extra_networks_default_multiplier").and_then(|v| v.as_f64()).unwrap_or(1.0);
@@ -52,6 +58,58 @@ pub async fn batch_networks_for(
     for comment in &batch.comments {
         tracing::info!(comment = %comment, "extra networks");
     }
+    if let Some(fetcher) = &ctx.fetcher {
+        for lora in &batch.loras {
+            if lora.path.starts_with(fetcher.cache_dir()) {
+                fetcher.touch(&lora.path);
+            }
+        }
+    }
     let job = JobNetworks { loras: batch.loras.clone(), embeddings, ti_hashes_in_infotext: ti_hashes };
     Ok((batch, job))
+}
+
+/// Fetches what the folders lack: LoRAs named by the first prompt's tags (a missing one stays
+/// "not found"; a failed fetch fails the request, since generating without it would silently
+/// differ), and embeddings the texts mention (best effort: a bucket that cannot be listed must not
+/// fail requests that use no embedding).
+async fn fetch_missing(
+    ctx: &ProcessingContext,
+    fetcher: &dyn NetworkFetcher,
+    prompts: &[String],
+    negative_prompts: &[String],
+) -> Result<(), ApiError> {
+    let tags = prompts.first().map(|p| parse_extra_networks(p).1).unwrap_or_default();
+    let (missing, known) = {
+        let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
+        let missing: Vec<String> = tags
+            .iter()
+            .filter(|t| t.kind == "lora" || t.kind == "lyco")
+            .filter_map(|t| t.positional.first().cloned())
+            .filter(|name| models.networks.find_lora(name).is_none())
+            .collect();
+        let known: HashSet<String> = models.networks.embeddings.iter().map(|e| e.name.clone()).collect();
+        (missing, known)
+    };
+    let mut fetched = 0usize;
+    for name in missing {
+        check_network_name(&name).map_err(|e| ApiError::http(422, e.to_string()))?;
+        match fetcher.fetch_lora(&name).await {
+            Ok(true) => fetched += 1,
+            Ok(false) => {}
+            Err(e) => return Err(ApiError::runtime(format!("LoRA {name:?} could not be fetched: {e}"))),
+        }
+    }
+    let texts: Vec<String> = prompts.iter().chain(negative_prompts).cloned().collect();
+    match fetcher.fetch_embeddings(&texts, &known).await {
+        Ok(n) => fetched += n,
+        Err(e) => tracing::warn!("embeddings not fetched: {e}"),
+    }
+    if fetched > 0 {
+        let models = ctx.models.clone();
+        tokio::task::spawn_blocking(move || models.write().unwrap_or_else(|e| e.into_inner()).rescan_networks())
+            .await
+            .map_err(|e| ApiError::runtime(format!("rescanning networks failed: {e}")))?;
+    }
+    Ok(())
 }

@@ -9,6 +9,8 @@
 use sdapi_engine::executor::DiffusionExecutor;
 use sdapi_engine::networks::EngineInspector;
 use sdapi_handler::storage::Outputs;
+use sdapi_handler::storage::models_sync::{ON_DEMAND_FOLDERS, sync_models_except};
+use sdapi_handler::storage::network_fetch::S3NetworkFetcher;
 use sdapi_handler::{app, config::Config, lambda};
 
 fn init_tracing(on_lambda: bool) {
@@ -46,7 +48,9 @@ async fn shutdown_signal() {
 async fn sync_models_at_start(config: &Config, uri: &str) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let shared = aws_config::load_from_env().await;
     let client = sdapi_handler::storage::s3::build_client(&shared, &config.storage.s3);
-    let report = sdapi_handler::storage::models_sync::sync_models(&client, uri, &config.models_dir).await?;
+    // LoRAs and embeddings come on demand (S3NetworkFetcher) unless asked for at start.
+    let skip: &[&str] = if config.storage.sync_networks_at_start { &[] } else { &ON_DEMAND_FOLDERS };
+    let report = sync_models_except(&client, uri, &config.models_dir, skip).await?;
     tracing::info!(
         uri,
         dir = %config.models_dir.display(),
@@ -71,9 +75,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let outputs = Outputs::from_config(&config).await;
     tracing::info!(store = %outputs.store.describe(), save_all = outputs.save_all, "output store");
     let executor = DiffusionExecutor::new(&config.device)?;
-    let state = app::AppState::from_config(config.clone(), executor)?
+    let mut state = app::AppState::from_config(config.clone(), executor)?
         .with_outputs(outputs)
         .with_inspector(std::sync::Arc::new(EngineInspector::new()));
+    if let Some(uri) = &config.storage.models_s3_uri {
+        let shared = aws_config::load_from_env().await;
+        let client = sdapi_handler::storage::s3::build_client(&shared, &config.storage.s3);
+        let cache = config.storage.network_cache_dir.clone();
+        let fetcher = S3NetworkFetcher::new(client, uri, cache.clone(), config.storage.network_limits)?;
+        tracing::info!(uri, cache = %cache.display(), "LoRAs and embeddings are fetched from the models bucket on demand");
+        state = state.with_fetcher(std::sync::Arc::new(fetcher));
+    }
     let router = app::router(state.clone());
     if on_lambda {
         tracing::info!("serving HTTP and batch events through the Lambda runtime");

@@ -57,10 +57,16 @@ pub async fn sd_vae(State(s): State<AppState>) -> impl IntoResponse {
 /// `POST /refresh-checkpoints` and `/refresh-vae`: rescan the models directory → `null`.
 pub async fn refresh_checkpoints(State(s): State<AppState>) -> Result<Json<Value>, HandlerError> {
     let dir = s.config.models_dir.clone();
+    let cache = s.ctx.models.read().unwrap_or_else(|e| e.into_inner()).network_cache.clone();
     let index = tokio::task::spawn_blocking(move || ModelIndex::scan(&dir))
         .await
         .map_err(|e| ApiError::runtime(e.to_string()))?
         .map_err(|e| ApiError::runtime(e.to_string()))?;
+    // The fetch cache stays listed (a rescan of the root must not forget fetched networks).
+    let index = match cache {
+        Some(cache) => index.with_network_cache(cache),
+        None => index,
+    };
     *s.ctx.models.write().unwrap_or_else(|e| e.into_inner()) = index;
     Ok(Json(Value::Null))
 }

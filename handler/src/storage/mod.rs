@@ -5,6 +5,7 @@
 //! bytes go to the store and (base64) into the response, so stored objects equal returned images.
 
 pub mod models_sync;
+pub mod network_fetch;
 pub mod s3;
 
 use std::sync::Arc;

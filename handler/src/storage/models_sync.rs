@@ -64,8 +64,22 @@ fn s3_err(operation: &'static str, location: String) -> impl FnOnce(String) -> S
     move |message| SyncError::S3 { operation, location, message }
 }
 
+/// Folders of a models tree fetched on demand rather than at start (unless
+/// `SDAPI_SYNC_NETWORKS_AT_START`): a bucket may hold many LoRAs a single instance never uses.
+pub const ON_DEMAND_FOLDERS: [&str; 3] = ["Lora/", "LyCORIS/", "embeddings/"];
+
 /// Copies every object under the URI's prefix into `dest`, skipping files already there.
 pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<SyncReport, SyncError> {
+    sync_models_except(client, uri, dest, &[]).await
+}
+
+/// [`sync_models`] without the objects under the `skip` folders (relative to the prefix).
+pub async fn sync_models_except(
+    client: &Client,
+    uri: &str,
+    dest: &Path,
+    skip: &[&str],
+) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let (bucket, prefix) = parse_s3_uri(uri)?;
     let mut report = SyncReport::default();
@@ -78,6 +92,9 @@ pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<Sync
             let rel = &key[prefix.len()..];
             if rel.is_empty() || rel.ends_with('/') {
                 continue; // folder markers
+            }
+            if skip.iter().any(|folder| rel.starts_with(folder)) {
+                continue;
             }
             let want = object.size().unwrap_or(0).max(0) as u64;
             let path = local_path(dest, rel)?;
@@ -108,7 +125,7 @@ pub async fn sync_models(client: &Client, uri: &str, dest: &Path) -> Result<Sync
 }
 
 /// Downloads one object; returns its size and sha256 (always computed while streaming).
-async fn download(
+pub(crate) async fn download(
     client: &Client,
     bucket: &str,
     key: &str,
