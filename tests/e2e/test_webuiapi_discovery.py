@@ -155,6 +155,16 @@ def test_styles_and_comments_shape_the_prompt_as_a1111(ctx):
     assert info["infotexts"][0].startswith(info["prompt"] + "\nNegative prompt: dark, blurry, lowres, photo\n")
 
 
+def test_sd_lora_option_adds_the_lora_to_the_prompt(ctx):
+    body = {"prompt": "a cube", "steps": 2, "width": 64, "height": 64, "seed": 3,
+            "override_settings": {"sd_lora": "tiny-lora", "extra_networks_default_multiplier": 0.5}}
+    r = requests.post(f"{ctx.url}/sdapi/v1/txt2img", json=body, timeout=120)
+    assert r.status_code == 200, r.text
+    info = json.loads(r.json()["info"])
+    assert info["prompt"] == "a cube<lora:tiny-lora:0.5>", info["prompt"]
+    assert info["extra_generation_params"]["Lora hashes"] == "tiny-lora: 108bacb306aa", info
+
+
 def test_memory_shape(ctx):
     mem = client(ctx).get_memory()
     assert set(mem) == {"ram", "cuda"}, mem

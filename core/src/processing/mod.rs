@@ -325,6 +325,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         let styles = ctx.styles.read().unwrap_or_else(|e| e.into_inner());
         request_prompts(&p, &styles, &opts)
     };
+    let prompt = prompts::with_default_lora(ctx, prompt, &opts);
     let all_prompts = vec![prompt; total];
     let all_negative_prompts = vec![negative_prompt; total];
     // Every batch has the same prompts (the API takes one prompt), so one resolution serves all.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::Options;
 use sdapi_protocol::prompt::{parse_extra_networks, strip_comments};
+use sdapi_protocol::python_json::float_repr;
 
 use super::{CommonParams, ProcessingContext};
 use crate::networks::{BatchNetworks, NetworkError, NetworkFetcher, batch_networks, check_network_name};
@@ -24,6 +25,21 @@ pub fn request_prompts(p: &CommonParams, styles: &StyleDatabase, opts: &Options)
     } else {
         (prompt, negative)
     }
+}
+
+/// A1111's `sd_lora` option: a LoRA (by file name) added to every prompt that does not already
+/// name it, as `<lora:NAME:extra_networks_default_multiplier>` (the infotext shows it).
+pub fn with_default_lora(ctx: &ProcessingContext, prompt: String, opts: &Options) -> String {
+    let Some(name) = opts.get("sd_lora").and_then(|v| v.as_str()).filter(|n| !n.is_empty() && *n != "None") else {
+        return prompt;
+    };
+    let known = ctx.models.read().unwrap_or_else(|e| e.into_inner()).networks.loras.iter().any(|l| l.name == name);
+    let named = parse_extra_networks(&prompt).1.iter().any(|t| t.items.first().map(String::as_str) == Some(name));
+    if !known || named {
+        return prompt;
+    }
+    let multiplier = opts.get("extra_networks_default_multiplier").and_then(|v| v.as_f64()).unwrap_or(1.0);
+    format!("{prompt}<lora:{name}:{}>", float_repr(multiplier))
 }
 
 /// One batch's prompts for the encoder and its networks. Hashing a LoRA the first time reads the
