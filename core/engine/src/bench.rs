@@ -10,7 +10,7 @@ mod ops;
 mod weights;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -26,7 +26,6 @@ use sdapi_core::runner::{ProcessingRunner, Runner};
 use crate::executor::DiffusionExecutor;
 use crate::model::LoadedModel;
 use crate::vae::to_rgb8;
-use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::Txt2ImgRequest;
 use sdapi_protocol::images::encode_image_base64;
 
@@ -187,15 +186,7 @@ impl PipelineBench {
         let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(
             DiffusionExecutor::new("cpu").map_err(|e| BenchError::Request(e.to_string()))?,
         ));
-        let ctx = ProcessingContext {
-            runner,
-            options: Arc::new(RwLock::new(Options::new())),
-            models: Arc::new(RwLock::new(models)),
-            version: "bench".into(),
-            limits: Default::default(),
-            styles: Default::default(),
-            fetcher: None,
-        };
+        let ctx = ProcessingContext::new(runner, models, "bench");
         Ok(Self { ctx, model_name: model_name.into() })
     }
 

@@ -5,7 +5,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use sdapi_core::models_dir::ModelIndex;
@@ -14,7 +14,6 @@ use sdapi_core::runner::{ProcessingRunner, Runner};
 use sdapi_engine::checkpoint::open_checkpoint;
 use sdapi_engine::executor::DiffusionExecutor;
 use sdapi_engine::networks::{EmbeddingData, LayerIndex, LoraFile, LoraPatch};
-use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::Txt2ImgRequest;
 
 fn temp_dir(name: &str) -> PathBuf {
@@ -235,15 +234,7 @@ async fn broken_network_files_fail_one_request_and_the_service_goes_on() {
     let index = ModelIndex::scan(&models).unwrap();
     assert_eq!(index.networks.loras.len(), 1);
     let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
-    let ctx = ProcessingContext {
-        runner,
-        options: Arc::new(RwLock::new(Options::new())),
-        models: Arc::new(RwLock::new(index)),
-        version: "test".into(),
-        limits: Default::default(),
-        styles: Default::default(),
-        fetcher: None,
-    };
+    let ctx = ProcessingContext::new(runner, index, "test");
     let request = |prompt: &str| {
         let body = serde_json::json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 1});
         GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap())

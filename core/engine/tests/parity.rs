@@ -4,13 +4,12 @@
 //! `Version`).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use sdapi_core::models_dir::ModelIndex;
 use sdapi_core::processing::{GenerationRequest, ProcessingContext, process_images};
 use sdapi_core::runner::{ProcessingRunner, RgbImage, Runner};
 use sdapi_engine::executor::DiffusionExecutor;
-use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use sdapi_protocol::images::{decode_base64_image, parse_hex_color};
 use serde_json::Value;
@@ -22,15 +21,7 @@ fn root() -> PathBuf {
 fn context() -> ProcessingContext {
     let models = ModelIndex::scan(&root().join("samples/models")).expect("bundled models");
     let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
-    ProcessingContext {
-        runner,
-        options: Arc::new(RwLock::new(Options::new())),
-        models: Arc::new(RwLock::new(models)),
-        version: "v1.10.1".into(),
-        limits: Default::default(),
-        styles: Default::default(),
-        fetcher: None,
-    }
+    ProcessingContext::new(runner, models, "v1.10.1")
 }
 
 fn load_png(path: &Path) -> image::RgbImage {

@@ -49,6 +49,21 @@ pub struct ProcessingContext {
     pub fetcher: Option<Arc<dyn NetworkFetcher>>,
 }
 
+impl ProcessingContext {
+    /// A context with A1111's default options, no styles and no fetcher.
+    pub fn new(runner: Arc<dyn Runner>, models: ModelIndex, version: impl Into<String>) -> Self {
+        Self {
+            runner,
+            options: Arc::new(RwLock::new(Options::new())),
+            models: Arc::new(RwLock::new(models)),
+            version: version.into(),
+            limits: RequestLimits::default(),
+            styles: Default::default(),
+            fetcher: None,
+        }
+    }
+}
+
 /// A generation request as it arrives from the API.
 #[derive(Debug, Clone)]
 pub enum GenerationRequest {
