@@ -41,7 +41,7 @@ pub enum BenchError {
     #[error("request path: {0}")]
     Request(String),
     #[error("network file: {0}")]
-    Network(#[from] crate::networks::NetworkFileError),
+    Network(#[from] crate::networks::NetworkError),
 }
 
 /// Wall-clock samples of one measured operation, in milliseconds.

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
-use super::NetworkFileError;
+use super::NetworkError;
 use super::tensor_file::{TensorFile, is_safetensors, read_tensor_file};
 use sdapi_core::networks::{EmbeddingInfo, MAX_EMBEDDING_BYTES};
 
@@ -35,8 +35,8 @@ pub struct EmbeddingData {
 }
 
 impl EmbeddingData {
-    pub fn read(path: &Path) -> Result<Self, NetworkFileError> {
-        let invalid = |message: String| NetworkFileError::Invalid { path: path.to_path_buf(), message };
+    pub fn read(path: &Path) -> Result<Self, NetworkError> {
+        let invalid = |message: String| NetworkError::Invalid { path: path.to_path_buf(), message };
         // A1111's classic `.pt` keeps the tensor under `string_to_param`; other pickles and all
         // safetensors hold the tensors at the top level.
         let top = read_tensor_file(path, MAX_EMBEDDING_BYTES, None)?;
@@ -52,7 +52,7 @@ impl EmbeddingData {
         let take = |tensors: &mut Vec<(String, Tensor)>, name: &str| {
             tensors.iter().position(|(n, _)| n == name).map(|i| tensors.remove(i).1)
         };
-        let as_rows = |t: Tensor| -> Result<Tensor, NetworkFileError> {
+        let as_rows = |t: Tensor| -> Result<Tensor, NetworkError> {
             let t = t.to_dtype(DType::F32).map_err(|e| invalid(e.to_string()))?;
             match t.rank() {
                 1 => t.unsqueeze(0).map_err(|e| invalid(e.to_string())),
@@ -85,7 +85,7 @@ impl EmbeddingData {
             return Err(invalid(format!("{count} vectors; an embedding has 1 to {MAX_EMBEDDING_VECTORS}")));
         }
         let sha256 = sdapi_core::models_dir::sha256_file(path)
-            .map_err(|source| NetworkFileError::Io { path: path.to_path_buf(), source })?;
+            .map_err(|source| NetworkError::Io { path: path.to_path_buf(), source })?;
         Ok(Self { vectors, sha256, step, sd_checkpoint, sd_checkpoint_name })
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Tensor};
 
-use super::NetworkFileError;
+use super::NetworkError;
 use super::lora_names::LayerIndex;
 use super::tensor_file::read_tensor_file;
 use crate::checkpoint::ModelFamily;
@@ -102,9 +102,9 @@ pub struct LoraFile {
 }
 
 impl LoraFile {
-    pub fn read(path: &Path) -> Result<Self, NetworkFileError> {
+    pub fn read(path: &Path) -> Result<Self, NetworkError> {
         let file = read_tensor_file(path, MAX_LORA_BYTES, None)?;
-        let invalid = |message: String| NetworkFileError::Invalid { path: path.to_path_buf(), message };
+        let invalid = |message: String| NetworkError::Invalid { path: path.to_path_buf(), message };
         let mut groups: BTreeMap<ModuleKey, HashMap<String, Tensor>> = BTreeMap::new();
         for (name, tensor) in file.tensors {
             let (key, part) = split_key(&name);

@@ -10,18 +10,9 @@ pub mod lora_names;
 pub mod pickle_guard;
 pub mod tensor_file;
 
-use std::path::PathBuf;
-
 pub use embedding::{EmbeddingData, EmbeddingVectors, MAX_EMBEDDING_VECTORS};
 pub use inspector::EngineInspector;
 pub use lora::{LoraFile, LoraPatch, LoraResolution, ModuleUpdate};
 pub use lora_names::{LayerIndex, convert_diffusers_name_to_compvis};
-
-/// Errors of reading a network file.
-#[derive(Debug, thiserror::Error)]
-pub enum NetworkFileError {
-    #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+/// Errors of reading a network file (the core's type: one definition for both sides).
+pub use sdapi_core::networks::NetworkError;

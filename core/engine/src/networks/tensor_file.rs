@@ -7,7 +7,7 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 
-use super::NetworkFileError;
+use super::NetworkError;
 use super::pickle_guard::check_pickle;
 
 /// A pickle larger than this is not a network's state dict.
@@ -28,10 +28,9 @@ pub fn is_safetensors(path: &Path) -> bool {
 /// Reads every tensor of `path`, refusing files over `max_bytes`. `pickle_key`: the dict of a
 /// PyTorch archive that holds the tensors (`string_to_param` for A1111 embeddings), else the
 /// top level.
-pub fn read_tensor_file(path: &Path, max_bytes: u64, pickle_key: Option<&str>) -> Result<TensorFile, NetworkFileError> {
-    let invalid = |message: String| NetworkFileError::Invalid { path: path.to_path_buf(), message };
-    let len =
-        std::fs::metadata(path).map_err(|source| NetworkFileError::Io { path: path.to_path_buf(), source })?.len();
+pub fn read_tensor_file(path: &Path, max_bytes: u64, pickle_key: Option<&str>) -> Result<TensorFile, NetworkError> {
+    let invalid = |message: String| NetworkError::Invalid { path: path.to_path_buf(), message };
+    let len = std::fs::metadata(path).map_err(|source| NetworkError::Io { path: path.to_path_buf(), source })?.len();
     if len > max_bytes {
         return Err(invalid(format!("{len} bytes, more than the {max_bytes} this server reads for a network file")));
     }
