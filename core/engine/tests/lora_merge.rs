@@ -344,3 +344,99 @@ fn merged_weights_equal_a1111s_for_the_fixture_lora() {
     assert!(worst <= 1e-6, "largest difference from A1111's merged weights: {worst}");
     println!("{compared} merged weights, largest difference {worst:e}");
 }
+
+/// Merges `tensors` (a network file written here) into tiny-sd15 with te 0.6 / unet 0.9 and
+/// returns (base, merged) of `weight`.
+fn merge_file(tag: &str, tensors: HashMap<String, Tensor>, weight: &str) -> (Vec<f32>, Vec<f32>) {
+    let dir = std::env::temp_dir().join(format!("sdapi-lora-types-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{tag}.safetensors"));
+    candle_core::safetensors::save(&tensors, &path).unwrap();
+    let checkpoint = fixture("a1111-parity/models/tiny-sd15.safetensors");
+    let mut patched = open_checkpoint(&checkpoint).unwrap();
+    let index = LayerIndex::new(patched.family, patched.store.names());
+    let (patch, report) = LoraPatch::new(&LoraFile::read(&path).unwrap(), patched.family, &index, 0.6, 0.9, None);
+    assert!(report.unmatched.is_empty(), "{tag}: unmatched {:?}", report.unmatched);
+    patched.store.add_patch(Arc::new(patch));
+    let base = flat(&open_checkpoint(&checkpoint).unwrap().store.load(weight, DType::F32, &Device::Cpu).unwrap());
+    let merged = flat(&patched.store.load(weight, DType::F32, &Device::Cpu).unwrap());
+    std::fs::remove_dir_all(&dir).ok();
+    (base, merged)
+}
+
+fn tensor(values: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(values.to_vec(), shape, &Device::Cpu).unwrap()
+}
+
+/// (rows × inner) @ (inner × cols), by hand.
+fn matmul(a: &[f32], b: &[f32], rows: usize, inner: usize, cols: usize) -> Vec<f32> {
+    (0..rows * cols).map(|i| (0..inner).map(|k| a[(i / cols) * inner + k] * b[k * cols + i % cols]).sum()).collect()
+}
+
+fn assert_merged(tag: &str, base: &[f32], merged: &[f32], delta: &[f32], scale: f32, multiplier: f32) {
+    let worst =
+        (0..base.len()).map(|i| (merged[i] - (base[i] + (delta[i] * scale) * multiplier)).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "{tag}: off by {worst}");
+    assert_ne!(base, merged, "{tag}: unchanged");
+}
+
+/// LoHa: `(w1a @ w1b) ⊙ (w2a @ w2b) · alpha/rank · multiplier` (rank = w1b's rows).
+#[test]
+fn loha_updates_follow_the_hadamard_product() {
+    let (r, n) = (3, 32);
+    let (w1a, w1b, w2a, w2b) = (values(n * r, 11), values(r * n, 12), values(n * r, 13), values(r * n, 14));
+    let key = "lora_te_text_model_encoder_layers_0_self_attn_q_proj";
+    let mut t = HashMap::new();
+    t.insert(format!("{key}.hada_w1_a"), tensor(&w1a, &[n, r]));
+    t.insert(format!("{key}.hada_w1_b"), tensor(&w1b, &[r, n]));
+    t.insert(format!("{key}.hada_w2_a"), tensor(&w2a, &[n, r]));
+    t.insert(format!("{key}.hada_w2_b"), tensor(&w2b, &[r, n]));
+    t.insert(format!("{key}.alpha"), Tensor::new(1.5f32, &Device::Cpu).unwrap());
+    let (base, merged) =
+        merge_file("loha", t, "cond_stage_model.transformer.text_model.encoder.layers.0.self_attn.q_proj.weight");
+    let (p1, p2) = (matmul(&w1a, &w1b, n, r, n), matmul(&w2a, &w2b, n, r, n));
+    let delta: Vec<f32> = p1.iter().zip(&p2).map(|(a, b)| a * b).collect();
+    assert_merged("loha", &base, &merged, &delta, 1.5 / r as f32, 0.6);
+}
+
+/// LoKr: `kron(w1, w2)`; with whole factors there is no rank, so the scale is 1.
+#[test]
+fn lokr_updates_follow_the_kronecker_product() {
+    let (w1, w2) = (values(4 * 2, 21), values(8 * 16, 22));
+    let key = "lora_unet_down_blocks_0_attentions_0_proj_in";
+    let mut t = HashMap::new();
+    t.insert(format!("{key}.lokr_w1"), tensor(&w1, &[4, 2]));
+    t.insert(format!("{key}.lokr_w2"), tensor(&w2, &[8, 16]));
+    t.insert(format!("{key}.alpha"), Tensor::new(7.0f32, &Device::Cpu).unwrap());
+    let (base, merged) = merge_file("lokr", t, "model.diffusion_model.input_blocks.1.1.proj_in.weight");
+    // kron: row (i·8 + p), column (j·16 + q) = w1[i][j] · w2[p][q]
+    let delta: Vec<f32> = (0..32 * 32)
+        .map(|x| (x / 32, x % 32))
+        .map(|(row, col)| w1[(row / 8) * 2 + col / 16] * w2[(row % 8) * 16 + col % 16])
+        .collect();
+    assert_merged("lokr", &base, &merged, &delta, 1.0, 0.9);
+}
+
+/// diffusers / PEFT layouts (`unet.<path>.lora_A.weight`, `text_encoder.<path>.lora.down.weight`)
+/// land on the same layers as kohya's names.
+#[test]
+fn diffusers_and_peft_key_layouts_are_understood() {
+    let (r, n) = (2, 32);
+    let (a, b) = (values(r * n, 31), values(n * r, 32));
+    let mut t = HashMap::new();
+    let unet = "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q";
+    t.insert(format!("{unet}.lora_A.weight"), tensor(&a, &[r, n]));
+    t.insert(format!("{unet}.lora_B.weight"), tensor(&b, &[n, r]));
+    let (base, merged) =
+        merge_file("peft", t, "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight");
+    assert_merged("peft", &base, &merged, &matmul(&b, &a, n, r, n), 1.0, 0.9);
+
+    let mut t = HashMap::new();
+    let text = "text_encoder.text_model.encoder.layers.0.mlp.fc1";
+    t.insert(format!("{text}.lora.down.weight"), tensor(&a, &[r, n]));
+    t.insert(format!("{text}.lora.up.weight"), tensor(&values(64 * r, 33), &[64, r]));
+    t.insert(format!("{text}.alpha"), Tensor::new(1.0f32, &Device::Cpu).unwrap());
+    let (base, merged) =
+        merge_file("diffusers", t, "cond_stage_model.transformer.text_model.encoder.layers.0.mlp.fc1.weight");
+    assert_merged("diffusers", &base, &merged, &matmul(&values(64 * r, 33), &a, 64, r, n), 1.0 / r as f32, 0.6);
+}

@@ -249,3 +249,43 @@ async fn broken_network_files_fail_one_request_and_the_service_goes_on() {
     assert_eq!(ok.images.len(), 1);
     assert!(!ok.infotexts[0].contains("TI hashes"), "{}", ok.infotexts[0]);
 }
+
+/// SDXL embeddings (`clip_l` + `clip_g`) reach both text encoders: the prompt's call reports the
+/// embedding once per encoder in `TI hashes`; an SD 1.x-width embedding is skipped on SDXL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdxl_embeddings_feed_both_text_encoders() {
+    let models = temp_dir("sdxl");
+    for sub in ["Stable-diffusion", "embeddings"] {
+        std::fs::create_dir_all(models.join(sub)).unwrap();
+    }
+    for file in ["tiny-sdxl.safetensors", "tiny-sdxl.yaml"] {
+        let link = models.join("Stable-diffusion").join(file);
+        if !link.exists() {
+            std::os::unix::fs::symlink(root().join("tests/fixtures/a1111-parity-sdxl/models").join(file), &link)
+                .unwrap();
+        }
+    }
+    let mut map = std::collections::HashMap::new();
+    map.insert("clip_l".to_string(), Tensor::ones((2, 8), DType::F32, &Device::Cpu).unwrap());
+    map.insert("clip_g".to_string(), (Tensor::ones((2, 16), DType::F32, &Device::Cpu).unwrap() * 0.5).unwrap());
+    candle_core::safetensors::save(&map, models.join("embeddings/xl-emb.safetensors")).unwrap();
+    let sd1 = root().join("tests/fixtures/a1111-parity-features/models/embeddings/tiny-emb.safetensors");
+    std::fs::copy(sd1, models.join("embeddings/tiny-emb.safetensors")).unwrap();
+    let short = |name: &str| {
+        sdapi_core::models_dir::sha256_file(&models.join("embeddings").join(name)).unwrap()[..12].to_string()
+    };
+
+    let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
+    let ctx = ProcessingContext::new(runner, ModelIndex::scan(&models).unwrap(), "test");
+    let request = |prompt: &str| {
+        let body = serde_json::json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 1});
+        GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap())
+    };
+    let with = process_images(&ctx, request("a photo of xl-emb and tiny-emb")).await.unwrap();
+    let h = short("xl-emb.safetensors");
+    assert!(with.infotexts[0].contains(&format!("TI hashes: \"xl-emb: {h}, xl-emb: {h}\"")), "{}", with.infotexts[0]);
+    assert!(!with.infotexts[0].contains("tiny-emb:"), "the 32-wide embedding is skipped on SDXL");
+    let without = process_images(&ctx, request("a photo of xl emb and tiny-emb")).await.unwrap();
+    assert!(!without.infotexts[0].contains("TI hashes"));
+    assert_ne!(with.images[0].pixels, without.images[0].pixels, "the vectors change the conditioning");
+}

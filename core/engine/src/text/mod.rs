@@ -8,9 +8,9 @@
 //! 3. [`conditioning`]: prompt schedules and `AND` sub-prompts → the per-step conditioning the
 //!    CFG denoiser reads (`get_learned_conditioning`, `reconstruct_*`), over any [`Conditioner`].
 //!
-//! Hooks for the features built on this path: [`EmbeddingFix`] puts embedding vectors in place of
-//! placeholder tokens (textual inversion), and `loader::tensor_store::WeightPatch` changes the
-//! weights of the text encoders and the UNet as they load (LoRA).
+//! Textual inversion rides on the same path: [`embeddings`] holds the table the tokenizer matches
+//! names against (placeholder runs, [`ChunkFix`]) and [`EmbeddingFix`] puts the vectors in place of
+//! those tokens in each text encoder. LoRAs change the weights instead (`crate::networks`).
 
 pub mod conditioning;
 pub mod embeddings;
