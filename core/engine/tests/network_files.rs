@@ -289,3 +289,29 @@ async fn sdxl_embeddings_feed_both_text_encoders() {
     assert!(!without.infotexts[0].contains("TI hashes"));
     assert_ne!(with.images[0].pixels, without.images[0].pixels, "the vectors change the conditioning");
 }
+
+/// The base weights are never modified: after a LoRA request the plain request gives the plain
+/// image again, and switching back to a set gives that set's image again (the runner keeps the
+/// checkpoint resident between them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_lora_sets_restores_exactly() {
+    let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
+    let index = ModelIndex::scan(&root().join("samples/models")).unwrap();
+    let ctx = ProcessingContext::new(runner, index, "test");
+    let run = |prompt: &'static str| {
+        let ctx = ctx.clone();
+        async move {
+            let body = serde_json::json!({"prompt": prompt, "steps": 3, "width": 64, "height": 64, "seed": 5,
+                "override_settings": {"sd_model_checkpoint": "tiny-sd15"}});
+            let request = GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap());
+            process_images(&ctx, request).await.unwrap().images.remove(0).pixels
+        }
+    };
+    let plain = run("a cube").await;
+    let lora = run("a cube<lora:tiny-lora:0.8>").await;
+    let half = run("a cube<lora:tiny-lora:0.4>").await;
+    assert_ne!(plain, lora);
+    assert_ne!(lora, half);
+    assert_eq!(run("a cube").await, plain, "no LoRA after a LoRA: the base image");
+    assert_eq!(run("a cube<lora:tiny-lora:0.8>").await, lora, "the same set again: the same image");
+}
