@@ -123,10 +123,20 @@ impl AppState {
     }
 }
 
-/// HTTP Basic on `/sdapi/*` (except the Lora routes, which A1111 leaves open).
+/// Routes `SDAPI_API_AUTH` protects: every `/sdapi/*` route except the LoRA routes (A1111's Lora
+/// extension registers them outside the authenticated API), and the `/internal/*` routes that
+/// reveal state. Open: `/internal/ping` (health checks), `/openapi.json` and `/docs` (A1111's
+/// FastAPI docs are open too).
+pub fn requires_auth(path: &str) -> bool {
+    let sdapi = path.starts_with("/sdapi/") && !path.contains("loras");
+    let internal = path.starts_with("/internal/") && path != "/internal/ping";
+    sdapi || internal
+}
+
+/// HTTP Basic on the routes of [`requires_auth`].
 async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let protected = path.starts_with("/sdapi/") && !path.contains("loras");
+    let protected = requires_auth(path);
     if protected && !state.config.api_auth.is_empty() {
         let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
         match auth::check(header, &state.config.api_auth) {

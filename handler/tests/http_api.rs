@@ -142,7 +142,10 @@ async fn basic_auth_protects_sdapi_like_api_auth() {
     let right = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
     let req = Request::get("/sdapi/v1/samplers").header("authorization", right).body(Body::empty()).unwrap();
     assert_eq!(send(&app, req).await.0, 200);
-    assert_eq!(send(&app, get("/internal/ping")).await.0, 200, "internal routes stay open");
+    assert_eq!(send(&app, get("/internal/ping")).await.0, 200, "the health check stays open");
+    assert_eq!(send(&app, get("/internal/runner")).await.0, 401, "runner counters reveal state");
+    assert_eq!(send(&app, get("/sdapi/v1/loras")).await.0, 200, "A1111 leaves the Lora routes open");
+    assert_eq!(send(&app, get("/openapi.json")).await.0, 200);
 }
 
 #[tokio::test]

@@ -112,5 +112,8 @@ def test_api_auth(ctx):
         assert get(url, auth=("u", "p"), timeout=30).status_code == 200
         # Generation routes are protected too, before any body parsing.
         assert post(s.url + T2I, {"prompt": "x"}, timeout=30).status_code == 401
-        # The health check stays open so load balancers need no credentials.
+        # The health check stays open so load balancers need no credentials; the runner's
+        # counters reveal state and are protected.
         assert get(s.url + "/internal/ping", timeout=30).status_code == 200
+        assert get(s.url + "/internal/runner", timeout=30).status_code == 401
+        assert get(s.url + "/internal/runner", auth=("u", "p"), timeout=30).status_code == 200
