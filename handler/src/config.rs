@@ -38,6 +38,10 @@ pub struct Config {
     pub limits: RequestLimits,
     /// A1111's `styles.csv` (`SDAPI_STYLES_FILE`, default `<models_dir>/styles.csv`).
     pub styles_file: PathBuf,
+    /// Server mode: time a client has to send its request headers (`SDAPI_HEADER_TIMEOUT_S`, 30).
+    pub header_read_timeout: Duration,
+    /// Server mode: time in-flight requests get after SIGTERM/Ctrl-C (`SDAPI_SHUTDOWN_GRACE_S`, 30).
+    pub shutdown_grace: Duration,
 }
 
 /// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
@@ -175,6 +179,8 @@ impl Config {
         };
         let styles_file = var("SDAPI_STYLES_FILE").map(PathBuf::from).unwrap_or_else(|| models_dir.join("styles.csv"));
         Ok(Self {
+            header_read_timeout: Duration::from_secs(positive_env("SDAPI_HEADER_TIMEOUT_S", 30)? as u64),
+            shutdown_grace: Duration::from_secs(positive_env("SDAPI_SHUTDOWN_GRACE_S", 30)? as u64),
             styles_file,
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),

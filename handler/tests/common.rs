@@ -70,6 +70,8 @@ pub fn test_config() -> Config {
         max_body_bytes: 4 * 1024 * 1024,
         storage: Default::default(),
         limits: Default::default(),
+        header_read_timeout: std::time::Duration::from_secs(30),
+        shutdown_grace: std::time::Duration::from_secs(30),
         styles_file: repo_root().join("samples/models/styles.csv"),
     }
 }

@@ -3,3 +3,4 @@
 //! crate that depends on both the handler and the engine.
 
 pub mod allocator;
+pub mod serve;

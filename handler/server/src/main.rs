@@ -12,6 +12,7 @@ use sdapi_handler::storage::Outputs;
 use sdapi_handler::storage::models_sync::{ON_DEMAND_FOLDERS, sync_models_except};
 use sdapi_handler::storage::network_fetch::S3NetworkFetcher;
 use sdapi_handler::{app, config::Config, lambda};
+use sdapi_server::serve::ServeLimits;
 
 fn init_tracing(on_lambda: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -93,7 +94,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     } else {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!("listening on http://{}", listener.local_addr()?);
-        axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await?;
+        let limits = ServeLimits { header_read: config.header_read_timeout, shutdown_grace: config.shutdown_grace };
+        sdapi_server::serve::serve(listener, router, limits, shutdown_signal()).await;
         Ok(())
     }
 }

@@ -50,6 +50,8 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
         max_body_bytes: 64 << 20,
         storage: Default::default(),
         limits: Default::default(),
+        header_read_timeout: std::time::Duration::from_secs(30),
+        shutdown_grace: std::time::Duration::from_secs(30),
         styles_file: bundled_models().join("styles.csv"),
     };
     let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
