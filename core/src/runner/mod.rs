@@ -98,8 +98,8 @@ impl AtomicCounters {
     }
 }
 
-/// A queued job; await [`JobTicket::wait`] for its result. Dropping the ticket cancels the job if it
-/// has not started yet.
+/// A queued job; await [`JobTicket::wait`] for its result. Dropping the ticket cancels the job: a
+/// queued one is never run, a running one stops at its next sampling step.
 #[derive(Debug)]
 pub struct JobTicket {
     pub job_id: u64,
@@ -147,12 +147,16 @@ pub trait Runner: Send + Sync + 'static {
 pub struct JobControl<'a> {
     pub state: &'a ProgressState,
     pub task_id: &'a str,
+    /// True once whoever submitted the job stopped waiting for it (the client disconnected and
+    /// its request was dropped): the device is not spent on a result nobody will read.
+    pub abandoned: &'a (dyn Fn() -> bool + 'a),
 }
 
 impl JobControl<'_> {
-    /// Whether sampling should stop now (A1111's CFG denoiser raises on either flag).
+    /// Whether sampling should stop now (A1111's CFG denoiser raises on either flag; an
+    /// abandoned job stops too).
     pub fn should_stop(&self) -> bool {
-        self.state.is_interrupted() || self.state.is_skipped()
+        self.state.is_interrupted() || self.state.is_skipped() || (self.abandoned)()
     }
 }
 

@@ -144,3 +144,25 @@ async fn a_job_whose_caller_went_away_is_not_run() {
     assert!(!log.iter().any(|l| l.contains("gone")), "{log:?}");
     assert_eq!(runner.counters().jobs_cancelled, 1);
 }
+
+#[tokio::test]
+async fn a_running_job_stops_when_its_caller_goes_away() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(20), ..Default::default() };
+    let log = exec.log.clone();
+    let runner = ProcessingRunner::start(exec);
+    let ticket = runner.submit(job("abandoned", "x", 100_000));
+    for _ in 0..200 {
+        if runner.state().snapshot().sampling_step > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop(ticket); // the client disconnected mid-job
+    // The worker is free again long before 100,000 steps of 20 ms.
+    let next = tokio::time::timeout(Duration::from_secs(30), runner.submit(job("next", "x", 1)).wait())
+        .await
+        .expect("the worker stopped the abandoned job")
+        .unwrap();
+    assert!(!next.output.interrupted, "the next job is not affected");
+    assert!(log.lock().unwrap().iter().any(|l| l == "execute abandoned"));
+}

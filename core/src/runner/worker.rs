@@ -90,16 +90,19 @@ fn run_one(
             counters.model_loads.fetch_add(1, Ordering::SeqCst);
         }
         notify(Stage::Execute);
-        let control = JobControl { state, task_id: &job.task_id };
+        let abandoned = || reply.is_closed();
+        let control = JobControl { state, task_id: &job.task_id, abandoned: &abandoned };
         executor.execute(&job, &control)
     }))
     .unwrap_or_else(|p| Err(RunnerError::Panicked(panic_message(p))));
     let execute = started.elapsed();
     notify(Stage::Finalize);
-    let task_over = match &result {
-        Ok(out) => out.interrupted || job.batch_index + 1 >= job.batch_count,
-        Err(_) => true,
-    };
+    // An abandoned job's request submits no further batches: its task is over too.
+    let task_over = reply.is_closed()
+        || match &result {
+            Ok(out) => out.interrupted || job.batch_index + 1 >= job.batch_count,
+            Err(_) => true,
+        };
     if task_over {
         state.end();
     }
@@ -121,5 +124,8 @@ fn run_one(
         }
     };
     // The receiver may be gone (client disconnected mid-job); the work is simply discarded.
+    if reply.is_closed() {
+        tracing::info!(job_id, task = %job.task_id, "job stopped: caller went away");
+    }
     let _ = reply.send(report);
 }
