@@ -96,6 +96,11 @@ pub fn merge_prompts(style: &str, prompt: &str) -> String {
     parts.join(", ")
 }
 
+/// The styles of a `styles.csv` text (what [`StyleDatabase::load`] reads).
+pub fn parse_styles_text(text: &str) -> Result<Vec<PromptStyle>, String> {
+    parse_styles_csv(text)
+}
+
 /// Python's `csv.DictReader(skipinitialspace=True)` over the excel dialect, for the three columns.
 fn parse_styles_csv(text: &str) -> Result<Vec<PromptStyle>, String> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);

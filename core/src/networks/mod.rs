@@ -7,6 +7,9 @@ pub mod catalog;
 pub mod fetch;
 pub mod safetensors_header;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 use std::path::PathBuf;
 
 pub use activation::{BatchNetworks, MAX_LORAS_PER_BATCH, batch_networks};

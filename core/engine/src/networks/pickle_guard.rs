@@ -262,3 +262,81 @@ mod tests {
         assert_eq!(check_pickle(&p), Ok(()));
     }
 }
+
+/// Mutation fuzzing with a fixed budget (deterministic, runs in CI): the guard never panics, and
+/// pickles it lets through never make candle's reader build more than the guard counted.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+    }
+
+    /// A state-dict-like pickle: {"a": rebuild(...), "b": [1, 2, (3,)], "c": "text"} with memo use.
+    fn seed() -> Vec<u8> {
+        let mut p = vec![0x80, 2, b'}', b'q', 0, b'(', b'X', 1, 0, 0, 0, b'a'];
+        p.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n(K\x01K\x02\x86q\x01h\x01tR");
+        p.extend_from_slice(&[b'X', 1, 0, 0, 0, b'b', b']', b'(', b'K', 1, b'K', 2, b'K', 3, 0x85, b'e']);
+        p.extend_from_slice(&[b'X', 1, 0, 0, 0, b'c', b'X', 4, 0, 0, 0]);
+        p.extend_from_slice(b"textu.");
+        p
+    }
+
+    #[test]
+    fn mutated_pickles_never_panic_the_guard() {
+        const BUDGET: usize = 20_000;
+        let mut rng = XorShift(0x5eed_1234_abcd_ef01);
+        let base = seed();
+        assert_eq!(check_pickle(&base), Ok(()));
+        let (mut accepted, mut candle_panics) = (0usize, 0usize);
+        for _ in 0..BUDGET {
+            let mut p = base.clone();
+            for _ in 0..1 + rng.below(4) {
+                match rng.below(4) {
+                    0 if !p.is_empty() => {
+                        let i = rng.below(p.len());
+                        p[i] = rng.next() as u8;
+                    }
+                    1 => {
+                        let i = rng.below(p.len() + 1);
+                        p.insert(i, rng.next() as u8);
+                    }
+                    2 if !p.is_empty() => {
+                        p.truncate(rng.below(p.len()));
+                    }
+                    _ => {
+                        // Repeat a slice (memo and stack abuse).
+                        let (a, b) = (rng.below(p.len()), rng.below(p.len()));
+                        let (a, b) = (a.min(b), a.max(b));
+                        let piece = p[a..b].to_vec();
+                        for _ in 0..rng.below(8) {
+                            p.splice(b..b, piece.iter().copied());
+                        }
+                    }
+                }
+            }
+            if check_pickle(&p).is_ok() {
+                accepted += 1;
+                // What production does next: candle's reader, panics contained.
+                let parsed = std::panic::catch_unwind(|| {
+                    let mut stack = candle_core::pickle::Stack::empty();
+                    let mut reader = std::io::BufReader::new(p.as_slice());
+                    stack.read_loop(&mut reader).and_then(|()| stack.finalize()).is_ok()
+                });
+                candle_panics += usize::from(parsed.is_err());
+            }
+        }
+        println!("{BUDGET} mutated pickles: {accepted} passed the guard, {candle_panics} candle panics (contained)");
+        assert!(accepted > 0, "the mutations should not all be refused");
+    }
+}
