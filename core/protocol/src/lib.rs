@@ -22,5 +22,8 @@ pub mod infotext;
 pub mod prompt;
 pub mod python_json;
 
+#[cfg(test)]
+mod fuzz_tests;
+
 /// Version string written into infotexts (`Version:`) and the `info` JSON.
 pub const VERSION: &str = concat!("sdapi-rs v", env!("CARGO_PKG_VERSION"));
