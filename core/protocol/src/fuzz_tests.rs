@@ -155,7 +155,7 @@ fn prompts_in_every_syntax_parse_or_fail_cleanly() {
         let steps = 1 + rng.below(200);
         let schedule = prompt_schedule(&prompt, &ScheduleParams::new(steps));
         assert!(!schedule.is_empty() && schedule.len() <= steps.max(1) + 1, "{prompt:?}: {} entries", schedule.len());
-        let _ = get_multicond_prompt_list(&[prompt.clone()]);
+        let _ = get_multicond_prompt_list(std::slice::from_ref(&prompt));
         let _ = parse_extra_networks(&prompt);
         let _ = strip_comments(&prompt);
     }
