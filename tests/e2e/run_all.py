@@ -34,6 +34,7 @@ SUITES = [
     "test_a1111_api_suite",
     "test_errors",
     "test_runner_observed",
+    "test_load",
     "test_parity_fixtures",
     "test_cargo_lambda",
 ]
