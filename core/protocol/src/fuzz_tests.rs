@@ -6,29 +6,14 @@
 
 use serde_json::{Value, json};
 
+use crate::fuzz::XorShift;
+
 use crate::api::request::{Img2ImgRequest, Txt2ImgRequest};
 use crate::images::{decode_base64_image, read_infotext, to_base64};
 use crate::infotext::parse_generation_parameters;
 use crate::prompt::{
     ScheduleParams, get_multicond_prompt_list, parse_attention, parse_extra_networks, prompt_schedule, strip_comments,
 };
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a, T>(&mut self, options: &'a [T]) -> &'a T {
-        &options[self.below(options.len())]
-    }
-}
 
 fn odd_value(rng: &mut XorShift, depth: usize) -> Value {
     let scalars = [
@@ -199,8 +184,8 @@ fn mutated_images_decode_or_fail_cleanly() {
         for _ in 0..1 + rng.below(4) {
             let i = rng.below(bytes.len());
             match rng.below(3) {
-                0 => bytes[i] = rng.next() as u8,
-                1 => bytes.insert(i, rng.next() as u8),
+                0 => bytes[i] = rng.next_u64() as u8,
+                1 => bytes.insert(i, rng.next_u64() as u8),
                 _ => bytes.truncate(i.max(8)),
             }
         }

@@ -17,6 +17,7 @@
 #![allow(clippy::result_large_err)]
 pub mod api;
 pub mod choices;
+pub mod fuzz;
 pub mod images;
 pub mod infotext;
 pub mod prompt;

@@ -4,25 +4,10 @@
 
 use std::io::Write;
 
+use sdapi_protocol::fuzz::XorShift;
+
 use super::*;
 use crate::styles::StyleDatabase;
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn pick<'a>(&mut self, options: &[&'a str]) -> &'a str {
-        options[self.below(options.len())]
-    }
-}
 
 #[test]
 fn mutated_safetensors_headers_are_answers_or_errors() {
@@ -39,7 +24,7 @@ fn mutated_safetensors_headers_are_answers_or_errors() {
         for _ in 0..1 + rng.below(3) {
             let i = rng.below(8 + header_len);
             match rng.below(3) {
-                0 => bytes[i] = rng.next() as u8,
+                0 => bytes[i] = rng.next_u64() as u8,
                 1 => bytes[i] = *b"{}[]\",:0-9e".get(rng.below(11)).unwrap_or(&b'x'),
                 _ => bytes.truncate(i.max(1)),
             }
@@ -63,7 +48,7 @@ fn random_prompts_with_tags_resolve_or_fail_cleanly() {
         "<", ">", ":", "=", "lora", "lyco", "te", "unet", "dyn", "1", "-0.5", "1e308", "nan", " ", "x", "é", "\n", "#",
     ];
     for _ in 0..BUDGET {
-        let prompt: String = (0..rng.below(24)).map(|_| rng.pick(&pieces)).collect();
+        let prompt: String = (0..rng.below(24)).map(|_| *rng.pick(&pieces)).collect();
         let prompts = vec![prompt.clone(), prompt];
         let _ = batch_networks(&prompts, &catalog, 1.0, true, |_| None);
         let _ = check_network_name(&prompts[0]);
@@ -77,7 +62,7 @@ fn random_styles_files_parse_or_fail_cleanly() {
     let pieces =
         ["name,prompt,negative_prompt\n", "\"", "\"\"", ",", "\n", "\r\n", " ", "{prompt}", "#", "a", "\u{feff}"];
     for _ in 0..BUDGET {
-        let text: String = (0..rng.below(20)).map(|_| rng.pick(&pieces)).collect();
+        let text: String = (0..rng.below(20)).map(|_| *rng.pick(&pieces)).collect();
         if let Ok(styles) = crate::styles::parse_styles_text(&text) {
             let db = StyleDatabase { path: None, styles };
             let names: Vec<String> = db.styles.iter().map(|s| s.name.clone()).collect();

@@ -268,19 +268,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-
-    struct XorShift(u64);
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
+    use sdapi_protocol::fuzz::XorShift;
 
     /// A state-dict-like pickle: {"a": rebuild(...), "b": [1, 2, (3,)], "c": "text"} with memo use.
     fn seed() -> Vec<u8> {
@@ -305,11 +293,11 @@ mod fuzz {
                 match rng.below(4) {
                     0 if !p.is_empty() => {
                         let i = rng.below(p.len());
-                        p[i] = rng.next() as u8;
+                        p[i] = rng.next_u64() as u8;
                     }
                     1 => {
                         let i = rng.below(p.len() + 1);
-                        p.insert(i, rng.next() as u8);
+                        p.insert(i, rng.next_u64() as u8);
                     }
                     2 if !p.is_empty() => {
                         p.truncate(rng.below(p.len()));
