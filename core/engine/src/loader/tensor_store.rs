@@ -68,11 +68,15 @@ pub trait WeightPatch: Send + Sync {
     /// touch it. Returned on the CPU; any float dtype.
     fn delta(&self, name: &str, shape: &[usize]) -> candle_core::Result<Option<Tensor>>;
 
-    /// `current` (f32) with this patch's update added, or None if it does not touch `name`.
+    /// `current` with this patch's update added, in f32 (A1111 merges network weights in float32
+    /// before casting back), or None if it does not touch `name` — then nothing is converted.
     /// Patches that can add in one pass override this.
     fn merge(&self, name: &str, shape: &[usize], current: &Tensor) -> candle_core::Result<Option<Tensor>> {
         match self.delta(name, shape)? {
-            Some(delta) => Ok(Some((current + delta.to_dtype(DType::F32)?.to_device(current.device())?)?)),
+            Some(delta) => {
+                let delta = delta.to_dtype(DType::F32)?.to_device(current.device())?;
+                Ok(Some((current.to_dtype(DType::F32)? + delta)?))
+            }
             None => Ok(None),
         }
     }
@@ -233,11 +237,7 @@ impl TensorStore {
         };
         let mut merged: Option<Tensor> = None;
         for patch in &self.patches {
-            let current = match &merged {
-                Some(t) => t.clone(),
-                None => base.to_dtype(DType::F32)?,
-            };
-            if let Some(next) = patch.merge(name, &entry.shape, &current)? {
+            if let Some(next) = patch.merge(name, &entry.shape, merged.as_ref().unwrap_or(&base))? {
                 merged = Some(next);
             }
         }

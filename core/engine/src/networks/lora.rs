@@ -303,8 +303,8 @@ impl ModuleUpdate {
         Ok(Some((scaled * multiplier)?))
     }
 
-    /// `current + (ΔW·scale)·multiplier` with the same float32 roundings as [`Self::delta`]
-    /// followed by an add, in one pass over the weight on the CPU.
+    /// `current + (ΔW·scale)·multiplier` in f32, with the same float32 roundings as
+    /// [`Self::delta`] followed by an add; one pass over the weight on the CPU.
     pub fn merge_into(
         &self,
         current: &Tensor,
@@ -312,9 +312,10 @@ impl ModuleUpdate {
         dyn_dim: Option<usize>,
     ) -> candle_core::Result<Option<Tensor>> {
         let shape = current.dims().to_vec();
-        if !current.device().is_cpu() || current.dtype() != DType::F32 {
+        let current = current.to_dtype(DType::F32)?;
+        if !current.device().is_cpu() {
             let delta = self.delta(&shape, multiplier, dyn_dim)?;
-            return delta.map(|d| current + d.to_device(current.device())?).transpose();
+            return delta.map(|d| &current + d.to_device(current.device())?).transpose();
         }
         let raw = self.raw_delta(dyn_dim)?;
         if raw.elem_count() != current.elem_count() {
