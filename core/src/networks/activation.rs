@@ -11,6 +11,11 @@ use crate::runner::LoraActivation;
 /// Tag kinds handled as LoRAs (`lyco` is A1111's alias for the same network type).
 const LORA_KINDS: [&str; 2] = ["lora", "lyco"];
 
+/// Whether a tag activates a LoRA.
+pub fn is_lora_tag(tag: &ExtraNetworkTag) -> bool {
+    LORA_KINDS.contains(&tag.kind.as_str())
+}
+
 /// Most LoRA tags one prompt may activate: each one is a weight merge over the model.
 pub const MAX_LORAS_PER_BATCH: usize = 32;
 
@@ -91,7 +96,7 @@ pub fn batch_networks(
     let tags: Vec<LoraTag> = first_tags
         .unwrap_or_default()
         .iter()
-        .filter(|t| LORA_KINDS.contains(&t.kind.as_str()))
+        .filter(|t| is_lora_tag(t))
         .map(|t| LoraTag::parse(t, default_multiplier))
         .collect::<Result<_, _>>()?;
     if tags.len() > MAX_LORAS_PER_BATCH {

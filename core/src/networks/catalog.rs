@@ -12,10 +12,10 @@ use serde_json::Value;
 use super::safetensors_header::SafetensorsHeader;
 use crate::runner::EmbeddingFile;
 
-/// Extensions A1111 lists as LoRA files (case-insensitive).
-const LORA_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "ckpt"];
+/// Extensions A1111 lists as LoRA files (case-insensitive), in the order a name is looked for.
+pub const LORA_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "ckpt"];
 /// Extensions A1111 loads as embeddings (images with embedded data are not supported).
-const EMBEDDING_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "bin"];
+pub const EMBEDDING_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "bin"];
 /// Files above this size are not embeddings (a real one is a few KiB).
 pub const MAX_EMBEDDING_BYTES: u64 = 64 << 20;
 
@@ -35,7 +35,7 @@ pub struct LoraEntry {
 impl LoraEntry {
     fn read(path: &Path) -> Self {
         let name = stem(path);
-        let is_safetensors = has_extension(path, &["safetensors"]);
+        let is_safetensors = is_safetensors(path);
         let mut metadata = serde_json::Map::new();
         if is_safetensors {
             match SafetensorsHeader::read(path) {
@@ -139,7 +139,13 @@ fn stem(path: &Path) -> String {
     path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
-fn has_extension(path: &Path, extensions: &[&str]) -> bool {
+/// Whether `path` is read as safetensors (by extension; anything else is a PyTorch archive).
+pub fn is_safetensors(path: &Path) -> bool {
+    has_extension(path, &["safetensors"])
+}
+
+/// Whether `path`'s extension is one of `extensions` (case-insensitive).
+pub fn has_extension(path: &Path, extensions: &[&str]) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| extensions.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 

@@ -12,8 +12,11 @@ mod fuzz_tests;
 
 use std::path::PathBuf;
 
-pub use activation::{BatchNetworks, MAX_LORAS_PER_BATCH, batch_networks};
-pub use catalog::{LoraEntry, MAX_EMBEDDING_BYTES, NetworkCatalog};
+pub use activation::{BatchNetworks, MAX_LORAS_PER_BATCH, batch_networks, is_lora_tag};
+pub use catalog::{
+    EMBEDDING_EXTENSIONS, LORA_EXTENSIONS, LoraEntry, MAX_EMBEDDING_BYTES, NetworkCatalog, has_extension,
+    is_safetensors,
+};
 pub use fetch::{BoxFuture, NetworkFetcher, check_network_name};
 pub use safetensors_header::{SafetensorsHeader, addnet_hash};
 

@@ -11,7 +11,7 @@ use sdapi_protocol::prompt::{parse_extra_networks, strip_comments};
 use sdapi_protocol::python_json::float_repr;
 
 use super::{CommonParams, ProcessingContext};
-use crate::networks::{BatchNetworks, NetworkError, NetworkFetcher, batch_networks, check_network_name};
+use crate::networks::{BatchNetworks, NetworkError, NetworkFetcher, batch_networks, check_network_name, is_lora_tag};
 use crate::runner::JobNetworks;
 use crate::styles::StyleDatabase;
 
@@ -34,7 +34,10 @@ pub fn with_default_lora(ctx: &ProcessingContext, prompt: String, opts: &Options
         return prompt;
     };
     let known = ctx.models.read().unwrap_or_else(|e| e.into_inner()).networks.loras.iter().any(|l| l.name == name);
-    let named = parse_extra_networks(&prompt).1.iter().any(|t| t.items.first().map(String::as_str) == Some(name));
+    let named = parse_extra_networks(&prompt)
+        .1
+        .iter()
+        .any(|t| is_lora_tag(t) && t.items.first().map(String::as_str) == Some(name));
     if !known || named {
         return prompt;
     }
@@ -100,7 +103,7 @@ async fn fetch_missing(
         let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
         let missing: Vec<String> = tags
             .iter()
-            .filter(|t| t.kind == "lora" || t.kind == "lyco")
+            .filter(|t| is_lora_tag(t))
             .filter_map(|t| t.positional.first().cloned())
             .filter(|name| models.networks.find_lora(name).is_none())
             .collect();

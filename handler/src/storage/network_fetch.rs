@@ -11,13 +11,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::Client;
 use sdapi_core::networks::fetch::cache_folders;
-use sdapi_core::networks::{BoxFuture, MAX_EMBEDDING_BYTES, NetworkFetcher, SafetensorsHeader, check_network_name};
+use sdapi_core::networks::{
+    BoxFuture, EMBEDDING_EXTENSIONS, LORA_EXTENSIONS, MAX_EMBEDDING_BYTES, NetworkFetcher, SafetensorsHeader,
+    check_network_name, has_extension, is_safetensors,
+};
 
 use super::models_sync::{download, parse_s3_uri};
 
-/// LoRA file extensions looked for, in this order.
-const LORA_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "ckpt"];
-const EMBEDDING_EXTENSIONS: [&str; 3] = ["safetensors", "pt", "bin"];
 /// How long a listing of the bucket's embeddings is reused.
 const LISTING_TTL: Duration = Duration::from_secs(60);
 /// Most embeddings one request may bring in.
@@ -118,10 +118,8 @@ impl S3NetworkFetcher {
             for object in page.contents() {
                 let Some(key) = object.key() else { continue };
                 let file_name = &key[prefix.len()..];
-                let Some((name, ext)) = file_name.rsplit_once('.') else { continue };
-                if !EMBEDDING_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(ext))
-                    || check_network_name(name).is_err()
-                {
+                let Some((name, _)) = file_name.rsplit_once('.') else { continue };
+                if !has_extension(Path::new(file_name), &EMBEDDING_EXTENSIONS) || check_network_name(name).is_err() {
                     continue;
                 }
                 let size = object.size().unwrap_or(0).max(0) as u64;
@@ -165,8 +163,7 @@ impl S3NetworkFetcher {
 /// A fetched file must be a readable safetensors header or a zip archive (PyTorch's format; its
 /// pickle is checked when the engine reads it).
 fn verify_tensor_file(path: &Path) -> Result<(), String> {
-    let is_safetensors = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    if is_safetensors {
+    if is_safetensors(path) {
         return SafetensorsHeader::read(path).map(drop).map_err(|e| e.to_string());
     }
     let mut magic = [0u8; 4];

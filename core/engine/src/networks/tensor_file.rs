@@ -20,10 +20,7 @@ pub struct TensorFile {
     pub metadata: std::collections::HashMap<String, String>,
 }
 
-/// Whether `path` is read as safetensors (by extension; anything else is a PyTorch archive).
-pub fn is_safetensors(path: &Path) -> bool {
-    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
-}
+pub use sdapi_core::networks::is_safetensors;
 
 /// Reads every tensor of `path`, refusing files over `max_bytes`. `pickle_key`: the dict of a
 /// PyTorch archive that holds the tensors (`string_to_param` for A1111 embeddings), else the
