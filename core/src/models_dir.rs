@@ -353,18 +353,24 @@ impl ModelIndex {
 
     /// A LoRA's hash as A1111 reports it: kohya's `sshs_model_hash` metadata, else the addnet hash
     /// of a `.safetensors` file or the sha256 of another file, computed once per file version
-    /// (hash cache). `None` when the file cannot be read.
+    /// (hash cache) and kept on the entry. `None` when the file cannot be read.
     pub fn lora_hash(&self, entry: &LoraEntry) -> Option<String> {
-        if let Some(hash) = entry.metadata_hash() {
-            return Some(hash.to_ascii_lowercase());
+        if let Some(hash) = entry.hash.get() {
+            return Some(hash.clone());
         }
-        let kind = if entry.is_safetensors { DigestKind::SafetensorsBody } else { DigestKind::Whole };
-        let mut cache = HashCache::load(&self.hash_cache);
-        let digest = cache.digest(&entry.path, kind, HashPolicy::AtScan);
-        if let Err(e) = cache.save() {
-            tracing::debug!("hash cache not saved: {e}");
-        }
-        digest.map_err(|e| tracing::warn!(lora = %entry.path.display(), "cannot hash: {e}")).ok().flatten()
+        let hash = match entry.metadata_hash() {
+            Some(hash) => hash.to_ascii_lowercase(),
+            None => {
+                let kind = if entry.is_safetensors { DigestKind::SafetensorsBody } else { DigestKind::Whole };
+                let mut cache = HashCache::load(&self.hash_cache);
+                let digest = cache.digest(&entry.path, kind, HashPolicy::AtScan);
+                if let Err(e) = cache.save() {
+                    tracing::debug!("hash cache not saved: {e}");
+                }
+                digest.map_err(|e| tracing::warn!(lora = %entry.path.display(), "cannot hash: {e}")).ok().flatten()?
+            }
+        };
+        Some(entry.hash.get_or_init(|| hash).clone())
     }
 
     /// Hashes a checkpoint listed without one (read-only roots) and updates its listing (`hash`,

@@ -153,6 +153,7 @@ mod tests {
             path: PathBuf::from(format!("/models/Lora/{name}.safetensors")),
             metadata: Default::default(),
             is_safetensors: true,
+            hash: Default::default(),
         }
     }
 

@@ -30,6 +30,9 @@ pub struct LoraEntry {
     /// The safetensors `__metadata__` (values that are JSON objects decoded, as A1111 shows them).
     pub metadata: serde_json::Map<String, Value>,
     pub is_safetensors: bool,
+    /// The hash once known (`ModelIndex::lora_hash`): a request does not read the hash cache
+    /// file again for a LoRA already used; a failure is tried again; a rescan starts afresh.
+    pub hash: std::sync::OnceLock<String>,
 }
 
 impl LoraEntry {
@@ -44,7 +47,7 @@ impl LoraEntry {
             }
         }
         let alias = metadata.get("ss_output_name").and_then(Value::as_str).unwrap_or(&name).to_string();
-        Self { name, alias, path: path.to_path_buf(), metadata, is_safetensors }
+        Self { name, alias, path: path.to_path_buf(), metadata, is_safetensors, hash: Default::default() }
     }
 
     /// A hash kohya put into the metadata (`sshs_model_hash`), which A1111 prefers to its own.
