@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use candle_core::{DType, Device};
 use sdapi_core::runner::{EmbeddingFile, LoraActivation, ModelSelection, RunnerError};
@@ -12,27 +11,19 @@ use sdapi_core::runner::{EmbeddingFile, LoraActivation, ModelSelection, RunnerEr
 use super::LoadedKey;
 use crate::loader::tensor_store::ResidentWeights;
 use crate::model::{LoadedModel, LoraApplication};
-use crate::networks::{EmbeddingData, LoraFile};
+use crate::networks::{EmbeddingData, FileStamp, LoraFile, file_stamp};
 use crate::text::{ClipTokenizer, EmbeddingTable, TableEntry};
 
 /// LoRA files kept read between requests (switching back and forth between a few sets is common).
 const LORA_FILES_KEPT: usize = 8;
-
-/// A file version: modification time and size.
-type Stamp = (Option<SystemTime>, u64);
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok();
-    (meta.as_ref().and_then(|m| m.modified().ok()), meta.map(|m| m.len()).unwrap_or(0))
-}
 
 #[derive(Default)]
 pub(super) struct NetworkCache {
     /// The loaded checkpoint's unpatched weights, shared by every LoRA set's model of it.
     resident: Option<(ModelSelection, ResidentWeights)>,
     /// Most recently used last.
-    loras: Vec<(PathBuf, Stamp, Arc<LoraFile>)>,
-    embeddings: HashMap<PathBuf, (Stamp, Option<Arc<EmbeddingData>>)>,
+    loras: Vec<(PathBuf, FileStamp, Arc<LoraFile>)>,
+    embeddings: HashMap<PathBuf, (FileStamp, Option<Arc<EmbeddingData>>)>,
     /// The table of the loaded model, rebuilt when the list or the model's widths change.
     table: Option<TableFor>,
 }
@@ -51,7 +42,7 @@ impl NetworkCache {
     pub(super) fn lora_files(&mut self, loras: &[LoraActivation]) -> Result<Vec<Arc<LoraFile>>, RunnerError> {
         let mut out = Vec::with_capacity(loras.len());
         for lora in loras {
-            let now = stamp(&lora.path);
+            let now = file_stamp(&lora.path);
             let cached = self.loras.iter().position(|(p, s, _)| *p == lora.path && *s == now);
             let file = match cached {
                 Some(i) => self.loras.remove(i).2,
@@ -98,7 +89,7 @@ impl NetworkCache {
     }
 
     fn embedding(&mut self, path: &Path) -> Option<Arc<EmbeddingData>> {
-        let now = stamp(path);
+        let now = file_stamp(path);
         if let Some((s, data)) = self.embeddings.get(path)
             && *s == now
         {

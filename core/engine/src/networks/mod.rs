@@ -16,3 +16,4 @@ pub use lora::{LoraFile, LoraPatch, LoraResolution, ModuleUpdate};
 pub use lora_names::{LayerIndex, convert_diffusers_name_to_compvis};
 /// Errors of reading a network file (the core's type: one definition for both sides).
 pub use sdapi_core::networks::NetworkError;
+pub use tensor_file::{FileStamp, file_stamp};

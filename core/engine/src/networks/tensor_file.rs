@@ -22,6 +22,14 @@ pub struct TensorFile {
 
 pub use sdapi_core::networks::is_safetensors;
 
+/// A file version: modification time and size (what the caches of read network files key on).
+pub type FileStamp = (Option<std::time::SystemTime>, u64);
+
+pub fn file_stamp(path: &Path) -> FileStamp {
+    let meta = std::fs::metadata(path).ok();
+    (meta.as_ref().and_then(|m| m.modified().ok()), meta.map(|m| m.len()).unwrap_or(0))
+}
+
 /// Reads every tensor of `path`, refusing files over `max_bytes`. `pickle_key`: the dict of a
 /// PyTorch archive that holds the tensors (`string_to_param` for A1111 embeddings), else the
 /// top level.
