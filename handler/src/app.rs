@@ -150,6 +150,26 @@ async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -
     next.run(req).await
 }
 
+/// Oversized request headers get a 431 in A1111's error shape (Lambda's front doors and the plain
+/// server's connection buffer stop far larger ones before they get here).
+async fn limit_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let size = request_head_bytes(&req);
+    let limit = state.config.max_header_bytes;
+    if size > limit {
+        let detail = format!(
+            "Request Header Fields Too Large: {size} bytes of request line and headers, more than this server accepts ({limit}, SDAPI_MAX_HEADER_KB)"
+        );
+        return HandlerError::Api(ApiError::http(431, detail)).into_response();
+    }
+    next.run(req).await
+}
+
+/// Request line and headers as they were sent: `name: value\r\n` per header.
+fn request_head_bytes(req: &Request) -> usize {
+    let line = req.method().as_str().len() + req.uri().to_string().len() + 12;
+    req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum::<usize>() + line
+}
+
 /// A1111 adds `X-Process-Time` (seconds, 4 decimals) to every response its middleware sees.
 async fn process_time(req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -193,6 +213,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_auth))
+        .layer(middleware::from_fn_with_state(state.clone(), limit_headers))
         .layer(middleware::from_fn(process_time))
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))

@@ -32,6 +32,9 @@ pub struct Config {
     pub output_prefix: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted request line + headers in bytes (`SDAPI_MAX_HEADER_KB`, 64): over it is a
+    /// 431 in A1111's error shape.
+    pub max_header_bytes: usize,
     /// Output store behaviour (docs/storage.md).
     pub storage: StorageSettings,
     /// Bounds on one request's work (`SDAPI_MAX_PROMPT_CHARS`, `SDAPI_MAX_PROMPT_CHUNKS`).
@@ -191,14 +194,26 @@ impl Config {
             output_bucket: var("SDAPI_OUTPUT_BUCKET"),
             output_prefix: var("SDAPI_OUTPUT_PREFIX").unwrap_or_default(),
             max_body_bytes: max_body_mb * 1024 * 1024,
+            max_header_bytes: positive_env("SDAPI_MAX_HEADER_KB", DEFAULT_MAX_HEADER_KB)? * 1024,
             storage: StorageSettings::from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some())?,
             limits: RequestLimits {
                 max_prompt_chars: positive_env("SDAPI_MAX_PROMPT_CHARS", RequestLimits::default().max_prompt_chars)?,
                 max_prompt_chunks: positive_env("SDAPI_MAX_PROMPT_CHUNKS", RequestLimits::default().max_prompt_chunks)?,
+                max_batch_megapixels: positive_env(
+                    "SDAPI_MAX_BATCH_MEGAPIXELS",
+                    RequestLimits::default().max_batch_megapixels,
+                )?,
+                max_request_megapixel_steps: positive_env(
+                    "SDAPI_MAX_MEGAPIXEL_STEPS",
+                    RequestLimits::default().max_request_megapixel_steps,
+                )?,
             },
         })
     }
 }
+
+/// `SDAPI_MAX_HEADER_KB` when unset: far above what browsers and A1111 clients send (a few kB).
+pub const DEFAULT_MAX_HEADER_KB: usize = 64;
 
 /// A positive integer from the environment, or `default` when unset.
 fn positive_env(name: &'static str, default: usize) -> Result<usize, ConfigError> {

@@ -40,6 +40,29 @@ async fn img2img_invokes_the_runner_once_per_batch() {
     assert!(v["parameters"]["init_images"].is_null(), "init images are not echoed by default");
 }
 
+/// Two init images with batch_size 4: A1111 shrinks the batch to 2 images per iteration, keeping
+/// the seeds it laid out for 4 (iteration 1 takes seeds 5 and 6).
+#[tokio::test]
+async fn several_init_images_set_the_batch_size() {
+    let (app, runner) = app_with(test_config());
+    let png = std::fs::read(repo_root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png")).unwrap();
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = serde_json::json!({
+        "prompt": "x", "init_images": [b64, b64], "batch_size": 4, "n_iter": 2, "steps": 2,
+        "width": 64, "height": 64, "seed": 3
+    });
+    let (status, resp) = send(&app, post_json("/sdapi/v1/img2img", &body.to_string())).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let seeds: Vec<Vec<i64>> = runner.jobs.lock().unwrap().iter().map(|j| j.seeds.clone()).collect();
+    assert_eq!(seeds, vec![vec![3, 4], vec![5, 6]]);
+    assert_eq!(v["images"].as_array().unwrap().len(), 4);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["batch_size"], 2);
+    assert_eq!(info["all_seeds"], serde_json::json!([3, 4, 5, 6, 7, 8, 9, 10]));
+}
+
 #[tokio::test]
 async fn validation_errors_never_reach_the_runner() {
     let (app, runner) = app_with(test_config());

@@ -92,3 +92,59 @@ async fn a_five_megabyte_prompt_is_a_422_before_queueing() {
     let (status, _) = send(&app, get("/internal/ping")).await;
     assert_eq!(status, 200);
 }
+
+/// A 1 MB `Authorization` header got hyper's bare 431; it is A1111's error shape now, before
+/// authentication runs, and the server keeps serving.
+#[tokio::test]
+async fn oversized_headers_are_a_431_in_a1111_shape() {
+    let mut config = test_config();
+    config.api_auth = vec![("user".into(), "secret".into())];
+    let (app, _) = app_with(config);
+    let request = axum::http::Request::get("/sdapi/v1/options")
+        .header("authorization", format!("Basic {}", "A".repeat(1_000_000)))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let (status, resp) = send(&app, request).await;
+    assert_eq!(status, 431);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"], "HTTPException", "{v}");
+    assert!(v["detail"].as_str().unwrap().contains("SDAPI_MAX_HEADER_KB"), "{v}");
+    let (status, _) = send(&app, get("/internal/ping")).await;
+    assert_eq!(status, 200);
+}
+
+/// Each field within its range can still multiply into hours of device time or more memory
+/// than one batch may hold: the request is costed as a whole before it is queued.
+#[tokio::test]
+async fn work_over_the_limits_is_a_422_before_queueing() {
+    let (app, runner) = app_with(test_config());
+    for (body, limit) in [
+        (json!({"width": 8192, "height": 8192, "batch_size": 64, "steps": 1}), "SDAPI_MAX_BATCH_MEGAPIXELS"),
+        (json!({"width": 1024, "height": 1024, "n_iter": 1000, "steps": 1000}), "SDAPI_MAX_MEGAPIXEL_STEPS"),
+    ] {
+        let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body.to_string())).await;
+        assert_eq!(status, 422, "{body}");
+        let v = body_json(resp).await;
+        assert!(v["detail"].as_str().unwrap().contains(limit), "{v}");
+    }
+    assert!(runner.jobs.lock().unwrap().is_empty(), "refused before anything was queued");
+}
+
+/// img2img is costed before its init images are decoded, and more init images than
+/// `batch_size` is A1111's RuntimeError, also before decoding.
+#[tokio::test]
+async fn img2img_is_checked_before_its_images_are_decoded() {
+    let (app, runner) = app_with(test_config());
+    // Not even valid images: decoding them would be a 500 "Invalid encoded image".
+    let body = json!({"init_images": ["not an image"], "width": 8192, "height": 8192, "batch_size": 64});
+    let (status, resp) = send(&app, post_json("/sdapi/v1/img2img", &body.to_string())).await;
+    assert_eq!(status, 422);
+    assert!(body_json(resp).await["detail"].as_str().unwrap().contains("SDAPI_MAX_BATCH_MEGAPIXELS"));
+    let body = json!({"init_images": ["x", "y", "z"], "batch_size": 2, "width": 64, "height": 64});
+    let (status, resp) = send(&app, post_json("/sdapi/v1/img2img", &body.to_string())).await;
+    assert_eq!(status, 500);
+    let v = body_json(resp).await;
+    assert_eq!(v["error"], "RuntimeError", "{v}");
+    assert_eq!(v["errors"], "bad number of images passed: 3; expecting 2 or less", "{v}");
+    assert!(runner.jobs.lock().unwrap().is_empty());
+}

@@ -99,6 +99,17 @@ def test_oversized_body_is_413_in_error_shape(ctx):
         assert get(small.url + "/sdapi/v1/samplers", timeout=30).status_code == 200
 
 
+def test_oversized_headers_are_431_in_error_shape(ctx):
+    # A 1 MB Authorization header used to get hyper's bare 431 (no body).
+    r = get(ctx.url + "/sdapi/v1/samplers", headers={"Authorization": "Basic " + "A" * 1_000_000}, timeout=30)
+    body = check_error_shape(r, 431)
+    assert "SDAPI_MAX_HEADER_KB" in body["detail"], body
+    # Past the connection's 2 MiB read buffer hyper answers on its own (still a 431).
+    r = get(ctx.url + "/sdapi/v1/samplers", headers={"X-Big": "A" * (3 << 20)}, timeout=30)
+    assert r.status_code == 431
+    assert get(ctx.url + "/internal/ping", timeout=30).status_code == 200
+
+
 def test_api_auth(ctx):
     with Server(ctx.binary, {"SDAPI_API_AUTH": "u:p"}) as s:
         url = s.url + "/sdapi/v1/samplers"

@@ -130,7 +130,8 @@ async fn all_public_sd2_fixture_cases_match_a1111() {
 #[tokio::test(flavor = "multi_thread")]
 async fn prompt_bounds_are_422s_and_the_runner_keeps_serving() {
     let mut ctx = context();
-    ctx.limits = sdapi_core::processing::RequestLimits { max_prompt_chars: 2000, max_prompt_chunks: 8 };
+    ctx.limits =
+        sdapi_core::processing::RequestLimits { max_prompt_chars: 2000, max_prompt_chunks: 8, ..Default::default() };
     let request = |prompt: String| {
         let body = serde_json::json!({"prompt": prompt, "steps": 2, "width": 64, "height": 64, "seed": 1});
         GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap())

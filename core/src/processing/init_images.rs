@@ -15,6 +15,9 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
     let Some(encoded) = req.init_images.clone() else {
         return Err(ApiError::init_image_not_found());
     };
+    // Everything that bounds the decoding work is checked before any image is decoded.
+    super::validate(&super::params::CommonParams::from_img2img(req), &ctx.limits)?;
+    check_init_image_count(encoded.len(), req.batch_size.unwrap_or(1))?;
     let (width, height) =
         (req.width.unwrap_or(512).clamp(8, 8192) as u32, req.height.unwrap_or(512).clamp(8, 8192) as u32);
     let resize_mode = req.resize_mode.unwrap_or(0);
@@ -35,4 +38,38 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
     })
     .await
     .map_err(|e| ApiError::runtime(e.to_string()))?
+}
+
+/// A1111 takes one init image for the whole batch, or up to `batch_size` of them (the batch then
+/// shrinks to their number, see [`img2img_batch_size`]); more is its RuntimeError.
+pub fn check_init_image_count(count: usize, batch_size: i64) -> Result<(), ApiError> {
+    if count > 1 && count as i64 > batch_size {
+        return Err(ApiError::python(
+            "RuntimeError",
+            format!("bad number of images passed: {count}; expecting {batch_size} or less"),
+        ));
+    }
+    Ok(())
+}
+
+/// The images per batch of an img2img request: with several init images A1111 sets `batch_size`
+/// to their number (its seeds and prompts were already laid out for the requested size).
+pub fn img2img_batch_size(init_images: usize, requested: usize) -> usize {
+    if init_images > 1 { init_images.min(requested) } else { requested }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_image_count_follows_a1111() {
+        assert!(check_init_image_count(1, 4).is_ok());
+        assert!(check_init_image_count(4, 4).is_ok());
+        let err = check_init_image_count(5, 4).unwrap_err();
+        assert_eq!((err.status, err.errors.as_str()), (500, "bad number of images passed: 5; expecting 4 or less"));
+        assert_eq!(img2img_batch_size(1, 4), 4);
+        assert_eq!(img2img_batch_size(2, 4), 2);
+        assert_eq!(img2img_batch_size(4, 4), 4);
+    }
 }

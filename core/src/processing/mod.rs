@@ -12,7 +12,7 @@ mod prompts;
 mod seeds;
 
 pub use init_images::decode_init_images;
-pub use limits::RequestLimits;
+pub use limits::{RequestLimits, WorkCost};
 pub use seeds::{all_seeds, all_subseeds, fixed_seed, fixed_seed_with};
 
 pub use params::CommonParams;
@@ -157,6 +157,10 @@ fn validate(p: &CommonParams, limits: &RequestLimits) -> Result<(), ApiError> {
             }
         }
     }
+    // Costed only once each field is in range, so the products are bounded too.
+    if let Some(message) = WorkCost::of(p.width, p.height, p.batch_size, p.n_iter, p.steps).over(limits) {
+        return bad(message);
+    }
     if !p.cfg_scale.is_finite() {
         return bad("cfg_scale must be a finite number".into());
     }
@@ -284,6 +288,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             if init_images.is_empty() {
                 return Err(ApiError::init_image_not_found());
             }
+            init_images::check_init_image_count(init_images.len(), r.batch_size.unwrap_or(1))?;
             if r.mask.as_deref().is_some_and(|m| !m.is_empty()) {
                 return Err(ApiError::http(501, "Inpainting (mask) is not supported by this server yet"));
             }
@@ -326,9 +331,14 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     // Names are parsed here, once: the runner gets enums.
     let (sampler, scheduler) = resolve_request_sampler(&p.requested_sampler, p.scheduler.as_deref());
     let (sampler_name, scheduler_label) = (sampler.name().to_string(), scheduler.label().to_string());
-    let batch_size = p.batch_size as usize;
     let n_iter = p.n_iter as usize;
-    let total = batch_size * n_iter;
+    // Seeds and prompts are laid out for the requested batch size, as A1111 does before img2img's
+    // init may shrink the batch to the number of init images.
+    let total = p.batch_size as usize * n_iter;
+    let batch_size = match &img2img {
+        Some((_, images)) => init_images::img2img_batch_size(images.len(), p.batch_size as usize),
+        None => p.batch_size as usize,
+    };
 
     // Seeds (docs/a1111-behaviour.md §4.1): -1 resolves to a random seed; variation seeds pin the main seed.
     let seed = fixed_seed(p.seed);
@@ -470,7 +480,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         sampler_name: sampler_name.clone(),
         cfg_scale: p.cfg_scale,
         steps: p.steps,
-        batch_size: p.batch_size,
+        batch_size: batch_size as i64,
         restore_faces: p.restore_faces.unwrap_or(false),
         face_restoration_model: None,
         sd_model_name: Some(checkpoint.model_name()),

@@ -12,6 +12,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
+/// hyper's read buffer per connection: request heads up to this size reach the router, whose
+/// `SDAPI_MAX_HEADER_KB` check answers in A1111's error shape; larger ones get hyper's bare 431.
+pub const HEAD_BUFFER_BYTES: usize = 2 << 20;
+
 /// Timeouts of the plain server.
 #[derive(Debug, Clone, Copy)]
 pub struct ServeLimits {
@@ -46,7 +50,7 @@ pub async fn serve(listener: TcpListener, router: Router, limits: ServeLimits, s
         };
         let _ = stream.set_nodelay(true);
         let mut builder = hyper::server::conn::http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read);
+        builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read).max_buf_size(HEAD_BUFFER_BYTES);
         let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
