@@ -10,8 +10,10 @@ import io
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -240,3 +242,12 @@ def check_error_shape(r: requests.Response, status: int | None = None, detail: s
     if detail is not None:
         assert body["detail"] == detail, f"detail {body['detail']!r}, expected {detail!r}"
     return body
+
+
+def tool(name: str) -> str:
+    """A console script of this venv first (run_all may be run as .venv/bin/python without an
+    activated venv), then PATH. Missing is an error, not a skip."""
+    here = Path(sys.executable).parent / name
+    found = str(here) if here.exists() else shutil.which(name)
+    assert found, f"{name} not found: pip install -r tests/requirements.txt (cargo-lambda: --no-deps)"
+    return found

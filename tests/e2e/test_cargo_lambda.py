@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import requests
 
 from harness import (A1111_SAMPLERS, ROOT, SAMPLES, check_generation, counter_delta, free_port, get, post,
-                     runner_job_ids, stop_process, tail, wait_http)
+                     runner_job_ids, stop_process, tail, tool, wait_http)
 
 NEEDS_SERVER = True  # the identical-answers test compares with the shared plain server
 FUNCTION = "sdapi"  # the binary name; watch serves it at /lambda-url/sdapi/...
@@ -50,15 +49,6 @@ class Env:
 
 
 E = Env()
-
-
-def tool(name: str) -> str:
-    """A console script of this venv first (run_all may be run as .venv/bin/python without an
-    activated venv), then PATH. Missing is an error, not a skip."""
-    here = Path(sys.executable).parent / name
-    found = str(here) if here.exists() else shutil.which(name)
-    assert found, f"{name} not found: pip install -r tests/requirements.txt (cargo-lambda: --no-deps)"
-    return found
 
 
 def fn_url(path: str) -> str:

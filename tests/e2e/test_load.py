@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
+import subprocess
 import threading
 import time
 
 import requests
 
-from harness import Server, check_generation, png_from_b64
+from harness import Server, check_generation, free_port, png_from_b64, stop_process, tool, wait_http
 
 NEEDS_SERVER = False
 CLIENTS = 64
@@ -158,3 +160,113 @@ def test_mixed_load_with_early_hang_ups(ctx):
         assert not progress_failures, progress_failures[:10]
         assert outcomes.get("valid_ok", 0) > 0 and outcomes.get("invalid_rejected", 0) > 0, outcomes
         assert figures["rss_peak_mb"] < PEAK_RSS_LIMIT_MB, figures
+
+
+S3_CLIENTS = 16
+S3_SECONDS = float(os.environ.get("SDAPI_LOAD_S3_SECONDS", "12"))
+S3_BUCKET = "sdapi-load"
+
+
+def test_load_with_the_s3_store_failing_mid_run(ctx):
+    """Generations keep being answered with their images while the output bucket goes away: a
+    local S3 server (moto) is stopped a third of the way through; before that images are stored,
+    afterwards each response reports the failure (`X-Output-Error`, `output_errors`) and still
+    carries every image."""
+    import boto3
+
+    moto_port = free_port()
+    moto = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        moto_url = f"http://127.0.0.1:{moto_port}"
+        wait_http(moto_url + "/", 60, moto)
+        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **creds).create_bucket(Bucket=S3_BUCKET)
+        env = {"SDAPI_OUTPUT_BUCKET": S3_BUCKET, "SDAPI_S3_FORCE_PATH_STYLE": "true", "SDAPI_S3_TIMEOUT_S": "3",
+               "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test"}
+        with Server(ctx.binary, env) as server:
+            url = server.url
+            start = time.monotonic()
+            stop_s3_at, stop = start + S3_SECONDS / 3, start + S3_SECONDS
+            lock = threading.Lock()
+            outcomes: dict[str, int] = {}
+            latencies: list[float] = []
+            problems: list[str] = []
+
+            def record(kind: str, problem: str | None = None) -> None:
+                with lock:
+                    outcomes[kind] = outcomes.get(kind, 0) + 1
+                    if problem:
+                        problems.append(problem)
+
+            def client(i: int) -> None:
+                n = 0
+                while time.monotonic() < stop:
+                    n += 1
+                    if (i + n) % 3 == 0:
+                        hang_up_early(url)
+                        record("hung_up")
+                        continue
+                    t0 = time.monotonic()
+                    try:
+                        r = requests.post(f"{url}/sdapi/v1/txt2img", json=VALID, timeout=300)
+                        latencies.append((time.monotonic() - t0) * 1e3)
+                        if r.status_code != 200:
+                            record("failed", f"HTTP {r.status_code} {r.text[:200]}")
+                            continue
+                        body = r.json()
+                        check_generation(body, 1)  # the image is there whatever the store did
+                        png_from_b64(body["images"][0])
+                        info = json.loads(body["info"])
+                        error = r.headers.get("X-Output-Error")
+                        if error:
+                            if not info.get("output_errors"):
+                                record("failed", f"X-Output-Error without output_errors in info: {error}")
+                            else:
+                                record("store_failed_reported")
+                        elif json.loads(r.headers.get("X-Output-Locations", "[]")):
+                            record("stored")
+                        else:
+                            record("failed", f"neither stored nor a reported failure: {dict(r.headers)}")
+                    except Exception as e:  # noqa: BLE001 - every failure is a finding
+                        record("client_error", f"client {i}: {type(e).__name__}: {e}")
+
+            progress_failures: list[str] = []
+
+            def poll_progress() -> None:
+                while time.monotonic() < stop:
+                    try:
+                        r = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
+                        if r.status_code != 200:
+                            progress_failures.append(f"HTTP {r.status_code}")
+                    except Exception as e:  # noqa: BLE001
+                        progress_failures.append(f"{type(e).__name__}: {e}")
+                    time.sleep(0.1)
+
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(S3_CLIENTS)]
+            threads.append(threading.Thread(target=poll_progress))
+            for t in threads:
+                t.start()
+            time.sleep(max(0.0, stop_s3_at - time.monotonic()))
+            stop_process(moto, signal.SIGKILL)  # an abrupt outage, not a clean shutdown
+            for t in threads:
+                t.join()
+
+            # Afterwards the server still generates (the failure is reported, not fatal).
+            r = requests.post(f"{url}/sdapi/v1/txt2img", json=VALID, timeout=120)
+            assert r.status_code == 200 and r.headers.get("X-Output-Error"), (r.status_code, dict(r.headers))
+            check_generation(r.json(), 1)
+            v = sorted(latencies)
+            figures = {"bench": "load-s3-failing", "clients": S3_CLIENTS, "seconds": S3_SECONDS,
+                       "s3_stopped_after_s": round(S3_SECONDS / 3, 1), "outcomes": outcomes,
+                       "p50_ms": round(v[len(v) // 2], 1) if v else None,
+                       "p99_ms": round(v[int(0.99 * (len(v) - 1))], 1) if v else None,
+                       "rss_peak_mb": round(rss_mb(server.proc.pid, "VmHWM"), 1)}
+            print("     " + json.dumps(figures))
+            assert not problems, problems[:10]
+            assert not progress_failures, progress_failures[:10]
+            assert outcomes.get("stored", 0) > 0, f"nothing was stored before S3 went away: {outcomes}"
+            assert outcomes.get("store_failed_reported", 0) > 0, f"no reported store failure: {outcomes}"
+    finally:
+        stop_process(moto)
