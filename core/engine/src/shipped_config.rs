@@ -18,6 +18,8 @@
 
 use std::path::{Path, PathBuf};
 
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::config::{PredictionType, UnetHeads};
@@ -37,13 +39,95 @@ fn config_error(path: &Path, message: impl Into<String>) -> EngineError {
     EngineError::ModelConfig { path: path.to_path_buf(), message: message.into() }
 }
 
+/// Config files are a few kB (A1111's largest `.yaml` is under 4 kB); more is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// YAML nodes after aliases are expanded: a few hundred in real configs. The loader copies each
+/// aliased node, so a kilobyte of nested aliases ("billion laughs") would expand to gigabytes.
+pub const MAX_YAML_NODES: usize = 100_000;
+/// Nesting depth of a YAML document (real configs: under 10); dropping a deeper tree recurses.
+pub const MAX_YAML_DEPTH: usize = 64;
+
 /// Reads a file that may be absent (`Ok(None)`); other read errors are errors.
 fn read_optional(path: &Path) -> Result<Option<String>, EngineError> {
+    let size = match std::fs::metadata(path) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(EngineError::Io { path: path.to_path_buf(), source }),
+    };
+    if size > MAX_CONFIG_BYTES {
+        return Err(config_error(path, format!("{size} bytes is too large for a config file ({MAX_CONFIG_BYTES})")));
+    }
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(EngineError::Io { path: path.to_path_buf(), source }),
     }
+}
+
+/// Counts what loading a YAML text would build, from the parser's events alone: nodes with
+/// every alias expanded, and nesting depth.
+#[derive(Default)]
+struct YamlSize {
+    nodes: usize,
+    depth: usize,
+    max_depth: usize,
+    /// Nodes under each anchor id, known once its node has ended.
+    anchored: std::collections::HashMap<usize, usize>,
+    /// Open sequences and mappings: (anchor id, node count when they started).
+    open: Vec<(usize, usize)>,
+}
+
+impl MarkedEventReceiver for YamlSize {
+    fn on_event(&mut self, event: Event, _mark: Marker) {
+        match event {
+            Event::Scalar(_, _, anchor, _) => {
+                self.nodes = self.nodes.saturating_add(1);
+                if anchor > 0 {
+                    self.anchored.insert(anchor, 1);
+                }
+            }
+            Event::Alias(anchor) => {
+                self.nodes = self.nodes.saturating_add(self.anchored.get(&anchor).copied().unwrap_or(1));
+            }
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                self.open.push((anchor, self.nodes));
+                self.nodes = self.nodes.saturating_add(1);
+                self.depth += 1;
+                self.max_depth = self.max_depth.max(self.depth);
+            }
+            Event::SequenceEnd | Event::MappingEnd => {
+                self.depth = self.depth.saturating_sub(1);
+                if let Some((anchor, start)) = self.open.pop()
+                    && anchor > 0
+                {
+                    self.anchored.insert(anchor, self.nodes - start);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Refuses YAML whose loaded form would be unbounded, before [`YamlLoader`] builds it.
+fn check_yaml_size(text: &str, path: &Path) -> Result<(), EngineError> {
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(config_error(path, format!("{} bytes is too large for a config file", text.len())));
+    }
+    let mut size = YamlSize::default();
+    Parser::new_from_str(text).load(&mut size, true).map_err(|e| config_error(path, e.to_string()))?;
+    if size.nodes > MAX_YAML_NODES {
+        return Err(config_error(
+            path,
+            format!("expands to {} nodes, more than a config has ({MAX_YAML_NODES})", size.nodes),
+        ));
+    }
+    if size.max_depth > MAX_YAML_DEPTH {
+        return Err(config_error(
+            path,
+            format!("nested {} deep, more than a config is ({MAX_YAML_DEPTH})", size.max_depth),
+        ));
+    }
+    Ok(())
 }
 
 fn read_json(path: &Path) -> Result<Option<serde_json::Value>, EngineError> {
@@ -114,6 +198,7 @@ impl ShippedConfig {
 
     /// Parses the text of an A1111 model config (`path` only names it in errors).
     pub fn from_yaml_text(text: &str, path: &Path) -> Result<Self, EngineError> {
+        check_yaml_size(text, path)?;
         let docs = YamlLoader::load_from_str(text).map_err(|e| config_error(path, e.to_string()))?;
         let Some(doc) = docs.first() else {
             return Ok(Self::default());
@@ -247,5 +332,54 @@ mod tests {
             assert!(err.to_string().contains("bad.yaml"), "{err}");
         }
         assert_eq!(parse(""), ShippedConfig::default());
+    }
+
+    /// Nested aliases ("billion laughs") and deep nesting are refused before the loader expands
+    /// or builds them; anchors within reason still load.
+    #[test]
+    fn expanding_and_deep_yaml_is_refused() {
+        let mut laughs = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for (i, name) in ["b", "c", "d", "e", "f", "g", "h", "i"].iter().enumerate() {
+            let prev = ["a", "b", "c", "d", "e", "f", "g", "h"][i];
+            laughs.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        assert!(laughs.len() < 2000);
+        let err = ShippedConfig::from_yaml_text(&laughs, Path::new("laughs.yaml")).unwrap_err();
+        assert!(err.to_string().contains("nodes"), "{err}");
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let err = ShippedConfig::from_yaml_text(&deep, Path::new("deep.yaml")).unwrap_err();
+        assert!(err.to_string().contains("deep"), "{err}");
+        let shared =
+            parse("defaults: &heads {num_heads: 8}\nmodel:\n  params:\n    unet_config:\n      params: *heads\n");
+        assert_eq!(shared.unet_heads, Some(UnetHeads::Count(8)));
+    }
+
+    /// Fixed-budget mutation fuzzing of the YAML reader: no panic, and every refusal names the file.
+    #[test]
+    fn fuzzed_yaml_configs_never_panic() {
+        use sdapi_protocol::fuzz::XorShift;
+        let seeds = [
+            "model:\n  params:\n    parameterization: \"v\"\n    scale_factor: 0.18215\n    unet_config:\n      params:\n        num_head_channels: 64\n    cond_stage_config:\n      params:\n        arch: ViT-H-14\n",
+            "model:\n  params:\n    network_config:\n      params:\n        num_head_channels: 16\n    conditioner:\n      params:\n        emb_models:\n          - target: sgm.modules.encoders.modules.FrozenCLIPEmbedder\n            params: {arch: {num_attention_heads: 3}}\n",
+            "a: &a [x, *a, {k: *a}]\nmodel: &m {params: *m}\n",
+        ];
+        let pieces =
+            ["&a ", "*a", "[", "]", "{", "}", ": ", "\n  ", "- ", "-1", "1e309", "\"", "!!binary ", "? ", "|\n", "#"];
+        let mut rng = XorShift(0x5eed_0a31);
+        for _ in 0..5_000 {
+            let mut text: Vec<char> = rng.pick(&seeds).chars().collect();
+            for _ in 0..1 + rng.below(6) {
+                let at = rng.below(text.len() + 1);
+                match rng.below(3) {
+                    0 => text.splice(at..at, rng.pick(&pieces).chars()).for_each(drop),
+                    1 if at < text.len() => drop(text.drain(at..(at + 1 + rng.below(8)).min(text.len()))),
+                    _ => text.insert(at, char::from(rng.below(128) as u8)),
+                }
+            }
+            let text: String = text.into_iter().collect();
+            if let Err(e) = ShippedConfig::from_yaml_text(&text, Path::new("fuzz.yaml")) {
+                assert!(e.to_string().contains("fuzz.yaml"), "{e}");
+            }
+        }
     }
 }

@@ -9,8 +9,10 @@ use aws_lambda_events::event::s3::{S3Event, S3EventRecord};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use serde_json::{Value, json};
 
+use super::file::{self, FileError};
 use super::{JobError, JobOutcome, run_job};
 use crate::app::AppState;
+use crate::storage::s3::BoundedRead;
 
 fn event_source(v: &Value) -> Option<&str> {
     let first = v.get("Records")?.as_array()?.first()?;
@@ -76,7 +78,7 @@ async fn handle_message(state: &AppState, message: &SqsMessage) -> Result<(), Jo
     }
     let job_id = message.message_id.clone().unwrap_or_default();
     let queue = message.event_source_arn.as_deref().unwrap_or("sqs");
-    run_job(state, &job_id, &format!("{queue}#{job_id}"), body.as_bytes()).await.map(|_| ())
+    run_job(state, &job_id, &format!("{queue}#{job_id}"), Ok(body.as_bytes())).await.map(|_| ())
 }
 
 /// S3 object keys arrive URL-encoded, with `+` for space.
@@ -116,12 +118,16 @@ async fn run_s3_record(state: &AppState, record: &S3EventRecord) -> Result<JobOu
     let key = decode_s3_key(raw_key);
     let job_id = job_id_for_key(&key);
     let source = format!("s3://{bucket}/{key}");
-    let file = s3
-        .read_object(bucket, &key)
+    let read = s3
+        .read_object_bounded(bucket, &key, file::MAX_FILE_BYTES as u64)
         .await
-        .map_err(|source| JobError::Store { job_id: job_id.clone(), source })?
-        .ok_or_else(|| JobError::SourceMissing { job_id: job_id.clone(), source_uri: source.clone() })?;
-    run_job(state, &job_id, &source, &file).await
+        .map_err(|source| JobError::Store { job_id: job_id.clone(), source })?;
+    match read {
+        BoundedRead::Missing => Err(JobError::SourceMissing { job_id, source_uri: source }),
+        // Recorded in the manifest like any unreadable file: retrying cannot help.
+        BoundedRead::TooLarge(size) => run_job(state, &job_id, &source, Err(FileError::TooLarge(size))).await,
+        BoundedRead::Bytes(bytes) => run_job(state, &job_id, &source, Ok(&bytes)).await,
+    }
 }
 
 #[cfg(test)]

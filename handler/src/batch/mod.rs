@@ -61,8 +61,13 @@ fn manifest_key(job_id: &str) -> String {
     format!("batch/{job_id}/result.json")
 }
 
-/// Runs one job from the bytes of its request file (or the error reading it).
-pub async fn run_job(state: &AppState, job_id: &str, source: &str, file: &[u8]) -> Result<JobOutcome, JobError> {
+/// Runs one job from the bytes of its request file (or why the file cannot be used).
+pub async fn run_job(
+    state: &AppState,
+    job_id: &str,
+    source: &str,
+    file: Result<&[u8], FileError>,
+) -> Result<JobOutcome, JobError> {
     let store = state.outputs.store.as_ref();
     let key = manifest_key(job_id);
     validate_key(&key).map_err(|_| JobError::BadJobId(job_id.to_string()))?;
@@ -79,7 +84,7 @@ pub async fn run_job(state: &AppState, job_id: &str, source: &str, file: &[u8]) 
         };
     }
     let started_at = now_rfc3339();
-    let (requests, file_error) = match file::parse_file(file) {
+    let (requests, file_error) = match file.and_then(file::parse_file) {
         Ok(entries) => {
             let mut results = Vec::with_capacity(entries.len());
             for entry in &entries {

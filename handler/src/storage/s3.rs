@@ -89,6 +89,56 @@ impl S3Store {
     }
 }
 
+/// An object read with a size bound.
+#[derive(Debug)]
+pub enum BoundedRead {
+    Missing,
+    /// Larger than the bound (its size as far as it was read or announced); not kept.
+    TooLarge(u64),
+    Bytes(Vec<u8>),
+}
+
+impl S3Store {
+    /// Reads an object of at most `max_bytes`: a larger one is refused from its announced length,
+    /// or as soon as the bytes read pass the bound, never held whole.
+    pub async fn read_object_bounded(
+        &self,
+        bucket: &str,
+        key: &str,
+        max_bytes: u64,
+    ) -> Result<BoundedRead, StoreError> {
+        let location = format!("s3://{bucket}/{key}");
+        let mut out = match self.client.get_object().bucket(bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) if status_of(&e) == Some(404) => return Ok(BoundedRead::Missing),
+            Err(e) => return Err(backend_error("GetObject", location, e)),
+        };
+        if let Some(length) = out.content_length.and_then(|n| u64::try_from(n).ok()).filter(|&n| n > max_bytes) {
+            return Ok(BoundedRead::TooLarge(length));
+        }
+        let mut data = Vec::new();
+        loop {
+            match out.body.try_next().await {
+                Ok(Some(chunk)) => {
+                    data.extend_from_slice(&chunk);
+                    if data.len() as u64 > max_bytes {
+                        return Ok(BoundedRead::TooLarge(data.len() as u64));
+                    }
+                }
+                Ok(None) => return Ok(BoundedRead::Bytes(data)),
+                Err(e) => {
+                    return Err(StoreError::Backend {
+                        operation: "GetObject",
+                        location,
+                        message: e.to_string(),
+                        transient: true,
+                    });
+                }
+            }
+        }
+    }
+}
+
 /// An S3 client from shared AWS settings plus ours (path style, retry and timeout budget).
 pub fn build_client(shared: &aws_config::SdkConfig, settings: &S3Settings) -> Client {
     let attempts = settings.max_attempts.max(1);

@@ -45,8 +45,11 @@ fn reference(weights: &HashMap<String, Tensor>, heads: usize, ids: &Tensor) -> T
     ClipTextModel::new(clip_config(heads), vb.pp("text_model")).expect("reference").forward(ids, 1).expect("forward")
 }
 
+/// A fresh folder per call: tests run in parallel and must not share (or delete) each other's files.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sdapi-shipped-{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sdapi-shipped-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
