@@ -104,10 +104,26 @@ pub fn parse_hex_color(s: &str) -> [u8; 3] {
     }
 }
 
-/// Decodes image file bytes (PNG/JPEG/WebP). PNG palette/RGB images with a tRNS chunk come
+/// Pillow's decompression-bomb bound (2 × `Image.MAX_IMAGE_PIXELS`).
+pub const MAX_DECODE_PIXELS: u64 = 2 * 89_478_485;
+/// Memory one decode may allocate: an RGBA image at Pillow's bound, plus the decoder's own.
+pub const MAX_DECODE_ALLOC: u64 = 768 << 20;
+
+/// Decodes image file bytes (PNG/JPEG/WebP/GIF). PNG palette/RGB images with a tRNS chunk come
 /// back as RGBA, as A1111's `images.read` transparency fix does.
 pub fn decode_image_bytes(bytes: &[u8]) -> Option<DecodedImage> {
-    let img = image::load_from_memory(bytes).ok()?;
+    let reader = || image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().ok();
+    // Pillow refuses images over twice its MAX_IMAGE_PIXELS (DecompressionBombError), which
+    // A1111 answers as an invalid image; the size is read from the header before decoding.
+    let (width, height) = reader()?.into_dimensions().ok()?;
+    if u64::from(width) * u64::from(height) > MAX_DECODE_PIXELS {
+        return None;
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODE_ALLOC);
+    let mut decoder = reader()?;
+    decoder.limits(limits);
+    let img = decoder.decode().ok()?;
     Some(match img {
         DynamicImage::ImageRgb8(i) => DecodedImage::Rgb(i),
         i if i.color().has_alpha() => DecodedImage::Rgba(i.to_rgba8()),

@@ -144,3 +144,23 @@ fn gif_init_images_decode() {
     let decoded = decode_image_bytes(&gif).expect("GIF decodes");
     assert_eq!(decoded.flatten([255, 255, 255]), flat);
 }
+
+/// A PNG that announces 20000 × 20000 pixels in a few bytes is refused from its header, before
+/// anything is allocated (Pillow's decompression-bomb bound; A1111 answers "Invalid encoded image").
+#[test]
+fn decompression_bomb_dimensions_are_refused_from_the_header() {
+    let mut bytes = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut bytes, 20_000, 20_000);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder.write_header().unwrap();
+        // A token IDAT: decoders read the header up to the first image data chunk.
+        writer.write_chunk(png::chunk::IDAT, &[0x78, 0x9c, 0x03, 0x00]).unwrap();
+        drop(writer);
+    }
+    assert!(bytes.len() < 1000);
+    let dims = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().unwrap().into_dimensions();
+    assert_eq!(dims.unwrap(), (20_000, 20_000), "the header alone gives the size");
+    assert!(decode_image_bytes(&bytes).is_none());
+}
