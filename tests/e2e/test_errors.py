@@ -128,3 +128,90 @@ def test_api_auth(ctx):
         assert get(s.url + "/internal/ping", timeout=30).status_code == 200
         assert get(s.url + "/internal/runner", timeout=30).status_code == 401
         assert get(s.url + "/internal/runner", auth=("u", "p"), timeout=30).status_code == 200
+
+
+def _rss_mb(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _png_with_ztxt(text: bytes) -> bytes:
+    """A 2×2 PNG whose zTXt `parameters` chunk inflates to `text`."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    raw = b"".join(b"\x00" + b"\x00" * 6 for _ in range(2))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0))
+            + chunk(b"zTXt", b"parameters\x00\x00" + zlib.compress(text, 9))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_reliability_findings_through_the_real_binary(ctx):
+    """Each input the reliability probe found (docs/reliability.md), against a fresh server:
+    an A1111-shaped answer, the server answering `/internal/ping` afterwards, and its resident
+    memory back near the baseline (no timing is asserted; the figures are printed)."""
+    import base64
+    import io
+    import json
+    import threading
+    import time
+
+    from PIL import Image
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(gif, format="GIF")
+    bomb = _png_with_ztxt(b"\x00" * (256 << 20))  # ~256 kB inflating to 256 MiB
+    cases = [
+        ("seed resize 1e9", T2I, {"prompt": "x", "seed_resize_from_w": 1000000000, "seed_resize_from_h": 1000000000,
+                                  "width": 64, "height": 64}, 422),
+        ("5 MB prompt", T2I, {"prompt": "word " * 1_000_000, "width": 64, "height": 64}, 422),
+        ("100,000 BREAKs", T2I, {"prompt": "BREAK " * 100_000, "width": 64, "height": 64}, 422),
+        ("zTXt bomb", "/sdapi/v1/png-info", {"image": b64(bomb)}, 500),
+        ("GIF init image", I2I, {"prompt": "x", "init_images": [b64(gif.getvalue())], "steps": 2, "width": 64,
+                                 "height": 64, "denoising_strength": 0.5}, 200),
+    ]
+    with Server(ctx.binary) as s:
+        assert post(s.url + T2I, {"prompt": "x", "steps": 1, "width": 64, "height": 64}, timeout=120).status_code == 200
+        baseline = _rss_mb(s.proc.pid)
+        figures = {}
+        for name, path, body, status in cases:
+            t0 = time.monotonic()
+            r = post(s.url + path, body, timeout=60)
+            ms = round((time.monotonic() - t0) * 1e3, 1)
+            assert r.status_code == status, f"{name}: HTTP {r.status_code} {r.text[:300]}"
+            if status != 200:
+                check_error_shape(r, status)
+            assert get(s.url + "/internal/ping", timeout=10).status_code == 200, name
+            figures[name] = {"ms": ms, "rss_mb": round(_rss_mb(s.proc.pid), 1)}
+
+        # Two concurrent 200 kB comma-free `parameters` texts while /internal/ping is polled.
+        text = ("prompt\n" + "word another word " * 12_000).encode()[: 1 << 20]
+        png = b64(_png_with_ztxt(text))
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda: answers.append(
+            post(s.url + "/sdapi/v1/png-info", {"image": png}, timeout=60).status_code)) for _ in range(2)]
+        ping_ms = []
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            t0 = time.monotonic()
+            assert get(s.url + "/internal/ping", timeout=10).status_code == 200
+            ping_ms.append((time.monotonic() - t0) * 1e3)
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        assert answers == [200, 200], answers
+        figures["2 × 200 kB png-info"] = {"ping_max_ms": round(max(ping_ms, default=0.0), 1),
+                                          "rss_mb": round(_rss_mb(s.proc.pid), 1)}
+        after = _rss_mb(s.proc.pid)
+        print("     " + json.dumps({"baseline_rss_mb": round(baseline, 1), "after_rss_mb": round(after, 1),
+                                    "cases": figures}))
+        # Near the baseline: none of these may leave hundreds of MB behind (the bomb alone would be 256).
+        assert after < baseline + 100, (baseline, after, figures)
