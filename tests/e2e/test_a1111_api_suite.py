@@ -15,7 +15,6 @@ from harness import FIXTURES, MODEL_NAME, check_error_shape, check_generation, g
 
 # Variants whose feature the server does not implement yet (the list shrinks as features land).
 UNSUPPORTED = {
-    "txt2img_enable_hr",        # hires fix
     "txt2img_restore_faces",    # face restoration
     "img2img_inpainting_mask",  # inpainting masks
     "img2img_inpainting_mask_invert",
@@ -131,9 +130,11 @@ def test_txt2img_batch_size_2(ctx):
     assert info["batch_size"] == 2
 
 
-def test_UNSUPPORTED_txt2img_enable_hr(ctx):
-    # Default hr_scale 2.0 and hr_upscaler Latent: a supported hires fix returns 128x128.
-    run_case(ctx, "txt2img_enable_hr", "/sdapi/v1/txt2img", t2i(enable_hr=True), width=128, height=128)
+def test_txt2img_enable_hr(ctx):
+    # A1111's payload sends denoising_strength 0: the second pass samples nothing and returns the
+    # first pass upscaled (default hr_scale 2.0, hr_upscaler Latent) at 128x128.
+    info = run_case(ctx, "txt2img_enable_hr", "/sdapi/v1/txt2img", t2i(enable_hr=True), width=128, height=128)
+    assert info["extra_generation_params"]["Hires upscale"] == 2.0
 
 
 def test_UNSUPPORTED_txt2img_restore_faces(ctx):

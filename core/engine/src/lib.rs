@@ -23,6 +23,7 @@ pub mod clip;
 pub mod config;
 mod error;
 pub mod executor;
+pub mod latent_upscale;
 pub mod loader;
 pub mod model;
 pub mod networks;

@@ -151,3 +151,8 @@ async fn prompt_bounds_are_422s_and_the_runner_keeps_serving() {
 async fn lora_and_embedding_fixture_cases_match_a1111() {
     run_fixture_cases("a1111-parity-features", &["lora_", "ti_"], 6).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hires_fix_fixture_cases_match_a1111() {
+    run_fixture_cases("a1111-parity-features", &["hr_"], 3).await;
+}

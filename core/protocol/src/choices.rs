@@ -496,6 +496,85 @@ impl Default for UniPcSettings {
     }
 }
 
+/// How a latent is resized (`torch.nn.functional.interpolate` modes A1111 uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interpolation {
+    Bilinear,
+    Bicubic,
+    Nearest,
+    NearestExact,
+}
+
+/// `shared.latent_upscale_modes`: the hires fix's latent upscalers, in A1111's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LatentUpscaleMode {
+    Latent,
+    LatentAntialiased,
+    LatentBicubic,
+    LatentBicubicAntialiased,
+    LatentNearest,
+    LatentNearestExact,
+}
+
+impl LatentUpscaleMode {
+    pub const ALL: [LatentUpscaleMode; 6] = [
+        LatentUpscaleMode::Latent,
+        LatentUpscaleMode::LatentAntialiased,
+        LatentUpscaleMode::LatentBicubic,
+        LatentUpscaleMode::LatentBicubicAntialiased,
+        LatentUpscaleMode::LatentNearest,
+        LatentUpscaleMode::LatentNearestExact,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            LatentUpscaleMode::Latent => "Latent",
+            LatentUpscaleMode::LatentAntialiased => "Latent (antialiased)",
+            LatentUpscaleMode::LatentBicubic => "Latent (bicubic)",
+            LatentUpscaleMode::LatentBicubicAntialiased => "Latent (bicubic antialiased)",
+            LatentUpscaleMode::LatentNearest => "Latent (nearest)",
+            LatentUpscaleMode::LatentNearestExact => "Latent (nearest-exact)",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// The interpolation and whether it is antialiased.
+    pub fn interpolation(self) -> (Interpolation, bool) {
+        match self {
+            LatentUpscaleMode::Latent => (Interpolation::Bilinear, false),
+            LatentUpscaleMode::LatentAntialiased => (Interpolation::Bilinear, true),
+            LatentUpscaleMode::LatentBicubic => (Interpolation::Bicubic, false),
+            LatentUpscaleMode::LatentBicubicAntialiased => (Interpolation::Bicubic, true),
+            LatentUpscaleMode::LatentNearest => (Interpolation::Nearest, false),
+            LatentUpscaleMode::LatentNearestExact => (Interpolation::NearestExact, false),
+        }
+    }
+}
+
+/// What upscales the first pass of a hires fix: a latent mode, or a pixel upscaler between a
+/// decode and an encode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HiresUpscaler {
+    Latent(LatentUpscaleMode),
+    Pixel(crate::images::BuiltinUpscaler),
+}
+
+impl HiresUpscaler {
+    /// `hr_upscaler`: null is A1111's default latent mode ("Latent"); latent names first, then
+    /// the pixel upscalers; anything else is unknown (A1111: "could not find upscaler named X").
+    pub fn resolve(name: Option<&str>) -> Option<Self> {
+        match name {
+            None => Some(HiresUpscaler::Latent(LatentUpscaleMode::Latent)),
+            Some(n) => LatentUpscaleMode::from_name(n)
+                .map(HiresUpscaler::Latent)
+                .or_else(|| crate::images::BuiltinUpscaler::from_name(n).map(HiresUpscaler::Pixel)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //!
 //! This module cannot reach the diffusion engine: it only sees the [`Runner`] trait.
 
+mod hires;
 mod init_images;
 mod limits;
 mod params;
@@ -24,7 +25,9 @@ use serde_json::{Map, Value};
 
 use crate::models_dir::{CheckpointInfo, ModelIndex};
 use crate::networks::NetworkFetcher;
-use crate::runner::{BatchJob, GenerationSettings, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError};
+use crate::runner::{
+    BatchJob, GenerationSettings, HiresPass, JobMode, JobTimings, ModelSelection, RgbImage, Runner, RunnerError,
+};
 use crate::styles::StyleDatabase;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::options::{Options, option_def};
@@ -166,9 +169,6 @@ fn validate(p: &CommonParams, limits: &RequestLimits) -> Result<(), ApiError> {
     }
     if p.restore_faces == Some(true) {
         return Err(ApiError::http(501, "Face restoration (restore_faces) is not supported by this server"));
-    }
-    if p.enable_hr {
-        return Err(ApiError::http(501, "Hires fix (enable_hr) is not supported by this server yet"));
     }
     if let Some(name) = p.script_name.as_deref().filter(|s| !s.is_empty()) {
         return Err(ApiError::script_not_found(name));
@@ -351,12 +351,60 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         request_prompts(&p, &styles, &opts)
     };
     let prompt = prompts::with_default_lora(ctx, prompt, &opts);
+    let hires = match &request {
+        GenerationRequest::Txt2Img(r) => {
+            let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
+            hires::setup(
+                r,
+                p.width,
+                p.height,
+                (p.batch_size, p.n_iter, p.steps),
+                sampler,
+                scheduler,
+                &checkpoint,
+                |name| models.find_checkpoint(name).cloned(),
+                &ctx.limits,
+            )?
+        }
+        GenerationRequest::Img2Img { .. } => None,
+    };
+    // `hr_prompt` / `hr_negative_prompt` ("" = the first pass's), through the same styles and comments.
+    let hr_texts = hires.as_ref().map(|h| {
+        let mut hp = p.clone();
+        if !h.prompt.is_empty() {
+            hp.prompt = h.prompt.clone();
+        }
+        if !h.negative_prompt.is_empty() {
+            hp.negative_prompt = h.negative_prompt.clone();
+        }
+        let styles = ctx.styles.read().unwrap_or_else(|e| e.into_inner());
+        let (hr_prompt, hr_negative) = request_prompts(&hp, &styles, &opts);
+        (prompts::with_default_lora(ctx, hr_prompt, &opts), hr_negative)
+    });
     let all_prompts = vec![prompt; total];
     let all_negative_prompts = vec![negative_prompt; total];
     // Every batch has the same prompts (the API takes one prompt), so one resolution serves all.
     let (batch_networks, job_networks) =
         prompts::batch_networks_for(ctx, &all_prompts[..batch_size], &all_negative_prompts[..batch_size], &opts)
             .await?;
+
+    // The second pass's prompts without their tags; it runs on the first pass's model, so its
+    // LoRAs must be the same.
+    let hr_prompts_for_jobs = match &hr_texts {
+        None => None,
+        Some((hr_prompt, hr_negative)) => {
+            let hr_prompts = vec![hr_prompt.clone(); batch_size];
+            let hr_negatives = vec![hr_negative.clone(); batch_size];
+            let (hr_batch, hr_job) = prompts::batch_networks_for(ctx, &hr_prompts, &hr_negatives, &opts).await?;
+            if hr_job.loras != job_networks.loras {
+                return Err(ApiError::http(
+                    501,
+                    "A hires prompt with other LoRAs than the first pass's is not supported by this server yet",
+                ));
+            }
+            Some((hr_batch.prompts, hr_negatives))
+        }
+    };
 
     let mut settings = settings_from(&opts, &p, &ctx.limits);
     if sampler == SamplerKind::UniPc {
@@ -411,6 +459,19 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             height: p.height as usize,
             settings: settings.clone(),
             networks: job_networks.clone(),
+            hires: hires.as_ref().zip(hr_prompts_for_jobs.as_ref()).map(|(h, (prompts, negatives))| HiresPass {
+                upscale_width: h.upscale_width,
+                upscale_height: h.upscale_height,
+                truncate_x: h.truncate_x,
+                truncate_y: h.truncate_y,
+                upscaler: h.upscaler,
+                steps: h.steps,
+                denoising_strength: h.denoising_strength,
+                sampler: h.sampler,
+                scheduler: h.scheduler,
+                prompts: prompts.clone(),
+                negative_prompts: negatives.clone(),
+            }),
         };
         let report = ctx.runner.submit(job).wait().await.map_err(runner_error)?;
         jobs.push(RunnerJobRecord { job_id: report.job_id, timings: report.timings });
@@ -435,6 +496,9 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     if let Some(ds) = denoising_strength.filter(|_| img2img_mode) {
         extra.insert("Denoising strength".into(), Value::from(ds));
     }
+    if let Some(h) = &hires {
+        extra.extend(h.extra.clone());
+    }
     for (k, v) in extra_params {
         extra.insert(k, Value::String(v));
     }
@@ -458,7 +522,12 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             seed_resize_from_h: p.seed_resize_from_h,
             eta: p.eta,
             tiling: p.tiling.unwrap_or(false),
-            extra_generation_params: extra.clone(),
+            extra_generation_params: hires_prompt_entries(
+                &extra,
+                hr_texts.as_ref(),
+                &all_prompts[index],
+                &all_negative_prompts[index],
+            ),
             version: version.clone(),
             ..Default::default()
         };
@@ -501,6 +570,26 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     }
     .to_info_string();
     Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+}
+
+/// A1111 evaluates `Hires prompt` / `Hires negative prompt` per image: the hires text when it
+/// differs from the image's prompt, else nothing (`info` keeps them null).
+fn hires_prompt_entries(
+    extra: &Map<String, Value>,
+    hr_texts: Option<&(String, String)>,
+    prompt: &str,
+    negative_prompt: &str,
+) -> Map<String, Value> {
+    let mut extra = extra.clone();
+    if let Some((hr_prompt, hr_negative)) = hr_texts {
+        if hr_prompt != prompt {
+            extra.insert("Hires prompt".into(), Value::String(hr_prompt.clone()));
+        }
+        if hr_negative != negative_prompt {
+            extra.insert("Hires negative prompt".into(), Value::String(hr_negative.clone()));
+        }
+    }
+    extra
 }
 
 #[cfg(test)]

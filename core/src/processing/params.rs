@@ -86,6 +86,11 @@ impl CommonParams {
     pub fn from_txt2img(r: &Txt2ImgRequest) -> Self {
         let mut p = common_from!(r);
         p.enable_hr = r.enable_hr.unwrap_or(false);
+        // Legacy hires fields (`__post_init__`): either one set makes them the first pass's size.
+        let (fw, fh) = (r.firstphase_width.unwrap_or(0), r.firstphase_height.unwrap_or(0));
+        if fw != 0 || fh != 0 {
+            (p.width, p.height) = (fw, fh);
+        }
         p
     }
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sdapi_protocol::choices::{
-    EmphasisMode, ExtraParamOptions, RandnSource, RequestExtraParams, SamplerKind, Scheduler, UniPcSettings,
+    EmphasisMode, ExtraParamOptions, HiresUpscaler, RandnSource, RequestExtraParams, SamplerKind, Scheduler,
+    UniPcSettings,
 };
 
 /// An 8-bit RGB image, row-major HWC.
@@ -149,6 +150,37 @@ pub struct BatchJob {
     pub settings: GenerationSettings,
     /// LoRAs and embeddings; `prompts` no longer contain the `<lora:…>` tags.
     pub networks: JobNetworks,
+    /// txt2img's hires fix: a second pass at the upscaled size (`width`/`height` are the first pass).
+    pub hires: Option<HiresPass>,
+}
+
+/// The hires fix's second pass (A1111's `sample_hr_pass`): the first pass upscaled to
+/// `upscale_width` × `upscale_height`, cropped by `truncate_x/y` latent columns/rows, then sampled
+/// as img2img with exactly `steps` steps at `denoising_strength`.
+#[derive(Clone, Debug)]
+pub struct HiresPass {
+    pub upscale_width: usize,
+    pub upscale_height: usize,
+    /// `truncate_x`/`truncate_y`: latent pixels cut off (half before, half after) to reach the
+    /// requested box when both `hr_resize_x` and `hr_resize_y` were given.
+    pub truncate_x: usize,
+    pub truncate_y: usize,
+    pub upscaler: HiresUpscaler,
+    pub steps: usize,
+    pub denoising_strength: f64,
+    pub sampler: SamplerKind,
+    pub scheduler: Scheduler,
+    /// `hr_prompt` / `hr_negative_prompt` per image (the first-pass prompts when not sent).
+    pub prompts: Vec<String>,
+    pub negative_prompts: Vec<String>,
+}
+
+impl HiresPass {
+    /// The latent size after the crop, i.e. the output image size / 8.
+    pub fn latent_size(&self) -> (usize, usize) {
+        let (h, w) = (self.upscale_height / 8, self.upscale_width / 8);
+        (h.saturating_sub(self.truncate_y), w.saturating_sub(self.truncate_x))
+    }
 }
 
 /// What a finished batch hands back.

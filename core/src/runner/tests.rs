@@ -60,6 +60,7 @@ fn job(task: &str, prompt: &str, steps: usize) -> BatchJob {
         height: 64,
         settings: GenerationSettings::default(),
         networks: Default::default(),
+        hires: None,
     }
 }
 

@@ -57,17 +57,11 @@ pub struct LatentUpscalerModeItem {
 }
 
 /// The keys of `shared.latent_upscale_modes`.
-pub const LATENT_UPSCALE_MODES: [&str; 6] = [
-    "Latent",
-    "Latent (antialiased)",
-    "Latent (bicubic)",
-    "Latent (bicubic antialiased)",
-    "Latent (nearest)",
-    "Latent (nearest-exact)",
-];
-
 pub fn latent_upscale_mode_items() -> Vec<LatentUpscalerModeItem> {
-    LATENT_UPSCALE_MODES.iter().map(|n| LatentUpscalerModeItem { name: n.to_string() }).collect()
+    crate::choices::LatentUpscaleMode::ALL
+        .iter()
+        .map(|m| LatentUpscalerModeItem { name: m.name().to_string() })
+        .collect()
 }
 
 /// `UpscalerItem`.
@@ -83,10 +77,10 @@ pub struct UpscalerItem {
 /// The upscalers we actually implement, with the fields A1111's built-ins report
 /// (`UpscalerNone`/`UpscalerLanczos`/`UpscalerNearest`: no model, scale 4).
 pub fn upscaler_items() -> Vec<UpscalerItem> {
-    ["None", "Lanczos", "Nearest"]
+    crate::images::BuiltinUpscaler::ALL
         .iter()
-        .map(|n| UpscalerItem {
-            name: n.to_string(),
+        .map(|u| UpscalerItem {
+            name: u.name().to_string(),
             model_name: None,
             model_path: None,
             model_url: None,

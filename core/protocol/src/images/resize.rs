@@ -1,18 +1,17 @@
 //! A1111's `images.resize_image` for img2img init images (`resize_mode`): 0 just resize,
 //! 1 crop and resize, 2 resize and fill. Mode 3 (latent upscale) happens in latent space and is not
-//! offered. Resampling is Lanczos (A1111 uses PIL's LANCZOS when no upscaler is configured; the two
-//! Lanczos implementations differ by a level here and there).
+//! offered. Resampling is Pillow's LANCZOS, exactly (A1111's `upscaler_for_img2img` is unset by
+//! default).
 
 use image::RgbImage;
-use image::imageops::{self, FilterType};
+use image::imageops;
+
+use super::pil_resize::{PilFilter, pil_resize};
 
 use crate::api::errors::ApiError;
 
 fn lanczos(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    if img.dimensions() == (w, h) {
-        return img.clone();
-    }
-    imageops::resize(img, w.max(1), h.max(1), FilterType::Lanczos3)
+    pil_resize(img, w.max(1), h.max(1), PilFilter::Lanczos)
 }
 
 /// Pastes `src` onto `dst` with its top-left corner at (x, y); parts outside are cropped (PIL paste).

@@ -1,0 +1,52 @@
+//! The hires fix between its two passes (A1111's `sample_hr_pass` up to the second sampling): the
+//! first pass's latent upscaled in latent space, or decoded, upscaled in pixels and re-encoded;
+//! then cropped to the requested box.
+
+use candle_core::{Device, Tensor};
+use sdapi_core::runner::{HiresPass, RunnerError};
+use sdapi_protocol::choices::HiresUpscaler;
+use sdapi_protocol::images::resize_with_upscaler;
+
+use super::{decode_images, encode_image, exec_err};
+use crate::latent_upscale::interpolate;
+use crate::model::LoadedModel;
+
+/// The latent the second pass starts from: (batch, 4, upscale_height/8 − truncate_y,
+/// upscale_width/8 − truncate_x).
+pub(super) fn upscale_first_pass(
+    model: &LoadedModel,
+    latent: &Tensor,
+    hires: &HiresPass,
+    device: &Device,
+) -> Result<Tensor, RunnerError> {
+    let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
+    let upscaled = match hires.upscaler {
+        HiresUpscaler::Latent(mode) => {
+            let (interpolation, antialias) = mode.interpolation();
+            interpolate(latent, lh, lw, interpolation, antialias).map_err(exec_err)?
+        }
+        HiresUpscaler::Pixel(upscaler) => {
+            // Decoded to 8-bit pixels as A1111 does, resized with `resize_image(0, …, upscaler)`.
+            let mut latents = Vec::new();
+            for image in decode_images(model, latent)? {
+                let pixels = image.to_image().ok_or_else(|| exec_err("decoded image has the wrong size"))?;
+                let resized = resize_with_upscaler(
+                    &pixels,
+                    hires.upscale_width as u32,
+                    hires.upscale_height as u32,
+                    Some(upscaler),
+                );
+                latents.push(encode_image(model, &resized.into(), device)?);
+            }
+            Tensor::cat(&latents, 0).map_err(exec_err)?
+        }
+    };
+    // `samples[:, :, ty//2 : h - (ty+1)//2, tx//2 : w - (tx+1)//2]`
+    let (ty, tx) = (hires.truncate_y, hires.truncate_x);
+    let (h, w) = (upscaled.dim(2).map_err(exec_err)?, upscaled.dim(3).map_err(exec_err)?);
+    upscaled
+        .narrow(2, ty / 2, h - ty)
+        .and_then(|t| t.narrow(3, tx / 2, w - tx))
+        .and_then(|t| t.contiguous())
+        .map_err(exec_err)
+}

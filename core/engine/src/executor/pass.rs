@@ -1,0 +1,213 @@
+//! One sampling pass over a batch in A1111's order: conditioning (negative prompts first), noise
+//! from a fresh per-image generator, the sigma schedule (img2img's truncation included), sampling
+//! with CFG. txt2img and img2img are one pass; the hires fix runs a second one.
+
+use candle_core::Tensor;
+use sdapi_core::runner::{BatchJob, JobControl, RunnerError};
+use sdapi_protocol::choices::{SamplerKind, Scheduler};
+use sdapi_protocol::prompt::ScheduleParams;
+use sdapi_protocol::python_json::float_repr;
+
+use super::cfg_denoiser::CfgDenoiser;
+use super::{exec_err, preview_png, text_err};
+use crate::checkpoint::ModelFamily;
+use crate::model::{LoadedModel, ModelConditioner};
+use crate::rng::{ImageRng, ImageRngOptions};
+use crate::sampling::{
+    self, BrownianTreeNoise, SamplerContext, SamplerParams, SamplingError, SamplingPlan, SchedulerOptions, StepInfo,
+    resolve_sampler_params,
+};
+use crate::text::{ChunkingOptions, EmbeddingTable, SdxlSizes, TextConditioner};
+
+/// Where a pass starts: pure noise (txt2img) or a latent to denoise from (img2img, hires).
+pub(super) enum PassStart<'a> {
+    Noise,
+    Img2Img { init: &'a Tensor, denoising_strength: f64, fix_steps: bool, noise_multiplier: f64 },
+}
+
+/// What one pass samples.
+pub(super) struct PassSpec<'a> {
+    pub prompts: &'a [String],
+    pub negative_prompts: &'a [String],
+    /// (height, width) of the latent.
+    pub latent_size: (usize, usize),
+    /// (width, height) SDXL's size conditioning states (A1111: the pass's target size).
+    pub condition_size: (usize, usize),
+    pub sampler: SamplerKind,
+    pub scheduler: Scheduler,
+    pub steps: usize,
+    /// Prompt-editing schedule: the first pass's step count, and the hires pass's when this is it.
+    pub schedule: ScheduleParams,
+    pub start: PassStart<'a>,
+}
+
+/// A pass's latent and what it adds to the infotext.
+pub(super) struct PassOutput {
+    pub latent: Tensor,
+    pub interrupted: bool,
+    ti_hashes: Option<String>,
+    /// The schedule the k-diffusion sampler used (Automatic resolved), if it names one.
+    schedule_type: Option<Scheduler>,
+    sampler_params: Vec<(&'static str, f64)>,
+}
+
+impl PassOutput {
+    /// The first pass's entries: `TI hashes` (set while conditioning), `Schedule type`, then the
+    /// sampler's own parameters.
+    pub fn first_pass_params(&self, ti_hashes_wanted: bool) -> Vec<(String, String)> {
+        self.ti_hashes
+            .clone()
+            .filter(|_| ti_hashes_wanted)
+            .map(|v| ("TI hashes".to_string(), v))
+            .into_iter()
+            .chain(self.schedule_type.map(|s| ("Schedule type".to_string(), s.label().to_string())))
+            .chain(self.sampler_params.iter().map(|(k, v)| (k.to_string(), float_repr(*v))))
+            .collect()
+    }
+
+    /// Merges the hires pass's entries into the first pass's: its embeddings' hashes go in front
+    /// of the existing `TI hashes` (A1111 prepends per encoder call), `Hires schedule type` when
+    /// its schedule differs from the first pass's, new sampler parameters at the end.
+    pub fn merge_hires_params(&self, extra: &mut Vec<(String, String)>, ti_hashes_wanted: bool) {
+        if let Some(hashes) = self.ti_hashes.clone().filter(|_| ti_hashes_wanted) {
+            match extra.iter_mut().find(|(k, _)| k == "TI hashes") {
+                Some((_, v)) => *v = format!("{hashes}, {v}"),
+                None => extra.push(("TI hashes".to_string(), hashes)),
+            }
+        }
+        let first_schedule = extra.iter().find(|(k, _)| k == "Schedule type").map(|(_, v)| v.clone());
+        if let Some(s) = self.schedule_type.filter(|s| Some(s.label()) != first_schedule.as_deref()) {
+            extra.push(("Hires schedule type".to_string(), s.label().to_string()));
+        }
+        for (k, v) in &self.sampler_params {
+            if !extra.iter().any(|(ek, _)| ek == k) {
+                extra.push((k.to_string(), float_repr(*v)));
+            }
+        }
+    }
+}
+
+/// Runs one pass of `job` as `spec` describes it.
+pub(super) fn run_pass(
+    model: &LoadedModel,
+    table: &EmbeddingTable,
+    job: &BatchJob,
+    spec: &PassSpec<'_>,
+    device: &candle_core::Device,
+    control: &JobControl<'_>,
+) -> Result<PassOutput, RunnerError> {
+    let settings = &job.settings;
+    let (lh, lw) = spec.latent_size;
+    let sampler = spec.sampler;
+    let flags = sampler.flags();
+
+    let chunking =
+        ChunkingOptions { emphasis: settings.emphasis, comma_padding_backtrack: settings.comma_padding_backtrack };
+    let model_conditioner = ModelConditioner {
+        model,
+        emphasis: settings.emphasis,
+        clip_skip: settings.clip_skip,
+        sizes: SdxlSizes::for_request(spec.condition_size.0, spec.condition_size.1),
+    };
+    let conditioner = TextConditioner::new(&model_conditioner, chunking)
+        .with_max_chunks(settings.max_prompt_chunks)
+        .with_embeddings(table, model.text_widths().len());
+    let uncond = conditioner.learned_conditioning_negative(spec.negative_prompts, &spec.schedule).map_err(text_err)?;
+    let cond = conditioner.multicond_learned_conditioning(spec.prompts, &spec.schedule).map_err(text_err)?;
+
+    // Noise: one generator per image seed (docs/a1111-behaviour.md §4.3), fresh for every pass.
+    let source = settings.randn_source;
+    let rng_options = ImageRngOptions {
+        source,
+        subseeds: Some(job.subseeds.clone()),
+        subseed_strength: job.subseed_strength,
+        seed_resize_from_h: job.seed_resize_from_h,
+        seed_resize_from_w: job.seed_resize_from_w,
+        eta_noise_seed_delta: settings.eta_noise_seed_delta,
+    };
+    let mut rng = ImageRng::new([4, lh, lw], job.seeds.clone(), rng_options, device.clone());
+
+    let discrete = sampling::DiscreteSchedule::from_alphas_cumprod(&model.alphas_cumprod).map_err(exec_err)?;
+    let sigma_to_t = |s: f64| discrete.sigma_to_t(s);
+    let mut denoiser = CfgDenoiser {
+        model,
+        cond: &cond,
+        uncond: &uncond,
+        cfg_scale: job.cfg_scale,
+        sigma_to_t: &sigma_to_t,
+        control,
+        step: 0,
+    };
+
+    // Sigma schedule (and DDIM-family timesteps), A1111's img2img truncation included.
+    let sched_opts = SchedulerOptions {
+        sigma_min: settings.sigma_min,
+        sigma_max: settings.sigma_max,
+        rho: settings.rho,
+        beta_alpha: settings.beta_dist_alpha,
+        beta_beta: settings.beta_dist_beta,
+        is_sdxl: model.family == ModelFamily::Sdxl,
+        use_old_karras_scheduler_sigmas: settings.use_old_karras_scheduler_sigmas,
+    };
+    let alphas = &model.alphas_cumprod;
+    let discard = settings.always_discard_next_to_last_sigma;
+    let plan = match &spec.start {
+        PassStart::Noise => SamplingPlan::txt2img(sampler, spec.scheduler, spec.steps, alphas, &sched_opts, discard),
+        PassStart::Img2Img { denoising_strength, fix_steps, .. } => SamplingPlan::img2img(
+            sampler,
+            spec.scheduler,
+            spec.steps,
+            *denoising_strength,
+            *fix_steps,
+            alphas,
+            &sched_opts,
+            discard,
+        ),
+    }
+    .map_err(exec_err)?;
+    let (params, sampler_params) = resolve_sampler_params(sampler, &settings.request_extra, &settings.extra_options);
+    let params = SamplerParams { unipc: settings.unipc, ..params };
+
+    // The first draw of every image generator is the initial noise; later draws feed the sampler.
+    let noise = rng.next().map_err(exec_err)?;
+    let x = match &spec.start {
+        PassStart::Noise => plan.txt2img_start(&noise).map_err(exec_err)?,
+        PassStart::Img2Img { init, noise_multiplier, .. } => {
+            let noise = if *noise_multiplier != 1.0 { (noise * *noise_multiplier).map_err(exec_err)? } else { noise };
+            plan.img2img_start(init, &noise, alphas).map_err(exec_err)?
+        }
+    };
+    let state = control.state;
+    let (family, every_n) = (model.family, settings.show_progress_every_n_steps);
+    let mut callback = |info: &StepInfo<'_>| -> Result<(), SamplingError> {
+        state.set_sampling(info.step, info.total_steps);
+        // A1111 refreshes the live preview every `show_progress_every_n_steps` steps.
+        if state.preview_due(every_n)
+            && let Some(png) = preview_png(info.denoised, family)
+        {
+            state.set_current_image(png, info.step as i64);
+        }
+        Ok(())
+    };
+    let numel = 4 * lh * lw;
+    let brownian = flags.brownian_noise.then(|| BrownianTreeNoise::for_plan(&plan, &job.seeds, source, numel));
+    let mut ctx = SamplerContext::new(&mut denoiser, &mut rng, params, alphas).with_callback(&mut callback);
+    if let Some(tree) = brownian {
+        ctx = ctx.with_brownian(tree);
+    }
+    let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
+    // k-diffusion samplers record the schedule they used, an Automatic one resolved to the
+    // sampler's default (DPM++ 2M → Karras).
+    let schedule_type = match spec.scheduler {
+        Scheduler::Automatic => flags.default_scheduler,
+        explicit => Some(explicit),
+    }
+    .filter(|s| !flags.timesteps && *s != Scheduler::Automatic);
+    Ok(PassOutput {
+        latent: output.latent,
+        interrupted: output.interrupted,
+        ti_hashes: conditioner.ti_hashes.value(),
+        schedule_type,
+        sampler_params,
+    })
+}

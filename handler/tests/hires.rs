@@ -1,0 +1,87 @@
+//! The hires fix's request handling: bad values get A1111's errors before anything runs, and a
+//! valid request reaches the runner as one job per batch carrying its second pass.
+
+mod common;
+use common::*;
+use sdapi_protocol::choices::{HiresUpscaler, LatentUpscaleMode};
+use serde_json::json;
+
+fn hires(extra: serde_json::Value) -> String {
+    let mut body = json!({"prompt": "x", "steps": 3, "width": 64, "height": 64, "enable_hr": true,
+                          "denoising_strength": 0.5});
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body.to_string()
+}
+
+#[tokio::test]
+async fn bad_hires_values_get_a1111_errors_before_any_work() {
+    let (app, runner) = app_with(test_config());
+    let cases = [
+        (json!({"hr_upscaler": "Bogus"}), 500, "Exception", "could not find upscaler named Bogus"),
+        (json!({"hr_sampler_name": "Nope"}), 500, "AssertionError", "bad sampler name: Nope"),
+        (json!({"hr_checkpoint_name": "nope"}), 500, "Exception", "Could not find checkpoint with name nope"),
+        (
+            json!({"denoising_strength": null}),
+            500,
+            "TypeError",
+            "'>' not supported between instances of 'NoneType' and 'int'",
+        ),
+        (json!({"hr_scale": 100, "width": 512, "height": 512}), 422, "HTTPException", ""),
+        (json!({"hr_resize_x": -5}), 422, "HTTPException", ""),
+        (json!({"hr_second_pass_steps": -1}), 422, "HTTPException", ""),
+    ];
+    for (extra, status, error, errors) in cases {
+        let (got, resp) = send(&app, post_json("/sdapi/v1/txt2img", &hires(extra.clone()))).await;
+        let v = body_json(resp).await;
+        assert_eq!(got, status, "{extra}: {v}");
+        assert_eq!(v["error"], error, "{extra}: {v}");
+        if status == 500 {
+            assert_eq!(v["errors"], errors, "{extra}: {v}");
+        } else {
+            assert!(!v["detail"].as_str().unwrap().is_empty(), "{extra}: {v}");
+        }
+    }
+    assert!(runner.jobs.lock().unwrap().is_empty(), "refused before anything was queued");
+    let (status, _) = send(&app, get("/internal/ping")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_hires_request_queues_its_second_pass_with_each_batch() {
+    let (app, runner) = app_with(test_config());
+    let body = hires(json!({"hr_resize_x": 96, "hr_resize_y": 128, "hr_upscaler": "Latent (nearest-exact)",
+                            "hr_second_pass_steps": 4, "hr_sampler_name": "DPM++ 2M", "n_iter": 2}));
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body)).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let jobs = runner.jobs.lock().unwrap();
+    assert_eq!(jobs.len(), 2);
+    let pass = jobs[0].hires.as_ref().expect("second pass");
+    assert_eq!((jobs[0].width, jobs[0].height), (64, 64), "the first pass keeps the request's size");
+    assert_eq!((pass.upscale_width, pass.upscale_height, pass.truncate_x, pass.truncate_y), (128, 128, 4, 0));
+    assert_eq!(pass.latent_size(), (16, 12));
+    assert_eq!(pass.upscaler, HiresUpscaler::Latent(LatentUpscaleMode::LatentNearestExact));
+    assert_eq!((pass.steps, pass.denoising_strength, pass.sampler.name()), (4, 0.5, "DPM++ 2M"));
+    assert_eq!(pass.prompts, vec!["x".to_string()]);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    let extra = &info["extra_generation_params"];
+    assert_eq!(extra["Hires resize"], "96x128");
+    assert_eq!(extra["Hires sampler"], "DPM++ 2M");
+    assert_eq!(extra["Hires steps"], 4);
+    assert!(extra["Hires prompt"].is_null());
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    assert!(infotext.contains("Denoising strength: 0.5, Hires sampler: DPM++ 2M, Hires resize: 96x128, Hires steps: 4, Hires upscaler: Latent (nearest-exact)"), "{infotext}");
+}
+
+#[tokio::test]
+async fn a_different_hires_prompt_is_in_the_infotext() {
+    let (app, runner) = app_with(test_config());
+    let body = hires(json!({"hr_prompt": "a sharper x"}));
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body)).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(runner.jobs.lock().unwrap()[0].hires.as_ref().unwrap().prompts, vec!["a sharper x".to_string()]);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert!(info["extra_generation_params"]["Hires prompt"].is_null(), "info keeps A1111's null");
+    assert!(info["infotexts"][0].as_str().unwrap().contains("Hires prompt: a sharper x,"), "{info}");
+}
