@@ -76,7 +76,7 @@ async fn every_a1111_route_is_registered() {
 #[tokio::test]
 async fn unsupported_capabilities_answer_501_in_the_four_key_shape() {
     let (app, _) = app_with(test_config());
-    for path in ["/sdapi/v1/interrogate", "/sdapi/v1/extra-single-image", "/sdapi/v1/train/embedding"] {
+    for path in ["/sdapi/v1/interrogate", "/sdapi/v1/train/embedding"] {
         let (status, resp) = send(&app, post_json(path, "{}")).await;
         assert_eq!(status, 501, "{path}");
         let v = body_json(resp).await;

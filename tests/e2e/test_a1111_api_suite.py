@@ -167,6 +167,41 @@ def test_UNSUPPORTED_img2img_sd_upscale_script(ctx):
              i2i(script_name="sd upscale", script_args=["", 8, "Lanczos", 2.0]))
 
 
+# --- test_extras.py ----------------------------------------------------------------------------
+
+def _extras(ctx, payload: dict) -> dict:
+    r = post(ctx.url + "/sdapi/v1/extra-single-image", payload)
+    assert r.status_code == 200, r.text[:400]
+    body = r.json()
+    assert isinstance(body["html_info"], str) and isinstance(body["image"], str), body.keys()
+    return body
+
+
+def test_extras_simple_upscaling_performed(ctx):
+    from PIL import Image
+    body = _extras(ctx, {
+        "resize_mode": 0, "show_extras_results": True, "gfpgan_visibility": 0, "codeformer_visibility": 0,
+        "codeformer_weight": 0, "upscaling_resize": 2, "upscaling_resize_w": 128, "upscaling_resize_h": 128,
+        "upscaling_crop": True, "upscaler_1": "Lanczos", "upscaler_2": "None", "extras_upscaler_2_visibility": 0,
+        "image": INIT.split(",", 1)[1],
+    })
+    img = Image.open(io.BytesIO(base64.b64decode(body["image"])))
+    assert img.size == (128, 128)
+    # The same resize with Pillow (A1111's own Lanczos upscaler: one 2x step, already a multiple of 8).
+    src = Image.open(io.BytesIO(base64.b64decode(INIT.split(",", 1)[1]))).convert("RGB")
+    want = src.resize((128, 128), resample=Image.Resampling.LANCZOS)
+    assert img.convert("RGB").tobytes() == want.tobytes(), "pixels differ from Pillow's LANCZOS"
+    assert img.info.get("postprocessing") == "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos"
+
+
+def test_extras_png_info_performed(ctx):
+    _extras(ctx, {"image": INIT.split(",", 1)[1]})
+
+
+def test_extras_interrogate_performed(ctx):
+    _extras(ctx, {"image": INIT.split(",", 1)[1], "model": "clip"})
+
+
 # --- test_utils.py -----------------------------------------------------------------------------
 
 def test_options_write(ctx):

@@ -1,6 +1,7 @@
 //! Route handlers, grouped by what they serve.
 
 pub mod control;
+pub mod extras;
 pub mod generation;
 pub mod listing;
 pub mod networks;

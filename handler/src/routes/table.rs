@@ -3,7 +3,7 @@
 
 use axum::routing::{MethodRouter, get, post};
 
-use super::{control, generation, listing, networks, unsupported};
+use super::{control, extras, generation, listing, networks, unsupported};
 use crate::app::AppState;
 
 /// One route: method, path, the request schema it takes (if any) and its handler.
@@ -27,8 +27,8 @@ pub const API_ROUTES: &[ApiRoute] = &[
         schema: Some("StableDiffusionProcessingImg2Img"),
         ..route("post", "/sdapi/v1/img2img", || post(generation::img2img))
     },
-    route("post", "/sdapi/v1/extra-single-image", || post(unsupported::extras)),
-    route("post", "/sdapi/v1/extra-batch-images", || post(unsupported::extras)),
+    route("post", "/sdapi/v1/extra-single-image", || post(extras::extra_single_image)),
+    route("post", "/sdapi/v1/extra-batch-images", || post(extras::extra_batch_images)),
     route("post", "/sdapi/v1/png-info", || post(listing::png_info)),
     route("get", "/sdapi/v1/progress", || get(control::progress)),
     route("post", "/sdapi/v1/interrogate", || post(unsupported::interrogate)),

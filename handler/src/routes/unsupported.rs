@@ -8,10 +8,6 @@ fn not_implemented(what: &str) -> HandlerError {
     HandlerError::Api(ApiError::http(501, format!("{what} is not supported by this server")))
 }
 
-pub async fn extras() -> HandlerError {
-    not_implemented("Extras upscaling")
-}
-
 pub async fn interrogate() -> HandlerError {
     not_implemented("Interrogate (CLIP/DeepDanbooru captioning)")
 }

@@ -36,6 +36,34 @@ pub fn encode_png(img: &RgbImage, parameters: Option<&str>) -> Result<Vec<u8>, I
     Ok(out)
 }
 
+/// PNG of an RGB or RGBA raster with text chunks in order (Pillow's `PngInfo.add_text`: `tEXt`
+/// when Latin-1, else `iTXt`), as `encode_pil_to_base64` writes an image's `info`.
+pub fn encode_png_raster(img: &super::pil_resize::Raster, texts: &[(&str, &str)]) -> Result<Vec<u8>, ImageError> {
+    let color = match img.channels {
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        n => return Err(ImageError::Encode(format!("{n} channels cannot be written as PNG here"))),
+    };
+    let mut out = Vec::new();
+    {
+        let mut enc = png::Encoder::new(&mut out, img.width as u32, img.height as u32);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_compression(png::Compression::Default);
+        for (key, text) in texts {
+            if is_latin1(text) {
+                enc.add_text_chunk((*key).into(), (*text).into())?;
+            } else {
+                enc.add_itxt_chunk((*key).into(), (*text).into())?;
+            }
+        }
+        let mut writer = enc.write_header()?;
+        writer.write_image_data(&img.data)?;
+        writer.finish()?;
+    }
+    Ok(out)
+}
+
 /// JPEG at `quality` with EXIF UserComment = infotext (empty string when none, as A1111).
 pub fn encode_jpeg(img: &RgbImage, infotext: Option<&str>, quality: u8) -> Result<Vec<u8>, ImageError> {
     let mut out = Vec::new();

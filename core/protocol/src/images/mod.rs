@@ -4,6 +4,7 @@
 pub mod decode;
 pub mod encode;
 pub mod exif;
+pub mod extras;
 pub mod pil_resize;
 pub mod read;
 pub mod resize;
@@ -11,10 +12,10 @@ pub mod upscale;
 
 pub use decode::{DecodedImage, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode};
 pub use encode::{SampleFormat, encode_image_base64, encode_jpeg, encode_png, encode_sample, encode_webp, to_base64};
-pub use pil_resize::{PilFilter, pil_resize};
+pub use pil_resize::{PilFilter, Raster, pil_resize, pil_resize_raster};
 pub use read::read_infotext;
 pub use resize::resize_image;
-pub use upscale::{BuiltinUpscaler, resize_with_upscaler};
+pub use upscale::{BuiltinUpscaler, pil_blend, resize_with_upscaler};
 
 /// Failures of the encoders.
 #[derive(Debug, thiserror::Error)]

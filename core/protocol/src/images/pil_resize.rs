@@ -109,79 +109,129 @@ fn clip8(acc: i64) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-fn resample_horizontal(img: &RgbImage, out_w: usize, filter: PilFilter) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let wins = windows(w, out_w, filter);
-    let src = img.as_raw();
-    let mut out = vec![0u8; out_w * h * 3];
-    for y in 0..h {
-        let row = &src[y * w * 3..(y + 1) * w * 3];
-        for (x, win) in wins.iter().enumerate() {
-            for c in 0..3 {
-                let mut acc: i64 = 1 << (PRECISION_BITS - 1);
-                for (i, &k) in win.weights.iter().enumerate() {
-                    acc += i64::from(row[(win.start + i) * 3 + c]) * i64::from(k);
-                }
-                out[(y * out_w + x) * 3 + c] = clip8(acc);
-            }
-        }
-    }
-    RgbImage::from_raw(out_w as u32, h as u32, out).unwrap_or_default()
+/// 8-bit pixels with any number of interleaved channels (RGB, RGBA), row-major.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raster {
+    pub width: usize,
+    pub height: usize,
+    pub channels: usize,
+    pub data: Vec<u8>,
 }
 
-fn resample_vertical(img: &RgbImage, out_h: usize, filter: PilFilter) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let wins = windows(h, out_h, filter);
-    let src = img.as_raw();
-    let mut out = vec![0u8; w * out_h * 3];
-    for (y, win) in wins.iter().enumerate() {
-        for x in 0..w {
-            for c in 0..3 {
+impl Raster {
+    pub fn from_rgb(img: &RgbImage) -> Self {
+        Self { width: img.width() as usize, height: img.height() as usize, channels: 3, data: img.as_raw().clone() }
+    }
+
+    pub fn from_rgba(img: &image::RgbaImage) -> Self {
+        Self { width: img.width() as usize, height: img.height() as usize, channels: 4, data: img.as_raw().clone() }
+    }
+
+    pub fn into_rgb(self) -> Option<RgbImage> {
+        (self.channels == 3).then_some(())?;
+        RgbImage::from_raw(self.width as u32, self.height as u32, self.data)
+    }
+
+    pub fn into_rgba(self) -> Option<image::RgbaImage> {
+        (self.channels == 4).then_some(())?;
+        image::RgbaImage::from_raw(self.width as u32, self.height as u32, self.data)
+    }
+
+    pub fn dimensions(&self) -> (usize, usize) {
+        (self.width, self.height)
+    }
+
+    /// A black (zero) raster of the same channel count.
+    pub fn blank(width: usize, height: usize, channels: usize) -> Self {
+        Self { width, height, channels, data: vec![0; width * height * channels] }
+    }
+}
+
+fn resample_horizontal(img: &Raster, out_w: usize, filter: PilFilter) -> Raster {
+    let (w, h, ch) = (img.width, img.height, img.channels);
+    let wins = windows(w, out_w, filter);
+    let mut out = vec![0u8; out_w * h * ch];
+    for y in 0..h {
+        let row = &img.data[y * w * ch..(y + 1) * w * ch];
+        for (x, win) in wins.iter().enumerate() {
+            for c in 0..ch {
                 let mut acc: i64 = 1 << (PRECISION_BITS - 1);
                 for (i, &k) in win.weights.iter().enumerate() {
-                    acc += i64::from(src[((win.start + i) * w + x) * 3 + c]) * i64::from(k);
+                    acc += i64::from(row[(win.start + i) * ch + c]) * i64::from(k);
                 }
-                out[(y * w + x) * 3 + c] = clip8(acc);
+                out[(y * out_w + x) * ch + c] = clip8(acc);
             }
         }
     }
-    RgbImage::from_raw(w as u32, out_h as u32, out).unwrap_or_default()
+    Raster { width: out_w, height: h, channels: ch, data: out }
+}
+
+fn resample_vertical(img: &Raster, out_h: usize, filter: PilFilter) -> Raster {
+    let (w, h, ch) = (img.width, img.height, img.channels);
+    let wins = windows(h, out_h, filter);
+    let mut out = vec![0u8; w * out_h * ch];
+    for (y, win) in wins.iter().enumerate() {
+        for x in 0..w {
+            for c in 0..ch {
+                let mut acc: i64 = 1 << (PRECISION_BITS - 1);
+                for (i, &k) in win.weights.iter().enumerate() {
+                    acc += i64::from(img.data[((win.start + i) * w + x) * ch + c]) * i64::from(k);
+                }
+                out[(y * w + x) * ch + c] = clip8(acc);
+            }
+        }
+    }
+    Raster { width: w, height: out_h, channels: ch, data: out }
 }
 
 /// Pillow's `ImagingScaleAffine`: sample positions accumulate `scale` step by step from half a
 /// step (the accumulation's rounding is part of the result).
-fn nearest_positions(in_size: u32, out_size: usize) -> Vec<u32> {
-    let step = f64::from(in_size) / out_size as f64;
+fn nearest_positions(in_size: usize, out_size: usize) -> Vec<usize> {
+    let step = in_size as f64 / out_size as f64;
     let mut at = step * 0.5;
     (0..out_size)
         .map(|_| {
-            let i = (at as u32).min(in_size.saturating_sub(1));
+            let i = (at as usize).min(in_size.saturating_sub(1));
             at += step;
             i
         })
         .collect()
 }
 
-fn nearest(img: &RgbImage, out_w: usize, out_h: usize) -> RgbImage {
-    let xs = nearest_positions(img.width(), out_w);
-    let ys = nearest_positions(img.height(), out_h);
-    RgbImage::from_fn(out_w as u32, out_h as u32, |x, y| *img.get_pixel(xs[x as usize], ys[y as usize]))
+fn nearest(img: &Raster, out_w: usize, out_h: usize) -> Raster {
+    let ch = img.channels;
+    let xs = nearest_positions(img.width, out_w);
+    let ys = nearest_positions(img.height, out_h);
+    let mut data = Vec::with_capacity(out_w * out_h * ch);
+    for &y in &ys {
+        for &x in &xs {
+            let at = (y * img.width + x) * ch;
+            data.extend_from_slice(&img.data[at..at + ch]);
+        }
+    }
+    Raster { width: out_w, height: out_h, channels: ch, data }
 }
 
-/// `img.resize((width, height), resample=filter)`. A zero-sized target gives an empty image.
-pub fn pil_resize(img: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
-    let (out_w, out_h) = (width as usize, height as usize);
-    if out_w == 0 || out_h == 0 || img.width() == 0 || img.height() == 0 {
-        return RgbImage::new(width, height);
+/// `img.resize((width, height), resample=filter)` on any channel count.
+pub fn pil_resize_raster(img: &Raster, width: usize, height: usize, filter: PilFilter) -> Raster {
+    if width == 0 || height == 0 || img.width == 0 || img.height == 0 {
+        return Raster::blank(width, height, img.channels);
     }
     if img.dimensions() == (width, height) {
         return img.clone();
     }
     if filter == PilFilter::Nearest {
-        return nearest(img, out_w, out_h);
+        return nearest(img, width, height);
     }
-    let horizontal = if img.width() != width { resample_horizontal(img, out_w, filter) } else { img.clone() };
-    if horizontal.height() != height { resample_vertical(&horizontal, out_h, filter) } else { horizontal }
+    let horizontal = if img.width != width { resample_horizontal(img, width, filter) } else { img.clone() };
+    if horizontal.height != height { resample_vertical(&horizontal, height, filter) } else { horizontal }
+}
+
+/// `img.resize((width, height), resample=filter)`. A zero-sized target gives an empty image.
+pub fn pil_resize(img: &RgbImage, width: u32, height: u32, filter: PilFilter) -> RgbImage {
+    pil_resize_raster(&Raster::from_rgb(img), width as usize, height as usize, filter)
+        .into_rgb()
+        .unwrap_or_else(|| RgbImage::new(width, height))
 }
 
 #[cfg(test)]

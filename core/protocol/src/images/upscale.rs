@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 
-use super::pil_resize::{PilFilter, pil_resize};
+use super::pil_resize::{PilFilter, Raster, pil_resize_raster};
 
 /// `UpscalerNone`, `UpscalerLanczos`, `UpscalerNearest`: the single source of their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,23 +31,23 @@ impl BuiltinUpscaler {
     }
 
     /// One `do_upscale` step at `scale`.
-    fn step(self, img: &RgbImage, scale: f64) -> RgbImage {
-        let (w, h) = ((f64::from(img.width()) * scale) as u32, (f64::from(img.height()) * scale) as u32);
+    fn step(self, img: &Raster, scale: f64) -> Raster {
+        let (w, h) = ((img.width as f64 * scale) as usize, (img.height as f64 * scale) as usize);
         match self {
             BuiltinUpscaler::None => img.clone(),
-            BuiltinUpscaler::Lanczos => pil_resize(img, w, h, PilFilter::Lanczos),
-            BuiltinUpscaler::Nearest => pil_resize(img, w, h, PilFilter::Nearest),
+            BuiltinUpscaler::Lanczos => pil_resize_raster(img, w, h, PilFilter::Lanczos),
+            BuiltinUpscaler::Nearest => pil_resize_raster(img, w, h, PilFilter::Nearest),
         }
     }
 
     /// `Upscaler.upscale`: the target is `floor(size * scale / 8) * 8`; up to three steps while
     /// the image is smaller (a step that changes nothing ends it), then Lanczos to the target.
-    pub fn upscale(self, img: &RgbImage, scale: f64) -> RgbImage {
-        let dest_w = ((f64::from(img.width()) * scale) / 8.0).floor() as u32 * 8;
-        let dest_h = ((f64::from(img.height()) * scale) / 8.0).floor() as u32 * 8;
+    pub fn upscale(self, img: &Raster, scale: f64) -> Raster {
+        let dest_w = ((img.width as f64 * scale) / 8.0).floor() as usize * 8;
+        let dest_h = ((img.height as f64 * scale) / 8.0).floor() as usize * 8;
         let mut img = img.clone();
         for i in 0..3 {
-            if img.width() >= dest_w && img.height() >= dest_h && (i > 0 || scale != 1.0) {
+            if img.width >= dest_w && img.height >= dest_h && (i > 0 || scale != 1.0) {
                 break;
             }
             let before = img.dimensions();
@@ -57,7 +57,7 @@ impl BuiltinUpscaler {
             }
         }
         if img.dimensions() != (dest_w, dest_h) {
-            img = pil_resize(&img, dest_w, dest_h, PilFilter::Lanczos);
+            img = pil_resize_raster(&img, dest_w, dest_h, PilFilter::Lanczos);
         }
         img
     }
@@ -66,19 +66,58 @@ impl BuiltinUpscaler {
 /// `resize_image`'s inner `resize(im, w, h)`: without an upscaler (or "None") a plain Lanczos
 /// resize; otherwise the upscaler runs when the image grows, and Lanczos makes the exact size.
 pub fn resize_with_upscaler(img: &RgbImage, width: u32, height: u32, upscaler: Option<BuiltinUpscaler>) -> RgbImage {
-    let upscaler = match upscaler {
-        None | Some(BuiltinUpscaler::None) => return pil_resize(img, width, height, PilFilter::Lanczos),
-        Some(u) => u,
+    let raster = Raster::from_rgb(img);
+    let (w, h) = (width as usize, height as usize);
+    let out = match upscaler {
+        None | Some(BuiltinUpscaler::None) => pil_resize_raster(&raster, w, h, PilFilter::Lanczos),
+        Some(u) => {
+            let scale = (w as f64 / raster.width.max(1) as f64).max(h as f64 / raster.height.max(1) as f64);
+            let up = if scale > 1.0 { u.upscale(&raster, scale) } else { raster };
+            if up.dimensions() != (w, h) { pil_resize_raster(&up, w, h, PilFilter::Lanczos) } else { up }
+        }
     };
-    let scale =
-        (f64::from(width) / f64::from(img.width().max(1))).max(f64::from(height) / f64::from(img.height().max(1)));
-    let img = if scale > 1.0 { upscaler.upscale(img, scale) } else { img.clone() };
-    if img.dimensions() != (width, height) { pil_resize(&img, width, height, PilFilter::Lanczos) } else { img }
+    out.into_rgb().unwrap_or_else(|| RgbImage::new(width, height))
+}
+
+/// Pillow's `Image.blend(a, b, alpha)` on 8-bit pixels: `a + alpha·(b − a)` in float, truncated
+/// and clipped; alpha 0 and 1 copy an input.
+pub fn pil_blend(a: &Raster, b: &Raster, alpha: f32) -> Raster {
+    if alpha == 0.0 {
+        return a.clone();
+    }
+    if alpha == 1.0 {
+        return b.clone();
+    }
+    let data = a
+        .data
+        .iter()
+        .zip(&b.data)
+        .map(|(&x, &y)| {
+            let t = f32::from(x) + alpha * (f32::from(y) - f32::from(x));
+            if t <= 0.0 {
+                0
+            } else if t >= 255.0 {
+                255
+            } else {
+                t as u8
+            }
+        })
+        .collect();
+    Raster { data, ..a.clone() }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blend_truncates_like_pillow() {
+        let a = Raster { width: 1, height: 1, channels: 3, data: vec![0, 100, 255] };
+        let b = Raster { width: 1, height: 1, channels: 3, data: vec![255, 101, 0] };
+        assert_eq!(pil_blend(&a, &b, 0.5).data, vec![127, 100, 127]);
+        assert_eq!(pil_blend(&a, &b, 0.0), a);
+        assert_eq!(pil_blend(&a, &b, 1.0), b);
+    }
 
     #[test]
     fn names_round_trip() {
@@ -92,7 +131,7 @@ mod tests {
     fn upscale_targets_multiples_of_eight() {
         let img = RgbImage::from_fn(10, 6, |x, y| image::Rgb([(x * 20) as u8, (y * 40) as u8, 9]));
         // 10 × 2.5 = 25 → 24; 6 × 2.5 = 15 → 8.
-        let out = BuiltinUpscaler::Nearest.upscale(&img, 2.5);
+        let out = BuiltinUpscaler::Nearest.upscale(&Raster::from_rgb(&img), 2.5);
         assert_eq!(out.dimensions(), (24, 8));
         assert_eq!(resize_with_upscaler(&img, 25, 15, Some(BuiltinUpscaler::Lanczos)).dimensions(), (25, 15));
     }

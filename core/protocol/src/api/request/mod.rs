@@ -40,6 +40,11 @@ impl FromValidated for Option<f64> {
         v.as_f64()
     }
 }
+impl FromValidated for i64 {
+    fn from_validated(v: &Value) -> Self {
+        v.as_i64().unwrap_or_default()
+    }
+}
 impl FromValidated for f64 {
     fn from_validated(v: &Value) -> Self {
         v.as_f64().unwrap_or_default()
@@ -254,6 +259,105 @@ request_model! {
         alwayson_scripts: Map<String, Value> = Dict, D::EmptyDict, false;
         infotext: Option<String> = Str, D::Null, true;
     }
+}
+
+request_model! {
+    /// `ExtrasSingleImageRequest` (`ExtrasBaseRequest` + `image`).
+    ExtrasSingleImageRequest, EXTRAS_SINGLE_FIELDS, "ExtrasSingleImageRequest" {
+        resize_mode: i64 = Int, D::Int(0), false;
+        show_extras_results: bool = Bool, D::Bool(true), false;
+        gfpgan_visibility: f64 = Float, D::Int(0), false;
+        codeformer_visibility: f64 = Float, D::Int(0), false;
+        codeformer_weight: f64 = Float, D::Int(0), false;
+        upscaling_resize: f64 = Float, D::Int(2), false;
+        upscaling_resize_w: i64 = Int, D::Int(512), false;
+        upscaling_resize_h: i64 = Int, D::Int(512), false;
+        upscaling_crop: bool = Bool, D::Bool(true), false;
+        upscaler_1: String = Str, D::Str("None"), false;
+        upscaler_2: String = Str, D::Str("None"), false;
+        extras_upscaler_2_visibility: f64 = Float, D::Int(0), false;
+        upscale_first: bool = Bool, D::Bool(false), false;
+        image: String = Str, D::Str(""), false;
+    }
+}
+
+request_model! {
+    /// `ExtrasBatchImagesRequest` (`ExtrasBaseRequest` + `imageList`, required).
+    #[allow(non_snake_case)]
+    ExtrasBatchImagesRequest, EXTRAS_BATCH_FIELDS, "ExtrasBatchImagesRequest" {
+        resize_mode: i64 = Int, D::Int(0), false;
+        show_extras_results: bool = Bool, D::Bool(true), false;
+        gfpgan_visibility: f64 = Float, D::Int(0), false;
+        codeformer_visibility: f64 = Float, D::Int(0), false;
+        codeformer_weight: f64 = Float, D::Int(0), false;
+        upscaling_resize: f64 = Float, D::Int(2), false;
+        upscaling_resize_w: i64 = Int, D::Int(512), false;
+        upscaling_resize_h: i64 = Int, D::Int(512), false;
+        upscaling_crop: bool = Bool, D::Bool(true), false;
+        upscaler_1: String = Str, D::Str("None"), false;
+        upscaler_2: String = Str, D::Str("None"), false;
+        extras_upscaler_2_visibility: f64 = Float, D::Int(0), false;
+        upscale_first: bool = Bool, D::Bool(false), false;
+        imageList: Vec<Value> = List, D::EmptyList, false;
+    }
+}
+
+/// The `ExtrasBaseRequest` constraints pydantic checks after coercion (`Literal[0, 1]`,
+/// `ge`/`le`/`gt`), as its 422 items. `values` are the validated fields.
+pub fn extras_constraint_errors(
+    values: &Map<String, Value>,
+    sent: &[&str],
+) -> Vec<crate::api::errors::ValidationError> {
+    use crate::api::errors::ValidationError;
+    let loc = |f: &str| vec![Value::from("body"), Value::from(f)];
+    let num = |f: &str| values.get(f).and_then(Value::as_f64).unwrap_or(0.0);
+    let mut errors = Vec::new();
+    if sent.contains(&"resize_mode") && !matches!(values.get("resize_mode").and_then(Value::as_i64), Some(0 | 1)) {
+        let mut e = ValidationError::new(loc("resize_mode"), "unexpected value; permitted: 0, 1", "value_error.const");
+        e.ctx = Some(serde_json::json!({"given": values.get("resize_mode"), "permitted": [0, 1]}));
+        errors.push(e);
+    }
+    for f in ["gfpgan_visibility", "codeformer_visibility", "codeformer_weight", "extras_upscaler_2_visibility"] {
+        let v = num(f);
+        if v < 0.0 {
+            let mut e = ValidationError::new(
+                loc(f),
+                "ensure this value is greater than or equal to 0",
+                "value_error.number.not_ge",
+            );
+            e.ctx = Some(serde_json::json!({"limit_value": 0}));
+            errors.push(e);
+        } else if v > 1.0 {
+            let mut e = ValidationError::new(
+                loc(f),
+                "ensure this value is less than or equal to 1",
+                "value_error.number.not_le",
+            );
+            e.ctx = Some(serde_json::json!({"limit_value": 1}));
+            errors.push(e);
+        }
+    }
+    if num("upscaling_resize") <= 0.0 {
+        let mut e = ValidationError::new(
+            loc("upscaling_resize"),
+            "ensure this value is greater than 0",
+            "value_error.number.not_gt",
+        );
+        e.ctx = Some(serde_json::json!({"limit_value": 0}));
+        errors.push(e);
+    }
+    for f in ["upscaling_resize_w", "upscaling_resize_h"] {
+        if num(f) < 1.0 {
+            let mut e = ValidationError::new(
+                loc(f),
+                "ensure this value is greater than or equal to 1",
+                "value_error.number.not_ge",
+            );
+            e.ctx = Some(serde_json::json!({"limit_value": 1}));
+            errors.push(e);
+        }
+    }
+    errors
 }
 
 impl Txt2ImgRequest {

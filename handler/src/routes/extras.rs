@@ -1,0 +1,169 @@
+//! `POST /sdapi/v1/extra-single-image` and `/extra-batch-images`: A1111's extras upscale with the
+//! built-in upscalers (face restoration answers 501). The work is pixel work on the CPU, so it
+//! runs off the async threads and is bounded before it starts; results are returned as A1111's
+//! API returns them (it does not save extras).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
+use sdapi_protocol::api::errors::{ApiError, ValidationError, ValidationErrors};
+use sdapi_protocol::api::request::{ExtrasBatchImagesRequest, ExtrasSingleImageRequest, extras_constraint_errors};
+use sdapi_protocol::images::extras::{ExtrasUpscale, plaintext_to_html, resolve_upscaler};
+use sdapi_protocol::images::{DecodedImage, Raster, decode_base64_image, read_infotext, to_base64};
+use serde_json::{Value, json};
+
+use super::json_body;
+use crate::app::AppState;
+use crate::errors::HandlerError;
+
+/// Most images one `/extra-batch-images` call upscales.
+pub const MAX_BATCH_IMAGES: usize = 64;
+
+/// The fields both extras requests share.
+struct Common {
+    upscale: ExtrasUpscale,
+    pnginfo: bool,
+    max_output_pixels: f64,
+}
+
+fn common(
+    s: &AppState,
+    values: &serde_json::Map<String, Value>,
+    sent: &[&str],
+    get: impl Fn(&str) -> Value,
+) -> Result<Common, HandlerError> {
+    let errors = extras_constraint_errors(values, sent);
+    if !errors.is_empty() {
+        return Err(HandlerError::Validation(ValidationErrors { detail: errors }));
+    }
+    let num = |k: &str| get(k).as_f64().unwrap_or(0.0);
+    if num("gfpgan_visibility") > 0.0 || num("codeformer_visibility") > 0.0 {
+        return Err(ApiError::http(501, "Face restoration (GFPGAN, CodeFormer) is not supported by this server").into());
+    }
+    let text = |k: &str| get(k).as_str().unwrap_or("None").to_string();
+    let upscale = ExtrasUpscale {
+        mode: get("resize_mode").as_i64().unwrap_or(0),
+        upscale_by: num("upscaling_resize"),
+        to_width: get("upscaling_resize_w").as_u64().unwrap_or(512) as usize,
+        to_height: get("upscaling_resize_h").as_u64().unwrap_or(512) as usize,
+        crop: get("upscaling_crop").as_bool().unwrap_or(true),
+        upscaler_1: resolve_upscaler(&text("upscaler_1"))?,
+        upscaler_2: resolve_upscaler(&text("upscaler_2"))?,
+        upscaler_2_visibility: num("extras_upscaler_2_visibility"),
+    };
+    let pnginfo = s.ctx.options.read().unwrap_or_else(|e| e.into_inner()).enable_pnginfo();
+    Ok(Common { upscale, pnginfo, max_output_pixels: s.ctx.limits.max_batch_megapixels as f64 * 1e6 })
+}
+
+/// Decodes, upscales and encodes one image: (base64 PNG, the `postprocessing` infotext).
+fn process_one(encoded: &str, c: &Common) -> Result<(String, String), ApiError> {
+    let decoded = decode_base64_image(encoded)?;
+    let raster = match &decoded {
+        DecodedImage::Rgb(i) => Raster::from_rgb(i),
+        DecodedImage::Rgba(i) => Raster::from_rgba(i),
+    };
+    let (w, h) = c.upscale.output_size(raster.width, raster.height);
+    if w as f64 * h as f64 > c.max_output_pixels {
+        return Err(ApiError::http(
+            422,
+            format!(
+                "the upscaled image would be {w}x{h}, more than this server makes ({} megapixels, SDAPI_MAX_BATCH_MEGAPIXELS)",
+                c.max_output_pixels / 1e6
+            ),
+        ));
+    }
+    let (out, info) = c.upscale.run(&raster);
+    // The input's own infotext travels with the result, plus the step's (A1111's pnginfo).
+    let bytes = sdapi_protocol::images::py_b64decode(encoded.rsplit(',').next().unwrap_or(encoded)).unwrap_or_default();
+    let parameters = read_infotext(&bytes).ok().map(|(text, _)| text).filter(|t| !t.is_empty());
+    let mut texts: Vec<(&str, &str)> = Vec::new();
+    if c.pnginfo {
+        if let Some(p) = parameters.as_deref() {
+            texts.push(("parameters", p));
+        }
+        texts.push(("postprocessing", info.as_str()));
+    }
+    let png = sdapi_protocol::images::encode::encode_png_raster(&out, &texts)
+        .map_err(|e| ApiError::runtime(format!("encoding the result failed: {e}")))?;
+    Ok((to_base64(&png), info))
+}
+
+async fn off_thread<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, HandlerError> {
+    Ok(tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::runtime(e.to_string()))??)
+}
+
+pub async fn extra_single_image(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HandlerError> {
+    let value = json_body(&headers, body)?;
+    let req = ExtrasSingleImageRequest::from_json(&value)?;
+    let sent: Vec<&str> = req.fields.explicitly_set.iter().map(String::as_str).collect();
+    let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
+    let image = req.image.clone();
+    let (encoded, info) = off_thread(move || process_one(&image, &c)).await?;
+    Ok(Json(json!({ "html_info": plaintext_to_html(&info), "image": encoded })))
+}
+
+pub async fn extra_batch_images(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, HandlerError> {
+    let value = json_body(&headers, body)?;
+    let req = ExtrasBatchImagesRequest::from_json(&value)?;
+    // `imageList: list[FileData]` is required, each item with string `data` and `name`.
+    let mut missing = Vec::new();
+    if !req.fields.explicitly_set.iter().any(|f| f == "imageList") {
+        missing.push(ValidationError::new(
+            vec!["body".into(), "imageList".into()],
+            "field required",
+            "value_error.missing",
+        ));
+    }
+    for (i, item) in req.imageList.iter().enumerate() {
+        for key in ["data", "name"] {
+            if !item.get(key).is_some_and(Value::is_string) {
+                missing.push(ValidationError::new(
+                    vec!["body".into(), "imageList".into(), i.into(), key.into()],
+                    "field required",
+                    "value_error.missing",
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(HandlerError::Validation(ValidationErrors { detail: missing }));
+    }
+    if req.imageList.len() > MAX_BATCH_IMAGES {
+        return Err(ApiError::http(
+            422,
+            format!(
+                "{} images in one call, more than this server upscales at once ({MAX_BATCH_IMAGES})",
+                req.imageList.len()
+            ),
+        )
+        .into());
+    }
+    let sent: Vec<&str> = req.fields.explicitly_set.iter().map(String::as_str).collect();
+    let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
+    let datas: Vec<String> =
+        req.imageList.iter().filter_map(|i| i.get("data").and_then(Value::as_str).map(str::to_string)).collect();
+    let (images, info) = off_thread(move || {
+        let mut images = Vec::with_capacity(datas.len());
+        let mut last_info = String::new();
+        for data in &datas {
+            let (encoded, info) = process_one(data, &c)?;
+            images.push(encoded);
+            last_info = info;
+        }
+        Ok((images, last_info))
+    })
+    .await?;
+    Ok(Json(json!({ "html_info": plaintext_to_html(&info), "images": images })))
+}
