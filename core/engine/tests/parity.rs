@@ -156,3 +156,26 @@ async fn lora_and_embedding_fixture_cases_match_a1111() {
 async fn hires_fix_fixture_cases_match_a1111() {
     run_fixture_cases("a1111-parity-features", &["hr_"], 3).await;
 }
+
+/// img2img `resize_mode` 3 ("Just resize (latent upscale)"): the image is encoded at its own size
+/// and the latent resized; at the target size already it is exactly mode 0, and a smaller image
+/// comes out at the requested size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn img2img_latent_upscale_resize_mode() {
+    let ctx = context();
+    let init = load_png(&root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png"));
+    let small = image::imageops::resize(&init, 32, 32, image::imageops::FilterType::Triangle);
+    let run = |mode: i64, img: image::RgbImage| {
+        let request = Img2ImgRequest::from_json(&serde_json::json!({
+            "prompt": "a red cube", "seed": 5, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler",
+            "denoising_strength": 0.6, "resize_mode": mode,
+        }))
+        .unwrap();
+        GenerationRequest::Img2Img { request, init_images: vec![img.into()] }
+    };
+    let same_mode0 = process_images(&ctx, run(0, init.clone())).await.unwrap();
+    let same_mode3 = process_images(&ctx, run(3, init)).await.unwrap();
+    assert_eq!(same_mode0.images, same_mode3.images, "at the target size the latent resize is the identity");
+    let upscaled = process_images(&ctx, run(3, small)).await.unwrap();
+    assert_eq!((upscaled.images[0].width, upscaled.images[0].height), (64, 64));
+}

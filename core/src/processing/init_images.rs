@@ -25,6 +25,7 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
         let opts = ctx.options.read().unwrap_or_else(|e| e.into_inner());
         opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
     };
+    let max_pixels = ctx.limits.max_batch_megapixels as f64 * 1e6;
     // Decoding and resizing is CPU work: keep it off the async executor.
     tokio::task::spawn_blocking(move || -> Result<Vec<RgbImage>, ApiError> {
         encoded
@@ -32,13 +33,32 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
             .map(|v| {
                 let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
                 let img = decode_base64_image(s)?.flatten(parse_hex_color(&background));
-                Ok(resize_image(resize_mode, &img, width, height)?.into())
+                if resize_mode == LATENT_UPSCALE {
+                    // Encoded at its own size and resized as a latent: its size is the bound.
+                    let pixels = f64::from(img.width()) * f64::from(img.height());
+                    if pixels > max_pixels {
+                        return Err(ApiError::http(
+                            422,
+                            format!(
+                                "an init image of {}x{} is more than this server encodes with resize_mode 3 ({} megapixels, SDAPI_MAX_BATCH_MEGAPIXELS)",
+                                img.width(),
+                                img.height(),
+                                max_pixels / 1e6
+                            ),
+                        ));
+                    }
+                    return Ok(img.into());
+                }
+                Ok(resize_image(resize_mode, &img, width, height).into())
             })
             .collect()
     })
     .await
     .map_err(|e| ApiError::runtime(e.to_string()))?
 }
+
+/// `resize_mode` 3, "Just resize (latent upscale)".
+const LATENT_UPSCALE: i64 = 3;
 
 /// A1111 takes one init image for the whole batch, or up to `batch_size` of them (the batch then
 /// shrinks to their number, see [`img2img_batch_size`]); more is its RuntimeError.

@@ -60,7 +60,8 @@ pub struct JobNetworks {
 pub enum JobMode {
     Txt2Img,
     Img2Img {
-        /// Already resized to the job's width x height, one per image or one shared.
+        /// Resized to the job's width x height (at their own size with `resize_mode` 3, whose
+        /// latent is resized instead), one per image or one shared.
         init_images: Vec<RgbImage>,
         denoising_strength: f64,
         initial_noise_multiplier: f64,

@@ -52,7 +52,8 @@ impl ProgressState {
     }
 
     /// Start of a batch job (A1111's `state.begin` for the first batch, `nextjob` afterwards).
-    pub fn begin_batch(&self, task_id: &str, batch_index: usize, batch_count: usize) {
+    /// `passes`: sampling passes per batch (2 with the hires fix, whose `job_count` A1111 doubles).
+    pub fn begin_batch(&self, task_id: &str, batch_index: usize, batch_count: usize, passes: usize) {
         self.with(|s| {
             if batch_index == 0 {
                 s.job_timestamp = chrono::Local::now().format("%Y%m%d%H%M%S").to_string();
@@ -69,8 +70,9 @@ impl ProgressState {
             }
             s.skipped = false;
             s.textinfo = None;
-            s.job_count = batch_count as i64;
-            s.job_no = batch_index as i64;
+            let passes = passes.max(1);
+            s.job_count = (batch_count * passes) as i64;
+            s.job_no = (batch_index * passes) as i64;
             s.sampling_step = 0;
             s.sampling_steps = 0;
             s.job = if batch_count > 1 {
@@ -78,6 +80,15 @@ impl ProgressState {
             } else {
                 String::new()
             };
+        })
+    }
+
+    /// The next sampling pass of the same batch (A1111's `nextjob` before the hires pass).
+    pub fn next_pass(&self) {
+        self.with(|s| {
+            s.job_no += 1;
+            s.sampling_step = 0;
+            s.sampling_steps = 0;
         })
     }
 
@@ -191,7 +202,7 @@ mod tests {
     #[test]
     fn progress_follows_a1111_formula() {
         let s = ProgressState::default();
-        s.begin_batch("t", 1, 2);
+        s.begin_batch("t", 1, 2, 1);
         s.set_sampling(5, 10);
         let snap = s.snapshot();
         // 0.01 + job_no/job_count + (1/job_count) * step/steps
@@ -200,5 +211,17 @@ mod tests {
         s.end();
         assert_eq!(s.snapshot().progress, 0.0);
         assert_eq!(s.snapshot().job_no, 1, "job_no keeps its last value after end()");
+    }
+
+    #[test]
+    fn hires_batches_count_two_jobs_each() {
+        let s = ProgressState::default();
+        s.begin_batch("t", 1, 2, 2);
+        assert_eq!((s.snapshot().job_no, s.snapshot().job_count), (2, 4));
+        s.set_sampling(3, 4);
+        s.next_pass();
+        let snap = s.snapshot();
+        assert_eq!((snap.job_no, snap.sampling_step, snap.sampling_steps), (3, 0, 0));
+        assert!((snap.progress - (0.01 + 0.75)).abs() < 1e-12, "{}", snap.progress);
     }
 }

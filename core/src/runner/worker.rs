@@ -83,7 +83,8 @@ fn run_one(
         }
     };
 
-    state.begin_batch(&job.task_id, job.batch_index, job.batch_count);
+    let passes = if job.hires.is_some() { 2 } else { 1 };
+    state.begin_batch(&job.task_id, job.batch_index, job.batch_count, passes);
     notify(Stage::Prepare);
     let result = catch_unwind(AssertUnwindSafe(|| -> Result<_, RunnerError> {
         if executor.prepare(&job)? {

@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor};
 use sdapi_core::runner::{
     BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, RgbImage, RunnerError,
 };
+use sdapi_protocol::choices::Interpolation;
 use sdapi_protocol::images::{encode_png, to_base64};
 use sdapi_protocol::prompt::ScheduleParams;
 
@@ -145,9 +146,17 @@ impl BatchExecutor for DiffusionExecutor {
             JobMode::Txt2Img => None,
             JobMode::Img2Img { init_images, .. } => {
                 let mut latents = Vec::with_capacity(batch);
+                let (lh, lw) = (job.height / 8, job.width / 8);
                 for i in 0..batch {
                     let img = &init_images[i.min(init_images.len() - 1)];
-                    latents.push(encode_image(model, img, &self.device)?);
+                    let mut latent = encode_image(model, img, &self.device)?;
+                    // resize_mode 3 hands the image over at its own size: A1111 then resizes the
+                    // latent (`interpolate(..., mode="bilinear")`).
+                    if latent.dims()[2..] != [lh, lw] {
+                        latent = crate::latent_upscale::interpolate(&latent, lh, lw, Interpolation::Bilinear, false)
+                            .map_err(exec_err)?;
+                    }
+                    latents.push(latent);
                 }
                 Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
             }
@@ -183,6 +192,7 @@ impl BatchExecutor for DiffusionExecutor {
         let (mut latent, mut interrupted) = (first_out.latent, first_out.interrupted);
 
         if let (Some(hires), false) = (&job.hires, interrupted) {
+            control.state.next_pass();
             let upscaled = hires::upscale_first_pass(model, &latent, hires, &self.device)?;
             // No strength, no steps (A1111's schedule is then the single sigma 0).
             if hires.denoising_strength <= 0.0 {

@@ -8,8 +8,6 @@ use image::imageops;
 
 use super::pil_resize::{PilFilter, pil_resize};
 
-use crate::api::errors::ApiError;
-
 fn lanczos(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     pil_resize(img, w.max(1), h.max(1), PilFilter::Lanczos)
 }
@@ -24,14 +22,49 @@ fn paste(dst: &mut RgbImage, src: &RgbImage, x: i64, y: i64) {
     }
 }
 
-/// Resizes an init image to `width` × `height` the way A1111's `resize_mode` says.
-pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> Result<RgbImage, ApiError> {
+/// Mode 2 (and any other value): scale to fit, centre, fill the borders by stretching the edge
+/// rows/columns.
+fn fill(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (iw, ih, w, h, ratio, src_ratio) = ratios(img, width, height);
+    let src_w = if ratio < src_ratio { w } else { iw * h / ih };
+    let src_h = if ratio >= src_ratio { h } else { ih * w / iw };
+    let resized = lanczos(img, src_w as u32, src_h as u32);
+    let mut out = RgbImage::new(width, height);
+    paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
+    if ratio < src_ratio {
+        let fill = (h / 2) as i64 - (src_h / 2) as i64;
+        if fill > 0 {
+            let top = imageops::crop_imm(&resized, 0, 0, src_w as u32, 1).to_image();
+            let bottom = imageops::crop_imm(&resized, 0, src_h as u32 - 1, src_w as u32, 1).to_image();
+            paste(&mut out, &lanczos(&top, width, fill as u32), 0, 0);
+            paste(&mut out, &lanczos(&bottom, width, fill as u32), 0, fill + src_h as i64);
+        }
+    } else if ratio > src_ratio {
+        let fill = (w / 2) as i64 - (src_w / 2) as i64;
+        if fill > 0 {
+            let left = imageops::crop_imm(&resized, 0, 0, 1, src_h as u32).to_image();
+            let right = imageops::crop_imm(&resized, src_w as u32 - 1, 0, 1, src_h as u32).to_image();
+            paste(&mut out, &lanczos(&left, fill as u32, height), 0, 0);
+            paste(&mut out, &lanczos(&right, fill as u32, height), fill + src_w as i64, 0);
+        }
+    }
+    out
+}
+
+/// (source w, h, target w, h, target ratio, source ratio).
+fn ratios(img: &RgbImage, width: u32, height: u32) -> (u64, u64, u64, u64, f64, f64) {
     let (iw, ih) = (u64::from(img.width().max(1)), u64::from(img.height().max(1)));
-    let (w, h) = (u64::from(width), u64::from(height));
-    let ratio = w as f64 / h as f64;
-    let src_ratio = iw as f64 / ih as f64;
+    let (w, h) = (u64::from(width), u64::from(height.max(1)));
+    (iw, ih, w, h, w as f64 / h as f64, iw as f64 / ih as f64)
+}
+
+/// Resizes an init image to `width` × `height` the way A1111's `resize_mode` says. Mode 3
+/// ("latent upscale") never comes here: img2img encodes such an image as it is and resizes the
+/// latent. Values other than 0 and 1 take A1111's `else` branch (mode 2).
+pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let (iw, ih, w, h, ratio, src_ratio) = ratios(img, width, height);
     match mode {
-        0 => Ok(lanczos(img, width, height)),
+        0 => lanczos(img, width, height),
         1 => {
             // Scale to cover, centre, crop.
             let src_w = if ratio > src_ratio { w } else { iw * h / ih };
@@ -39,36 +72,9 @@ pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> Resul
             let resized = lanczos(img, src_w as u32, src_h as u32);
             let mut out = RgbImage::new(width, height);
             paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
-            Ok(out)
+            out
         }
-        2 => {
-            // Scale to fit, centre, fill the borders by stretching the edge rows/columns.
-            let src_w = if ratio < src_ratio { w } else { iw * h / ih };
-            let src_h = if ratio >= src_ratio { h } else { ih * w / iw };
-            let resized = lanczos(img, src_w as u32, src_h as u32);
-            let mut out = RgbImage::new(width, height);
-            paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
-            if ratio < src_ratio {
-                let fill = (h / 2) as i64 - (src_h / 2) as i64;
-                if fill > 0 {
-                    let top = imageops::crop_imm(&resized, 0, 0, src_w as u32, 1).to_image();
-                    let bottom = imageops::crop_imm(&resized, 0, src_h as u32 - 1, src_w as u32, 1).to_image();
-                    paste(&mut out, &lanczos(&top, width, fill as u32), 0, 0);
-                    paste(&mut out, &lanczos(&bottom, width, fill as u32), 0, fill + src_h as i64);
-                }
-            } else if ratio > src_ratio {
-                let fill = (w / 2) as i64 - (src_w / 2) as i64;
-                if fill > 0 {
-                    let left = imageops::crop_imm(&resized, 0, 0, 1, src_h as u32).to_image();
-                    let right = imageops::crop_imm(&resized, src_w as u32 - 1, 0, 1, src_h as u32).to_image();
-                    paste(&mut out, &lanczos(&left, fill as u32, height), 0, 0);
-                    paste(&mut out, &lanczos(&right, fill as u32, height), fill + src_w as i64, 0);
-                }
-            }
-            Ok(out)
-        }
-        3 => Err(ApiError::http(501, "resize_mode 3 (latent upscale) is not supported by this server")),
-        other => Err(ApiError::http(422, format!("resize_mode must be 0, 1, 2 or 3, got {other}"))),
+        _ => fill(img, width, height),
     }
 }
 
@@ -83,7 +89,7 @@ mod tests {
 
     #[test]
     fn just_resize_stretches() {
-        let out = resize_image(0, &two_tone(), 20, 20).unwrap();
+        let out = resize_image(0, &two_tone(), 20, 20);
         assert_eq!(out.dimensions(), (20, 20));
         assert_eq!(out.get_pixel(2, 10)[0], 255);
         assert_eq!(out.get_pixel(17, 10)[2], 255);
@@ -92,7 +98,7 @@ mod tests {
     #[test]
     fn crop_and_resize_keeps_the_centre() {
         // 40×20 → 20×20: scaled to 40×20 (covers), centre 20 columns kept: columns 10..30.
-        let out = resize_image(1, &two_tone(), 20, 20).unwrap();
+        let out = resize_image(1, &two_tone(), 20, 20);
         assert_eq!(out.dimensions(), (20, 20));
         assert_eq!(out.get_pixel(0, 10).0, [255, 0, 0], "left edge comes from source column 10 (red)");
         assert_eq!(out.get_pixel(19, 10).0, [0, 0, 255], "right edge from column 29 (blue)");
@@ -101,15 +107,14 @@ mod tests {
     #[test]
     fn resize_and_fill_stretches_edges_into_the_border() {
         // 40×20 → 40×40: fits as 40×20 in the middle; rows above/below copy the edge rows.
-        let out = resize_image(2, &two_tone(), 40, 40).unwrap();
+        let out = resize_image(2, &two_tone(), 40, 40);
         assert_eq!(out.dimensions(), (40, 40));
         assert_eq!(out.get_pixel(2, 2).0, [255, 0, 0]);
         assert_eq!(out.get_pixel(37, 37).0, [0, 0, 255]);
     }
 
     #[test]
-    fn unsupported_modes_are_clear_errors() {
-        assert_eq!(resize_image(3, &two_tone(), 8, 8).unwrap_err().status, 501);
-        assert_eq!(resize_image(7, &two_tone(), 8, 8).unwrap_err().status, 422);
+    fn other_modes_fill_as_a1111s_else_branch() {
+        assert_eq!(resize_image(7, &two_tone(), 40, 40), resize_image(2, &two_tone(), 40, 40));
     }
 }
