@@ -306,12 +306,69 @@ pub fn scan_vaes(vae_dir: &Path) -> Vec<SDVaeItem> {
     out
 }
 
+/// A model upscaler file as A1111 lists it (`/sdapi/v1/upscalers`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpscalerFile {
+    pub name: String,
+    /// `Upscaler.model_name`: "ESRGAN_4x" for the ESRGAN folder, none for Real-ESRGAN.
+    pub model_name: Option<String>,
+    pub path: PathBuf,
+    /// The scale A1111 records for it (ESRGAN files are always listed as 4).
+    pub scale: f64,
+}
+
+/// Real-ESRGAN's published files and the names A1111 gives them (`get_realesrgan_models`).
+pub const REALESRGAN_NAMES: [(&str, &str, f64); 6] = [
+    ("realesr-general-x4v3", "R-ESRGAN General 4xV3", 4.0),
+    ("realesr-general-wdn-x4v3", "R-ESRGAN General WDN 4xV3", 4.0),
+    ("realesr-animevideov3", "R-ESRGAN AnimeVideo", 4.0),
+    ("RealESRGAN_x4plus", "R-ESRGAN 4x+", 4.0),
+    ("RealESRGAN_x4plus_anime_6B", "R-ESRGAN 4x+ Anime6B", 4.0),
+    ("RealESRGAN_x2plus", "R-ESRGAN 2x+", 2.0),
+];
+
+/// Scans `<models>/ESRGAN` (`.pt`, `.pth`, `.safetensors`, named by file stem) and
+/// `<models>/RealESRGAN` (the published files under A1111's names, others by file stem), sorted by
+/// lower-cased name as A1111 sorts them after its built-in upscalers; a name seen twice keeps the
+/// first file.
+pub fn scan_upscalers(root: &Path) -> Vec<UpscalerFile> {
+    let mut out: Vec<UpscalerFile> = Vec::new();
+    for folder in ["ESRGAN", "RealESRGAN"] {
+        let mut files = Vec::new();
+        walk(&root.join(folder), &mut files);
+        for p in files {
+            let known = matches!(p.extension().and_then(|e| e.to_str()), Some("pt" | "pth" | "safetensors"));
+            let Some(stem) = p.file_stem().map(|n| n.to_string_lossy().into_owned()) else { continue };
+            if !p.is_file() || !known {
+                continue;
+            }
+            let entry = if folder == "ESRGAN" {
+                UpscalerFile { name: stem, model_name: Some("ESRGAN_4x".into()), path: absolute(&p), scale: 4.0 }
+            } else {
+                let (name, scale) = REALESRGAN_NAMES
+                    .iter()
+                    .find(|(file, _, _)| *file == stem)
+                    .map(|(_, name, scale)| (name.to_string(), *scale))
+                    .unwrap_or((stem, 4.0));
+                UpscalerFile { name, model_name: None, path: absolute(&p), scale }
+            };
+            if !out.iter().any(|u| u.name == entry.name) {
+                out.push(entry);
+            }
+        }
+    }
+    out.sort_by_key(|u| u.name.to_lowercase());
+    out
+}
+
 /// The scanned models directory: checkpoints and VAEs, with A1111's alias lookup.
 #[derive(Debug, Clone, Default)]
 pub struct ModelIndex {
     pub root: PathBuf,
     pub checkpoints: Vec<CheckpointInfo>,
     pub vaes: Vec<SDVaeItem>,
+    /// Model upscalers (`ESRGAN/`, `RealESRGAN/`).
+    pub upscalers: Vec<UpscalerFile>,
     /// Where this index's hash cache lives ([`HashCache::location`], decided at scan).
     pub hash_cache: PathBuf,
     /// LoRA and embedding files (`<root>/Lora`, `LyCORIS`, `embeddings`, and the fetch cache).
@@ -336,7 +393,8 @@ impl ModelIndex {
         }
         let vaes = scan_vaes(&root.join("VAE"));
         let networks = NetworkCatalog::scan(root, None);
-        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, hash_cache, networks, network_cache: None })
+        let upscalers = scan_upscalers(root);
+        Ok(Self { root: root.to_path_buf(), checkpoints, vaes, upscalers, hash_cache, networks, network_cache: None })
     }
 
     /// Also lists the networks fetched into `cache` (rescans).
@@ -488,6 +546,7 @@ mod tests {
             root: tmp.clone(),
             checkpoints,
             vaes: vec![],
+            upscalers: vec![],
             hash_cache: tmp.join("cache.json"),
             networks: NetworkCatalog::default(),
             network_cache: None,

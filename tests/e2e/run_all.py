@@ -35,6 +35,7 @@ SUITES = [
     "test_errors",
     "test_runner_observed",
     "test_load",
+    "test_upscalers",
     "test_parity_fixtures",
     "test_cargo_lambda",
 ]

@@ -35,6 +35,7 @@ pub mod schedule;
 pub mod shipped_config;
 pub mod text;
 pub mod unet;
+pub mod upscaler;
 pub mod vae;
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use sdapi_protocol::choices::{HiresUpscaler, SamplerKind, Scheduler};
 
 use super::limits::{RequestLimits, WorkCost};
 use crate::models_dir::CheckpointInfo;
+use crate::runner::ModelUpscaler;
 
 /// The second pass of every batch, minus its prompts (those are resolved per request).
 #[derive(Debug, Clone)]
@@ -21,6 +22,8 @@ pub struct HiresSetup {
     pub truncate_x: usize,
     pub truncate_y: usize,
     pub upscaler: HiresUpscaler,
+    /// A model upscaler named by `hr_upscaler` (then `upscaler` is not used).
+    pub model_upscaler: Option<ModelUpscaler>,
     pub steps: usize,
     pub denoising_strength: f64,
     pub sampler: SamplerKind,
@@ -78,6 +81,7 @@ pub fn setup(
     scheduler: Scheduler,
     checkpoint: &CheckpointInfo,
     find_checkpoint: impl Fn(&str) -> Option<CheckpointInfo>,
+    find_model_upscaler: impl Fn(&str) -> Option<ModelUpscaler>,
     limits: &RequestLimits,
 ) -> Result<Option<HiresSetup>, ApiError> {
     if !r.enable_hr.unwrap_or(false) {
@@ -92,13 +96,16 @@ pub fn setup(
     if !denoising_strength.is_finite() {
         return Err(bad(format!("denoising_strength must be a finite number, got {denoising_strength}")));
     }
-    let upscaler = HiresUpscaler::resolve(r.hr_upscaler.as_deref()).ok_or_else(|| {
-        ApiError::python(
-            "Exception",
-            format!("could not find upscaler named {}", r.hr_upscaler.as_deref().unwrap_or("")),
-        )
-    })?;
-
+    // Latent modes and the built-in upscalers by name, then the model upscalers' files.
+    let (upscaler, model_upscaler) = match HiresUpscaler::resolve(r.hr_upscaler.as_deref()) {
+        Some(u) => (u, None),
+        None => {
+            let name = r.hr_upscaler.as_deref().unwrap_or("");
+            let model = find_model_upscaler(name)
+                .ok_or_else(|| ApiError::python("Exception", format!("could not find upscaler named {name}")))?;
+            (HiresUpscaler::Pixel(sdapi_protocol::images::BuiltinUpscaler::None), Some(model))
+        }
+    };
     let mut extra = Map::new();
     extra.insert("Denoising strength".into(), Value::from(denoising_strength));
     if let Some(name) = r.hr_checkpoint_name.as_deref().filter(|n| !n.is_empty() && *n != "Use same checkpoint") {
@@ -183,6 +190,7 @@ pub fn setup(
         truncate_x: trunc_x as usize,
         truncate_y: trunc_y as usize,
         upscaler,
+        model_upscaler,
         steps: second_steps as usize,
         denoising_strength,
         sampler: hr_sampler,

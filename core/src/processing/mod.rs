@@ -363,6 +363,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
                 scheduler,
                 &checkpoint,
                 |name| models.find_checkpoint(name).cloned(),
+                |name| model_upscaler(&models, &opts, name),
                 &ctx.limits,
             )?
         }
@@ -465,6 +466,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
                 truncate_x: h.truncate_x,
                 truncate_y: h.truncate_y,
                 upscaler: h.upscaler,
+                model_upscaler: h.model_upscaler.clone(),
                 steps: h.steps,
                 denoising_strength: h.denoising_strength,
                 sampler: h.sampler,
@@ -570,6 +572,18 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
     }
     .to_info_string();
     Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+}
+
+/// The model upscaler named `name` (`ESRGAN/`, `RealESRGAN/`), tiled as the options say.
+pub fn model_upscaler(models: &ModelIndex, opts: &Options, name: &str) -> Option<crate::runner::ModelUpscaler> {
+    let file = models.upscalers.iter().find(|u| u.name == name)?;
+    let int = |key: &str, default: i64| opts.get(key).and_then(Value::as_i64).unwrap_or(default).max(0) as usize;
+    Some(crate::runner::ModelUpscaler {
+        name: file.name.clone(),
+        path: file.path.clone(),
+        tile: int("ESRGAN_tile", 192),
+        tile_overlap: int("ESRGAN_tile_overlap", 8),
+    })
 }
 
 /// A1111 evaluates `Hires prompt` / `Hires negative prompt` per image: the hires text when it

@@ -167,6 +167,8 @@ pub struct HiresPass {
     pub truncate_x: usize,
     pub truncate_y: usize,
     pub upscaler: HiresUpscaler,
+    /// Set when `hr_upscaler` names a model upscaler (then `upscaler` is not used).
+    pub model_upscaler: Option<ModelUpscaler>,
     pub steps: usize,
     pub denoising_strength: f64,
     pub sampler: SamplerKind,
@@ -222,4 +224,23 @@ impl RgbImage {
     pub fn to_image(&self) -> Option<image::RgbImage> {
         image::RgbImage::from_raw(self.width, self.height, self.pixels.clone())
     }
+}
+
+/// A model upscaler file (`models/ESRGAN`, `models/RealESRGAN`) and how A1111 tiles its input
+/// (`ESRGAN_tile`, `ESRGAN_tile_overlap`; a tile of 0 runs the whole image at once).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ModelUpscaler {
+    pub name: String,
+    pub path: PathBuf,
+    pub tile: usize,
+    pub tile_overlap: usize,
+}
+
+/// A1111's `Upscaler.upscale(img, scale)` with a model upscaler, run by the runner on its device:
+/// the model at its own scale up to three times, then Lanczos to `floor(size·scale/8)·8`.
+#[derive(Clone, Debug)]
+pub struct UpscaleJob {
+    pub image: sdapi_protocol::images::Raster,
+    pub upscaler: ModelUpscaler,
+    pub scale: f64,
 }

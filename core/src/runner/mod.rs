@@ -141,6 +141,27 @@ pub trait Runner: Send + Sync + 'static {
     fn counters(&self) -> RunnerCounters;
     /// Drop the loaded model(s) from the device (`/unload-checkpoint`).
     fn unload_models(&self) {}
+    /// Run a model upscaler (extras) on the runner's device, in the same queue as generations.
+    fn upscale(&self, _job: UpscaleJob) -> UpscaleTicket {
+        UpscaleTicket::ready(Err(RunnerError::Model("this runner has no model upscalers".into())))
+    }
+}
+
+/// The pending result of an [`UpscaleJob`].
+pub struct UpscaleTicket {
+    rx: oneshot::Receiver<Result<sdapi_protocol::images::Raster, RunnerError>>,
+}
+
+impl UpscaleTicket {
+    pub fn ready(result: Result<sdapi_protocol::images::Raster, RunnerError>) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(result);
+        Self { rx }
+    }
+
+    pub async fn wait(self) -> Result<sdapi_protocol::images::Raster, RunnerError> {
+        self.rx.await.unwrap_or(Err(RunnerError::Stopped))
+    }
 }
 
 /// Hands each job the state it may consult: progress, interrupt and skip.
@@ -169,6 +190,10 @@ pub trait BatchExecutor: Send + 'static {
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError>;
     /// Release device memory.
     fn unload(&mut self) {}
+    /// Run a model upscaler ([`UpscaleJob`]).
+    fn upscale(&mut self, _job: &UpscaleJob) -> Result<sdapi_protocol::images::Raster, RunnerError> {
+        Err(RunnerError::Model("this executor has no model upscalers".into()))
+    }
 }
 
 /// Observes lifecycle stages (tests, metrics).
@@ -227,6 +252,14 @@ impl Runner for ProcessingRunner {
 
     fn unload_models(&self) {
         self.send(worker::Command::Unload);
+    }
+
+    fn upscale(&self, job: UpscaleJob) -> UpscaleTicket {
+        let (tx, rx) = oneshot::channel();
+        if !self.send(worker::Command::Upscale(Box::new(job), tx)) {
+            return UpscaleTicket::ready(Err(RunnerError::Stopped));
+        }
+        UpscaleTicket { rx }
     }
 }
 

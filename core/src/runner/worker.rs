@@ -2,8 +2,9 @@
 
 use super::{
     AtomicCounters, BatchExecutor, BatchJob, JobControl, JobReport, JobTimings, ProgressState, RunnerError, Stage,
-    StageObserver,
+    StageObserver, UpscaleJob,
 };
+use sdapi_protocol::images::Raster;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +22,7 @@ pub(super) struct QueuedJob {
 pub(super) enum Command {
     Run(Box<QueuedJob>),
     Unload,
+    Upscale(Box<UpscaleJob>, oneshot::Sender<Result<Raster, RunnerError>>),
 }
 
 pub(super) fn spawn(
@@ -35,6 +37,15 @@ pub(super) fn spawn(
             match cmd {
                 Command::Run(q) => run_one(executor.as_mut(), *q, &state, &counters, observer.as_ref()),
                 Command::Unload => executor.unload(),
+                Command::Upscale(job, reply) => {
+                    // A caller that went away needs no result; a panic stays this job's error.
+                    if reply.is_closed() {
+                        continue;
+                    }
+                    let result = catch_unwind(AssertUnwindSafe(|| executor.upscale(&job)))
+                        .unwrap_or_else(|p| Err(RunnerError::Panicked(panic_message(p))));
+                    let _ = reply.send(result);
+                }
             }
         }
     });

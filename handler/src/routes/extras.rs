@@ -10,7 +10,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use sdapi_protocol::api::errors::{ApiError, ValidationError, ValidationErrors};
 use sdapi_protocol::api::request::{ExtrasBatchImagesRequest, ExtrasSingleImageRequest, extras_constraint_errors};
-use sdapi_protocol::images::extras::{ExtrasUpscale, plaintext_to_html, resolve_upscaler};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sdapi_core::processing::model_upscaler;
+use sdapi_core::runner::{ModelUpscaler, Runner, UpscaleJob};
+use sdapi_protocol::images::extras::{ExtrasUpscale, ExtrasUpscaler, plaintext_to_html, resolve_upscaler};
 use sdapi_protocol::images::{DecodedImage, Raster, decode_base64_image, read_infotext, to_base64};
 use serde_json::{Value, json};
 
@@ -21,11 +26,14 @@ use crate::errors::HandlerError;
 /// Most images one `/extra-batch-images` call upscales.
 pub const MAX_BATCH_IMAGES: usize = 64;
 
-/// The fields both extras requests share.
+/// The fields both extras requests share, and what runs model upscalers.
 struct Common {
     upscale: ExtrasUpscale,
     pnginfo: bool,
     max_output_pixels: f64,
+    /// Model upscalers by name (tiling from the options), run by the runner on its device.
+    models: HashMap<String, ModelUpscaler>,
+    runner: Arc<dyn Runner>,
 }
 
 fn common(
@@ -43,18 +51,35 @@ fn common(
         return Err(ApiError::http(501, "Face restoration (GFPGAN, CodeFormer) is not supported by this server").into());
     }
     let text = |k: &str| get(k).as_str().unwrap_or("None").to_string();
+    let models: HashMap<String, ModelUpscaler> = {
+        let index = s.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+        let opts = s.ctx.options.read().unwrap_or_else(|e| e.into_inner());
+        index
+            .upscalers
+            .iter()
+            .filter_map(|u| model_upscaler(&index, &opts, &u.name))
+            .map(|m| (m.name.clone(), m))
+            .collect()
+    };
+    let is_model = |name: &str| models.contains_key(name);
     let upscale = ExtrasUpscale {
         mode: get("resize_mode").as_i64().unwrap_or(0),
         upscale_by: num("upscaling_resize"),
         to_width: get("upscaling_resize_w").as_u64().unwrap_or(512) as usize,
         to_height: get("upscaling_resize_h").as_u64().unwrap_or(512) as usize,
         crop: get("upscaling_crop").as_bool().unwrap_or(true),
-        upscaler_1: resolve_upscaler(&text("upscaler_1"))?,
-        upscaler_2: resolve_upscaler(&text("upscaler_2"))?,
+        upscaler_1: resolve_upscaler(&text("upscaler_1"), is_model)?,
+        upscaler_2: resolve_upscaler(&text("upscaler_2"), is_model)?,
         upscaler_2_visibility: num("extras_upscaler_2_visibility"),
     };
     let pnginfo = s.ctx.options.read().unwrap_or_else(|e| e.into_inner()).enable_pnginfo();
-    Ok(Common { upscale, pnginfo, max_output_pixels: s.ctx.limits.max_batch_megapixels as f64 * 1e6 })
+    Ok(Common {
+        upscale,
+        pnginfo,
+        max_output_pixels: s.ctx.limits.max_batch_megapixels as f64 * 1e6,
+        models,
+        runner: s.ctx.runner.clone(),
+    })
 }
 
 /// Decodes, upscales and encodes one image: (base64 PNG, the `postprocessing` infotext).
@@ -65,7 +90,12 @@ fn process_one(encoded: &str, c: &Common) -> Result<(String, String), ApiError> 
         DecodedImage::Rgba(i) => Raster::from_rgba(i),
     };
     let (w, h) = c.upscale.output_size(raster.width, raster.height);
-    if w as f64 * h as f64 > c.max_output_pixels {
+    // A model step runs at the model's own scale (4 for nearly all) before the final resize: that
+    // intermediate, up to 4× per side, may use four times the output budget.
+    let uses_model =
+        [&c.upscale.upscaler_1, &c.upscale.upscaler_2].iter().any(|u| matches!(u, Some(ExtrasUpscaler::Model(_))));
+    let intermediate = if uses_model { 16.0 * raster.width as f64 * raster.height as f64 } else { 0.0 };
+    if w as f64 * h as f64 > c.max_output_pixels || intermediate > 4.0 * c.max_output_pixels {
         return Err(ApiError::http(
             422,
             format!(
@@ -74,7 +104,17 @@ fn process_one(encoded: &str, c: &Common) -> Result<(String, String), ApiError> 
             ),
         ));
     }
-    let (out, info) = c.upscale.run(&raster);
+    let handle = tokio::runtime::Handle::current();
+    let mut run_model = |name: &str, img: &Raster, scale: f64| -> Result<Raster, ApiError> {
+        let upscaler = c
+            .models
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::assertion(format!("could not find upscaler named {name}")))?;
+        let job = UpscaleJob { image: img.clone(), upscaler, scale };
+        handle.block_on(c.runner.upscale(job).wait()).map_err(|e| ApiError::runtime(e.to_string()))
+    };
+    let (out, info) = c.upscale.run(&raster, &mut run_model)?;
     // The input's own infotext travels with the result, plus the step's (A1111's pnginfo).
     let bytes = sdapi_protocol::images::py_b64decode(encoded.rsplit(',').next().unwrap_or(encoded)).unwrap_or_default();
     let parameters = read_infotext(&bytes).ok().map(|(text, _)| text).filter(|t| !t.is_empty());

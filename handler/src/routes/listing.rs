@@ -27,8 +27,18 @@ pub async fn schedulers() -> impl IntoResponse {
     Json(scheduler_items())
 }
 
-pub async fn upscalers() -> impl IntoResponse {
-    Json(upscaler_items())
+/// The built-in upscalers, then the model upscalers found in `ESRGAN/` and `RealESRGAN/`.
+pub async fn upscalers(State(s): State<AppState>) -> impl IntoResponse {
+    let mut items = upscaler_items();
+    let models = s.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+    items.extend(models.upscalers.iter().map(|u| sdapi_protocol::api::items::UpscalerItem {
+        name: u.name.clone(),
+        model_name: u.model_name.clone(),
+        model_path: Some(u.path.to_string_lossy().into_owned()),
+        model_url: None,
+        scale: Some(u.scale),
+    }));
+    Json(items)
 }
 
 pub async fn latent_upscale_modes() -> impl IntoResponse {

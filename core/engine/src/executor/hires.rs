@@ -5,11 +5,12 @@
 use candle_core::{Device, Tensor};
 use sdapi_core::runner::{HiresPass, RunnerError};
 use sdapi_protocol::choices::HiresUpscaler;
-use sdapi_protocol::images::resize_with_upscaler;
+use sdapi_protocol::images::{Raster, resize_with, resize_with_upscaler, upscale_loop};
 
 use super::{decode_images, encode_image, exec_err};
 use crate::latent_upscale::interpolate;
 use crate::model::LoadedModel;
+use crate::upscaler::UpscaleModel;
 
 /// The latent the second pass starts from: (batch, 4, upscale_height/8 − truncate_y,
 /// upscale_width/8 − truncate_x).
@@ -17,6 +18,7 @@ pub(super) fn upscale_first_pass(
     model: &LoadedModel,
     latent: &Tensor,
     hires: &HiresPass,
+    model_upscaler: Option<(&UpscaleModel, usize, usize)>,
     device: &Device,
 ) -> Result<Tensor, RunnerError> {
     let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
@@ -30,12 +32,28 @@ pub(super) fn upscale_first_pass(
             let mut latents = Vec::new();
             for image in decode_images(model, latent)? {
                 let pixels = image.to_image().ok_or_else(|| exec_err("decoded image has the wrong size"))?;
-                let resized = resize_with_upscaler(
-                    &pixels,
-                    hires.upscale_width as u32,
-                    hires.upscale_height as u32,
-                    Some(upscaler),
-                );
+                let resized = match model_upscaler {
+                    None => resize_with_upscaler(
+                        &pixels,
+                        hires.upscale_width as u32,
+                        hires.upscale_height as u32,
+                        Some(upscaler),
+                    ),
+                    // `resize_image(0, …)` with the model's `Upscaler.upscale`.
+                    Some((m, tile, overlap)) => {
+                        let mut step =
+                            |img: &Raster, scale: f64| upscale_loop(img, scale, |i| m.upscale_tiled(i, tile, overlap));
+                        resize_with(
+                            &Raster::from_rgb(&pixels),
+                            hires.upscale_width,
+                            hires.upscale_height,
+                            Some(&mut step),
+                        )
+                        .map_err(exec_err)?
+                        .into_rgb()
+                        .ok_or_else(|| exec_err("upscaled image is not RGB"))?
+                    }
+                };
                 latents.push(encode_image(model, &resized.into(), device)?);
             }
             Tensor::cat(&latents, 0).map_err(exec_err)?

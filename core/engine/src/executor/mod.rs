@@ -8,10 +8,14 @@ mod networks;
 mod pass;
 
 use candle_core::{DType, Device, Tensor};
+use std::path::PathBuf;
+
 use sdapi_core::runner::{
     BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, RgbImage, RunnerError,
+    UpscaleJob,
 };
 use sdapi_protocol::choices::Interpolation;
+use sdapi_protocol::images::{Raster, upscale_loop};
 use sdapi_protocol::images::{encode_png, to_base64};
 use sdapi_protocol::prompt::ScheduleParams;
 
@@ -19,6 +23,7 @@ use crate::checkpoint::ModelFamily;
 use crate::model::LoadedModel;
 use crate::preview::cheap_preview;
 use crate::text::TextError;
+use crate::upscaler::UpscaleModel;
 use crate::vae::to_rgb8;
 use pass::{PassSpec, PassStart, run_pass};
 
@@ -36,6 +41,8 @@ pub struct DiffusionExecutor {
     loaded: Option<(LoadedKey, LoadedModel)>,
     /// LoRA and embedding files read so far, and the embedding table of the loaded model.
     networks: networks::NetworkCache,
+    /// The model upscaler used last (ESRGAN and kin), kept for the next image.
+    upscaler: Option<(PathBuf, UpscaleModel)>,
 }
 
 impl DiffusionExecutor {
@@ -44,7 +51,17 @@ impl DiffusionExecutor {
         let device = parse_device(device)?;
         // f32 on CPU (f16 is slower there and A1111 parity is defined in f32).
         let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
-        Ok(Self { device, dtype, loaded: None, networks: networks::NetworkCache::default() })
+        Ok(Self { device, dtype, loaded: None, networks: networks::NetworkCache::default(), upscaler: None })
+    }
+
+    /// The model upscaler at `path`, loaded once and kept until another one is asked for.
+    fn upscale_model(&mut self, path: &std::path::Path) -> Result<&UpscaleModel, RunnerError> {
+        if !matches!(&self.upscaler, Some((loaded, _)) if loaded == path) {
+            self.upscaler = None;
+            let model = UpscaleModel::load(path, &self.device).map_err(|e| RunnerError::Model(e.to_string()))?;
+            self.upscaler = Some((path.to_path_buf(), model));
+        }
+        self.upscaler.as_ref().map(|(_, m)| m).ok_or_else(|| RunnerError::Model("no upscaler loaded".into()))
     }
 
     fn model(&self) -> Result<&LoadedModel, RunnerError> {
@@ -139,6 +156,10 @@ impl BatchExecutor for DiffusionExecutor {
     }
 
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
+        // A hires pass with a model upscaler: have it loaded before the batch borrows the model.
+        if let Some(m) = job.hires.as_ref().and_then(|h| h.model_upscaler.as_ref()) {
+            self.upscale_model(&m.path)?;
+        }
         let model = self.model()?;
         let table = self.networks.embedding_table();
         let batch = job.seeds.len();
@@ -193,7 +214,11 @@ impl BatchExecutor for DiffusionExecutor {
 
         if let (Some(hires), false) = (&job.hires, interrupted) {
             control.state.next_pass();
-            let upscaled = hires::upscale_first_pass(model, &latent, hires, &self.device)?;
+            let upscaler = hires
+                .model_upscaler
+                .as_ref()
+                .and_then(|m| self.upscaler.as_ref().map(|(_, u)| (u, m.tile, m.tile_overlap)));
+            let upscaled = hires::upscale_first_pass(model, &latent, hires, upscaler, &self.device)?;
             // No strength, no steps (A1111's schedule is then the single sigma 0).
             if hires.denoising_strength <= 0.0 {
                 let images = decode_images(model, &upscaled)?;
@@ -237,7 +262,14 @@ impl BatchExecutor for DiffusionExecutor {
         })
     }
 
+    fn upscale(&mut self, job: &UpscaleJob) -> Result<Raster, RunnerError> {
+        let (tile, overlap) = (job.upscaler.tile, job.upscaler.tile_overlap);
+        let model = self.upscale_model(&job.upscaler.path)?;
+        upscale_loop(&job.image, job.scale, |img| model.upscale_tiled(img, tile, overlap)).map_err(exec_err)
+    }
+
     fn unload(&mut self) {
+        self.upscaler = None;
         self.loaded = None;
         self.networks.forget_resident();
     }

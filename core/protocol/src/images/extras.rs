@@ -18,20 +18,41 @@ pub struct ExtrasUpscale {
     pub to_width: usize,
     pub to_height: usize,
     pub crop: bool,
-    pub upscaler_1: Option<BuiltinUpscaler>,
-    pub upscaler_2: Option<BuiltinUpscaler>,
+    pub upscaler_1: Option<ExtrasUpscaler>,
+    pub upscaler_2: Option<ExtrasUpscaler>,
     pub upscaler_2_visibility: f64,
 }
 
-/// `upscaler_N_name`: "None" is no upscaler; an unknown name is A1111's AssertionError. For the
-/// second upscaler "None" never counts.
-pub fn resolve_upscaler(name: &str) -> Result<Option<BuiltinUpscaler>, ApiError> {
+/// An upscaler the extras can use: built in, or a model file the caller runs (by name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExtrasUpscaler {
+    Builtin(BuiltinUpscaler),
+    Model(String),
+}
+
+impl ExtrasUpscaler {
+    fn name(&self) -> &str {
+        match self {
+            ExtrasUpscaler::Builtin(b) => b.name(),
+            ExtrasUpscaler::Model(n) => n,
+        }
+    }
+}
+
+/// Runs a model upscaler's `Upscaler.upscale(img, scale)`: (name, image, scale).
+pub type ModelUpscale<'a> = dyn FnMut(&str, &Raster, f64) -> Result<Raster, ApiError> + 'a;
+
+/// `upscaler_N_name`: "None" is no upscaler; built-in names, then model names (`is_model`); an
+/// unknown name is A1111's AssertionError.
+pub fn resolve_upscaler(name: &str, is_model: impl Fn(&str) -> bool) -> Result<Option<ExtrasUpscaler>, ApiError> {
     if name == "None" {
         return Ok(None);
     }
-    BuiltinUpscaler::from_name(name)
-        .map(Some)
-        .ok_or_else(|| ApiError::assertion(format!("could not find upscaler named {name}")))
+    match BuiltinUpscaler::from_name(name) {
+        Some(b) => Ok(Some(ExtrasUpscaler::Builtin(b))),
+        None if is_model(name) => Ok(Some(ExtrasUpscaler::Model(name.to_string()))),
+        None => Err(ApiError::assertion(format!("could not find upscaler named {name}"))),
+    }
 }
 
 impl ExtrasUpscale {
@@ -54,7 +75,13 @@ impl ExtrasUpscale {
     }
 
     /// `ScriptPostprocessingUpscale.upscale` with one upscaler; records its info keys.
-    fn upscale_one(&self, img: &Raster, upscaler: BuiltinUpscaler, info: &mut Map<String, Value>) -> Raster {
+    fn upscale_one(
+        &self,
+        img: &Raster,
+        upscaler: &ExtrasUpscaler,
+        model: &mut ModelUpscale<'_>,
+        info: &mut Map<String, Value>,
+    ) -> Result<Raster, ApiError> {
         let by = self.scale_for(img.width, img.height);
         if self.mode == 1 {
             info.insert(
@@ -64,7 +91,10 @@ impl ExtrasUpscale {
         } else {
             info.insert("Postprocess upscale by".into(), Value::from(self.upscale_by));
         }
-        let up = upscaler.upscale(img, by);
+        let up = match upscaler {
+            ExtrasUpscaler::Builtin(b) => b.upscale(img, by),
+            ExtrasUpscaler::Model(name) => model(name, img, by)?,
+        };
         if self.mode == 1 && self.crop {
             // `Image.new("RGB", size)` and a centred paste: the crop is always RGB on black.
             let mut out = Raster::blank(self.to_width, self.to_height, 3);
@@ -81,28 +111,28 @@ impl ExtrasUpscale {
                 }
             }
             info.insert("Postprocess crop to".into(), Value::String(format!("{}x{}", out.width, out.height)));
-            return out;
+            return Ok(out);
         }
-        up
+        Ok(up)
     }
 
     /// Runs the step on one image: the new image and its `postprocessing` infotext.
-    pub fn run(&self, img: &Raster) -> (Raster, String) {
+    pub fn run(&self, img: &Raster, model: &mut ModelUpscale<'_>) -> Result<(Raster, String), ApiError> {
         let mut info = Map::new();
-        let Some(first) = self.upscaler_1 else {
-            return (img.clone(), String::new());
+        let Some(first) = &self.upscaler_1 else {
+            return Ok((img.clone(), String::new()));
         };
-        let mut out = self.upscale_one(img, first, &mut info);
+        let mut out = self.upscale_one(img, first, model, &mut info)?;
         info.insert("Postprocess upscaler".into(), Value::String(first.name().to_string()));
-        if let Some(second) = self.upscaler_2.filter(|_| self.upscaler_2_visibility > 0.0) {
-            let mut other = self.upscale_one(img, second, &mut info);
+        if let Some(second) = self.upscaler_2.as_ref().filter(|_| self.upscaler_2_visibility > 0.0) {
+            let mut other = self.upscale_one(img, second, model, &mut info)?;
             if other.channels != out.channels {
                 other = convert_channels(&other, out.channels);
             }
             out = pil_blend(&out, &other, self.upscaler_2_visibility as f32);
             info.insert("Postprocess upscaler 2".into(), Value::String(second.name().to_string()));
         }
-        (out, params_line(&info))
+        Ok((out, params_line(&info)))
     }
 }
 
@@ -145,7 +175,7 @@ mod tests {
             to_width: 128,
             to_height: 100,
             crop: true,
-            upscaler_1: first,
+            upscaler_1: first.map(ExtrasUpscaler::Builtin),
             upscaler_2: None,
             upscaler_2_visibility: 0.0,
         }
@@ -153,24 +183,30 @@ mod tests {
 
     #[test]
     fn scale_by_and_scale_to_with_crop() {
-        let (out, info) = params(0, Some(BuiltinUpscaler::Lanczos)).run(&raster(64, 64));
+        let mut no_models = |_: &str, _: &Raster, _: f64| -> Result<Raster, ApiError> { unreachable!() };
+        let (out, info) = params(0, Some(BuiltinUpscaler::Lanczos)).run(&raster(64, 64), &mut no_models).unwrap();
         assert_eq!(out.dimensions(), (128, 128));
         assert_eq!(info, "Postprocess upscale by: 2.0, Postprocess upscaler: Lanczos");
-        let (out, info) = params(1, Some(BuiltinUpscaler::Nearest)).run(&raster(64, 64));
+        let (out, info) = params(1, Some(BuiltinUpscaler::Nearest)).run(&raster(64, 64), &mut no_models).unwrap();
         assert_eq!(out.dimensions(), (128, 100));
         assert_eq!(
             info,
             "Postprocess upscale to: 128x100, Postprocess crop to: 128x100, Postprocess upscaler: Nearest"
         );
-        let (out, info) = params(0, None).run(&raster(10, 10));
+        let (out, info) = params(0, None).run(&raster(10, 10), &mut no_models).unwrap();
         assert_eq!((out.dimensions(), info.as_str()), ((10, 10), ""));
     }
 
     #[test]
     fn names_and_html() {
-        assert_eq!(resolve_upscaler("None").unwrap(), None);
-        assert_eq!(resolve_upscaler("Lanczos").unwrap(), Some(BuiltinUpscaler::Lanczos));
-        let err = resolve_upscaler("ESRGAN_4x").unwrap_err();
+        let models = |n: &str| n == "4x-Custom";
+        assert_eq!(resolve_upscaler("None", models).unwrap(), None);
+        assert_eq!(
+            resolve_upscaler("Lanczos", models).unwrap(),
+            Some(ExtrasUpscaler::Builtin(BuiltinUpscaler::Lanczos))
+        );
+        assert_eq!(resolve_upscaler("4x-Custom", models).unwrap(), Some(ExtrasUpscaler::Model("4x-Custom".into())));
+        let err = resolve_upscaler("ESRGAN_4x", models).unwrap_err();
         assert_eq!(
             (err.error.as_str(), err.errors.as_str()),
             ("AssertionError", "could not find upscaler named ESRGAN_4x")

@@ -5,6 +5,7 @@ pub mod decode;
 pub mod encode;
 pub mod exif;
 pub mod extras;
+pub mod grid;
 pub mod pil_resize;
 pub mod read;
 pub mod resize;
@@ -15,7 +16,7 @@ pub use encode::{SampleFormat, encode_image_base64, encode_jpeg, encode_png, enc
 pub use pil_resize::{PilFilter, Raster, pil_resize, pil_resize_raster};
 pub use read::read_infotext;
 pub use resize::resize_image;
-pub use upscale::{BuiltinUpscaler, pil_blend, resize_with_upscaler};
+pub use upscale::{BuiltinUpscaler, pil_blend, resize_with, resize_with_upscaler, upscale_loop};
 
 /// Failures of the encoders.
 #[derive(Debug, thiserror::Error)]

@@ -40,43 +40,73 @@ impl BuiltinUpscaler {
         }
     }
 
-    /// `Upscaler.upscale`: the target is `floor(size * scale / 8) * 8`; up to three steps while
-    /// the image is smaller (a step that changes nothing ends it), then Lanczos to the target.
+    /// `Upscaler.upscale` with this upscaler's steps (see [`upscale_loop`]).
     pub fn upscale(self, img: &Raster, scale: f64) -> Raster {
-        let dest_w = ((img.width as f64 * scale) / 8.0).floor() as usize * 8;
-        let dest_h = ((img.height as f64 * scale) / 8.0).floor() as usize * 8;
-        let mut img = img.clone();
-        for i in 0..3 {
-            if img.width >= dest_w && img.height >= dest_h && (i > 0 || scale != 1.0) {
-                break;
-            }
-            let before = img.dimensions();
-            img = self.step(&img, scale);
-            if img.dimensions() == before {
-                break;
-            }
+        match upscale_loop(img, scale, |i| Ok::<_, std::convert::Infallible>(self.step(i, scale))) {
+            Ok(out) => out,
+            Err(never) => match never {},
         }
-        if img.dimensions() != (dest_w, dest_h) {
-            img = pil_resize_raster(&img, dest_w, dest_h, PilFilter::Lanczos);
-        }
-        img
     }
 }
 
-/// `resize_image`'s inner `resize(im, w, h)`: without an upscaler (or "None") a plain Lanczos
-/// resize; otherwise the upscaler runs when the image grows, and Lanczos makes the exact size.
+/// `Upscaler.upscale(img, scale)` with any `do_upscale` step (a built-in resize, a model): the
+/// target is `floor(size * scale / 8) * 8`; up to three steps while the image is smaller (a step
+/// that changes nothing ends it), then Lanczos to the target.
+pub fn upscale_loop<E>(
+    img: &Raster,
+    scale: f64,
+    mut step: impl FnMut(&Raster) -> Result<Raster, E>,
+) -> Result<Raster, E> {
+    let dest_w = ((img.width as f64 * scale) / 8.0).floor() as usize * 8;
+    let dest_h = ((img.height as f64 * scale) / 8.0).floor() as usize * 8;
+    let mut img = img.clone();
+    for i in 0..3 {
+        if img.width >= dest_w && img.height >= dest_h && (i > 0 || scale != 1.0) {
+            break;
+        }
+        let before = img.dimensions();
+        img = step(&img)?;
+        if img.dimensions() == before {
+            break;
+        }
+    }
+    if img.dimensions() != (dest_w, dest_h) {
+        img = pil_resize_raster(&img, dest_w, dest_h, PilFilter::Lanczos);
+    }
+    Ok(img)
+}
+
+/// An upscaler's `Upscaler.upscale(img, scale)`.
+pub type UpscaleFn<'a, E> = dyn FnMut(&Raster, f64) -> Result<Raster, E> + 'a;
+
+/// `resize_image`'s inner `resize(im, w, h)` with an upscaler given as its `Upscaler.upscale`
+/// (`None`: a plain Lanczos resize): it runs when the image grows, and Lanczos makes the exact size.
+pub fn resize_with<E>(
+    img: &Raster,
+    width: usize,
+    height: usize,
+    upscale: Option<&mut UpscaleFn<'_, E>>,
+) -> Result<Raster, E> {
+    let Some(upscale) = upscale else {
+        return Ok(pil_resize_raster(img, width, height, PilFilter::Lanczos));
+    };
+    let scale = (width as f64 / img.width.max(1) as f64).max(height as f64 / img.height.max(1) as f64);
+    let up = if scale > 1.0 { upscale(img, scale)? } else { img.clone() };
+    Ok(if up.dimensions() != (width, height) { pil_resize_raster(&up, width, height, PilFilter::Lanczos) } else { up })
+}
+
+/// `resize_image(0, …)` with a built-in upscaler ("None" and `None` are a plain Lanczos resize).
 pub fn resize_with_upscaler(img: &RgbImage, width: u32, height: u32, upscaler: Option<BuiltinUpscaler>) -> RgbImage {
     let raster = Raster::from_rgb(img);
     let (w, h) = (width as usize, height as usize);
     let out = match upscaler {
-        None | Some(BuiltinUpscaler::None) => pil_resize_raster(&raster, w, h, PilFilter::Lanczos),
-        Some(u) => {
-            let scale = (w as f64 / raster.width.max(1) as f64).max(h as f64 / raster.height.max(1) as f64);
-            let up = if scale > 1.0 { u.upscale(&raster, scale) } else { raster };
-            if up.dimensions() != (w, h) { pil_resize_raster(&up, w, h, PilFilter::Lanczos) } else { up }
-        }
+        None | Some(BuiltinUpscaler::None) => resize_with::<std::convert::Infallible>(&raster, w, h, None),
+        Some(u) => resize_with(&raster, w, h, Some(&mut |i: &Raster, scale: f64| Ok(u.upscale(i, scale)))),
     };
-    out.into_rgb().unwrap_or_else(|| RgbImage::new(width, height))
+    match out {
+        Ok(r) => r.into_rgb().unwrap_or_else(|| RgbImage::new(width, height)),
+        Err(never) => match never {},
+    }
 }
 
 /// Pillow's `Image.blend(a, b, alpha)` on 8-bit pixels: `a + alpha·(b − a)` in float, truncated
