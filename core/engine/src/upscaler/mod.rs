@@ -202,6 +202,31 @@ mod tests {
         assert_eq!(net.forward(&x).unwrap().dims4().unwrap(), (1, 3, 24, 20));
     }
 
+    /// With zero weights the compact network is its nearest-upsampled input (the base it adds).
+    #[test]
+    fn srvgg_reads_its_scale_and_adds_the_upsampled_input() {
+        let zeros = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap();
+        let mut t = HashMap::new();
+        t.insert("body.0.weight".to_string(), zeros(&[4, 3, 3, 3]));
+        t.insert("body.0.bias".to_string(), zeros(&[4]));
+        t.insert("body.1.weight".to_string(), zeros(&[4]));
+        t.insert("body.2.weight".to_string(), zeros(&[4, 4, 3, 3]));
+        t.insert("body.2.bias".to_string(), zeros(&[4]));
+        t.insert("body.3.weight".to_string(), zeros(&[4]));
+        t.insert("body.4.weight".to_string(), zeros(&[48, 4, 3, 3]));
+        t.insert("body.4.bias".to_string(), zeros(&[48]));
+        assert!(SrvggNet::matches(&t) && !RrdbNet::matches(&t));
+        let net = SrvggNet::from_tensors(t).unwrap();
+        assert_eq!(net.scale, 4);
+        let x = Tensor::arange(0f32, 3.0 * 2.0 * 3.0, &Device::Cpu).unwrap().reshape((1, 3, 2, 3)).unwrap();
+        let y = net.forward(&x).unwrap();
+        let want = x.upsample_nearest2d(8, 12).unwrap();
+        assert_eq!(
+            y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            want.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
     #[test]
     fn pixel_unshuffle_inverts_pixel_shuffle() {
         let x = Tensor::arange(0f32, 48.0, &Device::Cpu).unwrap().reshape((1, 3, 4, 4)).unwrap();
