@@ -85,3 +85,45 @@ async fn a_different_hires_prompt_is_in_the_infotext() {
     assert!(info["extra_generation_params"]["Hires prompt"].is_null(), "info keeps A1111's null");
     assert!(info["infotexts"][0].as_str().unwrap().contains("Hires prompt: a sharper x,"), "{info}");
 }
+
+/// "SD upscale" through img2img: one runner job per batch of tiles; bad arguments get clear errors.
+#[tokio::test]
+async fn sd_upscale_script_runs_tiles_and_checks_its_arguments() {
+    let (app, runner) = app_with(test_config());
+    use base64::Engine;
+    let png = std::fs::read(repo_root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png")).unwrap();
+    let image = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = |args: serde_json::Value| {
+        json!({"prompt": "x", "init_images": [image.clone()], "steps": 2, "width": 64, "height": 64,
+               "script_name": "SD Upscale", "script_args": args, "batch_size": 4})
+        .to_string()
+    };
+    let (status, resp) = send(&app, post_json("/sdapi/v1/img2img", &body(json!(["", 8, "Lanczos", 2.0])))).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    // 128x128 in 64x64 tiles overlapping by 8: 3x3 tiles, in batches of 4 → 3 jobs. The last
+    // batch holds one tile, which A1111's img2img repeats to the batch size (one image is used).
+    let sizes: Vec<usize> = runner.jobs.lock().unwrap().iter().map(|j| j.seeds.len()).collect();
+    assert_eq!(sizes, vec![4, 4, 4]);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert!(
+        info["infotexts"][0].as_str().unwrap().contains("SD upscale overlap: 8, SD upscale upscaler: Lanczos"),
+        "{info}"
+    );
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v["images"][0].as_str().unwrap()).unwrap();
+    assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 128);
+
+    for (args, status, error) in [
+        (json!(["", 8, "Lanczos"]), 422, "HTTPException"),
+        (json!(["", 8, "NoSuchUpscaler", 2.0]), 500, "ValueError"),
+        (json!(["", 8, 99, 2.0]), 500, "IndexError"),
+    ] {
+        let (got, resp) = send(&app, post_json("/sdapi/v1/img2img", &body(args.clone()))).await;
+        let v = body_json(resp).await;
+        assert_eq!((got, v["error"].as_str().unwrap()), (status, error), "{args}: {v}");
+    }
+    let (status, resp) =
+        send(&app, post_json("/sdapi/v1/txt2img", &json!({"script_name": "sd upscale"}).to_string())).await;
+    assert_eq!(status, 422, "txt2img has no SD upscale");
+    assert_eq!(body_json(resp).await["detail"], "Script 'sd upscale' not found");
+}

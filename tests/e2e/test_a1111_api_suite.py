@@ -18,7 +18,6 @@ UNSUPPORTED = {
     "txt2img_restore_faces",    # face restoration
     "img2img_inpainting_mask",  # inpainting masks
     "img2img_inpainting_mask_invert",
-    "img2img_sd_upscale_script",  # script_name "sd upscale"
 }
 
 
@@ -162,9 +161,12 @@ def test_UNSUPPORTED_img2img_inpainting_mask_invert(ctx):
              i2i(mask=mask_data_url(), inpainting_mask_invert=True))
 
 
-def test_UNSUPPORTED_img2img_sd_upscale_script(ctx):
-    run_case(ctx, "img2img_sd_upscale_script", "/sdapi/v1/img2img",
-             i2i(script_name="sd upscale", script_args=["", 8, "Lanczos", 2.0]))
+def test_img2img_sd_upscale_script(ctx):
+    # The 64x64 init image upscaled 2x with Lanczos, cut into 64x64 tiles overlapping by 8 (3x3),
+    # each tile through img2img, blended back: one 128x128 image.
+    info = run_case(ctx, "img2img_sd_upscale_script", "/sdapi/v1/img2img",
+                    i2i(script_name="sd upscale", script_args=["", 8, "Lanczos", 2.0]), width=128, height=128)
+    assert "SD upscale overlap: 8, SD upscale upscaler: Lanczos" in info["infotexts"][0], info["infotexts"][0]
 
 
 # --- test_extras.py ----------------------------------------------------------------------------

@@ -26,6 +26,8 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
         opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
     };
     let max_pixels = ctx.limits.max_batch_megapixels as f64 * 1e6;
+    // "SD upscale" upscales the image as it was sent and tiles it itself.
+    let keep_size = super::scripts::is_sd_upscale(req);
     // Decoding and resizing is CPU work: keep it off the async executor.
     tokio::task::spawn_blocking(move || -> Result<Vec<RgbImage>, ApiError> {
         encoded
@@ -33,14 +35,14 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
             .map(|v| {
                 let s = v.as_str().ok_or_else(ApiError::invalid_encoded_image)?;
                 let img = decode_base64_image(s)?.flatten(parse_hex_color(&background));
-                if resize_mode == LATENT_UPSCALE {
+                if resize_mode == LATENT_UPSCALE || keep_size {
                     // Encoded at its own size and resized as a latent: its size is the bound.
                     let pixels = f64::from(img.width()) * f64::from(img.height());
                     if pixels > max_pixels {
                         return Err(ApiError::http(
                             422,
                             format!(
-                                "an init image of {}x{} is more than this server encodes with resize_mode 3 ({} megapixels, SDAPI_MAX_BATCH_MEGAPIXELS)",
+                                "an init image of {}x{} is more than this server takes at its own size ({} megapixels, SDAPI_MAX_BATCH_MEGAPIXELS)",
                                 img.width(),
                                 img.height(),
                                 max_pixels / 1e6

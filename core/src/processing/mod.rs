@@ -10,6 +10,7 @@ mod init_images;
 mod limits;
 mod params;
 mod prompts;
+mod scripts;
 mod seeds;
 
 pub use init_images::decode_init_images;
@@ -170,9 +171,6 @@ fn validate(p: &CommonParams, limits: &RequestLimits) -> Result<(), ApiError> {
     if p.restore_faces == Some(true) {
         return Err(ApiError::http(501, "Face restoration (restore_faces) is not supported by this server"));
     }
-    if let Some(name) = p.script_name.as_deref().filter(|s| !s.is_empty()) {
-        return Err(ApiError::script_not_found(name));
-    }
     if let Some(name) = p.alwayson_scripts.keys().next() {
         return Err(ApiError::alwayson_script_not_found(name));
     }
@@ -280,8 +278,30 @@ pub fn not_honoured_options(opts: &Options) -> Vec<&'static str> {
     NOT_HONOURED_OPTIONS.into_iter().filter(|key| opts.get(key) != option_def(key).map(|d| &d.default)).collect()
 }
 
-/// Runs a generation request through the runner, batch by batch.
+/// Runs a generation request through the runner, batch by batch (or through its script).
 pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
+    let script = match &request {
+        GenerationRequest::Txt2Img(r) => r.script_name.clone(),
+        GenerationRequest::Img2Img { request: r, .. } => r.script_name.clone(),
+    };
+    match request {
+        GenerationRequest::Img2Img { request, init_images } if scripts::is_sd_upscale(&request) => {
+            validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
+            scripts::sd_upscale(ctx, request, init_images).await
+        }
+        request => match script.filter(|s| !s.is_empty()) {
+            Some(name) => Err(ApiError::script_not_found(&name)),
+            None => process_images_with(ctx, request, &Map::new()).await,
+        },
+    }
+}
+
+/// [`process_images`] without scripts; `script_extra`: the infotext entries a script adds first.
+pub(crate) async fn process_images_with(
+    ctx: &ProcessingContext,
+    request: GenerationRequest,
+    script_extra: &Map<String, Value>,
+) -> Result<Processed, ApiError> {
     let (p, mode_name, denoising_strength, img2img) = match &request {
         GenerationRequest::Txt2Img(r) => (CommonParams::from_txt2img(r), "txt2img", r.denoising_strength, None),
         GenerationRequest::Img2Img { request: r, init_images } => {
@@ -494,7 +514,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         }
     }
 
-    let mut extra = Map::new();
+    let mut extra = script_extra.clone();
     if let Some(ds) = denoising_strength.filter(|_| img2img_mode) {
         extra.insert("Denoising strength".into(), Value::from(ds));
     }
