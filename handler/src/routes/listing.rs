@@ -50,8 +50,49 @@ pub async fn empty_list() -> impl IntoResponse {
     Json(Vec::<Value>::new())
 }
 
+/// The selectable scripts this server runs (A1111 lists lower-cased titles).
 pub async fn scripts() -> impl IntoResponse {
-    Json(ScriptsList::default())
+    Json(ScriptsList { txt2img: vec![], img2img: vec!["sd upscale".into()] })
+}
+
+/// `ScriptInfo` of "SD upscale": its UI controls in `ui()` order (the order of `script_args`).
+pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
+    use sdapi_protocol::api::items::{ScriptArg, ScriptInfo};
+    let arg = |label: &str, value: Value| ScriptArg {
+        label: Some(label.into()),
+        value: Some(value),
+        minimum: None,
+        maximum: None,
+        step: None,
+        choices: None,
+    };
+    let mut upscalers: Vec<String> = upscaler_items().into_iter().map(|u| u.name).collect();
+    upscalers.extend(s.ctx.models.read().unwrap_or_else(|e| e.into_inner()).upscalers.iter().map(|u| u.name.clone()));
+    let info = arg(
+        "",
+        json!(
+            "<p style=\"margin-bottom:0.75em\">Will upscale the image by the selected scale factor; use width and height sliders to set tile size</p>"
+        ),
+    );
+    let overlap = ScriptArg {
+        minimum: Some(json!(0)),
+        maximum: Some(json!(256)),
+        step: Some(json!(16)),
+        ..arg("Tile overlap", json!(64))
+    };
+    let upscaler = ScriptArg { choices: Some(upscalers.clone()), ..arg("Upscaler", json!(upscalers.first())) };
+    let scale = ScriptArg {
+        minimum: Some(json!(1.0)),
+        maximum: Some(json!(4.0)),
+        step: Some(json!(0.05)),
+        ..arg("Scale Factor", json!(2.0))
+    };
+    Json(vec![ScriptInfo {
+        name: Some("sd upscale".into()),
+        is_alwayson: Some(false),
+        is_img2img: Some(true),
+        args: vec![info, overlap, upscaler, scale],
+    }])
 }
 
 pub async fn sd_models(State(s): State<AppState>) -> impl IntoResponse {

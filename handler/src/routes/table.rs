@@ -59,7 +59,7 @@ pub const API_ROUTES: &[ApiRoute] = &[
     route("post", "/sdapi/v1/unload-checkpoint", || post(control::unload_checkpoint)),
     route("post", "/sdapi/v1/reload-checkpoint", || post(control::reload_checkpoint)),
     route("get", "/sdapi/v1/scripts", || get(listing::scripts)),
-    route("get", "/sdapi/v1/script-info", || get(listing::empty_list)),
+    route("get", "/sdapi/v1/script-info", || get(listing::script_info)),
     route("get", "/sdapi/v1/extensions", || get(listing::empty_list)),
     route("get", "/sdapi/v1/loras", || get(networks::loras)),
     route("post", "/sdapi/v1/refresh-loras", || post(networks::refresh_networks)),

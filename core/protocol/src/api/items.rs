@@ -154,7 +154,7 @@ pub struct EmbeddingsResponse {
     pub skipped: Map<String, Value>,
 }
 
-/// `ScriptsList` (we have no selectable scripts).
+/// `ScriptsList`: the selectable scripts per tab.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct ScriptsList {
     pub txt2img: Vec<String>,
