@@ -127,3 +127,38 @@ async fn sd_upscale_script_runs_tiles_and_checks_its_arguments() {
     assert_eq!(status, 422, "txt2img has no SD upscale");
     assert_eq!(body_json(resp).await["detail"], "Script 'sd upscale' not found");
 }
+
+/// "Loopback": each loop's output is the next loop's init image, the strength moves linearly to
+/// the final one, seeds count up; with one batch the grid of all loops comes first.
+#[tokio::test]
+async fn loopback_script_feeds_each_output_back() {
+    let (app, runner) = app_with(test_config());
+    use base64::Engine;
+    let png = std::fs::read(repo_root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png")).unwrap();
+    let image = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = json!({"prompt": "x", "init_images": [image], "steps": 2, "width": 64, "height": 64, "seed": 10,
+                      "denoising_strength": 0.7, "script_name": "Loopback", "script_args": [3, 0.3, "Linear", "None"]});
+    let (status, resp) = send(&app, post_json("/sdapi/v1/img2img", &body.to_string())).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let jobs = runner.jobs.lock().unwrap();
+    let seeds: Vec<i64> = jobs.iter().map(|j| j.seeds[0]).collect();
+    assert_eq!(seeds, vec![10, 11, 12]);
+    let strengths: Vec<f64> = jobs
+        .iter()
+        .map(|j| match &j.mode {
+            sdapi_core::runner::JobMode::Img2Img { denoising_strength, .. } => *denoising_strength,
+            _ => f64::NAN,
+        })
+        .collect();
+    assert_eq!(strengths, vec![0.7, 0.5, 0.3]);
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 4, "the grid, then the three loops");
+    let grid = base64::engine::general_purpose::STANDARD.decode(images[0].as_str().unwrap()).unwrap();
+    assert_eq!(image::load_from_memory(&grid).unwrap().width(), 192);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert!(
+        info["infotexts"][0].as_str().unwrap().contains("Final denoising strength: 0.3, Denoising curve: Linear"),
+        "{info}"
+    );
+}

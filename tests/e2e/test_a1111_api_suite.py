@@ -169,6 +169,15 @@ def test_img2img_sd_upscale_script(ctx):
     assert "SD upscale overlap: 8, SD upscale upscaler: Lanczos" in info["infotexts"][0], info["infotexts"][0]
 
 
+def test_img2img_loopback_script(ctx):
+    # Two loops with one batch: the grid of both loops (128x64), then each loop's image.
+    r = post(ctx.url + "/sdapi/v1/img2img", i2i(script_name="loopback", script_args=[2, 0.5, "Linear", "None"]))
+    assert r.status_code == 200, r.text[:400]
+    from PIL import Image
+    sizes = [Image.open(io.BytesIO(base64.b64decode(b))).size for b in r.json()["images"]]
+    assert sizes == [(128, 64), (64, 64), (64, 64)], sizes
+
+
 # --- test_extras.py ----------------------------------------------------------------------------
 
 def _extras(ctx, payload: dict) -> dict:

@@ -289,6 +289,10 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
             scripts::sd_upscale(ctx, request, init_images).await
         }
+        GenerationRequest::Img2Img { request, init_images } if scripts::is_loopback(&request) => {
+            validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
+            scripts::loopback(ctx, request, init_images).await
+        }
         request => match script.filter(|s| !s.is_empty()) {
             Some(name) => Err(ApiError::script_not_found(&name)),
             None => process_images_with(ctx, request, &Map::new()).await,

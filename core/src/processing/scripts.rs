@@ -1,7 +1,9 @@
-//! Selectable scripts (`script_name` / `script_args`) as A1111's API runs them. Only "SD upscale"
-//! (img2img) is built in: the init image upscaled, cut into overlapping tiles of the request's
-//! size, each tile run through img2img, the results blended back together (`scripts/sd_upscale.py`).
-//! Any other name keeps A1111's 422 "Script 'X' not found".
+//! Selectable scripts (`script_name` / `script_args`) as A1111's API runs them, on top of
+//! `process_images`. Built in (img2img): "SD upscale" — the init image upscaled, cut into
+//! overlapping tiles of the request's size, each tile through img2img, the results blended back
+//! (`scripts/sd_upscale.py`); "Loopback" — img2img fed its own output for a number of loops with
+//! the denoising strength moving along a curve (`scripts/loopback.py`). Any other name keeps
+//! A1111's 422 "Script 'X' not found".
 
 use serde_json::{Map, Value};
 
@@ -16,9 +18,172 @@ use crate::runner::{ModelUpscaler, RgbImage, UpscaleJob};
 /// The script's title as the API matches it (case-insensitively).
 pub const SD_UPSCALE: &str = "sd upscale";
 
+/// The script's title as the API matches it (case-insensitively).
+pub const LOOPBACK: &str = "loopback";
+
 /// Whether an img2img request runs "SD upscale" (its init image then keeps its own size).
 pub fn is_sd_upscale(r: &Img2ImgRequest) -> bool {
     r.script_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(SD_UPSCALE))
+}
+
+/// Whether an img2img request runs "Loopback".
+pub fn is_loopback(r: &Img2ImgRequest) -> bool {
+    r.script_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(LOOPBACK))
+}
+
+/// `Processed(p, images, seed, initial_info)`: the first run's `info`, every image carrying the
+/// first run's infotext.
+fn script_result(mut first: Processed, images: Vec<RgbImage>, seeds: Vec<i64>, seed: i64) -> Processed {
+    let infotext = first.infotexts.first().cloned().unwrap_or_default();
+    first.infotexts = vec![infotext; images.len()];
+    if let Ok(Value::Object(mut info)) = serde_json::from_str::<Value>(&first.info) {
+        info.insert("infotexts".into(), Value::from(first.infotexts.clone()));
+        info.insert("seed".into(), Value::from(seed));
+        first.info = sdapi_protocol::python_json::dumps(&Value::Object(info));
+    }
+    first.images = images;
+    first.all_seeds = seeds;
+    first
+}
+
+/// `images.image_grid(imgs, rows)`: cells of the largest size on the grid background colour,
+/// each image centred in its cell.
+fn image_grid(images: &[RgbImage], rows: usize, background: [u8; 3]) -> RgbImage {
+    let rows = rows.clamp(1, images.len().max(1));
+    let cols = images.len().div_ceil(rows);
+    let w = images.iter().map(|i| i.width).max().unwrap_or(0) as usize;
+    let h = images.iter().map(|i| i.height).max().unwrap_or(0) as usize;
+    let (gw, gh) = (cols * w, rows * h);
+    let mut pixels: Vec<u8> = std::iter::repeat_n(background, gw * gh).flatten().collect();
+    for (i, img) in images.iter().enumerate() {
+        let (iw, ih) = (img.width as usize, img.height as usize);
+        let x0 = (i % cols) * w + if iw == w { 0 } else { (w - iw) / 2 };
+        let y0 = (i / cols) * h + if ih == h { 0 } else { (h - ih) / 2 };
+        for y in 0..ih {
+            let dst = ((y0 + y) * gw + x0) * 3;
+            pixels[dst..dst + iw * 3].copy_from_slice(&img.pixels[y * iw * 3..(y + 1) * iw * 3]);
+        }
+    }
+    RgbImage { width: gw as u32, height: gh as u32, pixels }
+}
+
+/// Runs "Loopback" (`script_args` = [loops, final denoising strength, curve, interrogation]).
+pub async fn loopback(
+    ctx: &ProcessingContext,
+    request: Img2ImgRequest,
+    init_images: Vec<RgbImage>,
+) -> Result<Processed, ApiError> {
+    let args = &request.script_args;
+    let bad = |m: &str| {
+        ApiError::http(
+            422,
+            format!(
+                "script 'Loopback' takes [loops, final_denoising_strength, denoising_curve, append_interrogation]: {m}"
+            ),
+        )
+    };
+    if args.len() != 4 {
+        return Err(bad(&format!("got {} arguments", args.len())));
+    }
+    let loops = args[0].as_f64().filter(|v| v.is_finite() && *v >= 1.0).ok_or_else(|| bad("loops"))? as i64;
+    let final_strength = args[1].as_f64().filter(|v| v.is_finite()).ok_or_else(|| bad("final_denoising_strength"))?;
+    let curve = args[2].as_str().unwrap_or("Linear").to_string();
+    if args[3].as_str().is_some_and(|s| s != "None") {
+        return Err(ApiError::http(
+            501,
+            "Loopback's appended interrogation (CLIP, DeepBooru) is not supported by this server",
+        ));
+    }
+    let n_iter = request.n_iter.unwrap_or(1).max(1);
+    let cost = WorkCost::of(
+        request.width.unwrap_or(512),
+        request.height.unwrap_or(512),
+        1,
+        loops.saturating_mul(n_iter),
+        request.steps.unwrap_or(50),
+    );
+    if let Some(message) = cost.over(&ctx.limits) {
+        return Err(ApiError::http(422, format!("Loopback with {loops} loops: {message}")));
+    }
+    let initial_strength = request.denoising_strength;
+    let strength_at = |step: i64| -> f64 {
+        if loops == 1 {
+            return initial_strength;
+        }
+        let progress = step as f64 / (loops - 1) as f64;
+        let shape = match curve.as_str() {
+            "Aggressive" => (progress * std::f64::consts::PI * 0.5).sin(),
+            "Lazy" => 1.0 - (progress * std::f64::consts::PI * 0.5).cos(),
+            _ => progress,
+        };
+        initial_strength + (final_strength - initial_strength) * shape
+    };
+    let mut extra = Map::new();
+    extra.insert("Final denoising strength".into(), Value::from(final_strength));
+    extra.insert("Denoising curve".into(), Value::String(curve.clone()));
+
+    let mut seed = fixed_seed(request.seed.unwrap_or(-1));
+    let subseed = fixed_seed(request.subseed.unwrap_or(-1));
+    let initial_seed_request = seed;
+    let (mut first, mut history, mut all_images, mut seeds) = (None::<Processed>, Vec::new(), Vec::new(), Vec::new());
+    let mut stopped = false;
+    for _ in 0..n_iter {
+        let mut current = init_images.clone();
+        let mut strength = initial_strength;
+        let mut last: Option<RgbImage> = None;
+        for i in 0..loops {
+            let mut loop_request = request.clone();
+            for (k, v) in [
+                ("script_name", Value::Null),
+                ("script_args", Value::Array(vec![])),
+                ("n_iter", Value::from(1)),
+                ("batch_size", Value::from(1)),
+                ("seed", Value::from(seed)),
+                ("subseed", Value::from(subseed)),
+                ("denoising_strength", Value::from(strength)),
+            ] {
+                loop_request.set_field(k, v);
+            }
+            let generation = GenerationRequest::Img2Img { request: loop_request, init_images: current.clone() };
+            let processed = Box::pin(super::process_images_with(ctx, generation, &extra)).await?;
+            if processed.interrupted {
+                stopped = true;
+                break;
+            }
+            seed = processed.all_seeds.first().copied().unwrap_or(seed) + 1;
+            strength = strength_at(i + 1);
+            let image = processed.images.first().cloned();
+            if first.is_none() {
+                seeds.push(processed.all_seeds.first().copied().unwrap_or(seed));
+                first = Some(processed);
+            }
+            let Some(image) = image else { break };
+            current = vec![image.clone()];
+            if n_iter == 1 {
+                history.push(image.clone());
+                all_images.push(image.clone());
+            }
+            last = Some(image);
+        }
+        if stopped {
+            break;
+        }
+        if n_iter > 1
+            && let Some(image) = last
+        {
+            history.push(image.clone());
+            all_images.push(image);
+        }
+    }
+    let first = first.ok_or_else(|| ApiError::runtime("Loopback produced no image"))?;
+    if history.len() > 1 && first.options.get("return_grid").and_then(Value::as_bool).unwrap_or(true) {
+        let background = first.options.get("grid_background_color").and_then(Value::as_str).unwrap_or("#ffffff");
+        let grid = image_grid(&history, 1, sdapi_protocol::images::parse_hex_color(background));
+        all_images.insert(0, grid);
+    }
+    let initial_seed = seeds.first().copied().unwrap_or(initial_seed_request);
+    let image_seeds = vec![initial_seed; all_images.len()];
+    Ok(script_result(first, all_images, image_seeds, initial_seed))
 }
 
 enum ScriptUpscaler {
@@ -184,17 +349,6 @@ pub async fn sd_upscale(
         let combined = combine_grid(&grid);
         results.push(RgbImage { width: combined.width as u32, height: combined.height as u32, pixels: combined.data });
     }
-    let mut processed = first.ok_or_else(|| ApiError::runtime("SD upscale produced no tiles"))?;
-    // `Processed(p, result_images, seed, initial_info)`: every result carries the first tile
-    // batch's infotext.
-    let infotext = processed.infotexts.first().cloned().unwrap_or_default();
-    processed.infotexts = vec![infotext; results.len()];
-    if let Ok(Value::Object(mut info)) = serde_json::from_str::<Value>(&processed.info) {
-        info.insert("infotexts".into(), Value::from(processed.infotexts.clone()));
-        info.insert("seed".into(), Value::from(seed));
-        processed.info = sdapi_protocol::python_json::dumps(&Value::Object(info));
-    }
-    processed.images = results;
-    processed.all_seeds = result_seeds;
-    Ok(processed)
+    let first = first.ok_or_else(|| ApiError::runtime("SD upscale produced no tiles"))?;
+    Ok(script_result(first, results, result_seeds, seed))
 }

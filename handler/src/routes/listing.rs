@@ -52,10 +52,11 @@ pub async fn empty_list() -> impl IntoResponse {
 
 /// The selectable scripts this server runs (A1111 lists lower-cased titles).
 pub async fn scripts() -> impl IntoResponse {
-    Json(ScriptsList { txt2img: vec![], img2img: vec!["sd upscale".into()] })
+    Json(ScriptsList { txt2img: vec![], img2img: vec!["loopback".into(), "sd upscale".into()] })
 }
 
-/// `ScriptInfo` of "SD upscale": its UI controls in `ui()` order (the order of `script_args`).
+/// `ScriptInfo` of the built-in scripts: their UI controls in `ui()` order (the order of
+/// `script_args`).
 pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
     use sdapi_protocol::api::items::{ScriptArg, ScriptInfo};
     let arg = |label: &str, value: Value| ScriptArg {
@@ -87,12 +88,29 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
         step: Some(json!(0.05)),
         ..arg("Scale Factor", json!(2.0))
     };
-    Json(vec![ScriptInfo {
-        name: Some("sd upscale".into()),
+    let slider = |label: &str, value: Value, min: Value, max: Value, step: Value| ScriptArg {
+        minimum: Some(min),
+        maximum: Some(max),
+        step: Some(step),
+        ..arg(label, value)
+    };
+    let dropdown = |label: &str, value: &str, choices: &[&str]| ScriptArg {
+        choices: Some(choices.iter().map(|c| c.to_string()).collect()),
+        ..arg(label, json!(value))
+    };
+    let loopback = vec![
+        slider("Loops", json!(4), json!(1), json!(32), json!(1)),
+        slider("Final denoising strength", json!(0.5), json!(0), json!(1), json!(0.01)),
+        dropdown("Denoising strength curve", "Linear", &["Aggressive", "Linear", "Lazy"]),
+        dropdown("Append interrogated prompt at each iteration", "None", &["None", "CLIP", "DeepBooru"]),
+    ];
+    let script = |name: &str, args| ScriptInfo {
+        name: Some(name.into()),
         is_alwayson: Some(false),
         is_img2img: Some(true),
-        args: vec![info, overlap, upscaler, scale],
-    }])
+        args,
+    };
+    Json(vec![script("loopback", loopback), script("sd upscale", vec![info, overlap, upscaler, scale])])
 }
 
 pub async fn sd_models(State(s): State<AppState>) -> impl IntoResponse {
