@@ -162,3 +162,39 @@ async fn loopback_script_feeds_each_output_back() {
         "{info}"
     );
 }
+
+/// "Prompts from file or textbox": one generation per line, command-line lines set fields, the
+/// request's prompt is appended after each line's prompt, seeds iterate per line when asked.
+#[tokio::test]
+async fn prompts_from_file_runs_one_generation_per_line() {
+    let (app, runner) = app_with(test_config());
+    let lines = "a red cube\n\n--prompt \"a blue ball\" --steps 5 --width 128\n--steps notanumber here\n";
+    let body = json!({"prompt": "on a table", "steps": 2, "width": 64, "height": 64, "seed": 7,
+                      "script_name": "prompts from file or textbox", "script_args": [true, false, "start", lines]});
+    let (status, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body.to_string())).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let seen: Vec<(String, usize, usize, i64)> =
+        runner.jobs.lock().unwrap().iter().map(|j| (j.prompts[0].clone(), j.steps, j.width, j.seeds[0])).collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("a red cube on a table".to_string(), 2, 64, 7),
+            ("a blue ball on a table".to_string(), 5, 128, 8),
+            // Not a valid command line: the whole line is the prompt.
+            ("--steps notanumber here on a table".to_string(), 2, 64, 9),
+        ]
+    );
+    assert_eq!(v["images"].as_array().unwrap().len(), 3);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["infotexts"].as_array().unwrap().len(), 3);
+    let (status, _) = send(
+        &app,
+        post_json(
+            "/sdapi/v1/txt2img",
+            &json!({"script_name": "prompts from file or textbox", "script_args": [true]}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422);
+}

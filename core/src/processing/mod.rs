@@ -293,6 +293,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
             scripts::loopback(ctx, request, init_images).await
         }
+        request if scripts::is_prompts_from_file(&request) => scripts::prompts_from_file(ctx, request).await,
         request => match script.filter(|s| !s.is_empty()) {
             Some(name) => Err(ApiError::script_not_found(&name)),
             None => process_images_with(ctx, request, &Map::new()).await,

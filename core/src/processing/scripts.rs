@@ -352,3 +352,265 @@ pub async fn sd_upscale(
     let first = first.ok_or_else(|| ApiError::runtime("SD upscale produced no tiles"))?;
     Ok(script_result(first, results, result_seeds, seed))
 }
+
+/// The script's title as the API matches it (case-insensitively); both tabs have it.
+pub const PROMPTS_FROM_FILE: &str = "prompts from file or textbox";
+
+/// Whether a request runs "Prompts from file or textbox".
+pub fn is_prompts_from_file(request: &GenerationRequest) -> bool {
+    let name = match request {
+        GenerationRequest::Txt2Img(r) => r.script_name.as_deref(),
+        GenerationRequest::Img2Img { request, .. } => request.script_name.as_deref(),
+    };
+    name.is_some_and(|n| n.eq_ignore_ascii_case(PROMPTS_FROM_FILE))
+}
+
+/// Python's `shlex.split` (POSIX mode, no comments): whitespace-separated words, `'…'` literal,
+/// `"…"` with `\` escaping `\`, `"`, `$`, `` ` `` and newline, `\` escaping any character outside
+/// quotes. An unclosed quote or a trailing `\` is an error, as in Python.
+pub fn shlex_split(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word: Option<String> = None;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if let Some(w) = word.take() {
+                    words.push(w);
+                }
+            }
+            '\\' => word.get_or_insert_with(String::new).push(chars.next().ok_or("No escaped character")?),
+            '\'' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next().ok_or("No closing quotation")? {
+                        '\'' => break,
+                        other => w.push(other),
+                    }
+                }
+            }
+            '"' => {
+                let w = word.get_or_insert_with(String::new);
+                loop {
+                    match chars.next().ok_or("No closing quotation")? {
+                        '"' => break,
+                        '\\' => match chars.next().ok_or("No closing quotation")? {
+                            e @ ('\\' | '"' | '$' | '`' | '\n') => w.push(e),
+                            e => {
+                                w.push('\\');
+                                w.push(e);
+                            }
+                        },
+                        other => w.push(other),
+                    }
+                }
+            }
+            other => word.get_or_insert_with(String::new).push(other),
+        }
+    }
+    if let Some(w) = word {
+        words.push(w);
+    }
+    Ok(words)
+}
+
+/// `cmdargs(line)`: `--tag value` pairs (`--prompt`/`--negative_prompt` take every word up to the
+/// next `--`), as request fields. `None` when the line is not a valid command line (A1111 then uses
+/// the whole line as the prompt).
+fn line_fields(line: &str, ctx: &ProcessingContext) -> Option<Vec<(String, Value)>> {
+    let args = shlex_split(line).ok()?;
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < args.len() {
+        let tag = args[pos].strip_prefix("--")?;
+        let value = args.get(pos + 1)?;
+        if tag == "prompt" || tag == "negative_prompt" {
+            let mut text = value.clone();
+            pos += 2;
+            while pos < args.len() && !args[pos].starts_with("--") {
+                text.push(' ');
+                text.push_str(&args[pos]);
+                pos += 1;
+            }
+            out.push((tag.to_string(), Value::String(text)));
+            continue;
+        }
+        let parsed = match tag {
+            "seed" | "subseed" | "seed_resize_from_h" | "seed_resize_from_w" | "batch_size" | "n_iter" | "steps"
+            | "width" | "height" => Value::from(value.trim().parse::<i64>().ok()?),
+            "subseed_strength" | "cfg_scale" => Value::from(value.trim().parse::<f64>().ok()?),
+            "restore_faces" | "tiling" | "do_not_save_samples" | "do_not_save_grid" => Value::Bool(value == "true"),
+            // `sd_samplers.samplers_map`: lower-cased names and aliases; unknown → the first sampler.
+            "sampler_name" => {
+                let lower = value.to_lowercase();
+                let found = sdapi_protocol::choices::SamplerKind::ALL.into_iter().find(|s| {
+                    s.name().to_lowercase() == lower || s.aliases().iter().any(|a| a.to_lowercase() == lower)
+                });
+                Value::String(found.unwrap_or(sdapi_protocol::choices::SamplerKind::DEFAULT).name().to_string())
+            }
+            // A string assigned to `p.styles`: A1111 then applies each character as a style name.
+            "styles" => Value::Array(value.chars().map(|c| Value::String(c.to_string())).collect()),
+            "sd_model" => {
+                let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
+                let found = models.find_checkpoint(value)?.name.clone();
+                out.push(("sd_model_checkpoint".into(), Value::String(found)));
+                pos += 2;
+                continue;
+            }
+            // Output paths, `sampler_index` and the display prompt change nothing this server writes.
+            "outpath_samples" | "outpath_grids" | "prompt_for_display" | "sampler_index" => {
+                pos += 2;
+                continue;
+            }
+            _ => return None,
+        };
+        out.push((tag.to_string(), parsed));
+        pos += 2;
+    }
+    Some(out)
+}
+
+fn set_fields(request: &GenerationRequest, fields: &[(String, Value)]) -> GenerationRequest {
+    let mut request = request.clone();
+    for (k, v) in fields {
+        match &mut request {
+            GenerationRequest::Txt2Img(r) if k == "sd_model_checkpoint" => {
+                let mut o = r.override_settings.clone().unwrap_or_default();
+                o.insert(k.clone(), v.clone());
+                r.set_field("override_settings", Value::Object(o));
+            }
+            GenerationRequest::Img2Img { request: r, .. } if k == "sd_model_checkpoint" => {
+                let mut o = r.override_settings.clone().unwrap_or_default();
+                o.insert(k.clone(), v.clone());
+                r.set_field("override_settings", Value::Object(o));
+            }
+            GenerationRequest::Txt2Img(r) => r.set_field(k, v.clone()),
+            GenerationRequest::Img2Img { request: r, .. } => r.set_field(k, v.clone()),
+        }
+    }
+    request
+}
+
+/// Most lines one "Prompts from file or textbox" request runs.
+pub const MAX_PROMPT_LINES: usize = 1000;
+
+/// Runs "Prompts from file or textbox" (`script_args` = [iterate seed every line, same random
+/// seed for all lines, "start"|"end", the lines]): one generation per non-empty line.
+pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
+    let args = match &request {
+        GenerationRequest::Txt2Img(r) => r.script_args.clone(),
+        GenerationRequest::Img2Img { request, .. } => request.script_args.clone(),
+    };
+    let bad = |m: String| {
+        ApiError::http(
+            422,
+            format!(
+                "script 'Prompts from file or textbox' takes [checkbox_iterate, checkbox_iterate_batch, prompt_position, prompt_txt]: {m}"
+            ),
+        )
+    };
+    if args.len() != 4 {
+        return Err(bad(format!("got {} arguments", args.len())));
+    }
+    let truthy = |v: &Value| v.as_bool().unwrap_or_else(|| v.as_i64().is_some_and(|i| i != 0));
+    let (iterate, iterate_batch) = (truthy(&args[0]), truthy(&args[1]));
+    let at_start = args[2].as_str() != Some("end");
+    let text = args[3].as_str().ok_or_else(|| bad("prompt_txt must be a string".into()))?;
+    let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.len() > MAX_PROMPT_LINES {
+        return Err(bad(format!("{} lines, more than {MAX_PROMPT_LINES}", lines.len())));
+    }
+    let common = match &request {
+        GenerationRequest::Txt2Img(r) => super::CommonParams::from_txt2img(r),
+        GenerationRequest::Img2Img { request, .. } => super::CommonParams::from_img2img(request),
+    };
+    let mut seed = common.seed;
+    if (iterate || iterate_batch) && seed == -1 {
+        seed = fixed_seed(-1);
+    }
+    let base =
+        set_fields(&request, &[("script_name".into(), Value::Null), ("script_args".into(), Value::Array(vec![]))]);
+    let mut jobs = Vec::with_capacity(lines.len());
+    let mut total = 0.0;
+    for line in &lines {
+        let mut fields = if line.contains("--") { line_fields(line, ctx) } else { None }
+            .unwrap_or_else(|| vec![("prompt".into(), Value::String(line.to_string()))]);
+        for (key, base_text) in [("prompt", &common.prompt), ("negative_prompt", &common.negative_prompt)] {
+            if let Some((_, Value::String(t))) = fields.iter_mut().find(|(k, _)| k == key)
+                && !t.is_empty()
+                && !base_text.is_empty()
+            {
+                *t = if at_start { format!("{t} {base_text}") } else { format!("{base_text} {t}") };
+            }
+        }
+        let job = set_fields(&base, &fields);
+        let p = match &job {
+            GenerationRequest::Txt2Img(r) => super::CommonParams::from_txt2img(r),
+            GenerationRequest::Img2Img { request, .. } => super::CommonParams::from_img2img(request),
+        };
+        total += WorkCost::of(p.width, p.height, p.batch_size, p.n_iter, p.steps).megapixel_steps;
+        jobs.push(job);
+    }
+    if total > ctx.limits.max_request_megapixel_steps as f64 {
+        return Err(ApiError::http(
+            422,
+            format!(
+                "{} lines add up to {total:.0} megapixel-steps, more than this server runs for one request ({}, SDAPI_MAX_MEGAPIXEL_STEPS)",
+                lines.len(),
+                ctx.limits.max_request_megapixel_steps
+            ),
+        ));
+    }
+    let (mut images, mut infotexts, mut all_prompts, mut all_seeds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut first: Option<Processed> = None;
+    for job in jobs {
+        let job = set_fields(&job, &[("seed".into(), Value::from(seed))]);
+        let processed = Box::pin(super::process_images_with(ctx, job, &Map::new())).await?;
+        if iterate {
+            seed += common.batch_size * common.n_iter;
+        }
+        images.extend(processed.images.iter().cloned());
+        infotexts.extend(processed.infotexts.iter().cloned());
+        all_seeds.extend(processed.all_seeds.iter().copied());
+        if let Ok(Value::Object(info)) = serde_json::from_str::<Value>(&processed.info)
+            && let Some(Value::Array(p)) = info.get("all_prompts")
+        {
+            all_prompts.extend(p.iter().cloned());
+        }
+        let interrupted = processed.interrupted;
+        if first.is_none() {
+            first = Some(processed);
+        }
+        if interrupted {
+            break;
+        }
+    }
+    let mut processed = first.ok_or_else(|| ApiError::runtime("Prompts from file or textbox: no lines"))?;
+    // `Processed(p, images, p.seed, "", all_prompts=…, infotexts=…)`.
+    if let Ok(Value::Object(mut info)) = serde_json::from_str::<Value>(&processed.info) {
+        info.insert("all_prompts".into(), Value::from(all_prompts));
+        info.insert("infotexts".into(), Value::from(infotexts.clone()));
+        processed.info = sdapi_protocol::python_json::dumps(&Value::Object(info));
+    }
+    processed.images = images;
+    processed.infotexts = infotexts;
+    processed.all_seeds = all_seeds;
+    Ok(processed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shlex_split_follows_python() {
+        assert_eq!(
+            shlex_split(r#"--prompt "a red cube" --steps 3"#).unwrap(),
+            vec!["--prompt", "a red cube", "--steps", "3"]
+        );
+        assert_eq!(shlex_split(r#"a\ b 'c d' "e\"f" g\\h"#).unwrap(), vec!["a b", "c d", "e\"f", "g\\h"]);
+        assert_eq!(shlex_split(r#""x\y""#).unwrap(), vec!["x\\y"]);
+        assert!(shlex_split("'unclosed").is_err());
+        assert!(shlex_split("trailing\\").is_err());
+    }
+}

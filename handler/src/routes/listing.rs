@@ -52,7 +52,11 @@ pub async fn empty_list() -> impl IntoResponse {
 
 /// The selectable scripts this server runs (A1111 lists lower-cased titles).
 pub async fn scripts() -> impl IntoResponse {
-    Json(ScriptsList { txt2img: vec![], img2img: vec!["loopback".into(), "sd upscale".into()] })
+    let from_file = "prompts from file or textbox".to_string();
+    Json(ScriptsList {
+        txt2img: vec![from_file.clone()],
+        img2img: vec!["loopback".into(), from_file, "sd upscale".into()],
+    })
 }
 
 /// `ScriptInfo` of the built-in scripts: their UI controls in `ui()` order (the order of
@@ -104,13 +108,26 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
         dropdown("Denoising strength curve", "Linear", &["Aggressive", "Linear", "Lazy"]),
         dropdown("Append interrogated prompt at each iteration", "None", &["None", "CLIP", "DeepBooru"]),
     ];
-    let script = |name: &str, args| ScriptInfo {
+    let from_file = || {
+        vec![
+            arg("Iterate seed every line", json!(false)),
+            arg("Use same random seed for all lines", json!(false)),
+            dropdown("Insert prompts at the", "start", &["start", "end"]),
+            arg("List of prompt inputs", json!("")),
+        ]
+    };
+    let script = |name: &str, img2img: bool, args| ScriptInfo {
         name: Some(name.into()),
         is_alwayson: Some(false),
-        is_img2img: Some(true),
+        is_img2img: Some(img2img),
         args,
     };
-    Json(vec![script("loopback", loopback), script("sd upscale", vec![info, overlap, upscaler, scale])])
+    Json(vec![
+        script("prompts from file or textbox", false, from_file()),
+        script("loopback", true, loopback),
+        script("prompts from file or textbox", true, from_file()),
+        script("sd upscale", true, vec![info, overlap, upscaler, scale]),
+    ])
 }
 
 pub async fn sd_models(State(s): State<AppState>) -> impl IntoResponse {
