@@ -260,3 +260,25 @@ async fn processing_runner_txt2img_lands_in_s3() {
     assert!(key_of(&locs[0]).ends_with(&format!("00000-{seed}.png")));
     assert_eq!(head.metadata().unwrap().get("seed"), Some(&seed.to_string()));
 }
+
+/// Extras results go to the store like generated images when the operator stores everything
+/// (A1111's own API does not save them): `extras-images/NNNNN.png`, named in the headers.
+#[tokio::test(flavor = "multi_thread")]
+async fn extras_results_are_stored_with_a_bucket() {
+    let moto = Moto::start();
+    let s3 = moto.create_bucket(BUCKET).await;
+    let app = app(&moto, s3_config(), Arc::new(RecordingRunner::default()));
+    let png =
+        std::fs::read(common::repo_root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png")).unwrap();
+    let image = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = serde_json::json!({"upscaler_1": "Lanczos", "upscaling_resize": 2, "image": image}).to_string();
+    let (status, resp) = send(&app, post_json("/sdapi/v1/extra-single-image", &body)).await;
+    assert_eq!(status, 200);
+    let locs = locations(&resp);
+    assert_eq!(locs.len(), 1);
+    assert!(locs[0].ends_with("outputs/extras-images/00000.png"), "{locs:?}");
+    let stored = get_object(&s3, BUCKET, key_of(&locs[0])).await.0;
+    let returned =
+        base64::engine::general_purpose::STANDARD.decode(body_json(resp).await["image"].as_str().unwrap()).unwrap();
+    assert_eq!(stored, returned, "the stored file is the returned image");
+}

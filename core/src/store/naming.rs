@@ -33,6 +33,18 @@ pub fn sample_folder(mode: &str, opts: &Options, date: &str) -> String {
     format!("{base}/{date}")
 }
 
+/// The extras' output folder: `outdir_samples`, else `outdir_extras_samples` (A1111 saves extras
+/// without date subfolders), mapped into the store like [`sample_folder`].
+pub fn extras_folder(opts: &Options) -> String {
+    let configured = match opts.outdir_samples() {
+        s if !s.trim().is_empty() => s,
+        _ => opts.get("outdir_extras_samples").and_then(|v| v.as_str()).unwrap_or("outputs/extras-images").to_string(),
+    };
+    let rel = configured.trim().trim_start_matches("./");
+    let rel = rel.strip_prefix("outputs/").unwrap_or(rel).trim_end_matches('/');
+    if validate_key(rel).is_ok() { rel.to_string() } else { "extras-images".to_string() }
+}
+
 /// Today's date as A1111's `[date]` (`%Y-%m-%d`, local time; Lambda runs in UTC).
 pub fn today() -> String {
     chrono::Local::now().format("%Y-%m-%d").to_string()
@@ -97,13 +109,25 @@ impl SampleNamer {
         seed: i64,
         ext: &str,
         body: Vec<u8>,
+        options: PutOptions,
+    ) -> Result<StoredObject, StoreError> {
+        self.save_numbered(store, folder, |number| sample_file_name(number, seed, ext), body, options).await
+    }
+
+    /// Stores `body` under the folder's next running number, named by `file_name(number)`.
+    pub async fn save_numbered(
+        &self,
+        store: &dyn OutputStore,
+        folder: &str,
+        file_name: impl Fn(u64) -> String,
+        body: Vec<u8>,
         mut options: PutOptions,
     ) -> Result<StoredObject, StoreError> {
         options.if_absent = true;
         let mut last = None;
         for _ in 0..MAX_ATTEMPTS {
             let number = self.reserve(store, folder).await?;
-            let key = format!("{folder}/{}", sample_file_name(number, seed, ext));
+            let key = format!("{folder}/{}", file_name(number));
             match store.put(&key, body.clone(), options.clone()).await {
                 Err(StoreError::AlreadyExists { key }) => last = Some(key),
                 other => return other,

@@ -1,13 +1,14 @@
 //! `POST /sdapi/v1/extra-single-image` and `/extra-batch-images`: A1111's extras upscale with the
 //! built-in upscalers (face restoration answers 501). The work is pixel work on the CPU, so it
 //! runs off the async threads and is bounded before it starts; results are returned as A1111's
-//! API returns them (it does not save extras).
+//! API returns them, and stored as well when the operator stores every output.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use sdapi_protocol::api::errors::{ApiError, ValidationError, ValidationErrors};
 use sdapi_protocol::api::request::{ExtrasBatchImagesRequest, ExtrasSingleImageRequest, extras_constraint_errors};
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ use serde_json::{Value, json};
 use super::json_body;
 use crate::app::AppState;
 use crate::errors::HandlerError;
+use crate::storage;
 
 /// Most images one `/extra-batch-images` call upscales.
 pub const MAX_BATCH_IMAGES: usize = 64;
@@ -82,8 +84,8 @@ fn common(
     })
 }
 
-/// Decodes, upscales and encodes one image: (base64 PNG, the `postprocessing` infotext).
-fn process_one(encoded: &str, c: &Common) -> Result<(String, String), ApiError> {
+/// Decodes, upscales and encodes one image: (PNG bytes, the `postprocessing` infotext).
+fn process_one(encoded: &str, c: &Common) -> Result<(Vec<u8>, String), ApiError> {
     let decoded = decode_base64_image(encoded)?;
     let raster = match &decoded {
         DecodedImage::Rgb(i) => Raster::from_rgb(i),
@@ -127,7 +129,7 @@ fn process_one(encoded: &str, c: &Common) -> Result<(String, String), ApiError> 
     }
     let png = sdapi_protocol::images::encode::encode_png_raster(&out, &texts)
         .map_err(|e| ApiError::runtime(format!("encoding the result failed: {e}")))?;
-    Ok((to_base64(&png), info))
+    Ok((png, info))
 }
 
 async fn off_thread<T: Send + 'static>(
@@ -140,21 +142,38 @@ pub async fn extra_single_image(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HandlerError> {
+) -> Result<Response, HandlerError> {
     let value = json_body(&headers, body)?;
     let req = ExtrasSingleImageRequest::from_json(&value)?;
     let sent: Vec<&str> = req.fields.explicitly_set.iter().map(String::as_str).collect();
     let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
     let image = req.image.clone();
-    let (encoded, info) = off_thread(move || process_one(&image, &c)).await?;
-    Ok(Json(json!({ "html_info": plaintext_to_html(&info), "image": encoded })))
+    let (png, info) = off_thread(move || process_one(&image, &c)).await?;
+    let body = json!({ "html_info": plaintext_to_html(&info), "image": to_base64(&png) });
+    Ok(respond(&s, body, vec![(png, info)]).await)
+}
+
+/// The JSON answer; when the operator stores every output (`SDAPI_SAVE_ALL`, or a bucket), the
+/// results go to the store too (A1111's API itself does not save extras), reported in headers.
+async fn respond(s: &AppState, body: Value, images: Vec<(Vec<u8>, String)>) -> Response {
+    let mut resp = Json(body).into_response();
+    if s.outputs.save_all {
+        let folder = {
+            let opts = s.ctx.options.read().unwrap_or_else(|e| e.into_inner());
+            sdapi_core::store::naming::extras_folder(&opts)
+        };
+        let total = images.len();
+        let saved = storage::store_extras(&s.outputs, &folder, images).await;
+        super::generation::storage_headers(resp.headers_mut(), &saved, total, true);
+    }
+    resp
 }
 
 pub async fn extra_batch_images(
     State(s): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, HandlerError> {
+) -> Result<Response, HandlerError> {
     let value = json_body(&headers, body)?;
     let req = ExtrasBatchImagesRequest::from_json(&value)?;
     // `imageList: list[FileData]` is required, each item with string `data` and `name`.
@@ -194,16 +213,10 @@ pub async fn extra_batch_images(
     let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
     let datas: Vec<String> =
         req.imageList.iter().filter_map(|i| i.get("data").and_then(Value::as_str).map(str::to_string)).collect();
-    let (images, info) = off_thread(move || {
-        let mut images = Vec::with_capacity(datas.len());
-        let mut last_info = String::new();
-        for data in &datas {
-            let (encoded, info) = process_one(data, &c)?;
-            images.push(encoded);
-            last_info = info;
-        }
-        Ok((images, last_info))
-    })
-    .await?;
-    Ok(Json(json!({ "html_info": plaintext_to_html(&info), "images": images })))
+    let results =
+        off_thread(move || datas.iter().map(|data| process_one(data, &c)).collect::<Result<Vec<_>, _>>()).await?;
+    let last_info = results.last().map(|(_, info)| info.clone()).unwrap_or_default();
+    let images: Vec<String> = results.iter().map(|(png, _)| to_base64(png)).collect();
+    let body = json!({ "html_info": plaintext_to_html(&last_info), "images": images });
+    Ok(respond(&s, body, results).await)
 }

@@ -108,14 +108,21 @@ async fn respond(
     if let Some(t) = task_id {
         headers.insert("x-task-id", t);
     }
-    if save || !saved.stored.is_empty() {
+    storage_headers(headers, &saved, processed.images.len(), save);
+    Ok(resp.into_response())
+}
+
+/// `X-Output-Locations` (JSON array, when storing was asked or happened) and `X-Output-Error`
+/// (the first failure, ASCII-safe) for a response whose images went to the store.
+pub(super) fn storage_headers(headers: &mut HeaderMap, saved: &storage::SavedOutputs, total: usize, asked: bool) {
+    if asked || !saved.stored.is_empty() {
         let locations: Vec<Value> = saved.stored.iter().map(|o| Value::String(o.location.clone())).collect();
         if let Ok(v) = HeaderValue::from_str(&python_json::dumps_with(&Value::Array(locations), HEADER_JSON)) {
             headers.insert("x-output-locations", v);
         }
     }
     if let Some(first) = saved.failures.first() {
-        let msg: String = format!("{} of {} not stored: {first}", saved.failures.len(), processed.images.len())
+        let msg: String = format!("{} of {total} not stored: {first}", saved.failures.len())
             .chars()
             .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
             .take(1024)
@@ -124,7 +131,6 @@ async fn respond(
             headers.insert("x-output-error", v);
         }
     }
-    Ok(resp.into_response())
 }
 
 /// `info` plus `output_locations` (and `output_errors` when some failed) when images were stored;

@@ -189,6 +189,36 @@ async fn write_samples(
     (stored, failures)
 }
 
+/// Stores extras results in A1111's extras folder as `NNNNN.png` (A1111 names them without a
+/// seed); failures are collected, never raised.
+pub async fn store_extras(outputs: &Outputs, folder: &str, images: Vec<(Vec<u8>, String)>) -> SavedOutputs {
+    let mut saved = SavedOutputs::default();
+    let mut broken: Option<String> = None;
+    for (bytes, infotext) in images {
+        if let Some(first) = &broken {
+            saved.failures.push(format!("not attempted after an earlier failure: {first}"));
+            continue;
+        }
+        let options = PutOptions {
+            content_type: "image/png".into(),
+            metadata: vec![("mode".into(), "extras".into()), ("postprocessing".into(), infotext)],
+            if_absent: true,
+        };
+        let name = |n: u64| format!("{n:05}.png");
+        match outputs.namer.save_numbered(outputs.store.as_ref(), folder, name, bytes, options).await {
+            Ok(obj) => saved.stored.push(obj),
+            Err(e) => {
+                tracing::error!(store = %outputs.store.describe(), error = %e, "storing an extras image failed");
+                if e.is_transient() {
+                    broken = Some(e.to_string());
+                }
+                saved.failures.push(e.to_string());
+            }
+        }
+    }
+    saved
+}
+
 /// Stores already-encoded images (the over-limit path stores what it could not return).
 pub async fn store_encoded(outputs: &Outputs, processed: &Processed, images: Vec<Vec<u8>>) -> SavedOutputs {
     let format = match SampleFormat::from_options(&processed.options) {
