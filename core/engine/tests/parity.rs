@@ -179,3 +179,43 @@ async fn img2img_latent_upscale_resize_mode() {
     let upscaled = process_images(&ctx, run(3, small)).await.unwrap();
     assert_eq!((upscaled.images[0].width, upscaled.images[0].height), (64, 64));
 }
+
+/// `hr_checkpoint_name` naming another checkpoint: the second pass runs on it (here a copy of the
+/// same weights, so the pixels equal a same-checkpoint hires run), and the next request gets its
+/// own model back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hires_checkpoint_switches_models_for_the_second_pass() {
+    let tmp = std::env::temp_dir().join(format!("sdapi-hires-ckpt-{}", std::process::id()));
+    let sd = tmp.join("Stable-diffusion");
+    std::fs::create_dir_all(&sd).unwrap();
+    let source = root().join("samples/models/Stable-diffusion/tiny-sd15.safetensors");
+    std::fs::copy(&source, sd.join("tiny-sd15.safetensors")).unwrap();
+    std::fs::copy(&source, sd.join("tiny-copy.safetensors")).unwrap();
+    // The tiny model's head counts come from its shipped config, which travels with each copy.
+    let yaml = root().join("samples/models/Stable-diffusion/tiny-sd15.yaml");
+    std::fs::copy(&yaml, sd.join("tiny-sd15.yaml")).unwrap();
+    std::fs::copy(&yaml, sd.join("tiny-copy.yaml")).unwrap();
+    let models = ModelIndex::scan(&tmp).expect("models");
+    let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
+    let ctx = ProcessingContext::new(runner, models, "v1.10.1");
+    let request = |hr_checkpoint: Option<&str>| {
+        let mut body = serde_json::json!({
+            "prompt": "a red cube", "seed": 3, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler",
+            "enable_hr": true, "hr_scale": 1.5, "hr_upscaler": "Lanczos", "denoising_strength": 0.5,
+            "override_settings": {"sd_model_checkpoint": "tiny-sd15"},
+        });
+        if let Some(name) = hr_checkpoint {
+            body["hr_checkpoint_name"] = serde_json::json!(name);
+        }
+        GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap())
+    };
+    let same = process_images(&ctx, request(None)).await.unwrap();
+    let switched = process_images(&ctx, request(Some("tiny-copy"))).await.unwrap();
+    assert_eq!(same.images, switched.images, "same weights under another name: same pixels");
+    assert!(switched.infotexts[0].contains("Hires checkpoint: tiny-copy"), "{}", switched.infotexts[0]);
+    let again = process_images(&ctx, request(None)).await.unwrap();
+    assert_eq!(same.images, again.images);
+    let counters = ctx.runner.counters();
+    assert!(counters.model_loads >= 2, "the first model is loaded again after the switch: {counters:?}");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

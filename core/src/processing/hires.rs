@@ -24,6 +24,8 @@ pub struct HiresSetup {
     pub upscaler: HiresUpscaler,
     /// A model upscaler named by `hr_upscaler` (then `upscaler` is not used).
     pub model_upscaler: Option<ModelUpscaler>,
+    /// `hr_checkpoint_name` when it names another checkpoint than the first pass's.
+    pub checkpoint: Option<CheckpointInfo>,
     pub steps: usize,
     pub denoising_strength: f64,
     pub sampler: SamplerKind,
@@ -107,15 +109,13 @@ pub fn setup(
         }
     };
     let mut extra = Map::new();
+    let mut other_checkpoint = None;
     extra.insert("Denoising strength".into(), Value::from(denoising_strength));
     if let Some(name) = r.hr_checkpoint_name.as_deref().filter(|n| !n.is_empty() && *n != "Use same checkpoint") {
         let found = find_checkpoint(name)
             .ok_or_else(|| ApiError::python("Exception", format!("Could not find checkpoint with name {name}")))?;
         if found.path() != checkpoint.path() {
-            return Err(ApiError::http(
-                501,
-                "A hires checkpoint other than the first pass's is not supported by this server yet",
-            ));
+            other_checkpoint = Some(found.clone());
         }
         let short = match &found.item.hash {
             Some(hash) => format!("{} [{hash}]", found.name_no_ext),
@@ -191,6 +191,7 @@ pub fn setup(
         truncate_y: trunc_y as usize,
         upscaler,
         model_upscaler,
+        checkpoint: other_checkpoint,
         steps: second_steps as usize,
         denoising_strength,
         sampler: hr_sampler,

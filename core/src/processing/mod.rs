@@ -492,6 +492,10 @@ pub(crate) async fn process_images_with(
                 truncate_y: h.truncate_y,
                 upscaler: h.upscaler,
                 model_upscaler: h.model_upscaler.clone(),
+                checkpoint: h
+                    .checkpoint
+                    .as_ref()
+                    .map(|c| ModelSelection { checkpoint: c.path(), vae: model.vae.clone() }),
                 steps: h.steps,
                 denoising_strength: h.denoising_strength,
                 sampler: h.sampler,

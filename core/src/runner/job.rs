@@ -169,6 +169,8 @@ pub struct HiresPass {
     pub upscaler: HiresUpscaler,
     /// Set when `hr_upscaler` names a model upscaler (then `upscaler` is not used).
     pub model_upscaler: Option<ModelUpscaler>,
+    /// `hr_checkpoint_name` when it names another checkpoint: the second pass runs on it.
+    pub checkpoint: Option<ModelSelection>,
     pub steps: usize,
     pub denoising_strength: f64,
     pub sampler: SamplerKind,

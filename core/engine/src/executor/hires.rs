@@ -3,7 +3,7 @@
 //! then cropped to the requested box.
 
 use candle_core::{Device, Tensor};
-use sdapi_core::runner::{HiresPass, RunnerError};
+use sdapi_core::runner::{HiresPass, RgbImage, RunnerError};
 use sdapi_protocol::choices::HiresUpscaler;
 use sdapi_protocol::images::{Raster, resize_with, resize_with_upscaler, upscale_loop};
 
@@ -12,50 +12,60 @@ use crate::latent_upscale::interpolate;
 use crate::model::LoadedModel;
 use crate::upscaler::UpscaleModel;
 
-/// The latent the second pass starts from: (batch, 4, upscale_height/8 − truncate_y,
-/// upscale_width/8 − truncate_x).
+/// The first pass upscaled: a latent already, or pixels still to be encoded (by the second
+/// pass's model, which the hires checkpoint may have replaced).
+pub(super) enum Upscaled {
+    Latent(Tensor),
+    Pixels(Vec<RgbImage>),
+}
+
+/// A1111's upscale step: a latent mode on the latent, else decode → `resize_image(0, …, upscaler)`.
 pub(super) fn upscale_first_pass(
     model: &LoadedModel,
     latent: &Tensor,
     hires: &HiresPass,
     model_upscaler: Option<(&UpscaleModel, usize, usize)>,
+) -> Result<Upscaled, RunnerError> {
+    let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
+    if let (HiresUpscaler::Latent(mode), None) = (hires.upscaler, &hires.model_upscaler) {
+        let (interpolation, antialias) = mode.interpolation();
+        return Ok(Upscaled::Latent(interpolate(latent, lh, lw, interpolation, antialias).map_err(exec_err)?));
+    }
+    let mut images = Vec::new();
+    for image in decode_images(model, latent)? {
+        let pixels = image.to_image().ok_or_else(|| exec_err("decoded image has the wrong size"))?;
+        let resized = match (model_upscaler, hires.upscaler) {
+            (None, HiresUpscaler::Pixel(upscaler)) => {
+                resize_with_upscaler(&pixels, hires.upscale_width as u32, hires.upscale_height as u32, Some(upscaler))
+            }
+            (None, HiresUpscaler::Latent(_)) => return Err(exec_err("the hires model upscaler is not loaded")),
+            // `resize_image(0, …)` with the model's `Upscaler.upscale`.
+            (Some((m, tile, overlap)), _) => {
+                let mut step =
+                    |img: &Raster, scale: f64| upscale_loop(img, scale, |i| m.upscale_tiled(i, tile, overlap));
+                resize_with(&Raster::from_rgb(&pixels), hires.upscale_width, hires.upscale_height, Some(&mut step))
+                    .map_err(exec_err)?
+                    .into_rgb()
+                    .ok_or_else(|| exec_err("upscaled image is not RGB"))?
+            }
+        };
+        images.push(resized.into());
+    }
+    Ok(Upscaled::Pixels(images))
+}
+
+/// The latent the second pass starts from: (batch, 4, upscale_height/8 − truncate_y,
+/// upscale_width/8 − truncate_x), pixels encoded by `model`.
+pub(super) fn into_latent(
+    model: &LoadedModel,
+    upscaled: Upscaled,
+    hires: &HiresPass,
     device: &Device,
 ) -> Result<Tensor, RunnerError> {
-    let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
-    let upscaled = match hires.upscaler {
-        HiresUpscaler::Latent(mode) => {
-            let (interpolation, antialias) = mode.interpolation();
-            interpolate(latent, lh, lw, interpolation, antialias).map_err(exec_err)?
-        }
-        HiresUpscaler::Pixel(upscaler) => {
-            // Decoded to 8-bit pixels as A1111 does, resized with `resize_image(0, …, upscaler)`.
-            let mut latents = Vec::new();
-            for image in decode_images(model, latent)? {
-                let pixels = image.to_image().ok_or_else(|| exec_err("decoded image has the wrong size"))?;
-                let resized = match model_upscaler {
-                    None => resize_with_upscaler(
-                        &pixels,
-                        hires.upscale_width as u32,
-                        hires.upscale_height as u32,
-                        Some(upscaler),
-                    ),
-                    // `resize_image(0, …)` with the model's `Upscaler.upscale`.
-                    Some((m, tile, overlap)) => {
-                        let mut step =
-                            |img: &Raster, scale: f64| upscale_loop(img, scale, |i| m.upscale_tiled(i, tile, overlap));
-                        resize_with(
-                            &Raster::from_rgb(&pixels),
-                            hires.upscale_width,
-                            hires.upscale_height,
-                            Some(&mut step),
-                        )
-                        .map_err(exec_err)?
-                        .into_rgb()
-                        .ok_or_else(|| exec_err("upscaled image is not RGB"))?
-                    }
-                };
-                latents.push(encode_image(model, &resized.into(), device)?);
-            }
+    let upscaled = match upscaled {
+        Upscaled::Latent(latent) => latent,
+        Upscaled::Pixels(images) => {
+            let latents = images.iter().map(|img| encode_image(model, img, device)).collect::<Result<Vec<_>, _>>()?;
             Tensor::cat(&latents, 0).map_err(exec_err)?
         }
     };

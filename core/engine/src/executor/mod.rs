@@ -25,7 +25,7 @@ use crate::preview::cheap_preview;
 use crate::text::TextError;
 use crate::upscaler::UpscaleModel;
 use crate::vae::to_rgb8;
-use pass::{PassSpec, PassStart, run_pass};
+use pass::{PassOutput, PassSpec, PassStart, run_pass};
 
 /// What a loaded model was built from: the checkpoint (and VAE) with these LoRAs merged.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,6 +62,81 @@ impl DiffusionExecutor {
             self.upscaler = Some((path.to_path_buf(), model));
         }
         self.upscaler.as_ref().map(|(_, m)| m).ok_or_else(|| RunnerError::Model("no upscaler loaded".into()))
+    }
+
+    /// txt2img's only pass, or img2img's from its encoded init images.
+    fn first_pass(
+        &self,
+        job: &BatchJob,
+        first_steps: usize,
+        control: &JobControl<'_>,
+    ) -> Result<PassOutput, RunnerError> {
+        let model = self.model()?;
+        let table = self.networks.embedding_table();
+        let batch = job.seeds.len();
+        let init_latent = match &job.mode {
+            JobMode::Txt2Img => None,
+            JobMode::Img2Img { init_images, .. } => {
+                let mut latents = Vec::with_capacity(batch);
+                let (lh, lw) = (job.height / 8, job.width / 8);
+                for i in 0..batch {
+                    let img = &init_images[i.min(init_images.len() - 1)];
+                    let mut latent = encode_image(model, img, &self.device)?;
+                    // resize_mode 3 hands the image over at its own size: A1111 then resizes the
+                    // latent (`interpolate(..., mode="bilinear")`).
+                    if latent.dims()[2..] != [lh, lw] {
+                        latent = crate::latent_upscale::interpolate(&latent, lh, lw, Interpolation::Bilinear, false)
+                            .map_err(exec_err)?;
+                    }
+                    latents.push(latent);
+                }
+                Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
+            }
+        };
+        let start = match (&job.mode, &init_latent) {
+            (JobMode::Img2Img { denoising_strength, initial_noise_multiplier, .. }, Some(init)) => PassStart::Img2Img {
+                init,
+                denoising_strength: *denoising_strength,
+                fix_steps: job.settings.img2img_fix_steps,
+                noise_multiplier: *initial_noise_multiplier,
+            },
+            _ => PassStart::Noise,
+        };
+        let spec = PassSpec {
+            prompts: &job.prompts,
+            negative_prompts: &job.negative_prompts,
+            latent_size: (job.height / 8, job.width / 8),
+            condition_size: (job.width, job.height),
+            sampler: job.sampler,
+            scheduler: job.scheduler,
+            steps: job.steps,
+            schedule: ScheduleParams {
+                steps: first_steps,
+                hires_steps: None,
+                use_old_scheduling: job.settings.use_old_scheduling,
+            },
+            start,
+        };
+        run_pass(model, &table, job, &spec, &self.device, control)
+    }
+
+    /// The hires fix's `hr_checkpoint_name`: the first pass's model is replaced by another
+    /// checkpoint (with the batch's LoRAs), as A1111 reloads the weights; the next batch's
+    /// `prepare` loads its own model again.
+    fn switch_model(&mut self, checkpoint: &ModelSelection, job: &BatchJob) -> Result<(), RunnerError> {
+        let key = LoadedKey { model: checkpoint.clone(), loras: job.networks.loras.clone() };
+        if matches!(&self.loaded, Some((loaded, _)) if *loaded == key) {
+            return Ok(());
+        }
+        self.loaded = None;
+        let files = self.networks.lora_files(&key.loras)?;
+        let resident = self.networks.resident_for(&key.model);
+        let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
+        tracing::info!(checkpoint = %checkpoint.checkpoint.display(), "hires checkpoint loaded");
+        self.loaded = Some((key, model));
+        let widths = self.model()?.text_widths();
+        self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
+        Ok(())
     }
 
     fn model(&self) -> Result<&LoadedModel, RunnerError> {
@@ -160,54 +235,8 @@ impl BatchExecutor for DiffusionExecutor {
         if let Some(m) = job.hires.as_ref().and_then(|h| h.model_upscaler.as_ref()) {
             self.upscale_model(&m.path)?;
         }
-        let model = self.model()?;
-        let table = self.networks.embedding_table();
-        let batch = job.seeds.len();
-        let init_latent = match &job.mode {
-            JobMode::Txt2Img => None,
-            JobMode::Img2Img { init_images, .. } => {
-                let mut latents = Vec::with_capacity(batch);
-                let (lh, lw) = (job.height / 8, job.width / 8);
-                for i in 0..batch {
-                    let img = &init_images[i.min(init_images.len() - 1)];
-                    let mut latent = encode_image(model, img, &self.device)?;
-                    // resize_mode 3 hands the image over at its own size: A1111 then resizes the
-                    // latent (`interpolate(..., mode="bilinear")`).
-                    if latent.dims()[2..] != [lh, lw] {
-                        latent = crate::latent_upscale::interpolate(&latent, lh, lw, Interpolation::Bilinear, false)
-                            .map_err(exec_err)?;
-                    }
-                    latents.push(latent);
-                }
-                Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
-            }
-        };
         let first_steps = if job.sampler.flags().second_order { job.steps * 2 } else { job.steps };
-        let start = match (&job.mode, &init_latent) {
-            (JobMode::Img2Img { denoising_strength, initial_noise_multiplier, .. }, Some(init)) => PassStart::Img2Img {
-                init,
-                denoising_strength: *denoising_strength,
-                fix_steps: job.settings.img2img_fix_steps,
-                noise_multiplier: *initial_noise_multiplier,
-            },
-            _ => PassStart::Noise,
-        };
-        let first = PassSpec {
-            prompts: &job.prompts,
-            negative_prompts: &job.negative_prompts,
-            latent_size: (job.height / 8, job.width / 8),
-            condition_size: (job.width, job.height),
-            sampler: job.sampler,
-            scheduler: job.scheduler,
-            steps: job.steps,
-            schedule: ScheduleParams {
-                steps: first_steps,
-                hires_steps: None,
-                use_old_scheduling: job.settings.use_old_scheduling,
-            },
-            start,
-        };
-        let first_out = run_pass(model, &table, job, &first, &self.device, control)?;
+        let first_out = self.first_pass(job, first_steps, control)?;
         let ti_wanted = job.networks.ti_hashes_in_infotext;
         let mut extra = first_out.first_pass_params(ti_wanted);
         let (mut latent, mut interrupted) = (first_out.latent, first_out.interrupted);
@@ -218,7 +247,14 @@ impl BatchExecutor for DiffusionExecutor {
                 .model_upscaler
                 .as_ref()
                 .and_then(|m| self.upscaler.as_ref().map(|(_, u)| (u, m.tile, m.tile_overlap)));
-            let upscaled = hires::upscale_first_pass(model, &latent, hires, upscaler, &self.device)?;
+            // Pixel upscalers decode with the first pass's model, before any checkpoint switch.
+            let upscale = hires::upscale_first_pass(self.model()?, &latent, hires, upscaler)?;
+            if let Some(checkpoint) = &hires.checkpoint {
+                self.switch_model(checkpoint, job)?;
+            }
+            let model = self.model()?;
+            let table = self.networks.embedding_table();
+            let upscaled = hires::into_latent(model, upscale, hires, &self.device)?;
             // No strength, no steps (A1111's schedule is then the single sigma 0).
             if hires.denoising_strength <= 0.0 {
                 let images = decode_images(model, &upscaled)?;
@@ -252,7 +288,7 @@ impl BatchExecutor for DiffusionExecutor {
         }
 
         // Decode each latent separately, as A1111's decode_first_stage loop does.
-        let images = decode_images(model, &latent)?;
+        let images = decode_images(self.model()?, &latent)?;
         let stopped_by_skip = interrupted && !control.state.is_interrupted();
         Ok(BatchOutput {
             images,
