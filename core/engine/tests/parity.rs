@@ -219,3 +219,45 @@ async fn hires_checkpoint_switches_models_for_the_second_pass() {
     assert!(counters.model_loads >= 2, "the first model is loaded again after the switch: {counters:?}");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// `refiner_checkpoint`: sampling continues on another model from `refiner_switch_at`. A copy of
+/// the same weights gives the same pixels (and the infotext names it); another model changes the
+/// image; a switch point never reached (1.0 > 0.999) changes nothing and adds no keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refiner_switches_models_mid_sampling() {
+    let tmp = std::env::temp_dir().join(format!("sdapi-refiner-{}", std::process::id()));
+    let sd = tmp.join("Stable-diffusion");
+    std::fs::create_dir_all(&sd).unwrap();
+    let samples = root().join("samples/models/Stable-diffusion");
+    for (from, to) in [("tiny-sd15", "tiny-sd15"), ("tiny-sd15", "tiny-copy"), ("tiny-sd2v", "tiny-sd2v")] {
+        std::fs::copy(samples.join(format!("{from}.safetensors")), sd.join(format!("{to}.safetensors"))).unwrap();
+        std::fs::copy(samples.join(format!("{from}.yaml")), sd.join(format!("{to}.yaml"))).unwrap();
+    }
+    let models = ModelIndex::scan(&tmp).expect("models");
+    let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(DiffusionExecutor::new("cpu").unwrap()));
+    let ctx = ProcessingContext::new(runner, models, "v1.10.1");
+    let run = |refiner: Option<(&str, f64)>| {
+        let mut body = serde_json::json!({
+            "prompt": "a red cube", "seed": 9, "steps": 4, "width": 64, "height": 64, "sampler_name": "Euler",
+            "override_settings": {"sd_model_checkpoint": "tiny-sd15"},
+        });
+        if let Some((name, at)) = refiner {
+            body["refiner_checkpoint"] = serde_json::json!(name);
+            body["refiner_switch_at"] = serde_json::json!(at);
+        }
+        process_images(&ctx, GenerationRequest::Txt2Img(Txt2ImgRequest::from_json(&body).unwrap()))
+    };
+    let plain = run(None).await.unwrap();
+    let copy = run(Some(("tiny-copy", 0.5))).await.unwrap();
+    assert_eq!(plain.images, copy.images, "the same weights under another name: same pixels");
+    assert!(copy.infotexts[0].contains("Refiner: tiny-copy ["), "{}", copy.infotexts[0]);
+    assert!(copy.infotexts[0].contains("Refiner switch at: 0.5"), "{}", copy.infotexts[0]);
+    let other = run(Some(("tiny-sd2v", 0.5))).await.unwrap();
+    assert_ne!(plain.images, other.images, "another model takes over half way");
+    let never = run(Some(("tiny-sd2v", 1.0))).await.unwrap();
+    assert_eq!(plain.images, never.images);
+    assert!(!never.infotexts[0].contains("Refiner"), "{}", never.infotexts[0]);
+    let err = run(Some(("no-such-model", 0.5))).await.unwrap_err();
+    assert_eq!(err.errors, "Could not find checkpoint with name no-such-model");
+    let _ = std::fs::remove_dir_all(&tmp);
+}

@@ -440,6 +440,7 @@ pub(crate) async fn process_images_with(
         }
     }
     let model = ModelSelection { checkpoint: checkpoint.path(), vae };
+    let refiner = refiner_for(ctx, &request, &checkpoint, &model, &opts)?;
     let job_mode = match img2img {
         None => JobMode::Txt2Img,
         Some((r, images)) => JobMode::Img2Img {
@@ -485,6 +486,7 @@ pub(crate) async fn process_images_with(
             height: p.height as usize,
             settings: settings.clone(),
             networks: job_networks.clone(),
+            refiner: refiner.clone(),
             hires: hires.as_ref().zip(hr_prompts_for_jobs.as_ref()).map(|(h, (prompts, negatives))| HiresPass {
                 upscale_width: h.upscale_width,
                 upscale_height: h.upscale_height,
@@ -601,6 +603,53 @@ pub(crate) async fn process_images_with(
     }
     .to_info_string();
     Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+}
+
+/// `refiner_checkpoint` (not "", "None", "none"): an unknown name is A1111's Exception; the
+/// first pass's own checkpoint changes nothing (A1111 does not switch to the loaded model).
+fn refiner_for(
+    ctx: &ProcessingContext,
+    request: &GenerationRequest,
+    checkpoint: &CheckpointInfo,
+    model: &ModelSelection,
+    opts: &Options,
+) -> Result<Option<crate::runner::Refiner>, ApiError> {
+    let (name, switch_at) = match request {
+        GenerationRequest::Txt2Img(r) => (r.refiner_checkpoint.clone(), r.refiner_switch_at),
+        GenerationRequest::Img2Img { request: r, .. } => (r.refiner_checkpoint.clone(), r.refiner_switch_at),
+    };
+    let Some(name) = name.filter(|n| !matches!(n.as_str(), "" | "None" | "none")) else {
+        return Ok(None);
+    };
+    let found = ctx
+        .models
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .find_checkpoint(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::python("Exception", format!("Could not find checkpoint with name {name}")))?;
+    if found.path() == checkpoint.path() {
+        return Ok(None);
+    }
+    if switch_at.is_some_and(|v| !v.is_finite()) {
+        return Err(ApiError::http(422, "refiner_switch_at must be a finite number"));
+    }
+    let pass = match opts.get("hires_fix_refiner_pass").and_then(Value::as_str) {
+        Some("first pass") => crate::runner::RefinerPass::First,
+        Some("both passes") => crate::runner::RefinerPass::Both,
+        _ => crate::runner::RefinerPass::Second,
+    };
+    let title = match &found.item.hash {
+        Some(hash) => format!("{} [{hash}]", found.name_no_ext),
+        None => found.name_no_ext.clone(),
+    };
+    Ok(Some(crate::runner::Refiner {
+        checkpoint: ModelSelection { checkpoint: found.path(), vae: model.vae.clone() },
+        switch_at,
+        by_sample_steps: opts.get("refiner_switch_by_sample_steps").and_then(Value::as_bool).unwrap_or(false),
+        title,
+        pass,
+    }))
 }
 
 /// The model upscaler named `name` (`ESRGAN/`, `RealESRGAN/`), tiled as the options say.

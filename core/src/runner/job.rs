@@ -153,6 +153,31 @@ pub struct BatchJob {
     pub networks: JobNetworks,
     /// txt2img's hires fix: a second pass at the upscaled size (`width`/`height` are the first pass).
     pub hires: Option<HiresPass>,
+    /// `refiner_checkpoint` / `refiner_switch_at`: sampling continues on another model.
+    pub refiner: Option<Refiner>,
+}
+
+/// A1111's refiner (`sd_samplers_common.apply_refiner`): at the first denoiser call whose
+/// completed ratio — `(999 − t) / 1000` for the timestep nearest the current sigma, or
+/// `step / steps` with `refiner_switch_by_sample_steps` — reaches `switch_at` (at once when
+/// unset), the sampler continues on `checkpoint` with conditioning recomputed for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refiner {
+    pub checkpoint: ModelSelection,
+    pub switch_at: Option<f64>,
+    pub by_sample_steps: bool,
+    /// The infotext's `Refiner` (the checkpoint's short title).
+    pub title: String,
+    /// With the hires fix, which pass it applies to (`hires_fix_refiner_pass`).
+    pub pass: RefinerPass,
+}
+
+/// `hires_fix_refiner_pass`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefinerPass {
+    First,
+    Second,
+    Both,
 }
 
 /// The hires fix's second pass (A1111's `sample_hr_pass`): the first pass upscaled to

@@ -61,6 +61,7 @@ fn job(task: &str, prompt: &str, steps: usize) -> BatchJob {
         settings: GenerationSettings::default(),
         networks: Default::default(),
         hires: None,
+        refiner: None,
     }
 }
 

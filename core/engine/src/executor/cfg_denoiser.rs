@@ -14,6 +14,25 @@ use crate::text::{
     reconstruct_multicond_batch, reconstruct_multicond_vectors,
 };
 
+/// The refiner a pass may switch to (A1111's `apply_refiner`), with its own conditioning.
+pub struct RefinerSwitch<'a> {
+    pub model: &'a LoadedModel,
+    pub cond: &'a MulticondLearnedConditioning,
+    pub uncond: &'a [PromptSchedule],
+    pub switch_at: Option<f64>,
+    /// `refiner_switch_by_sample_steps`: the ratio is denoiser calls / `total_steps`.
+    pub by_sample_steps: bool,
+    pub total_steps: usize,
+    /// The base model's sigma table (for the timestep nearest a sigma).
+    pub sigmas: &'a [f32],
+}
+
+/// Where the sampler is when the denoiser is called: a sigma (k-diffusion) or a timestep.
+enum Progress {
+    Sigma(f64),
+    Timestep(f64),
+}
+
 /// The denoiser a sampler drives for one batch.
 pub struct CfgDenoiser<'a> {
     pub model: &'a LoadedModel,
@@ -25,6 +44,9 @@ pub struct CfgDenoiser<'a> {
     pub control: &'a JobControl<'a>,
     /// Denoiser calls so far (A1111's `self.step`).
     pub step: usize,
+    /// A refiner not switched to yet; `None` once switched (then `refined` is true).
+    pub refiner: Option<RefinerSwitch<'a>>,
+    pub refined: bool,
 }
 
 fn prompt_err(e: impl std::fmt::Display) -> SamplingError {
@@ -129,6 +151,35 @@ impl CfgDenoiser<'_> {
     fn check_stop(&self) -> Result<(), SamplingError> {
         if self.control.should_stop() { Err(SamplingError::Interrupted) } else { Ok(()) }
     }
+
+    /// `apply_refiner`: once the completed ratio reaches the switch point, the rest of the pass
+    /// runs on the refiner with its conditioning.
+    fn maybe_refine(&mut self, at: Progress) {
+        let Some(r) = &self.refiner else { return };
+        let completed = if r.by_sample_steps {
+            self.step as f64 / r.total_steps.max(1) as f64
+        } else {
+            let timestep = match at {
+                Progress::Timestep(t) => t.max(0.0) as usize,
+                Progress::Sigma(sigma) => {
+                    r.sigmas
+                        .iter()
+                        .enumerate()
+                        .map(|(i, s)| (i, (f64::from(*s) - sigma).abs()))
+                        .fold((0, f64::INFINITY), |best, (i, d)| if d < best.1 { (i, d) } else { best })
+                        .0
+                }
+            };
+            (999.0 - timestep as f64) / 1000.0
+        };
+        if r.switch_at.is_some_and(|at| completed < at) {
+            return;
+        }
+        if let Some(r) = self.refiner.take() {
+            (self.model, self.cond, self.uncond) = (r.model, r.cond, r.uncond);
+            self.refined = true;
+        }
+    }
 }
 
 impl CfgDenoiser<'_> {
@@ -141,6 +192,7 @@ impl CfgDenoiser<'_> {
         cfg_scale_multiplier: f64,
     ) -> Result<(Tensor, Tensor), SamplingError> {
         self.check_stop()?;
+        self.maybe_refine(Progress::Timestep(t));
         let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
         let out = self.evaluate(&x_in, None, t, &tensor, &uncond)?;
         // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
@@ -176,6 +228,7 @@ fn alpha_at(alphas: &[f32], t: f64) -> f64 {
 impl Model for CfgDenoiser<'_> {
     fn denoised(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
         self.check_stop()?;
+        self.maybe_refine(Progress::Sigma(sigma));
         let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
         let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
         let t = (self.sigma_to_t)(sigma);

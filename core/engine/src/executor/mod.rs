@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
 
 use sdapi_core::runner::{
-    BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, RgbImage, RunnerError,
-    UpscaleJob,
+    BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, Refiner, RefinerPass,
+    RgbImage, RunnerError, UpscaleJob,
 };
 use sdapi_protocol::choices::Interpolation;
 use sdapi_protocol::images::{Raster, upscale_loop};
@@ -43,6 +43,8 @@ pub struct DiffusionExecutor {
     networks: networks::NetworkCache,
     /// The model upscaler used last (ESRGAN and kin), kept for the next image.
     upscaler: Option<(PathBuf, UpscaleModel)>,
+    /// The refiner of the current job, held beside the base model.
+    refiner: Option<(LoadedKey, LoadedModel)>,
 }
 
 impl DiffusionExecutor {
@@ -51,7 +53,14 @@ impl DiffusionExecutor {
         let device = parse_device(device)?;
         // f32 on CPU (f16 is slower there and A1111 parity is defined in f32).
         let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
-        Ok(Self { device, dtype, loaded: None, networks: networks::NetworkCache::default(), upscaler: None })
+        Ok(Self {
+            device,
+            dtype,
+            loaded: None,
+            networks: networks::NetworkCache::default(),
+            upscaler: None,
+            refiner: None,
+        })
     }
 
     /// The model upscaler at `path`, loaded once and kept until another one is asked for.
@@ -62,6 +71,37 @@ impl DiffusionExecutor {
             self.upscaler = Some((path.to_path_buf(), model));
         }
         self.upscaler.as_ref().map(|(_, m)| m).ok_or_else(|| RunnerError::Model("no upscaler loaded".into()))
+    }
+
+    /// Loads the job's refiner (with the job's LoRAs) beside the base model, or frees the slot.
+    fn prepare_refiner(&mut self, job: &BatchJob) -> Result<(), RunnerError> {
+        let Some(r) = &job.refiner else {
+            self.refiner = None;
+            return Ok(());
+        };
+        let key = LoadedKey { model: r.checkpoint.clone(), loras: job.networks.loras.clone() };
+        if !matches!(&self.refiner, Some((loaded, _)) if *loaded == key) {
+            self.refiner = None;
+            let files = self.networks.lora_files(&key.loras)?;
+            // Its own weights (the resident cache holds the base model's).
+            let resident = crate::loader::tensor_store::ResidentWeights::new();
+            let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
+            tracing::info!(checkpoint = %r.checkpoint.checkpoint.display(), "refiner loaded");
+            self.refiner = Some((key, model));
+        }
+        Ok(())
+    }
+
+    /// The refiner for a pass (`hires_fix_refiner_pass` decides with the hires fix).
+    fn refiner_for<'a>(&'a self, job: &'a BatchJob, second_pass: bool) -> Option<(&'a LoadedModel, &'a Refiner)> {
+        let r = job.refiner.as_ref()?;
+        let applies = match (job.hires.is_some(), r.pass) {
+            (false, _) | (true, RefinerPass::Both) => true,
+            (true, RefinerPass::First) => !second_pass,
+            (true, RefinerPass::Second) => second_pass,
+        };
+        applies.then_some(())?;
+        self.refiner.as_ref().map(|(_, m)| (m, r))
     }
 
     /// txt2img's only pass, or img2img's from its encoded init images.
@@ -117,7 +157,7 @@ impl DiffusionExecutor {
             },
             start,
         };
-        run_pass(model, &table, job, &spec, &self.device, control)
+        run_pass(model, &table, job, &spec, self.refiner_for(job, false), &self.device, control)
     }
 
     /// The hires fix's `hr_checkpoint_name`: the first pass's model is replaced by another
@@ -227,6 +267,7 @@ impl BatchExecutor for DiffusionExecutor {
         let model = self.model()?;
         let widths = model.text_widths();
         self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
+        self.prepare_refiner(job)?;
         Ok(reloaded)
     }
 
@@ -239,6 +280,7 @@ impl BatchExecutor for DiffusionExecutor {
         let first_out = self.first_pass(job, first_steps, control)?;
         let ti_wanted = job.networks.ti_hashes_in_infotext;
         let mut extra = first_out.first_pass_params(ti_wanted);
+        first_out.refiner_params(job, &mut extra);
         let (mut latent, mut interrupted) = (first_out.latent, first_out.interrupted);
 
         if let (Some(hires), false) = (&job.hires, interrupted) {
@@ -282,8 +324,9 @@ impl BatchExecutor for DiffusionExecutor {
                     noise_multiplier: 1.0,
                 },
             };
-            let second_out = run_pass(model, &table, job, &second, &self.device, control)?;
+            let second_out = run_pass(model, &table, job, &second, self.refiner_for(job, true), &self.device, control)?;
             second_out.merge_hires_params(&mut extra, ti_wanted);
+            second_out.refiner_params(job, &mut extra);
             (latent, interrupted) = (second_out.latent, second_out.interrupted);
         }
 
@@ -306,6 +349,7 @@ impl BatchExecutor for DiffusionExecutor {
 
     fn unload(&mut self) {
         self.upscaler = None;
+        self.refiner = None;
         self.loaded = None;
         self.networks.forget_resident();
     }

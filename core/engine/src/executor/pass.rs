@@ -3,12 +3,12 @@
 //! with CFG. txt2img and img2img are one pass; the hires fix runs a second one.
 
 use candle_core::Tensor;
-use sdapi_core::runner::{BatchJob, JobControl, RunnerError};
+use sdapi_core::runner::{BatchJob, JobControl, Refiner, RefinerPass, RunnerError};
 use sdapi_protocol::choices::{SamplerKind, Scheduler};
 use sdapi_protocol::prompt::ScheduleParams;
 use sdapi_protocol::python_json::float_repr;
 
-use super::cfg_denoiser::CfgDenoiser;
+use super::cfg_denoiser::{CfgDenoiser, RefinerSwitch};
 use super::{exec_err, preview_png, text_err};
 use crate::checkpoint::ModelFamily;
 use crate::model::{LoadedModel, ModelConditioner};
@@ -17,7 +17,9 @@ use crate::sampling::{
     self, BrownianTreeNoise, SamplerContext, SamplerParams, SamplingError, SamplingPlan, SchedulerOptions, StepInfo,
     resolve_sampler_params,
 };
-use crate::text::{ChunkingOptions, EmbeddingTable, SdxlSizes, TextConditioner};
+use crate::text::{
+    ChunkingOptions, EmbeddingTable, MulticondLearnedConditioning, PromptSchedule, SdxlSizes, TextConditioner,
+};
 
 /// Where a pass starts: pure noise (txt2img) or a latent to denoise from (img2img, hires).
 pub(super) enum PassStart<'a> {
@@ -45,6 +47,8 @@ pub(super) struct PassSpec<'a> {
 pub(super) struct PassOutput {
     pub latent: Tensor,
     pub interrupted: bool,
+    /// The refiner took over during this pass.
+    pub refined: bool,
     ti_hashes: Option<String>,
     /// The schedule the k-diffusion sampler used (Automatic resolved), if it names one.
     schedule_type: Option<Scheduler>,
@@ -63,6 +67,22 @@ impl PassOutput {
             .chain(self.schedule_type.map(|s| ("Schedule type".to_string(), s.label().to_string())))
             .chain(self.sampler_params.iter().map(|(k, v)| (k.to_string(), float_repr(*v))))
             .collect()
+    }
+
+    /// `Hires refiner` (with the hires fix, unless the default second pass), `Refiner` and
+    /// `Refiner switch at`, added when the refiner took over.
+    pub fn refiner_params(&self, job: &BatchJob, extra: &mut Vec<(String, String)>) {
+        let Some(r) = job.refiner.as_ref().filter(|_| self.refined) else { return };
+        if !extra.iter().any(|(k, _)| k == "Refiner") {
+            if job.hires.is_some() && r.pass != RefinerPass::Second {
+                let pass = if r.pass == RefinerPass::First { "first pass" } else { "both passes" };
+                extra.push(("Hires refiner".to_string(), pass.to_string()));
+            }
+            extra.push(("Refiner".to_string(), r.title.clone()));
+            if let Some(at) = r.switch_at {
+                extra.push(("Refiner switch at".to_string(), float_repr(at)));
+            }
+        }
     }
 
     /// Merges the hires pass's entries into the first pass's: its embeddings' hashes go in front
@@ -87,20 +107,14 @@ impl PassOutput {
     }
 }
 
-/// Runs one pass of `job` as `spec` describes it.
-pub(super) fn run_pass(
+/// (negative, positive) conditioning of a pass's prompts on `model`, and its `TI hashes`.
+fn conditioning(
     model: &LoadedModel,
     table: &EmbeddingTable,
     job: &BatchJob,
     spec: &PassSpec<'_>,
-    device: &candle_core::Device,
-    control: &JobControl<'_>,
-) -> Result<PassOutput, RunnerError> {
+) -> Result<(Vec<PromptSchedule>, MulticondLearnedConditioning, Option<String>), RunnerError> {
     let settings = &job.settings;
-    let (lh, lw) = spec.latent_size;
-    let sampler = spec.sampler;
-    let flags = sampler.flags();
-
     let chunking =
         ChunkingOptions { emphasis: settings.emphasis, comma_padding_backtrack: settings.comma_padding_backtrack };
     let model_conditioner = ModelConditioner {
@@ -114,6 +128,29 @@ pub(super) fn run_pass(
         .with_embeddings(table, model.text_widths().len());
     let uncond = conditioner.learned_conditioning_negative(spec.negative_prompts, &spec.schedule).map_err(text_err)?;
     let cond = conditioner.multicond_learned_conditioning(spec.prompts, &spec.schedule).map_err(text_err)?;
+    Ok((uncond, cond, conditioner.ti_hashes.value()))
+}
+
+/// Runs one pass of `job` as `spec` describes it; `refiner`: the model the pass may switch to.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_pass(
+    model: &LoadedModel,
+    table: &EmbeddingTable,
+    job: &BatchJob,
+    spec: &PassSpec<'_>,
+    refiner: Option<(&LoadedModel, &Refiner)>,
+    device: &candle_core::Device,
+    control: &JobControl<'_>,
+) -> Result<PassOutput, RunnerError> {
+    let settings = &job.settings;
+    let (lh, lw) = spec.latent_size;
+    let sampler = spec.sampler;
+    let flags = sampler.flags();
+
+    let (uncond, cond, ti_hashes) = conditioning(model, table, job, spec)?;
+    // A1111 recomputes the conditioning on the refiner when it switches; the same prompts give
+    // the same result computed now.
+    let refiner_conds = refiner.map(|(m, _)| conditioning(m, table, job, spec)).transpose()?;
 
     // Noise: one generator per image seed (docs/a1111-behaviour.md §4.3), fresh for every pass.
     let source = settings.randn_source;
@@ -129,6 +166,16 @@ pub(super) fn run_pass(
 
     let discrete = sampling::DiscreteSchedule::from_alphas_cumprod(&model.alphas_cumprod).map_err(exec_err)?;
     let sigma_to_t = |s: f64| discrete.sigma_to_t(s);
+    let total_calls = if flags.second_order { spec.steps * 2 } else { spec.steps };
+    let refiner_switch = refiner.zip(refiner_conds.as_ref()).map(|((m, r), (u, c, _))| RefinerSwitch {
+        model: m,
+        cond: c,
+        uncond: u,
+        switch_at: r.switch_at,
+        by_sample_steps: r.by_sample_steps,
+        total_steps: total_calls,
+        sigmas: discrete.sigmas(),
+    });
     let mut denoiser = CfgDenoiser {
         model,
         cond: &cond,
@@ -137,6 +184,8 @@ pub(super) fn run_pass(
         sigma_to_t: &sigma_to_t,
         control,
         step: 0,
+        refiner: refiner_switch,
+        refined: false,
     };
 
     // Sigma schedule (and DDIM-family timesteps), A1111's img2img truncation included.
@@ -196,6 +245,8 @@ pub(super) fn run_pass(
         ctx = ctx.with_brownian(tree);
     }
     let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
+    drop(ctx);
+    let refined = denoiser.refined;
     // k-diffusion samplers record the schedule they used, an Automatic one resolved to the
     // sampler's default (DPM++ 2M → Karras).
     let schedule_type = match spec.scheduler {
@@ -206,7 +257,8 @@ pub(super) fn run_pass(
     Ok(PassOutput {
         latent: output.latent,
         interrupted: output.interrupted,
-        ti_hashes: conditioner.ti_hashes.value(),
+        refined,
+        ti_hashes,
         schedule_type,
         sampler_params,
     })
