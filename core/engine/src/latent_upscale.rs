@@ -165,11 +165,9 @@ pub fn interpolate(
 
 /// `t0·w0 + t1·w1 + …`, accumulated in order as PyTorch does.
 fn weighted(tap: &Taps, value: impl Fn(usize) -> f32) -> f32 {
-    let mut acc = value(tap.index[0]) * tap.weight[0];
-    for (&i, &wt) in tap.index.iter().zip(&tap.weight).skip(1) {
-        acc += value(i) * wt;
-    }
-    acc
+    let mut terms = tap.index.iter().zip(&tap.weight).map(|(&i, &wt)| value(i) * wt);
+    let first = terms.next().unwrap_or(0.0);
+    terms.fold(first, |acc, term| acc + term)
 }
 
 #[cfg(test)]

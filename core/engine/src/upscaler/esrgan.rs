@@ -115,6 +115,11 @@ impl RrdbNet {
         let t = to_basicsr_names(tensors);
         let nb = (0..).take_while(|i| t.contains_key(&format!("body.{i}.rdb1.conv1.weight"))).count();
         let ups = (1..).take_while(|i| t.contains_key(&format!("conv_up{i}.weight"))).count();
+        // Published models upscale ×2 or ×4 (one or two upsampling convolutions); ×16 is the most
+        // this reads, so the scale arithmetic below stays small.
+        if ups > 4 {
+            candle_core::bail!("{ups} upsampling layers: not an ESRGAN model this server reads");
+        }
         let in_channels = t.get("conv_first.weight").map(|w| w.dim(1)).transpose()?.unwrap_or(3);
         let unshuffle = match in_channels {
             12 => 2,
