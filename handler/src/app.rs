@@ -207,6 +207,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sdapi)
         .route("/", get(control::root))
         .route("/internal/ping", get(control::ping))
+        .route("/health", get(control::health))
+        .route("/ready", get(control::ready))
         .route("/internal/runner", get(control::runner_counters))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))

@@ -32,6 +32,9 @@ pub struct Config {
     pub output_prefix: String,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
+    /// Most runner jobs waiting or running before generation requests get 503 with `Retry-After`
+    /// (`SDAPI_MAX_QUEUE`, 256; each queued job holds its request in memory).
+    pub max_queue: usize,
     /// Largest accepted request line + headers in bytes (`SDAPI_MAX_HEADER_KB`, 64): over it is a
     /// 431 in A1111's error shape.
     pub max_header_bytes: usize,
@@ -195,6 +198,7 @@ impl Config {
             output_prefix: var("SDAPI_OUTPUT_PREFIX").unwrap_or_default(),
             max_body_bytes: max_body_mb * 1024 * 1024,
             max_header_bytes: positive_env("SDAPI_MAX_HEADER_KB", DEFAULT_MAX_HEADER_KB)? * 1024,
+            max_queue: positive_env("SDAPI_MAX_QUEUE", DEFAULT_MAX_QUEUE)?,
             storage: StorageSettings::from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some())?,
             limits: RequestLimits {
                 max_prompt_chars: positive_env("SDAPI_MAX_PROMPT_CHARS", RequestLimits::default().max_prompt_chars)?,
@@ -211,6 +215,9 @@ impl Config {
         })
     }
 }
+
+/// `SDAPI_MAX_QUEUE` when unset.
+pub const DEFAULT_MAX_QUEUE: usize = 256;
 
 /// `SDAPI_MAX_HEADER_KB` when unset: far above what browsers and A1111 clients send (a few kB).
 pub const DEFAULT_MAX_HEADER_KB: usize = 64;

@@ -20,6 +20,11 @@ pub enum HandlerError {
     Validation(ValidationErrors),
     /// FastAPI's own `{"detail": "..."}` bodies (404 Not Found, 405 Method Not Allowed).
     Plain(StatusCode, String),
+    /// The queue is full: 503 in A1111's error shape with `Retry-After`.
+    Busy {
+        detail: String,
+        retry_after_s: &'static str,
+    },
 }
 
 impl From<ApiError> for HandlerError {
@@ -46,6 +51,11 @@ impl IntoResponse for HandlerError {
             }
             Self::Validation(v) => json_response(StatusCode::UNPROCESSABLE_ENTITY, &v),
             Self::Plain(status, detail) => json_response(status, &serde_json::json!({ "detail": detail })),
+            Self::Busy { detail, retry_after_s } => {
+                let mut resp = json_response(StatusCode::SERVICE_UNAVAILABLE, &ApiError::http(503, detail));
+                resp.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static(retry_after_s));
+                resp
+            }
         }
     }
 }

@@ -148,3 +148,48 @@ async fn img2img_is_checked_before_its_images_are_decoded() {
     assert_eq!(v["errors"], "bad number of images passed: 3; expecting 2 or less", "{v}");
     assert!(runner.jobs.lock().unwrap().is_empty());
 }
+
+/// A runner whose queue already holds more jobs than `SDAPI_MAX_QUEUE` allows.
+struct FullQueue(RecordingRunner);
+
+impl sdapi_core::runner::Runner for FullQueue {
+    fn submit(&self, job: sdapi_core::runner::BatchJob) -> sdapi_core::runner::JobTicket {
+        self.0.submit(job)
+    }
+    fn state(&self) -> &sdapi_core::runner::ProgressState {
+        self.0.state()
+    }
+    fn counters(&self) -> sdapi_core::runner::RunnerCounters {
+        sdapi_core::runner::RunnerCounters { queue_depth: 300, ..Default::default() }
+    }
+}
+
+/// Overload: with the queue full, generations get a 503 with `Retry-After` before their body is
+/// read, `/ready` says busy, `/health` and `/progress` still answer.
+#[tokio::test]
+async fn a_full_queue_is_a_503_with_retry_after() {
+    let runner = std::sync::Arc::new(FullQueue(RecordingRunner::default()));
+    let app = sdapi_handler::app::router(
+        sdapi_handler::app::AppState::with_runner(test_config(), runner.clone()).expect("state"),
+    );
+    for path in ["/sdapi/v1/txt2img", "/sdapi/v1/img2img"] {
+        let (status, resp) = send(&app, post_json(path, r#"{"prompt": "x"}"#)).await;
+        assert_eq!(status, 503, "{path}");
+        assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("5"));
+        let v = body_json(resp).await;
+        assert_eq!(v["error"], "HTTPException");
+        assert!(v["detail"].as_str().unwrap().contains("SDAPI_MAX_QUEUE"), "{v}");
+    }
+    assert!(runner.0.jobs.lock().unwrap().is_empty());
+    let (status, resp) = send(&app, get("/ready")).await;
+    assert_eq!(status, 503);
+    assert_eq!(body_json(resp).await["status"], "busy");
+    for path in ["/health", "/sdapi/v1/progress", "/internal/ping"] {
+        assert_eq!(send(&app, get(path)).await.0, 200, "{path}");
+    }
+    // An idle runner is ready.
+    let (app, _) = app_with(test_config());
+    let (status, resp) = send(&app, get("/ready")).await;
+    assert_eq!(status, 200);
+    assert_eq!(body_json(resp).await["status"], "ready");
+}

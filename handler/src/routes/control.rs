@@ -73,6 +73,31 @@ pub async fn ping() -> impl IntoResponse {
     Json(json!({}))
 }
 
+/// `GET /health`: liveness — the process answers.
+pub async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /ready`: readiness for load balancers — 503 while the runner's queue is full.
+pub async fn ready(State(s): State<AppState>) -> axum::response::Response {
+    let depth = s.ctx.runner.counters().queue_depth;
+    let body = json!({"status": if queue_full(&s) { "busy" } else { "ready" }, "queue_depth": depth, "max_queue": s.config.max_queue});
+    if queue_full(&s) {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, RETRY_AFTER_S)], Json(body))
+            .into_response()
+    } else {
+        Json(body).into_response()
+    }
+}
+
+/// Seconds a client is told to wait when the queue is full.
+pub const RETRY_AFTER_S: &str = "5";
+
+/// Whether the runner already holds `SDAPI_MAX_QUEUE` jobs (waiting or running).
+pub fn queue_full(s: &AppState) -> bool {
+    s.ctx.runner.counters().queue_depth >= s.config.max_queue as u64
+}
+
 /// `GET /internal/runner`: the runner's counters, readable from outside the process.
 pub async fn runner_counters(State(s): State<AppState>) -> impl IntoResponse {
     Json(s.ctx.runner.counters())

@@ -22,6 +22,7 @@ pub async fn txt2img(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HandlerError> {
+    refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
     let req = Txt2ImgRequest::from_json(&value)?;
     let parameters = req.to_parameters();
@@ -35,6 +36,7 @@ pub async fn img2img(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, HandlerError> {
+    refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
     let req = Img2ImgRequest::from_json(&value)?;
     let init_images = decode_init_images(&s.ctx, &req).await?;
@@ -62,6 +64,20 @@ fn runner_header(processed: &Processed) -> Option<HeaderValue> {
         .collect::<Vec<_>>()
         .join(", ");
     HeaderValue::from_str(&v).ok()
+}
+
+/// A full queue (`SDAPI_MAX_QUEUE`) is a 503 with `Retry-After`, before the body is read.
+fn refuse_when_queue_full(s: &AppState) -> Result<(), HandlerError> {
+    if super::control::queue_full(s) {
+        return Err(HandlerError::Busy {
+            detail: format!(
+                "the server's queue is full ({} jobs waiting or running, SDAPI_MAX_QUEUE); retry later",
+                s.config.max_queue
+            ),
+            retry_after_s: super::control::RETRY_AFTER_S,
+        });
+    }
+    Ok(())
 }
 
 /// Header values must be ASCII: compact JSON with non-ASCII escaped.

@@ -49,6 +49,7 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
         output_prefix: String::new(),
         max_body_bytes: 64 << 20,
         max_header_bytes: 64 << 10,
+        max_queue: 256,
         storage: Default::default(),
         limits: Default::default(),
         header_read_timeout: std::time::Duration::from_secs(30),
