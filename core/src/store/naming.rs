@@ -19,6 +19,15 @@ use super::{OutputStore, PutOptions, StoreError, StoredObject, validate_key};
 /// A1111 gives up after 500 taken numbers; so do we.
 const MAX_ATTEMPTS: u64 = 500;
 
+/// An A1111 output folder option (`outputs/txt2img-images`, `./outputs/extras-images`, …) as a
+/// folder relative to the store root; an absolute or odd one cannot be mapped into a bucket and
+/// becomes `fallback` (A1111's default name).
+fn store_folder(configured: &str, fallback: &str) -> String {
+    let rel = configured.trim().trim_start_matches("./");
+    let rel = rel.strip_prefix("outputs/").unwrap_or(rel).trim_end_matches('/');
+    if validate_key(rel).is_ok() { rel.to_string() } else { fallback.to_string() }
+}
+
 /// The folder (relative to the store root) A1111 would save a `mode` sample in today.
 pub fn sample_folder(mode: &str, opts: &Options, date: &str) -> String {
     let configured = match opts.outdir_samples() {
@@ -26,23 +35,17 @@ pub fn sample_folder(mode: &str, opts: &Options, date: &str) -> String {
         _ if mode == "img2img" => opts.outdir_img2img_samples(),
         _ => opts.outdir_txt2img_samples(),
     };
-    let rel = configured.trim().trim_start_matches("./");
-    let rel = rel.strip_prefix("outputs/").unwrap_or(rel).trim_end_matches('/');
-    // An absolute or odd outdir cannot be mapped into a bucket; fall back to A1111's default name.
-    let base = if validate_key(rel).is_ok() { rel.to_string() } else { format!("{mode}-images") };
-    format!("{base}/{date}")
+    format!("{}/{date}", store_folder(&configured, &format!("{mode}-images")))
 }
 
 /// The extras' output folder: `outdir_samples`, else `outdir_extras_samples` (A1111 saves extras
-/// without date subfolders), mapped into the store like [`sample_folder`].
+/// without date subfolders).
 pub fn extras_folder(opts: &Options) -> String {
     let configured = match opts.outdir_samples() {
         s if !s.trim().is_empty() => s,
         _ => opts.get("outdir_extras_samples").and_then(|v| v.as_str()).unwrap_or("outputs/extras-images").to_string(),
     };
-    let rel = configured.trim().trim_start_matches("./");
-    let rel = rel.strip_prefix("outputs/").unwrap_or(rel).trim_end_matches('/');
-    if validate_key(rel).is_ok() { rel.to_string() } else { "extras-images".to_string() }
+    store_folder(&configured, "extras-images")
 }
 
 /// Today's date as A1111's `[date]` (`%Y-%m-%d`, local time; Lambda runs in UTC).

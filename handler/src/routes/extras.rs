@@ -17,7 +17,7 @@ use std::sync::Arc;
 use sdapi_core::processing::model_upscaler;
 use sdapi_core::runner::{ModelUpscaler, Runner, UpscaleJob};
 use sdapi_protocol::images::extras::{ExtrasUpscale, ExtrasUpscaler, plaintext_to_html, resolve_upscaler};
-use sdapi_protocol::images::{DecodedImage, Raster, decode_base64_image, read_infotext, to_base64};
+use sdapi_protocol::images::{DecodedImage, Raster, decode_base64_file, decode_image_bytes, read_infotext, to_base64};
 use serde_json::{Value, json};
 
 use super::json_body;
@@ -86,7 +86,9 @@ fn common(
 
 /// Decodes, upscales and encodes one image: (PNG bytes, the `postprocessing` infotext).
 fn process_one(encoded: &str, c: &Common) -> Result<(Vec<u8>, String), ApiError> {
-    let decoded = decode_base64_image(encoded)?;
+    // The file is decoded once: its pixels, and its own infotext to carry over.
+    let bytes = decode_base64_file(encoded)?;
+    let decoded = decode_image_bytes(&bytes).ok_or_else(ApiError::invalid_encoded_image)?;
     let raster = match &decoded {
         DecodedImage::Rgb(i) => Raster::from_rgb(i),
         DecodedImage::Rgba(i) => Raster::from_rgba(i),
@@ -118,7 +120,6 @@ fn process_one(encoded: &str, c: &Common) -> Result<(Vec<u8>, String), ApiError>
     };
     let (out, info) = c.upscale.run(&raster, &mut run_model)?;
     // The input's own infotext travels with the result, plus the step's (A1111's pnginfo).
-    let bytes = sdapi_protocol::images::py_b64decode(encoded.rsplit(',').next().unwrap_or(encoded)).unwrap_or_default();
     let parameters = read_infotext(&bytes).ok().map(|(text, _)| text).filter(|t| !t.is_empty());
     let mut texts: Vec<(&str, &str)> = Vec::new();
     if c.pnginfo {

@@ -121,7 +121,7 @@ impl UpscaleModel {
 
     /// `upscale_with_model`: tiled when `tile` > 0 (A1111's split/combine grid), else whole.
     pub fn upscale_tiled(&self, img: &Raster, tile: usize, overlap: usize) -> Result<Raster, UpscalerError> {
-        let rgb = to_rgb(img);
+        let rgb = img.with_channels(3);
         if tile == 0 {
             return self.upscale_patch(&rgb);
         }
@@ -146,15 +146,6 @@ impl UpscaleModel {
             overlap: grid.overlap * scale,
         }))
     }
-}
-
-/// `img.convert("RGB")`: alpha dropped.
-fn to_rgb(img: &Raster) -> Raster {
-    if img.channels == 3 {
-        return img.clone();
-    }
-    let data = img.data.chunks_exact(img.channels).flat_map(|px| [px[0], px[1], px[2]]).collect();
-    Raster { width: img.width, height: img.height, channels: 3, data }
 }
 
 #[cfg(test)]

@@ -135,6 +135,13 @@ pub fn decode_image_bytes(bytes: &[u8]) -> Option<DecodedImage> {
 /// "Requests not allowed"); `data:image/...;base64,` prefixes are stripped the way A1111
 /// splits them; garbage → 500 "Invalid encoded image".
 pub fn decode_base64_image(encoding: &str) -> Result<DecodedImage, ApiError> {
+    let bytes = decode_base64_file(encoding)?;
+    decode_image_bytes(&bytes).ok_or_else(ApiError::invalid_encoded_image)
+}
+
+/// The file bytes of an image field as [`decode_base64_image`] reads them (for callers that also
+/// need the file itself, e.g. its text chunks).
+pub fn decode_base64_file(encoding: &str) -> Result<Vec<u8>, ApiError> {
     if encoding.starts_with("http://") || encoding.starts_with("https://") {
         return Err(ApiError::requests_not_allowed());
     }
@@ -146,6 +153,5 @@ pub fn decode_base64_image(encoding: &str) -> Result<DecodedImage, ApiError> {
         let after_semicolon = encoding.split(';').nth(1).ok_or_else(index_error)?;
         payload = after_semicolon.split(',').nth(1).ok_or_else(index_error)?;
     }
-    let bytes = py_b64decode(payload).ok_or_else(ApiError::invalid_encoded_image)?;
-    decode_image_bytes(&bytes).ok_or_else(ApiError::invalid_encoded_image)
+    py_b64decode(payload).ok_or_else(ApiError::invalid_encoded_image)
 }

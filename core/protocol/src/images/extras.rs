@@ -125,27 +125,12 @@ impl ExtrasUpscale {
         let mut out = self.upscale_one(img, first, model, &mut info)?;
         info.insert("Postprocess upscaler".into(), Value::String(first.name().to_string()));
         if let Some(second) = self.upscaler_2.as_ref().filter(|_| self.upscaler_2_visibility > 0.0) {
-            let mut other = self.upscale_one(img, second, model, &mut info)?;
-            if other.channels != out.channels {
-                other = convert_channels(&other, out.channels);
-            }
+            let other = self.upscale_one(img, second, model, &mut info)?.with_channels(out.channels);
             out = pil_blend(&out, &other, self.upscaler_2_visibility as f32);
             info.insert("Postprocess upscaler 2".into(), Value::String(second.name().to_string()));
         }
         Ok((out, params_line(&info)))
     }
-}
-
-/// RGB ↔ RGBA as Pillow's `convert` does for these two modes (alpha 255 / dropped).
-fn convert_channels(img: &Raster, channels: usize) -> Raster {
-    let mut data = Vec::with_capacity(img.width * img.height * channels);
-    for px in img.data.chunks_exact(img.channels) {
-        data.extend_from_slice(&px[..3]);
-        if channels == 4 {
-            data.push(255);
-        }
-    }
-    Raster { width: img.width, height: img.height, channels, data }
 }
 
 /// `ui_common.plaintext_to_html`: lines HTML-escaped (quotes too) and joined by `<br>\n` in a `<p>`.

@@ -11,7 +11,9 @@ pub mod read;
 pub mod resize;
 pub mod upscale;
 
-pub use decode::{DecodedImage, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode};
+pub use decode::{
+    DecodedImage, decode_base64_file, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode,
+};
 pub use encode::{SampleFormat, encode_image_base64, encode_jpeg, encode_png, encode_sample, encode_webp, to_base64};
 pub use pil_resize::{PilFilter, Raster, pil_resize, pil_resize_raster};
 pub use read::read_infotext;

@@ -141,6 +141,21 @@ impl Raster {
         (self.width, self.height)
     }
 
+    /// The same pixels as RGB or RGBA (Pillow's `convert` between the two: alpha dropped, or 255).
+    pub fn with_channels(&self, channels: usize) -> Raster {
+        if channels == self.channels {
+            return self.clone();
+        }
+        let mut data = Vec::with_capacity(self.width * self.height * channels);
+        for px in self.data.chunks_exact(self.channels) {
+            data.extend_from_slice(&px[..3]);
+            if channels == 4 {
+                data.push(255);
+            }
+        }
+        Raster { width: self.width, height: self.height, channels, data }
+    }
+
     /// A black (zero) raster of the same channel count.
     pub fn blank(width: usize, height: usize, channels: usize) -> Self {
         Self { width, height, channels, data: vec![0; width * height * channels] }
