@@ -484,6 +484,15 @@ impl CheckpointInfo {
     pub fn path(&self) -> PathBuf {
         PathBuf::from(&self.item.filename)
     }
+
+    /// A1111's `short_title`: `name [shorthash]`, the name alone while unhashed (the infotext's
+    /// `Hires checkpoint` and `Refiner`).
+    pub fn short_title(&self) -> String {
+        match &self.item.hash {
+            Some(hash) => format!("{} [{hash}]", self.name_no_ext),
+            None => self.name_no_ext.clone(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 mod common;
 use common::*;
-use sdapi_protocol::choices::{HiresUpscaler, LatentUpscaleMode};
+use sdapi_core::runner::HiresUpscale;
+use sdapi_protocol::choices::LatentUpscaleMode;
 use serde_json::json;
 
 fn hires(extra: serde_json::Value) -> String {
@@ -60,7 +61,7 @@ async fn a_hires_request_queues_its_second_pass_with_each_batch() {
     assert_eq!((jobs[0].width, jobs[0].height), (64, 64), "the first pass keeps the request's size");
     assert_eq!((pass.upscale_width, pass.upscale_height, pass.truncate_x, pass.truncate_y), (128, 128, 4, 0));
     assert_eq!(pass.latent_size(), (16, 12));
-    assert_eq!(pass.upscaler, HiresUpscaler::Latent(LatentUpscaleMode::LatentNearestExact));
+    assert_eq!(pass.upscale, HiresUpscale::Latent(LatentUpscaleMode::LatentNearestExact));
     assert_eq!((pass.steps, pass.denoising_strength, pass.sampler.name()), (4, 0.5, "DPM++ 2M"));
     assert_eq!(pass.prompts, vec!["x".to_string()]);
     let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();

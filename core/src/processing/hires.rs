@@ -12,24 +12,13 @@ use sdapi_protocol::choices::{HiresUpscaler, SamplerKind, Scheduler};
 
 use super::limits::{RequestLimits, WorkCost};
 use crate::models_dir::CheckpointInfo;
-use crate::runner::ModelUpscaler;
+use crate::runner::{HiresPass, HiresUpscale, ModelSelection, ModelUpscaler, PixelUpscaler};
 
-/// The second pass of every batch, minus its prompts (those are resolved per request).
+/// The second pass of every batch, before its prompts are resolved per request.
 #[derive(Debug, Clone)]
 pub struct HiresSetup {
-    pub upscale_width: usize,
-    pub upscale_height: usize,
-    pub truncate_x: usize,
-    pub truncate_y: usize,
-    pub upscaler: HiresUpscaler,
-    /// A model upscaler named by `hr_upscaler` (then `upscaler` is not used).
-    pub model_upscaler: Option<ModelUpscaler>,
-    /// `hr_checkpoint_name` when it names another checkpoint than the first pass's.
-    pub checkpoint: Option<CheckpointInfo>,
-    pub steps: usize,
-    pub denoising_strength: f64,
-    pub sampler: SamplerKind,
-    pub scheduler: Scheduler,
+    /// Everything but `prompts` / `negative_prompts` (empty here).
+    pub pass: HiresPass,
     /// `hr_prompt` / `hr_negative_prompt` as sent ("" = the first-pass prompt).
     pub prompt: String,
     pub negative_prompt: String,
@@ -72,7 +61,7 @@ fn bad(message: String) -> ApiError {
 }
 
 /// Resolves the hires fix of a txt2img request (`None` without `enable_hr`). `width`/`height` are
-/// the first pass's size, `sampler`/`scheduler` its resolved sampler.
+/// the first pass's size, `sampler`/`scheduler` its resolved sampler, `model` its checkpoint.
 #[allow(clippy::too_many_arguments)]
 pub fn setup(
     r: &Txt2ImgRequest,
@@ -81,7 +70,7 @@ pub fn setup(
     batch: (i64, i64, i64),
     sampler: SamplerKind,
     scheduler: Scheduler,
-    checkpoint: &CheckpointInfo,
+    model: &ModelSelection,
     find_checkpoint: impl Fn(&str) -> Option<CheckpointInfo>,
     find_model_upscaler: impl Fn(&str) -> Option<ModelUpscaler>,
     limits: &RequestLimits,
@@ -99,13 +88,14 @@ pub fn setup(
         return Err(bad(format!("denoising_strength must be a finite number, got {denoising_strength}")));
     }
     // Latent modes and the built-in upscalers by name, then the model upscalers' files.
-    let (upscaler, model_upscaler) = match HiresUpscaler::resolve(r.hr_upscaler.as_deref()) {
-        Some(u) => (u, None),
+    let upscale = match HiresUpscaler::resolve(r.hr_upscaler.as_deref()) {
+        Some(HiresUpscaler::Latent(mode)) => HiresUpscale::Latent(mode),
+        Some(HiresUpscaler::Pixel(builtin)) => HiresUpscale::Pixel(PixelUpscaler::Builtin(builtin)),
         None => {
             let name = r.hr_upscaler.as_deref().unwrap_or("");
             let model = find_model_upscaler(name)
                 .ok_or_else(|| ApiError::python("Exception", format!("could not find upscaler named {name}")))?;
-            (HiresUpscaler::Pixel(sdapi_protocol::images::BuiltinUpscaler::None), Some(model))
+            HiresUpscale::Pixel(PixelUpscaler::Model(model))
         }
     };
     let mut extra = Map::new();
@@ -114,14 +104,10 @@ pub fn setup(
     if let Some(name) = r.hr_checkpoint_name.as_deref().filter(|n| !n.is_empty() && *n != "Use same checkpoint") {
         let found = find_checkpoint(name)
             .ok_or_else(|| ApiError::python("Exception", format!("Could not find checkpoint with name {name}")))?;
-        if found.path() != checkpoint.path() {
-            other_checkpoint = Some(found.clone());
+        if found.path() != model.checkpoint {
+            other_checkpoint = Some(ModelSelection { checkpoint: found.path(), vae: model.vae.clone() });
         }
-        let short = match &found.item.hash {
-            Some(hash) => format!("{} [{hash}]", found.name_no_ext),
-            None => found.name_no_ext.clone(),
-        };
-        extra.insert("Hires checkpoint".into(), Value::String(short));
+        extra.insert("Hires checkpoint".into(), Value::String(found.short_title()));
     }
     let hr_sampler = match r.hr_sampler_name.as_deref() {
         None => sampler,
@@ -185,17 +171,20 @@ pub fn setup(
     }
 
     Ok(Some(HiresSetup {
-        upscale_width: up_x as usize,
-        upscale_height: up_y as usize,
-        truncate_x: trunc_x as usize,
-        truncate_y: trunc_y as usize,
-        upscaler,
-        model_upscaler,
-        checkpoint: other_checkpoint,
-        steps: second_steps as usize,
-        denoising_strength,
-        sampler: hr_sampler,
-        scheduler: hr_scheduler,
+        pass: HiresPass {
+            upscale_width: up_x as usize,
+            upscale_height: up_y as usize,
+            truncate_x: trunc_x as usize,
+            truncate_y: trunc_y as usize,
+            upscale,
+            checkpoint: other_checkpoint,
+            steps: second_steps as usize,
+            denoising_strength,
+            sampler: hr_sampler,
+            scheduler: hr_scheduler,
+            prompts: Vec::new(),
+            negative_prompts: Vec::new(),
+        },
         prompt: r.hr_prompt.clone().unwrap_or_default(),
         negative_prompt: r.hr_negative_prompt.clone().unwrap_or_default(),
         extra,

@@ -376,6 +376,7 @@ pub(crate) async fn process_images_with(
         request_prompts(&p, &styles, &opts)
     };
     let prompt = prompts::with_default_lora(ctx, prompt, &opts);
+    let model = ModelSelection { checkpoint: checkpoint.path(), vae };
     let hires = match &request {
         GenerationRequest::Txt2Img(r) => {
             let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
@@ -386,7 +387,7 @@ pub(crate) async fn process_images_with(
                 (p.batch_size, p.n_iter, p.steps),
                 sampler,
                 scheduler,
-                &checkpoint,
+                &model,
                 |name| models.find_checkpoint(name).cloned(),
                 |name| model_upscaler(&models, &opts, name),
                 &ctx.limits,
@@ -439,7 +440,6 @@ pub(crate) async fn process_images_with(
             return Err(ApiError::http(501, "UniPC variant \"vary_coeff\" is not supported by this server"));
         }
     }
-    let model = ModelSelection { checkpoint: checkpoint.path(), vae };
     let refiner = refiner_for(ctx, &request, &checkpoint, &model, &opts)?;
     let job_mode = match img2img {
         None => JobMode::Txt2Img,
@@ -488,22 +488,9 @@ pub(crate) async fn process_images_with(
             networks: job_networks.clone(),
             refiner: refiner.clone(),
             hires: hires.as_ref().zip(hr_prompts_for_jobs.as_ref()).map(|(h, (prompts, negatives))| HiresPass {
-                upscale_width: h.upscale_width,
-                upscale_height: h.upscale_height,
-                truncate_x: h.truncate_x,
-                truncate_y: h.truncate_y,
-                upscaler: h.upscaler,
-                model_upscaler: h.model_upscaler.clone(),
-                checkpoint: h
-                    .checkpoint
-                    .as_ref()
-                    .map(|c| ModelSelection { checkpoint: c.path(), vae: model.vae.clone() }),
-                steps: h.steps,
-                denoising_strength: h.denoising_strength,
-                sampler: h.sampler,
-                scheduler: h.scheduler,
                 prompts: prompts.clone(),
                 negative_prompts: negatives.clone(),
+                ..h.pass.clone()
             }),
         };
         let report = ctx.runner.submit(job).wait().await.map_err(runner_error)?;
@@ -639,10 +626,7 @@ fn refiner_for(
         Some("both passes") => crate::runner::RefinerPass::Both,
         _ => crate::runner::RefinerPass::Second,
     };
-    let title = match &found.item.hash {
-        Some(hash) => format!("{} [{hash}]", found.name_no_ext),
-        None => found.name_no_ext.clone(),
-    };
+    let title = found.short_title();
     Ok(Some(crate::runner::Refiner {
         checkpoint: ModelSelection { checkpoint: found.path(), vae: model.vae.clone() },
         switch_at,

@@ -13,7 +13,7 @@ use sdapi_protocol::images::grid::{combine_grid, split_grid};
 use sdapi_protocol::images::{BuiltinUpscaler, Raster};
 
 use super::{GenerationRequest, Processed, ProcessingContext, WorkCost, fixed_seed, model_upscaler};
-use crate::runner::{ModelUpscaler, RgbImage, UpscaleJob};
+use crate::runner::{PixelUpscaler, RgbImage, UpscaleJob};
 
 /// The script's title as the API matches it (case-insensitively).
 pub const SD_UPSCALE: &str = "sd upscale";
@@ -186,23 +186,9 @@ pub async fn loopback(
     Ok(script_result(first, all_images, image_seeds, initial_seed))
 }
 
-enum ScriptUpscaler {
-    Builtin(BuiltinUpscaler),
-    Model(ModelUpscaler),
-}
-
-impl ScriptUpscaler {
-    fn name(&self) -> &str {
-        match self {
-            ScriptUpscaler::Builtin(b) => b.name(),
-            ScriptUpscaler::Model(m) => &m.name,
-        }
-    }
-}
-
 /// `run(p, _, overlap, upscaler_index, scale_factor)`: the upscaler by index into A1111's
 /// `sd_upscalers` (built-ins, then the model files) or by case-insensitive name.
-fn upscaler_arg(ctx: &ProcessingContext, arg: &Value) -> Result<ScriptUpscaler, ApiError> {
+fn upscaler_arg(ctx: &ProcessingContext, arg: &Value) -> Result<PixelUpscaler, ApiError> {
     let models = ctx.models.read().unwrap_or_else(|e| e.into_inner());
     let opts = ctx.options.read().unwrap_or_else(|e| e.into_inner());
     let mut names: Vec<String> = BuiltinUpscaler::ALL.iter().map(|u| u.name().to_string()).collect();
@@ -219,9 +205,9 @@ fn upscaler_arg(ctx: &ProcessingContext, arg: &Value) -> Result<ScriptUpscaler, 
             .ok_or_else(|| ApiError::python("IndexError", "list index out of range"))?,
     };
     match BuiltinUpscaler::ALL.get(index) {
-        Some(b) => Ok(ScriptUpscaler::Builtin(*b)),
+        Some(b) => Ok(PixelUpscaler::Builtin(*b)),
         None => model_upscaler(&models, &opts, &names[index])
-            .map(ScriptUpscaler::Model)
+            .map(PixelUpscaler::Model)
             .ok_or_else(|| ApiError::python("IndexError", "list index out of range")),
     }
 }
@@ -273,9 +259,9 @@ pub async fn sd_upscale(
     let source =
         Raster { width: init.width as usize, height: init.height as usize, channels: 3, data: init.pixels.clone() };
     let upscaled = match &upscaler {
-        ScriptUpscaler::Builtin(BuiltinUpscaler::None) => source,
-        ScriptUpscaler::Builtin(b) => b.upscale(&source, scale),
-        ScriptUpscaler::Model(m) => ctx
+        PixelUpscaler::Builtin(BuiltinUpscaler::None) => source,
+        PixelUpscaler::Builtin(b) => b.upscale(&source, scale),
+        PixelUpscaler::Model(m) => ctx
             .runner
             .upscale(UpscaleJob { image: source, upscaler: m.clone(), scale })
             .wait()

@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sdapi_protocol::choices::{
-    EmphasisMode, ExtraParamOptions, HiresUpscaler, RandnSource, RequestExtraParams, SamplerKind, Scheduler,
+    EmphasisMode, ExtraParamOptions, LatentUpscaleMode, RandnSource, RequestExtraParams, SamplerKind, Scheduler,
     UniPcSettings,
 };
+use sdapi_protocol::images::BuiltinUpscaler;
 
 /// An 8-bit RGB image, row-major HWC.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -191,9 +192,7 @@ pub struct HiresPass {
     /// requested box when both `hr_resize_x` and `hr_resize_y` were given.
     pub truncate_x: usize,
     pub truncate_y: usize,
-    pub upscaler: HiresUpscaler,
-    /// Set when `hr_upscaler` names a model upscaler (then `upscaler` is not used).
-    pub model_upscaler: Option<ModelUpscaler>,
+    pub upscale: HiresUpscale,
     /// `hr_checkpoint_name` when it names another checkpoint: the second pass runs on it.
     pub checkpoint: Option<ModelSelection>,
     pub steps: usize,
@@ -250,6 +249,31 @@ impl RgbImage {
     /// The same pixels as an `image` crate buffer (for the codecs).
     pub fn to_image(&self) -> Option<image::RgbImage> {
         image::RgbImage::from_raw(self.width, self.height, self.pixels.clone())
+    }
+}
+
+/// How the hires fix upscales the first pass: in latent space, or in pixels between a decode and
+/// an encode.
+#[derive(Clone, Debug, PartialEq)]
+pub enum HiresUpscale {
+    Latent(LatentUpscaleMode),
+    Pixel(PixelUpscaler),
+}
+
+/// A pixel upscaler: built in (`None`, `Lanczos`, `Nearest`) or a model file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PixelUpscaler {
+    Builtin(BuiltinUpscaler),
+    Model(ModelUpscaler),
+}
+
+impl PixelUpscaler {
+    /// The name A1111 lists it under (the infotext's).
+    pub fn name(&self) -> &str {
+        match self {
+            PixelUpscaler::Builtin(b) => b.name(),
+            PixelUpscaler::Model(m) => &m.name,
+        }
     }
 }
 

@@ -3,8 +3,7 @@
 //! then cropped to the requested box.
 
 use candle_core::{Device, Tensor};
-use sdapi_core::runner::{HiresPass, RgbImage, RunnerError};
-use sdapi_protocol::choices::HiresUpscaler;
+use sdapi_core::runner::{HiresPass, HiresUpscale, PixelUpscaler, RgbImage, RunnerError};
 use sdapi_protocol::images::{Raster, resize_with, resize_with_upscaler, upscale_loop};
 
 use super::{decode_images, encode_image, exec_err};
@@ -24,25 +23,29 @@ pub(super) fn upscale_first_pass(
     model: &LoadedModel,
     latent: &Tensor,
     hires: &HiresPass,
-    model_upscaler: Option<(&UpscaleModel, usize, usize)>,
+    loaded_upscaler: Option<&UpscaleModel>,
 ) -> Result<Upscaled, RunnerError> {
-    let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
-    if let (HiresUpscaler::Latent(mode), None) = (hires.upscaler, &hires.model_upscaler) {
-        let (interpolation, antialias) = mode.interpolation();
-        return Ok(Upscaled::Latent(interpolate(latent, lh, lw, interpolation, antialias).map_err(exec_err)?));
-    }
+    let pixel_upscaler = match &hires.upscale {
+        HiresUpscale::Latent(mode) => {
+            let (interpolation, antialias) = mode.interpolation();
+            let (lh, lw) = (hires.upscale_height / 8, hires.upscale_width / 8);
+            return Ok(Upscaled::Latent(interpolate(latent, lh, lw, interpolation, antialias).map_err(exec_err)?));
+        }
+        HiresUpscale::Pixel(p) => p,
+    };
     let mut images = Vec::new();
     for image in decode_images(model, latent)? {
         let pixels = image.to_image().ok_or_else(|| exec_err("decoded image has the wrong size"))?;
-        let resized = match (model_upscaler, hires.upscaler) {
-            (None, HiresUpscaler::Pixel(upscaler)) => {
-                resize_with_upscaler(&pixels, hires.upscale_width as u32, hires.upscale_height as u32, Some(upscaler))
+        let resized = match pixel_upscaler {
+            PixelUpscaler::Builtin(b) => {
+                resize_with_upscaler(&pixels, hires.upscale_width as u32, hires.upscale_height as u32, Some(*b))
             }
-            (None, HiresUpscaler::Latent(_)) => return Err(exec_err("the hires model upscaler is not loaded")),
             // `resize_image(0, …)` with the model's `Upscaler.upscale`.
-            (Some((m, tile, overlap)), _) => {
-                let mut step =
-                    |img: &Raster, scale: f64| upscale_loop(img, scale, |i| m.upscale_tiled(i, tile, overlap));
+            PixelUpscaler::Model(m) => {
+                let net = loaded_upscaler.ok_or_else(|| exec_err("the hires model upscaler is not loaded"))?;
+                let mut step = |img: &Raster, scale: f64| {
+                    upscale_loop(img, scale, |i| net.upscale_tiled(i, m.tile, m.tile_overlap))
+                };
                 resize_with(&Raster::from_rgb(&pixels), hires.upscale_width, hires.upscale_height, Some(&mut step))
                     .map_err(exec_err)?
                     .into_rgb()

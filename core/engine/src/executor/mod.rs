@@ -11,8 +11,8 @@ use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
 
 use sdapi_core::runner::{
-    BatchExecutor, BatchJob, BatchOutput, JobControl, JobMode, LoraActivation, ModelSelection, Refiner, RefinerPass,
-    RgbImage, RunnerError, UpscaleJob,
+    BatchExecutor, BatchJob, BatchOutput, HiresUpscale, JobControl, JobMode, LoraActivation, ModelSelection,
+    PixelUpscaler, Refiner, RefinerPass, RgbImage, RunnerError, UpscaleJob,
 };
 use sdapi_protocol::choices::Interpolation;
 use sdapi_protocol::images::{Raster, upscale_loop};
@@ -273,7 +273,7 @@ impl BatchExecutor for DiffusionExecutor {
 
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
         // A hires pass with a model upscaler: have it loaded before the batch borrows the model.
-        if let Some(m) = job.hires.as_ref().and_then(|h| h.model_upscaler.as_ref()) {
+        if let Some(HiresUpscale::Pixel(PixelUpscaler::Model(m))) = job.hires.as_ref().map(|h| &h.upscale) {
             self.upscale_model(&m.path)?;
         }
         let first_steps = if job.sampler.flags().second_order { job.steps * 2 } else { job.steps };
@@ -285,12 +285,9 @@ impl BatchExecutor for DiffusionExecutor {
 
         if let (Some(hires), false) = (&job.hires, interrupted) {
             control.state.next_pass();
-            let upscaler = hires
-                .model_upscaler
-                .as_ref()
-                .and_then(|m| self.upscaler.as_ref().map(|(_, u)| (u, m.tile, m.tile_overlap)));
             // Pixel upscalers decode with the first pass's model, before any checkpoint switch.
-            let upscale = hires::upscale_first_pass(self.model()?, &latent, hires, upscaler)?;
+            let loaded_upscaler = self.upscaler.as_ref().map(|(_, u)| u);
+            let upscale = hires::upscale_first_pass(self.model()?, &latent, hires, loaded_upscaler)?;
             if let Some(checkpoint) = &hires.checkpoint {
                 self.switch_model(checkpoint, job)?;
             }
