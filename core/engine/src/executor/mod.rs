@@ -20,6 +20,7 @@ use sdapi_protocol::images::{encode_png, to_base64};
 use sdapi_protocol::prompt::ScheduleParams;
 
 use crate::checkpoint::ModelFamily;
+use crate::loader::tensor_store::ResidentWeights;
 use crate::model::LoadedModel;
 use crate::preview::cheap_preview;
 use crate::text::TextError;
@@ -82,14 +83,43 @@ impl DiffusionExecutor {
         let key = LoadedKey { model: r.checkpoint.clone(), loras: job.networks.loras.clone() };
         if !matches!(&self.refiner, Some((loaded, _)) if *loaded == key) {
             self.refiner = None;
-            let files = self.networks.lora_files(&key.loras)?;
             // Its own weights (the resident cache holds the base model's).
-            let resident = crate::loader::tensor_store::ResidentWeights::new();
-            let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
-            tracing::info!(checkpoint = %r.checkpoint.checkpoint.display(), "refiner loaded");
+            let model = self.load(&key, ResidentWeights::new(), "refiner loaded")?;
             self.refiner = Some((key, model));
         }
         Ok(())
+    }
+
+    /// Builds the model of `key` (its LoRAs merged as the weights are read).
+    fn load(&mut self, key: &LoadedKey, resident: ResidentWeights, what: &str) -> Result<LoadedModel, RunnerError> {
+        let started = std::time::Instant::now();
+        let files = self.networks.lora_files(&key.loras)?;
+        let model = networks::load_model(key, &files, resident, &self.device, self.dtype)?;
+        tracing::info!(
+            checkpoint = %key.model.checkpoint.display(),
+            loras = key.loras.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "{what}"
+        );
+        Ok(model)
+    }
+
+    /// Makes `checkpoint` with the job's LoRAs the loaded model (freeing the previous one first:
+    /// one checkpoint on the device, as A1111) and its embeddings ready; true if it was loaded.
+    fn load_base(&mut self, checkpoint: &ModelSelection, job: &BatchJob, what: &str) -> Result<bool, RunnerError> {
+        let key = LoadedKey { model: checkpoint.clone(), loras: job.networks.loras.clone() };
+        let reloaded = !matches!(&self.loaded, Some((loaded, _)) if *loaded == key);
+        if reloaded {
+            // A different LoRA set is a fresh load with the networks merged as the weights are
+            // read, so the base weights are never modified and nothing needs restoring.
+            self.loaded = None;
+            let resident = self.networks.resident_for(&key.model);
+            let model = self.load(&key, resident, what)?;
+            self.loaded = Some((key, model));
+        }
+        let widths = self.model()?.text_widths();
+        self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
+        Ok(reloaded)
     }
 
     /// The refiner for a pass (`hires_fix_refiner_pass` decides with the hires fix).
@@ -164,19 +194,7 @@ impl DiffusionExecutor {
     /// checkpoint (with the batch's LoRAs), as A1111 reloads the weights; the next batch's
     /// `prepare` loads its own model again.
     fn switch_model(&mut self, checkpoint: &ModelSelection, job: &BatchJob) -> Result<(), RunnerError> {
-        let key = LoadedKey { model: checkpoint.clone(), loras: job.networks.loras.clone() };
-        if matches!(&self.loaded, Some((loaded, _)) if *loaded == key) {
-            return Ok(());
-        }
-        self.loaded = None;
-        let files = self.networks.lora_files(&key.loras)?;
-        let resident = self.networks.resident_for(&key.model);
-        let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
-        tracing::info!(checkpoint = %checkpoint.checkpoint.display(), "hires checkpoint loaded");
-        self.loaded = Some((key, model));
-        let widths = self.model()?.text_widths();
-        self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
-        Ok(())
+        self.load_base(checkpoint, job, "hires checkpoint loaded").map(|_| ())
     }
 
     fn model(&self) -> Result<&LoadedModel, RunnerError> {
@@ -243,30 +261,7 @@ fn decode_images(model: &LoadedModel, latent: &Tensor) -> Result<Vec<RgbImage>, 
 
 impl BatchExecutor for DiffusionExecutor {
     fn prepare(&mut self, job: &BatchJob) -> Result<bool, RunnerError> {
-        let key = LoadedKey { model: job.model.clone(), loras: job.networks.loras.clone() };
-        let reloaded = if matches!(&self.loaded, Some((loaded, _)) if *loaded == key) {
-            false
-        } else {
-            // Free the old model before loading the next (one checkpoint on the device, as A1111).
-            // A different LoRA set is a fresh load with the networks merged as the weights are read,
-            // so the base weights are never modified and nothing needs restoring.
-            self.loaded = None;
-            let started = std::time::Instant::now();
-            let files = self.networks.lora_files(&key.loras)?;
-            let resident = self.networks.resident_for(&key.model);
-            let model = networks::load_model(&key, &files, resident, &self.device, self.dtype)?;
-            tracing::info!(
-                checkpoint = %job.model.checkpoint.display(),
-                loras = key.loras.len(),
-                ms = started.elapsed().as_millis() as u64,
-                "model loaded"
-            );
-            self.loaded = Some((key, model));
-            true
-        };
-        let model = self.model()?;
-        let widths = model.text_widths();
-        self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
+        let reloaded = self.load_base(&job.model, job, "model loaded")?;
         self.prepare_refiner(job)?;
         Ok(reloaded)
     }
