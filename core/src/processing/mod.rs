@@ -75,6 +75,32 @@ pub enum GenerationRequest {
     Img2Img { request: Img2ImgRequest, init_images: Vec<RgbImage> },
 }
 
+impl GenerationRequest {
+    /// A validated field as the request holds it (`Null` when the model has no such field).
+    pub fn field(&self, name: &str) -> &Value {
+        match self {
+            GenerationRequest::Txt2Img(r) => r.fields.get(name),
+            GenerationRequest::Img2Img { request, .. } => request.fields.get(name),
+        }
+    }
+
+    /// Sets a field after validation (scripts derive their runs this way).
+    pub fn set_field(&mut self, name: &str, value: Value) {
+        match self {
+            GenerationRequest::Txt2Img(r) => r.set_field(name, value),
+            GenerationRequest::Img2Img { request, .. } => request.set_field(name, value),
+        }
+    }
+
+    /// The fields both endpoints share.
+    pub fn common(&self) -> CommonParams {
+        match self {
+            GenerationRequest::Txt2Img(r) => CommonParams::from_txt2img(r),
+            GenerationRequest::Img2Img { request, .. } => CommonParams::from_img2img(request),
+        }
+    }
+}
+
 /// One job the runner executed for this request (for `X-Runner-Job`).
 #[derive(Debug, Clone)]
 pub struct RunnerJobRecord {
@@ -280,10 +306,7 @@ pub fn not_honoured_options(opts: &Options) -> Vec<&'static str> {
 
 /// Runs a generation request through the runner, batch by batch (or through its script).
 pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
-    let script = match &request {
-        GenerationRequest::Txt2Img(r) => r.script_name.clone(),
-        GenerationRequest::Img2Img { request: r, .. } => r.script_name.clone(),
-    };
+    let script = request.field("script_name").as_str().map(str::to_string);
     match request {
         GenerationRequest::Img2Img { request, init_images } if scripts::is_sd_upscale(&request) => {
             validate(&CommonParams::from_img2img(&request), &ctx.limits)?;

@@ -31,16 +31,43 @@ pub fn is_loopback(r: &Img2ImgRequest) -> bool {
     r.script_name.as_deref().is_some_and(|n| n.eq_ignore_ascii_case(LOOPBACK))
 }
 
+/// A run of the script: `request` with `fields` set (each run is a plain generation).
+fn with_fields<K: AsRef<str>>(request: GenerationRequest, fields: &[(K, Value)]) -> GenerationRequest {
+    let mut request = request;
+    for (k, v) in fields {
+        request.set_field(k.as_ref(), v.clone());
+    }
+    request
+}
+
+/// The fields a script's run overrides: no script again, one batch of `batch_size` at these seeds.
+fn run_fields(batch_size: usize, seed: i64, subseed: i64) -> Vec<(&'static str, Value)> {
+    vec![
+        ("script_name", Value::Null),
+        ("script_args", Value::Array(vec![])),
+        ("n_iter", Value::from(1)),
+        ("batch_size", Value::from(batch_size)),
+        ("seed", Value::from(seed)),
+        ("subseed", Value::from(subseed)),
+    ]
+}
+
+/// Rewrites entries of a `Processed.info` JSON string (a script's result keeps its first run's).
+fn patch_info(info: &mut String, entries: Vec<(&str, Value)>) {
+    if let Ok(Value::Object(mut map)) = serde_json::from_str::<Value>(info) {
+        for (k, v) in entries {
+            map.insert(k.into(), v);
+        }
+        *info = sdapi_protocol::python_json::dumps(&Value::Object(map));
+    }
+}
+
 /// `Processed(p, images, seed, initial_info)`: the first run's `info`, every image carrying the
 /// first run's infotext.
 fn script_result(mut first: Processed, images: Vec<RgbImage>, seeds: Vec<i64>, seed: i64) -> Processed {
     let infotext = first.infotexts.first().cloned().unwrap_or_default();
     first.infotexts = vec![infotext; images.len()];
-    if let Ok(Value::Object(mut info)) = serde_json::from_str::<Value>(&first.info) {
-        info.insert("infotexts".into(), Value::from(first.infotexts.clone()));
-        info.insert("seed".into(), Value::from(seed));
-        first.info = sdapi_protocol::python_json::dumps(&Value::Object(info));
-    }
+    patch_info(&mut first.info, vec![("infotexts", Value::from(first.infotexts.clone())), ("seed", Value::from(seed))]);
     first.images = images;
     first.all_seeds = seeds;
     first
@@ -125,26 +152,17 @@ pub async fn loopback(
     let mut seed = fixed_seed(request.seed.unwrap_or(-1));
     let subseed = fixed_seed(request.subseed.unwrap_or(-1));
     let initial_seed_request = seed;
-    let (mut first, mut history, mut all_images, mut seeds) = (None::<Processed>, Vec::new(), Vec::new(), Vec::new());
+    let (mut first, mut all_images) = (None::<Processed>, Vec::new());
     let mut stopped = false;
     for _ in 0..n_iter {
         let mut current = init_images.clone();
         let mut strength = initial_strength;
         let mut last: Option<RgbImage> = None;
         for i in 0..loops {
-            let mut loop_request = request.clone();
-            for (k, v) in [
-                ("script_name", Value::Null),
-                ("script_args", Value::Array(vec![])),
-                ("n_iter", Value::from(1)),
-                ("batch_size", Value::from(1)),
-                ("seed", Value::from(seed)),
-                ("subseed", Value::from(subseed)),
-                ("denoising_strength", Value::from(strength)),
-            ] {
-                loop_request.set_field(k, v);
-            }
-            let generation = GenerationRequest::Img2Img { request: loop_request, init_images: current.clone() };
+            let mut fields = run_fields(1, seed, subseed);
+            fields.push(("denoising_strength", Value::from(strength)));
+            let run = GenerationRequest::Img2Img { request: request.clone(), init_images: current.clone() };
+            let generation = with_fields(run, &fields);
             let processed = Box::pin(super::process_images_with(ctx, generation, &extra)).await?;
             if processed.interrupted {
                 stopped = true;
@@ -154,13 +172,11 @@ pub async fn loopback(
             strength = strength_at(i + 1);
             let image = processed.images.first().cloned();
             if first.is_none() {
-                seeds.push(processed.all_seeds.first().copied().unwrap_or(seed));
                 first = Some(processed);
             }
             let Some(image) = image else { break };
             current = vec![image.clone()];
             if n_iter == 1 {
-                history.push(image.clone());
                 all_images.push(image.clone());
             }
             last = Some(image);
@@ -171,17 +187,18 @@ pub async fn loopback(
         if n_iter > 1
             && let Some(image) = last
         {
-            history.push(image.clone());
             all_images.push(image);
         }
     }
     let first = first.ok_or_else(|| ApiError::runtime("Loopback produced no image"))?;
-    if history.len() > 1 && first.options.get("return_grid").and_then(Value::as_bool).unwrap_or(true) {
+    // A1111's `history` holds exactly the images returned: every loop's with one batch, each
+    // batch's last with several; when more than one, their grid comes first.
+    if all_images.len() > 1 && first.options.get("return_grid").and_then(Value::as_bool).unwrap_or(true) {
         let background = first.options.get("grid_background_color").and_then(Value::as_str).unwrap_or("#ffffff");
-        let grid = image_grid(&history, 1, sdapi_protocol::images::parse_hex_color(background));
+        let grid = image_grid(&all_images, 1, sdapi_protocol::images::parse_hex_color(background));
         all_images.insert(0, grid);
     }
-    let initial_seed = seeds.first().copied().unwrap_or(initial_seed_request);
+    let initial_seed = first.all_seeds.first().copied().unwrap_or(initial_seed_request);
     let image_seeds = vec![initial_seed; all_images.len()];
     Ok(script_result(first, all_images, image_seeds, initial_seed))
 }
@@ -256,8 +273,7 @@ pub async fn sd_upscale(
 
     let seed = fixed_seed(request.seed.unwrap_or(-1));
     let subseed = fixed_seed(request.subseed.unwrap_or(-1));
-    let source =
-        Raster { width: init.width as usize, height: init.height as usize, channels: 3, data: init.pixels.clone() };
+    let source = init.to_raster();
     let upscaled = match &upscaler {
         PixelUpscaler::Builtin(BuiltinUpscaler::None) => source,
         PixelUpscaler::Builtin(b) => b.upscale(&source, scale),
@@ -272,13 +288,7 @@ pub async fn sd_upscale(
     let work: Vec<RgbImage> = grid
         .tiles
         .iter()
-        .flat_map(|(_, _, row)| {
-            row.iter().map(|(_, _, t)| RgbImage {
-                width: t.width as u32,
-                height: t.height as u32,
-                pixels: t.data.clone(),
-            })
-        })
+        .flat_map(|(_, _, row)| row.iter().map(|(_, _, t)| RgbImage::from_raster(t.clone())))
         .collect();
     let batch_size = request.batch_size.unwrap_or(1).max(1) as usize;
 
@@ -293,19 +303,10 @@ pub async fn sd_upscale(
         result_seeds.push(batch_seed);
         let mut tiles_out: Vec<RgbImage> = Vec::with_capacity(work.len());
         for chunk in work.chunks(batch_size) {
-            let mut tile_request = request.clone();
-            for (k, v) in [
-                ("script_name", Value::Null),
-                ("script_args", Value::Array(vec![])),
-                ("n_iter", Value::from(1)),
-                ("batch_size", Value::from(batch_size)),
-                ("seed", Value::from(batch_seed)),
-                ("subseed", Value::from(subseed)),
-                ("resize_mode", Value::from(0)),
-            ] {
-                tile_request.set_field(k, v);
-            }
-            let generation = GenerationRequest::Img2Img { request: tile_request, init_images: chunk.to_vec() };
+            let mut fields = run_fields(batch_size, batch_seed, subseed);
+            fields.push(("resize_mode", Value::from(0)));
+            let run = GenerationRequest::Img2Img { request: request.clone(), init_images: chunk.to_vec() };
+            let generation = with_fields(run, &fields);
             let processed = Box::pin(super::process_images_with(ctx, generation, &extra)).await?;
             batch_seed = processed.all_seeds.first().copied().unwrap_or(batch_seed) + 1;
             tiles_out.extend(processed.images.iter().cloned());
@@ -321,19 +322,14 @@ pub async fn sd_upscale(
         for (_, _, row) in grid.tiles.iter_mut() {
             for (_, _, tile) in row.iter_mut() {
                 *tile = match tiles_out.get(index) {
-                    Some(img) => Raster {
-                        width: img.width as usize,
-                        height: img.height as usize,
-                        channels: 3,
-                        data: img.pixels.clone(),
-                    },
+                    Some(img) => img.to_raster(),
                     None => Raster::blank(width, height, 3),
                 };
                 index += 1;
             }
         }
         let combined = combine_grid(&grid);
-        results.push(RgbImage { width: combined.width as u32, height: combined.height as u32, pixels: combined.data });
+        results.push(RgbImage::from_raster(combined));
     }
     let first = first.ok_or_else(|| ApiError::runtime("SD upscale produced no tiles"))?;
     Ok(script_result(first, results, result_seeds, seed))
@@ -344,11 +340,7 @@ pub const PROMPTS_FROM_FILE: &str = "prompts from file or textbox";
 
 /// Whether a request runs "Prompts from file or textbox".
 pub fn is_prompts_from_file(request: &GenerationRequest) -> bool {
-    let name = match request {
-        GenerationRequest::Txt2Img(r) => r.script_name.as_deref(),
-        GenerationRequest::Img2Img { request, .. } => request.script_name.as_deref(),
-    };
-    name.is_some_and(|n| n.eq_ignore_ascii_case(PROMPTS_FROM_FILE))
+    request.field("script_name").as_str().is_some_and(|n| n.eq_ignore_ascii_case(PROMPTS_FROM_FILE))
 }
 
 /// Python's `shlex.split` (POSIX mode, no comments): whitespace-separated words, `'…'` literal,
@@ -456,22 +448,16 @@ fn line_fields(line: &str, ctx: &ProcessingContext) -> Option<Vec<(String, Value
     Some(out)
 }
 
-fn set_fields(request: &GenerationRequest, fields: &[(String, Value)]) -> GenerationRequest {
+/// A line's fields set on `request`; `sd_model_checkpoint` goes into its `override_settings`.
+fn line_request(request: &GenerationRequest, fields: &[(String, Value)]) -> GenerationRequest {
     let mut request = request.clone();
     for (k, v) in fields {
-        match &mut request {
-            GenerationRequest::Txt2Img(r) if k == "sd_model_checkpoint" => {
-                let mut o = r.override_settings.clone().unwrap_or_default();
-                o.insert(k.clone(), v.clone());
-                r.set_field("override_settings", Value::Object(o));
-            }
-            GenerationRequest::Img2Img { request: r, .. } if k == "sd_model_checkpoint" => {
-                let mut o = r.override_settings.clone().unwrap_or_default();
-                o.insert(k.clone(), v.clone());
-                r.set_field("override_settings", Value::Object(o));
-            }
-            GenerationRequest::Txt2Img(r) => r.set_field(k, v.clone()),
-            GenerationRequest::Img2Img { request: r, .. } => r.set_field(k, v.clone()),
+        if k == "sd_model_checkpoint" {
+            let mut overrides = request.field("override_settings").as_object().cloned().unwrap_or_default();
+            overrides.insert(k.clone(), v.clone());
+            request.set_field("override_settings", Value::Object(overrides));
+        } else {
+            request.set_field(k, v.clone());
         }
     }
     request
@@ -483,10 +469,7 @@ pub const MAX_PROMPT_LINES: usize = 1000;
 /// Runs "Prompts from file or textbox" (`script_args` = [iterate seed every line, same random
 /// seed for all lines, "start"|"end", the lines]): one generation per non-empty line.
 pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationRequest) -> Result<Processed, ApiError> {
-    let args = match &request {
-        GenerationRequest::Txt2Img(r) => r.script_args.clone(),
-        GenerationRequest::Img2Img { request, .. } => request.script_args.clone(),
-    };
+    let args = request.field("script_args").as_array().cloned().unwrap_or_default();
     let bad = |m: String| {
         ApiError::http(
             422,
@@ -506,16 +489,12 @@ pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationReque
     if lines.len() > MAX_PROMPT_LINES {
         return Err(bad(format!("{} lines, more than {MAX_PROMPT_LINES}", lines.len())));
     }
-    let common = match &request {
-        GenerationRequest::Txt2Img(r) => super::CommonParams::from_txt2img(r),
-        GenerationRequest::Img2Img { request, .. } => super::CommonParams::from_img2img(request),
-    };
+    let common = request.common();
     let mut seed = common.seed;
     if (iterate || iterate_batch) && seed == -1 {
         seed = fixed_seed(-1);
     }
-    let base =
-        set_fields(&request, &[("script_name".into(), Value::Null), ("script_args".into(), Value::Array(vec![]))]);
+    let base = with_fields(request, &[("script_name", Value::Null), ("script_args", Value::Array(vec![]))]);
     let mut jobs = Vec::with_capacity(lines.len());
     let mut total = 0.0;
     for line in &lines {
@@ -529,11 +508,8 @@ pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationReque
                 *t = if at_start { format!("{t} {base_text}") } else { format!("{base_text} {t}") };
             }
         }
-        let job = set_fields(&base, &fields);
-        let p = match &job {
-            GenerationRequest::Txt2Img(r) => super::CommonParams::from_txt2img(r),
-            GenerationRequest::Img2Img { request, .. } => super::CommonParams::from_img2img(request),
-        };
+        let job = line_request(&base, &fields);
+        let p = job.common();
         total += WorkCost::of(p.width, p.height, p.batch_size, p.n_iter, p.steps).megapixel_steps;
         jobs.push(job);
     }
@@ -550,7 +526,7 @@ pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationReque
     let (mut images, mut infotexts, mut all_prompts, mut all_seeds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut first: Option<Processed> = None;
     for job in jobs {
-        let job = set_fields(&job, &[("seed".into(), Value::from(seed))]);
+        let job = with_fields(job, &[("seed", Value::from(seed))]);
         let processed = Box::pin(super::process_images_with(ctx, job, &Map::new())).await?;
         if iterate {
             seed += common.batch_size * common.n_iter;
@@ -573,11 +549,10 @@ pub async fn prompts_from_file(ctx: &ProcessingContext, request: GenerationReque
     }
     let mut processed = first.ok_or_else(|| ApiError::runtime("Prompts from file or textbox: no lines"))?;
     // `Processed(p, images, p.seed, "", all_prompts=…, infotexts=…)`.
-    if let Ok(Value::Object(mut info)) = serde_json::from_str::<Value>(&processed.info) {
-        info.insert("all_prompts".into(), Value::from(all_prompts));
-        info.insert("infotexts".into(), Value::from(infotexts.clone()));
-        processed.info = sdapi_protocol::python_json::dumps(&Value::Object(info));
-    }
+    patch_info(
+        &mut processed.info,
+        vec![("all_prompts", Value::from(all_prompts)), ("infotexts", Value::from(infotexts.clone()))],
+    );
     processed.images = images;
     processed.infotexts = infotexts;
     processed.all_seeds = all_seeds;

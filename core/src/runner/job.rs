@@ -250,6 +250,22 @@ impl RgbImage {
     pub fn to_image(&self) -> Option<image::RgbImage> {
         image::RgbImage::from_raw(self.width, self.height, self.pixels.clone())
     }
+
+    /// The same pixels as a [`Raster`](sdapi_protocol::images::Raster) (for the pixel tools).
+    pub fn to_raster(&self) -> sdapi_protocol::images::Raster {
+        sdapi_protocol::images::Raster {
+            width: self.width as usize,
+            height: self.height as usize,
+            channels: 3,
+            data: self.pixels.clone(),
+        }
+    }
+
+    /// An RGB raster as an image (a raster of other channels is converted first).
+    pub fn from_raster(raster: sdapi_protocol::images::Raster) -> Self {
+        let raster = raster.with_channels(3);
+        Self { width: raster.width as u32, height: raster.height as u32, pixels: raster.data }
+    }
 }
 
 /// How the hires fix upscales the first pass: in latent space, or in pixels between a decode and
