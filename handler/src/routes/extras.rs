@@ -10,7 +10,9 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use sdapi_protocol::api::errors::{ApiError, ValidationError, ValidationErrors};
-use sdapi_protocol::api::request::{ExtrasBatchImagesRequest, ExtrasSingleImageRequest, extras_constraint_errors};
+use sdapi_protocol::api::request::{
+    ExtrasBatchImagesRequest, ExtrasSingleImageRequest, ValidatedFields, extras_constraint_errors,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -38,13 +40,10 @@ struct Common {
     runner: Arc<dyn Runner>,
 }
 
-fn common(
-    s: &AppState,
-    values: &serde_json::Map<String, Value>,
-    sent: &[&str],
-    get: impl Fn(&str) -> Value,
-) -> Result<Common, HandlerError> {
-    let errors = extras_constraint_errors(values, sent);
+fn common(s: &AppState, fields: &ValidatedFields) -> Result<Common, HandlerError> {
+    let sent: Vec<&str> = fields.explicitly_set.iter().map(String::as_str).collect();
+    let errors = extras_constraint_errors(&fields.values, &sent);
+    let get = |k: &str| fields.get(k);
     if !errors.is_empty() {
         return Err(HandlerError::Validation(ValidationErrors { detail: errors }));
     }
@@ -146,8 +145,7 @@ pub async fn extra_single_image(
 ) -> Result<Response, HandlerError> {
     let value = json_body(&headers, body)?;
     let req = ExtrasSingleImageRequest::from_json(&value)?;
-    let sent: Vec<&str> = req.fields.explicitly_set.iter().map(String::as_str).collect();
-    let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
+    let c = common(&s, &req.fields)?;
     let image = req.image.clone();
     let (png, info) = off_thread(move || process_one(&image, &c)).await?;
     let body = json!({ "html_info": plaintext_to_html(&info), "image": to_base64(&png) });
@@ -210,8 +208,7 @@ pub async fn extra_batch_images(
         )
         .into());
     }
-    let sent: Vec<&str> = req.fields.explicitly_set.iter().map(String::as_str).collect();
-    let c = common(&s, &req.fields.values, &sent, |k| req.fields.get(k).clone())?;
+    let c = common(&s, &req.fields)?;
     let datas: Vec<String> =
         req.imageList.iter().filter_map(|i| i.get("data").and_then(Value::as_str).map(str::to_string)).collect();
     let results =
