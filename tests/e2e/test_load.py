@@ -55,6 +55,20 @@ def hang_up_early(url: str) -> None:
         time.sleep(0.05)
 
 
+def poll_progress(url: str, stop: float, latencies_ms: list[float], failures: list[str]) -> None:
+    """Polls `/progress` every 100 ms until `stop`, recording each answer's latency and failure."""
+    while time.monotonic() < stop:
+        t0 = time.monotonic()
+        try:
+            r = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
+            if r.status_code != 200:
+                failures.append(f"HTTP {r.status_code}")
+        except Exception as e:  # noqa: BLE001 - every failure is a finding
+            failures.append(f"{type(e).__name__}: {e}")
+        latencies_ms.append((time.monotonic() - t0) * 1e3)
+        time.sleep(0.1)
+
+
 def test_mixed_load_with_early_hang_ups(ctx):
     with Server(ctx.binary) as server:
         url = server.url
@@ -112,20 +126,8 @@ def test_mixed_load_with_early_hang_ups(ctx):
         progress_ms: list[float] = []
         progress_failures: list[str] = []
 
-        def poll_progress() -> None:
-            while time.monotonic() < stop:
-                t0 = time.monotonic()
-                try:
-                    r = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
-                    if r.status_code != 200:
-                        progress_failures.append(f"HTTP {r.status_code}")
-                except Exception as e:  # noqa: BLE001
-                    progress_failures.append(f"{type(e).__name__}: {e}")
-                progress_ms.append((time.monotonic() - t0) * 1e3)
-                time.sleep(0.1)
-
         threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
-        threads.append(threading.Thread(target=poll_progress))
+        threads.append(threading.Thread(target=poll_progress, args=(url, stop, progress_ms, progress_failures)))
         for t in threads:
             t.start()
         peak_during = 0.0
@@ -233,19 +235,8 @@ def test_load_with_the_s3_store_failing_mid_run(ctx):
                         record("client_error", f"client {i}: {type(e).__name__}: {e}")
 
             progress_failures: list[str] = []
-
-            def poll_progress() -> None:
-                while time.monotonic() < stop:
-                    try:
-                        r = requests.get(f"{url}/sdapi/v1/progress?skip_current_image=true", timeout=10)
-                        if r.status_code != 200:
-                            progress_failures.append(f"HTTP {r.status_code}")
-                    except Exception as e:  # noqa: BLE001
-                        progress_failures.append(f"{type(e).__name__}: {e}")
-                    time.sleep(0.1)
-
             threads = [threading.Thread(target=client, args=(i,)) for i in range(S3_CLIENTS)]
-            threads.append(threading.Thread(target=poll_progress))
+            threads.append(threading.Thread(target=poll_progress, args=(url, stop, [], progress_failures)))
             for t in threads:
                 t.start()
             time.sleep(max(0.0, stop_s3_at - time.monotonic()))
