@@ -80,9 +80,12 @@ pub async fn health() -> impl IntoResponse {
 
 /// `GET /ready`: readiness for load balancers — 503 while the runner's queue is full.
 pub async fn ready(State(s): State<AppState>) -> axum::response::Response {
+    // One reading of the counters decides both the status and the body.
     let depth = s.ctx.runner.counters().queue_depth;
-    let body = json!({"status": if queue_full(&s) { "busy" } else { "ready" }, "queue_depth": depth, "max_queue": s.config.max_queue});
-    if queue_full(&s) {
+    let full = depth >= s.config.max_queue as u64;
+    let body =
+        json!({"status": if full { "busy" } else { "ready" }, "queue_depth": depth, "max_queue": s.config.max_queue});
+    if full {
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, RETRY_AFTER_S)], Json(body))
             .into_response()
     } else {
