@@ -72,19 +72,15 @@ impl S3Store {
 
     /// Reads any object (batch request files may come from another bucket); `None` when missing.
     pub async fn read_object(&self, bucket: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let location = format!("s3://{bucket}/{key}");
-        match self.client.get_object().bucket(bucket).key(key).send().await {
-            Ok(out) => {
-                let data = out.body.collect().await.map_err(|e| StoreError::Backend {
-                    operation: "GetObject",
-                    location: location.clone(),
-                    message: e.to_string(),
-                    transient: true,
-                })?;
-                Ok(Some(data.into_bytes().to_vec()))
-            }
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(backend_error("GetObject", location, e)),
+        match self.read_object_bounded(bucket, key, u64::MAX).await? {
+            BoundedRead::Bytes(bytes) => Ok(Some(bytes)),
+            BoundedRead::Missing => Ok(None),
+            BoundedRead::TooLarge(size) => Err(StoreError::Backend {
+                operation: "GetObject",
+                location: format!("s3://{bucket}/{key}"),
+                message: format!("{size} bytes cannot be held"),
+                transient: false,
+            }),
         }
     }
 }
