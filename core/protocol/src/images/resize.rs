@@ -4,57 +4,48 @@
 //! default).
 
 use image::RgbImage;
-use image::imageops;
 
-use super::pil_resize::{PilFilter, pil_resize};
+use super::pil_ops::{crop, paste};
+use super::pil_resize::{PilFilter, Raster, pil_resize_raster};
 
-fn lanczos(img: &RgbImage, w: u32, h: u32) -> RgbImage {
-    pil_resize(img, w.max(1), h.max(1), PilFilter::Lanczos)
-}
-
-/// Pastes `src` onto `dst` with its top-left corner at (x, y); parts outside are cropped (PIL paste).
-fn paste(dst: &mut RgbImage, src: &RgbImage, x: i64, y: i64) {
-    for (sx, sy, px) in src.enumerate_pixels() {
-        let (dx, dy) = (x + i64::from(sx), y + i64::from(sy));
-        if dx >= 0 && dy >= 0 && dx < i64::from(dst.width()) && dy < i64::from(dst.height()) {
-            dst.put_pixel(dx as u32, dy as u32, *px);
-        }
-    }
+fn lanczos(img: &Raster, w: usize, h: usize) -> Raster {
+    pil_resize_raster(img, w.max(1), h.max(1), PilFilter::Lanczos)
 }
 
 /// Mode 2 (and any other value): scale to fit, centre, fill the borders by stretching the edge
 /// rows/columns.
-fn fill(img: &RgbImage, width: u32, height: u32) -> RgbImage {
+fn fill(img: &Raster, width: usize, height: usize) -> Raster {
     let (iw, ih, w, h, ratio, src_ratio) = ratios(img, width, height);
     let src_w = if ratio < src_ratio { w } else { iw * h / ih };
     let src_h = if ratio >= src_ratio { h } else { ih * w / iw };
-    let resized = lanczos(img, src_w as u32, src_h as u32);
-    let mut out = RgbImage::new(width, height);
+    let resized = lanczos(img, src_w, src_h);
+    let mut out = Raster::blank(width, height, img.channels);
     paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
+    let (sw, sh) = (src_w as i64, src_h as i64);
     if ratio < src_ratio {
         let fill = (h / 2) as i64 - (src_h / 2) as i64;
         if fill > 0 {
-            let top = imageops::crop_imm(&resized, 0, 0, src_w as u32, 1).to_image();
-            let bottom = imageops::crop_imm(&resized, 0, src_h as u32 - 1, src_w as u32, 1).to_image();
-            paste(&mut out, &lanczos(&top, width, fill as u32), 0, 0);
-            paste(&mut out, &lanczos(&bottom, width, fill as u32), 0, fill + src_h as i64);
+            let top = crop(&resized, 0, 0, sw, 1);
+            let bottom = crop(&resized, 0, sh - 1, sw, sh);
+            paste(&mut out, &lanczos(&top, width, fill as usize), 0, 0);
+            paste(&mut out, &lanczos(&bottom, width, fill as usize), 0, fill + sh);
         }
     } else if ratio > src_ratio {
         let fill = (w / 2) as i64 - (src_w / 2) as i64;
         if fill > 0 {
-            let left = imageops::crop_imm(&resized, 0, 0, 1, src_h as u32).to_image();
-            let right = imageops::crop_imm(&resized, src_w as u32 - 1, 0, 1, src_h as u32).to_image();
-            paste(&mut out, &lanczos(&left, fill as u32, height), 0, 0);
-            paste(&mut out, &lanczos(&right, fill as u32, height), fill + src_w as i64, 0);
+            let left = crop(&resized, 0, 0, 1, sh);
+            let right = crop(&resized, sw - 1, 0, sw, sh);
+            paste(&mut out, &lanczos(&left, fill as usize, height), 0, 0);
+            paste(&mut out, &lanczos(&right, fill as usize, height), fill + sw, 0);
         }
     }
     out
 }
 
 /// (source w, h, target w, h, target ratio, source ratio).
-fn ratios(img: &RgbImage, width: u32, height: u32) -> (u64, u64, u64, u64, f64, f64) {
-    let (iw, ih) = (u64::from(img.width().max(1)), u64::from(img.height().max(1)));
-    let (w, h) = (u64::from(width), u64::from(height.max(1)));
+fn ratios(img: &Raster, width: usize, height: usize) -> (usize, usize, usize, usize, f64, f64) {
+    let (iw, ih) = (img.width.max(1), img.height.max(1));
+    let (w, h) = (width, height.max(1));
     (iw, ih, w, h, w as f64 / h as f64, iw as f64 / ih as f64)
 }
 
@@ -62,6 +53,12 @@ fn ratios(img: &RgbImage, width: u32, height: u32) -> (u64, u64, u64, u64, f64, 
 /// ("latent upscale") never comes here: img2img encodes such an image as it is and resizes the
 /// latent. Values other than 0 and 1 take A1111's `else` branch (mode 2).
 pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> RgbImage {
+    let out = resize_raster(mode, &Raster::from_rgb(img), width as usize, height as usize);
+    RgbImage::from_raw(out.width as u32, out.height as u32, out.data).unwrap_or_else(|| RgbImage::new(width, height))
+}
+
+/// [`resize_image`] for any channel count (inpainting masks are single-channel).
+pub fn resize_raster(mode: i64, img: &Raster, width: usize, height: usize) -> Raster {
     let (iw, ih, w, h, ratio, src_ratio) = ratios(img, width, height);
     match mode {
         0 => lanczos(img, width, height),
@@ -69,8 +66,8 @@ pub fn resize_image(mode: i64, img: &RgbImage, width: u32, height: u32) -> RgbIm
             // Scale to cover, centre, crop.
             let src_w = if ratio > src_ratio { w } else { iw * h / ih };
             let src_h = if ratio <= src_ratio { h } else { ih * w / iw };
-            let resized = lanczos(img, src_w as u32, src_h as u32);
-            let mut out = RgbImage::new(width, height);
+            let resized = lanczos(img, src_w, src_h);
+            let mut out = Raster::blank(width, height, img.channels);
             paste(&mut out, &resized, (w as i64 - src_w as i64) / 2, (h as i64 - src_h as i64) / 2);
             out
         }
