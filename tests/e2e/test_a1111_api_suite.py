@@ -16,8 +16,6 @@ from harness import FIXTURES, MODEL_NAME, check_error_shape, check_generation, g
 # Variants whose feature the server does not implement yet (the list shrinks as features land).
 UNSUPPORTED = {
     "txt2img_restore_faces",    # face restoration
-    "img2img_inpainting_mask",  # inpainting masks
-    "img2img_inpainting_mask_invert",
 }
 
 
@@ -152,13 +150,15 @@ def test_img2img_simple(ctx):
     assert body["parameters"]["init_images"] is None and body["parameters"]["mask"] is None
 
 
-def test_UNSUPPORTED_img2img_inpainting_mask(ctx):
-    run_case(ctx, "img2img_inpainting_mask", "/sdapi/v1/img2img", i2i(mask=mask_data_url()))
+def test_img2img_inpainting_mask(ctx):
+    info = run_case(ctx, "img2img_inpainting_mask", "/sdapi/v1/img2img", i2i(mask=mask_data_url()))
+    assert "Mask blur: 4, Masked content: fill" in info["infotexts"][0], info["infotexts"][0]
 
 
-def test_UNSUPPORTED_img2img_inpainting_mask_invert(ctx):
-    run_case(ctx, "img2img_inpainting_mask_invert", "/sdapi/v1/img2img",
-             i2i(mask=mask_data_url(), inpainting_mask_invert=True))
+def test_img2img_inpainting_mask_invert(ctx):
+    info = run_case(ctx, "img2img_inpainting_mask_invert", "/sdapi/v1/img2img",
+                    i2i(mask=mask_data_url(), inpainting_mask_invert=True))
+    assert "Mask mode: Inpaint not masked" in info["infotexts"][0], info["infotexts"][0]
 
 
 def test_img2img_sd_upscale_script(ctx):
@@ -237,3 +237,25 @@ def test_unsupported_list_is_consistent(ctx):
     remove it from the set and drop the prefix from its test name."""
     names = {k.removeprefix("test_UNSUPPORTED_") for k in globals() if k.startswith("test_UNSUPPORTED_")}
     assert UNSUPPORTED == names, UNSUPPORTED ^ names
+
+
+def test_img2img_poor_mans_outpainting_script(ctx):
+    # 64x64 widened by 16 px left and right: the canvas rounds up to 128x64, the border tiles are
+    # inpainted (whole picture, mask blur 2x4) and the tiles blended back into one image.
+    info = run_case(ctx, "img2img_poor_mans_outpainting", "/sdapi/v1/img2img",
+                    i2i(script_name="poor man's outpainting", script_args=[16, 4, "fill", ["left", "right"]]),
+                    width=128, height=64)
+    assert "Mask blur: 8, Masked content: fill" in info["infotexts"][0], info["infotexts"][0]
+
+
+def test_img2img_inpainting_only_masked_keeps_the_init_size(ctx):
+    # "Only masked" (the API default) generates at 64x64 and pastes back into the 96x96 init image.
+    from PIL import Image
+    im = Image.new("RGB", (96, 96), (90, 140, 200))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    init = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    info = run_case(ctx, "img2img_inpainting_only_masked", "/sdapi/v1/img2img",
+                    i2i(init_images=[init], mask=mask_data_url(), inpaint_full_res=True, inpaint_full_res_padding=8),
+                    width=96, height=96)
+    assert "Inpaint area: Only masked, Masked area padding: 8" in info["infotexts"][0], info["infotexts"][0]

@@ -89,6 +89,35 @@ def test_img2img_garbage_data_url(ctx):
     check_error_shape(post(ctx.url + I2I, body), 500, "Invalid encoded image")
 
 
+def png_data_url(mode: str, size: tuple[int, int], color) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new(mode, size, color).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_garbage_masks(ctx):
+    """Inpainting masks: undecodable ones are A1111's 500; odd sizes, blank and full masks and
+    out-of-range fields are answered, never a crash (the service keeps serving)."""
+    body = load_request("img2img-64")
+    body.update({"steps": 2, "width": 64, "height": 64})
+    for mask in ["not base64 at all", "data:image/png;base64,AAAA", "data:image/png"]:
+        r = post(ctx.url + I2I, {**body, "mask": mask})
+        assert r.status_code == 500, f"{mask!r}: HTTP {r.status_code}"
+        check_error_shape(r, 500)
+    for mask, full_res in [(png_data_url("L", (200, 30), 255), True), (png_data_url("L", (64, 64), 0), True),
+                           (png_data_url("L", (64, 64), 0), False), (png_data_url("RGB", (64, 64), "white"), False),
+                           (png_data_url("RGBA", (16, 16), (0, 0, 0, 0)), False)]:
+        r = post(ctx.url + I2I, {**body, "mask": mask, "inpaint_full_res": full_res})
+        assert r.status_code == 200, f"HTTP {r.status_code}: {r.text[:300]}"
+    for field, value in [("inpaint_full_res_padding", -4), ("mask_blur", 100000)]:
+        check_error_shape(post(ctx.url + I2I, {**body, "mask": png_data_url("L", (64, 64), 255), field: value}), 422)
+    assert get(ctx.url + "/sdapi/v1/progress", timeout=10).status_code == 200
+
+
 def test_oversized_body_is_413_in_error_shape(ctx):
     # A separate instance: the limit is process-wide configuration.
     with Server(ctx.binary, {"SDAPI_MAX_BODY_MB": "1"}) as small:

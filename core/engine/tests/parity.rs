@@ -261,3 +261,10 @@ async fn refiner_switches_models_mid_sampling() {
     assert_eq!(err.errors, "Could not find checkpoint with name no-such-model");
     let _ = std::fs::remove_dir_all(&tmp);
 }
+
+/// Inpainting: whole picture with blur, inverted mask with latent noise, "only masked" with
+/// padding (returned at the init image's 96×96).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inpainting_fixture_cases_match_a1111() {
+    run_fixture_cases("a1111-parity-features", &["ip_"], 3).await;
+}

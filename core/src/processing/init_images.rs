@@ -26,8 +26,10 @@ pub async fn decode_init_images(ctx: &ProcessingContext, req: &Img2ImgRequest) -
         opts.get("img2img_background_color").and_then(Value::as_str).unwrap_or("#ffffff").to_string()
     };
     let max_pixels = ctx.limits.max_batch_megapixels as f64 * 1e6;
-    // "SD upscale" upscales the image as it was sent and tiles it itself.
-    let keep_size = super::scripts::is_sd_upscale(req);
+    // "SD upscale" and the outpainting script tile the image as it was sent; inpainting crops
+    // ("only masked") and overlays at the image's own size.
+    let has_mask = req.mask.as_deref().is_some_and(|m| !m.is_empty());
+    let keep_size = super::scripts::is_sd_upscale(req) || super::scripts::is_poor_mans_outpainting(req) || has_mask;
     // Decoding and resizing is CPU work: keep it off the async executor.
     tokio::task::spawn_blocking(move || -> Result<Vec<RgbImage>, ApiError> {
         encoded

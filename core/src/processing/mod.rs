@@ -7,6 +7,7 @@
 
 mod hires;
 mod init_images;
+pub mod inpaint;
 mod limits;
 mod params;
 mod prompts;
@@ -246,6 +247,7 @@ fn settings_from(opts: &Options, p: &CommonParams, limits: &RequestLimits) -> Ge
         emphasis: opts.emphasis(),
         comma_padding_backtrack: opts.comma_padding_backtrack().max(0) as usize,
         img2img_fix_steps: opts.img2img_fix_steps(),
+        inpainting_mask_weight: opts.inpainting_mask_weight(),
         use_old_scheduling: opts.use_old_scheduling(),
         beta_dist_alpha: opts.beta_dist_alpha(),
         beta_dist_beta: opts.beta_dist_beta(),
@@ -285,7 +287,7 @@ async fn ensure_hash(ctx: &ProcessingContext, checkpoint: CheckpointInfo) -> Che
 /// Options A1111 reads while generating that this server stores but does not apply yet
 /// (docs/options.md). A request that runs with any of them away from its default is logged, so an
 /// image that differs from A1111's is explained in the logs.
-const NOT_HONOURED_OPTIONS: [&str; 11] = [
+const NOT_HONOURED_OPTIONS: [&str; 10] = [
     "s_min_uncond",
     "skip_early_cond",
     "pad_cond_uncond",
@@ -296,7 +298,6 @@ const NOT_HONOURED_OPTIONS: [&str; 11] = [
     "use_downcasted_alpha_bar",
     "tiling",
     "face_restoration",
-    "inpainting_mask_weight",
 ];
 
 /// The options of [`NOT_HONOURED_OPTIONS`] whose value differs from A1111's default.
@@ -311,6 +312,10 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         GenerationRequest::Img2Img { request, init_images } if scripts::is_sd_upscale(&request) => {
             validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
             scripts::sd_upscale(ctx, request, init_images).await
+        }
+        GenerationRequest::Img2Img { request, init_images } if scripts::is_poor_mans_outpainting(&request) => {
+            validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
+            scripts::poor_mans_outpainting(ctx, request, init_images).await
         }
         GenerationRequest::Img2Img { request, init_images } if scripts::is_loopback(&request) => {
             validate(&CommonParams::from_img2img(&request), &ctx.limits)?;
@@ -337,9 +342,6 @@ pub(crate) async fn process_images_with(
                 return Err(ApiError::init_image_not_found());
             }
             init_images::check_init_image_count(init_images.len(), r.batch_size.unwrap_or(1))?;
-            if r.mask.as_deref().is_some_and(|m| !m.is_empty()) {
-                return Err(ApiError::http(501, "Inpainting (mask) is not supported by this server yet"));
-            }
             (CommonParams::from_img2img(r), "img2img", Some(r.denoising_strength), Some((r, init_images)))
         }
     };
@@ -464,14 +466,30 @@ pub(crate) async fn process_images_with(
         }
     }
     let refiner = refiner_for(ctx, &request, &checkpoint, &model, &opts)?;
+    let mut inpainting = None;
     let job_mode = match img2img {
         None => JobMode::Txt2Img,
-        Some((r, images)) => JobMode::Img2Img {
-            init_images: images.clone(),
-            denoising_strength: r.denoising_strength,
-            initial_noise_multiplier: r.initial_noise_multiplier.unwrap_or(opts.initial_noise_multiplier()),
-        },
+        Some((r, images)) => {
+            let (init_images, inpaint) = match inpaint::MaskSettings::from_request(r)? {
+                Some(settings) => {
+                    let prepared = prepare_inpaint(ctx, r, settings, images).await?;
+                    let job = prepared.job.clone();
+                    let images = prepared.init_images.clone();
+                    inpainting = Some(prepared);
+                    (images, job)
+                }
+                None => (images.clone(), None),
+            };
+            JobMode::Img2Img {
+                init_images,
+                denoising_strength: r.denoising_strength,
+                initial_noise_multiplier: r.initial_noise_multiplier.unwrap_or(opts.initial_noise_multiplier()),
+                inpaint,
+            }
+        }
     };
+    let overlay_inpaint = opts.get("overlay_inpaint").and_then(Value::as_bool).unwrap_or(true);
+    let mut inpainting_conditioning = false;
 
     let mut images = Vec::with_capacity(total);
     let mut image_index = Vec::with_capacity(total);
@@ -523,9 +541,14 @@ pub(crate) async fn process_images_with(
                 extra_params.push((k, v));
             }
         }
+        inpainting_conditioning |= report.output.inpainting_conditioning;
         let batch_images = report.output.images;
         let offset = n * batch_size;
         for (i, img) in batch_images.into_iter().enumerate() {
+            let img = match inpainting.as_ref().filter(|_| overlay_inpaint) {
+                Some(prepared) => inpaint::apply_overlay(&img, &prepared.overlay, i),
+                None => img,
+            };
             images.push(img);
             image_index.push(offset + i);
         }
@@ -539,6 +562,10 @@ pub(crate) async fn process_images_with(
     if let Some(ds) = denoising_strength.filter(|_| img2img_mode) {
         extra.insert("Denoising strength".into(), Value::from(ds));
     }
+    for (k, v) in inpainting.iter().flat_map(|p| p.extra.iter()) {
+        extra.insert(k.clone(), v.clone());
+    }
+    let conditional_mask_weight = inpainting_conditioning.then_some(settings.inpainting_mask_weight);
     if let Some(h) = &hires {
         extra.extend(h.extra.clone());
     }
@@ -564,6 +591,7 @@ pub(crate) async fn process_images_with(
             seed_resize_from_w: p.seed_resize_from_w,
             seed_resize_from_h: p.seed_resize_from_h,
             eta: p.eta,
+            conditional_mask_weight,
             tiling: p.tiling.unwrap_or(false),
             extra_generation_params: hires_prompt_entries(
                 &extra,
@@ -608,11 +636,25 @@ pub(crate) async fn process_images_with(
         styles: p.styles.clone(),
         job_timestamp: ctx.runner.state().job_timestamp(),
         clip_skip: opts.clip_stop_at_last_layers(),
-        is_using_inpainting_conditioning: false,
+        is_using_inpainting_conditioning: inpainting_conditioning,
         version,
     }
     .to_info_string();
     Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+}
+
+/// The mask branch of img2img, on a blocking thread (decoding, blurring and resizing are CPU work).
+async fn prepare_inpaint(
+    ctx: &ProcessingContext,
+    r: &Img2ImgRequest,
+    settings: inpaint::MaskSettings,
+    images: &[RgbImage],
+) -> Result<inpaint::PreparedInpaint, ApiError> {
+    let (r, images) = (r.clone(), images.to_vec());
+    let max_pixels = ctx.limits.max_batch_megapixels as u64 * 1_000_000;
+    tokio::task::spawn_blocking(move || inpaint::prepare(&r, &settings, &images, max_pixels))
+        .await
+        .map_err(|e| ApiError::runtime(e.to_string()))?
 }
 
 /// `refiner_checkpoint` (not "", "None", "none"): an unknown name is A1111's Exception; the

@@ -66,7 +66,34 @@ pub enum JobMode {
         init_images: Vec<RgbImage>,
         denoising_strength: f64,
         initial_noise_multiplier: f64,
+        /// Inpainting: the mask prepared by `process_images` (None: plain img2img).
+        inpaint: Option<InpaintJob>,
     },
+}
+
+/// What the sampler needs of an inpainting mask (A1111's `init` mask branch, done on the CPU
+/// before queueing): where to regenerate in latent space, how to seed the masked latent, and
+/// the pixel mask inpainting checkpoints are conditioned on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InpaintJob {
+    /// A1111's `nmask`, (height/8) × (width/8), row-major: 1 = regenerate, 0 = keep the init
+    /// latent (values between when `mask_round` is off).
+    pub latent_nmask: Vec<f32>,
+    /// `inpainting_fill` 2 and 3 act on the encoded latent.
+    pub latent_fill: LatentFill,
+    /// The processed mask, width × height in [0, 1], not rounded: the conditioning of 9-channel
+    /// inpainting checkpoints.
+    pub conditioning_mask: Vec<f32>,
+    /// `mask_round`: round the conditioning mask (SDXL inpainting models always round).
+    pub round_conditioning_mask: bool,
+}
+
+/// `inpainting_fill` in latent space: 2 replaces the masked latent by the seed's noise, 3 by zero.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatentFill {
+    Keep,
+    Noise,
+    Nothing,
 }
 
 /// Generation settings that come from options (possibly overridden per request).
@@ -86,6 +113,8 @@ pub struct GenerationSettings {
     pub emphasis: EmphasisMode,
     pub comma_padding_backtrack: usize,
     pub img2img_fix_steps: bool,
+    /// `inpainting_mask_weight`: how much of the masked image inpainting checkpoints see.
+    pub inpainting_mask_weight: f64,
     pub use_old_scheduling: bool,
     pub beta_dist_alpha: f64,
     pub beta_dist_beta: f64,
@@ -114,6 +143,7 @@ impl Default for GenerationSettings {
             emphasis: EmphasisMode::Original,
             comma_padding_backtrack: 20,
             img2img_fix_steps: false,
+            inpainting_mask_weight: 1.0,
             use_old_scheduling: false,
             beta_dist_alpha: 0.6,
             beta_dist_beta: 0.6,
@@ -221,6 +251,9 @@ pub struct BatchOutput {
     pub skipped: bool,
     /// Extra infotext parameters the engine determined (insertion order), e.g. `Schedule type`.
     pub extra_generation_params: Vec<(String, String)>,
+    /// The model took inpainting conditioning (a 9-channel UNet): A1111's
+    /// `is_using_inpainting_conditioning`.
+    pub inpainting_conditioning: bool,
 }
 
 /// Per-job timings, exposed to callers outside the process via the `X-Runner-Job` header.

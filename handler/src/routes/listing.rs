@@ -55,7 +55,7 @@ pub async fn scripts() -> impl IntoResponse {
     let from_file = "prompts from file or textbox".to_string();
     Json(ScriptsList {
         txt2img: vec![from_file.clone()],
-        img2img: vec!["loopback".into(), from_file, "sd upscale".into()],
+        img2img: vec!["loopback".into(), "poor man's outpainting".into(), from_file, "sd upscale".into()],
     })
 }
 
@@ -108,6 +108,16 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
         dropdown("Denoising strength curve", "Linear", &["Aggressive", "Linear", "Lazy"]),
         dropdown("Append interrogated prompt at each iteration", "None", &["None", "CLIP", "DeepBooru"]),
     ];
+    let directions = ["left", "right", "up", "down"];
+    let outpainting = vec![
+        slider("Pixels to expand", json!(128), json!(8), json!(256), json!(8)),
+        slider("Mask blur", json!(4), json!(0), json!(64), json!(1)),
+        dropdown("Masked content", "fill", &["fill", "original", "latent noise", "latent nothing"]),
+        ScriptArg {
+            choices: Some(directions.iter().map(|c| c.to_string()).collect()),
+            ..arg("Outpainting direction", json!(directions))
+        },
+    ];
     let from_file = || {
         vec![
             arg("Iterate seed every line", json!(false)),
@@ -125,6 +135,7 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
     Json(vec![
         script("prompts from file or textbox", false, from_file()),
         script("loopback", true, loopback),
+        script("poor man's outpainting", true, outpainting),
         script("prompts from file or textbox", true, from_file()),
         script("sd upscale", true, vec![info, overlap, upscaler, scale]),
     ])

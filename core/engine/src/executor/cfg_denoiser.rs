@@ -6,6 +6,7 @@ use candle_core::{DType, Tensor};
 
 use sdapi_core::runner::JobControl;
 
+use super::inpaint::LatentBlend;
 use crate::checkpoint::PredictionType;
 use crate::model::LoadedModel;
 use crate::sampling::{Model, SamplingError};
@@ -47,6 +48,10 @@ pub struct CfgDenoiser<'a> {
     /// A refiner not switched to yet; `None` once switched (then `refined` is true).
     pub refiner: Option<RefinerSwitch<'a>>,
     pub refined: bool,
+    /// Inpainting checkpoints: (B, 5, h, w) mask + masked-image latent, concatenated to the input.
+    pub image_cond: Option<&'a Tensor>,
+    /// Inpainting: the latent mask blend (after CFG; timestep samplers blend their input instead).
+    pub blend: Option<&'a LatentBlend>,
 }
 
 fn prompt_err(e: impl std::fmt::Display) -> SamplingError {
@@ -71,20 +76,20 @@ impl CfgDenoiser<'_> {
     }
 
     /// Builds the A1111 batch `[cond rows…, uncond rows…]` and returns (x_in, conds per image, uncond,
-    /// cond tensor).
-    fn batch(&self, x: &Tensor) -> Result<(Tensor, CondsList, Tensor, Tensor), SamplingError> {
+    /// cond tensor, the image conditioning of each row).
+    fn batch(&self, x: &Tensor) -> Result<(Tensor, CondsList, Tensor, Tensor, Option<Tensor>), SamplingError> {
         let (conds_list, tensor) = reconstruct_multicond_batch(self.cond, self.step).map_err(prompt_err)?;
         let uncond = reconstruct_cond_batch(self.uncond, self.step).map_err(prompt_err)?;
-        let mut rows = Vec::new();
+        let mut row_image: Vec<u32> = Vec::new();
         for (i, conds) in conds_list.iter().enumerate() {
-            let xi = x.narrow(0, i, 1)?;
-            for _ in conds {
-                rows.push(xi.clone());
-            }
+            row_image.extend(std::iter::repeat_n(i as u32, conds.len()));
         }
-        rows.push(x.clone());
-        let x_in = Tensor::cat(&rows, 0)?;
-        Ok((x_in, conds_list, uncond, tensor))
+        // The uncond rows: one per image, in order.
+        row_image.extend(0..x.dim(0)? as u32);
+        let rows = Tensor::new(row_image.as_slice(), x.device())?;
+        let x_in = x.index_select(&rows, 0)?;
+        let image_cond_in = self.image_cond.map(|c| c.index_select(&rows, 0)).transpose()?;
+        Ok((x_in, conds_list, uncond, tensor, image_cond_in))
     }
 
     /// Evaluates the model output for every row of `x_in`, in one call when cond and uncond have the
@@ -96,11 +101,17 @@ impl CfgDenoiser<'_> {
         t: f64,
         tensor: &Tensor,
         uncond: &Tensor,
+        image_cond_in: Option<&Tensor>,
     ) -> Result<Tensor, SamplingError> {
         let rows = x_in.dim(0)?;
         let scaled = match scale {
             Some(c) => (x_in * c)?,
             None => x_in.clone(),
+        };
+        // `c_concat`: inpainting checkpoints see the unscaled conditioning beside the input.
+        let scaled = match image_cond_in {
+            Some(c) => Tensor::cat(&[&scaled, c], 1)?,
+            None => scaled,
         };
         let t_all = Tensor::full(t as f32, rows, x_in.device())?;
         let vectors = self.vectors()?;
@@ -193,8 +204,17 @@ impl CfgDenoiser<'_> {
     ) -> Result<(Tensor, Tensor), SamplingError> {
         self.check_stop()?;
         self.maybe_refine(Progress::Timestep(t));
-        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
-        let out = self.evaluate(&x_in, None, t, &tensor, &uncond)?;
+        // A1111's timestep denoiser blends the masked input before denoising.
+        let blended;
+        let x = match self.blend {
+            Some(b) => {
+                blended = b.apply(x)?;
+                &blended
+            }
+            None => x,
+        };
+        let (x_in, conds_list, uncond, tensor, image_cond_in) = self.batch(x)?;
+        let out = self.evaluate(&x_in, None, t, &tensor, &uncond, image_cond_in.as_ref())?;
         // v-prediction (A1111's CompVisTimestepsVDenoiser): eps = sqrt(a_t) v + sqrt(1 - a_t) x_t.
         let out = match self.model.prediction {
             PredictionType::Eps => out,
@@ -229,10 +249,10 @@ impl Model for CfgDenoiser<'_> {
     fn denoised(&mut self, x: &Tensor, sigma: f64) -> Result<Tensor, SamplingError> {
         self.check_stop()?;
         self.maybe_refine(Progress::Sigma(sigma));
-        let (x_in, conds_list, uncond, tensor) = self.batch(x)?;
+        let (x_in, conds_list, uncond, tensor, image_cond_in) = self.batch(x)?;
         let c_in = 1.0 / (sigma * sigma + 1.0).sqrt();
         let t = (self.sigma_to_t)(sigma);
-        let out = self.evaluate(&x_in, Some(c_in), t, &tensor, &uncond)?;
+        let out = self.evaluate(&x_in, Some(c_in), t, &tensor, &uncond, image_cond_in.as_ref())?;
         // CompVisDenoiser: x0 = x - sigma * eps;  CompVisVDenoiser: x0 = c_skip x + c_out v.
         let denoised_rows = match self.model.prediction {
             PredictionType::Eps => (&x_in - (out * sigma)?)?,
@@ -244,6 +264,11 @@ impl Model for CfgDenoiser<'_> {
             }
         };
         let denoised = self.combine(&denoised_rows, &conds_list, uncond.dim(0)?)?;
+        // Inpainting: the kept region is pulled back to the init latent after every CFG step.
+        let denoised = match self.blend {
+            Some(b) => b.apply(&denoised)?,
+            None => denoised,
+        };
         self.step += 1;
         Ok(denoised)
     }

@@ -4,6 +4,7 @@
 
 mod cfg_denoiser;
 mod hires;
+mod inpaint;
 mod networks;
 mod pass;
 
@@ -26,6 +27,7 @@ use crate::preview::cheap_preview;
 use crate::text::TextError;
 use crate::upscaler::UpscaleModel;
 use crate::vae::to_rgb8;
+use inpaint::{ConditioningSource, LatentBlend};
 use pass::{PassOutput, PassSpec, PassStart, run_pass};
 
 /// What a loaded model was built from: the checkpoint (and VAE) with these LoRAs merged.
@@ -140,27 +142,42 @@ impl DiffusionExecutor {
         job: &BatchJob,
         first_steps: usize,
         control: &JobControl<'_>,
-    ) -> Result<PassOutput, RunnerError> {
+    ) -> Result<(PassOutput, bool), RunnerError> {
         let model = self.model()?;
         let table = self.networks.embedding_table();
         let batch = job.seeds.len();
-        let init_latent = match &job.mode {
-            JobMode::Txt2Img => None,
-            JobMode::Img2Img { init_images, .. } => {
-                let mut latents = Vec::with_capacity(batch);
-                let (lh, lw) = (job.height / 8, job.width / 8);
-                for i in 0..batch {
-                    let img = &init_images[i.min(init_images.len() - 1)];
-                    let mut latent = encode_image(model, img, &self.device)?;
-                    // resize_mode 3 hands the image over at its own size: A1111 then resizes the
-                    // latent (`interpolate(..., mode="bilinear")`).
-                    if latent.dims()[2..] != [lh, lw] {
-                        latent = crate::latent_upscale::interpolate(&latent, lh, lw, Interpolation::Bilinear, false)
-                            .map_err(exec_err)?;
+        let latent_size = (job.height / 8, job.width / 8);
+        let inpainting_model = inpaint::uses_inpainting_conditioning(model)?;
+        let (init_latent, image_cond, blend) = match &job.mode {
+            JobMode::Txt2Img => {
+                let blank = ConditioningSource::Blank { batch, width: job.width, height: job.height };
+                let cond = inpainting_model
+                    .then(|| {
+                        inpaint::image_conditioning(model, blank, latent_size, self.mask_weight(job), &self.device)
+                    })
+                    .transpose()?;
+                (None, cond, None)
+            }
+            JobMode::Img2Img { init_images, inpaint: mask, .. } => {
+                let init = self.encode_init_images(model, init_images, batch, latent_size)?;
+                let init = match mask {
+                    Some(m) => LatentBlend::fill(m, init, job, &self.device)?,
+                    None => init,
+                };
+                let cond = if inpainting_model {
+                    let pixels = inpaint::batch_pixels(init_images, batch, &self.device)?;
+                    if pixels.dims()[2..] != [job.height, job.width] {
+                        return Err(RunnerError::Model(
+                            "resize_mode 3 (latent upscale) with an inpainting checkpoint is not supported".into(),
+                        ));
                     }
-                    latents.push(latent);
-                }
-                Some(Tensor::cat(&latents, 0).map_err(exec_err)?)
+                    let source = ConditioningSource::Images { pixels: &pixels, mask: mask.as_ref() };
+                    Some(inpaint::image_conditioning(model, source, latent_size, self.mask_weight(job), &self.device)?)
+                } else {
+                    None
+                };
+                let blend = mask.as_ref().map(|m| LatentBlend::new(m, init.clone())).transpose()?;
+                (Some(init), cond, blend)
             }
         };
         let start = match (&job.mode, &init_latent) {
@@ -175,7 +192,7 @@ impl DiffusionExecutor {
         let spec = PassSpec {
             prompts: &job.prompts,
             negative_prompts: &job.negative_prompts,
-            latent_size: (job.height / 8, job.width / 8),
+            latent_size,
             condition_size: (job.width, job.height),
             sampler: job.sampler,
             scheduler: job.scheduler,
@@ -186,8 +203,41 @@ impl DiffusionExecutor {
                 use_old_scheduling: job.settings.use_old_scheduling,
             },
             start,
+            image_cond: image_cond.as_ref(),
+            blend: blend.as_ref(),
         };
-        run_pass(model, &table, job, &spec, self.refiner_for(job, false), &self.device, control)
+        let out = run_pass(model, &table, job, &spec, self.refiner_for(job, false), &self.device, control)?;
+        Ok((out, inpainting_model))
+    }
+
+    /// img2img's init latents, one VAE encode per image as A1111 does.
+    fn encode_init_images(
+        &self,
+        model: &LoadedModel,
+        init_images: &[RgbImage],
+        batch: usize,
+        (lh, lw): (usize, usize),
+    ) -> Result<Tensor, RunnerError> {
+        let mut latents = Vec::with_capacity(batch);
+        for i in 0..batch {
+            let img = init_images
+                .get(i.min(init_images.len().saturating_sub(1)))
+                .ok_or_else(|| RunnerError::Execution("img2img without init images".into()))?;
+            let mut latent = encode_image(model, img, &self.device)?;
+            // resize_mode 3 hands the image over at its own size: A1111 then resizes the
+            // latent (`interpolate(..., mode="bilinear")`).
+            if latent.dims()[2..] != [lh, lw] {
+                latent = crate::latent_upscale::interpolate(&latent, lh, lw, Interpolation::Bilinear, false)
+                    .map_err(exec_err)?;
+            }
+            latents.push(latent);
+        }
+        Tensor::cat(&latents, 0).map_err(exec_err)
+    }
+
+    /// `inpainting_mask_weight` of the batch.
+    fn mask_weight(&self, job: &BatchJob) -> f64 {
+        job.settings.inpainting_mask_weight
     }
 
     /// The hires fix's `hr_checkpoint_name`: the first pass's model is replaced by another
@@ -242,7 +292,12 @@ fn image_to_tensor(img: &RgbImage, device: &Device) -> candle_core::Result<Tenso
 
 /// One init image as the VAE encodes it (img2img, the hires fix's pixel upscalers).
 fn encode_image(model: &LoadedModel, img: &RgbImage, device: &Device) -> Result<Tensor, RunnerError> {
-    let x = image_to_tensor(img, device).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
+    encode_pixels(model, &image_to_tensor(img, device).map_err(exec_err)?)
+}
+
+/// (B, 3, H, W) pixels in [-1, 1] through the VAE encoder, as float32 latents.
+fn encode_pixels(model: &LoadedModel, pixels: &Tensor) -> Result<Tensor, RunnerError> {
+    let x = pixels.to_dtype(model.dtype).map_err(exec_err)?;
     model.vae.encode(&x).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)
 }
 
@@ -272,7 +327,7 @@ impl BatchExecutor for DiffusionExecutor {
             self.upscale_model(&m.path)?;
         }
         let first_steps = if job.sampler.flags().second_order { job.steps * 2 } else { job.steps };
-        let first_out = self.first_pass(job, first_steps, control)?;
+        let (first_out, inpainting_conditioning) = self.first_pass(job, first_steps, control)?;
         let ti_wanted = job.networks.ti_hashes_in_infotext;
         let mut extra = first_out.first_pass_params(ti_wanted);
         first_out.refiner_params(job, &mut extra);
@@ -292,13 +347,27 @@ impl BatchExecutor for DiffusionExecutor {
             // No strength, no steps (A1111's schedule is then the single sigma 0).
             if hires.denoising_strength <= 0.0 {
                 let images = decode_images(model, &upscaled)?;
-                return Ok(BatchOutput { images, extra_generation_params: extra, ..Default::default() });
+                return Ok(BatchOutput {
+                    images,
+                    extra_generation_params: extra,
+                    inpainting_conditioning,
+                    ..Default::default()
+                });
             }
             let second_steps = if hires.sampler.flags().second_order { hires.steps * 2 } else { hires.steps };
+            let (uh, uw) = (upscaled.dim(2).map_err(exec_err)?, upscaled.dim(3).map_err(exec_err)?);
+            // Inpainting checkpoints: everything is "masked" in the second pass too (A1111's
+            // txt2img conditioning, at the second pass's size).
+            let image_cond = if inpaint::uses_inpainting_conditioning(model)? {
+                let blank = ConditioningSource::Blank { batch: job.seeds.len(), width: uw * 8, height: uh * 8 };
+                Some(inpaint::image_conditioning(model, blank, (uh, uw), self.mask_weight(job), &self.device)?)
+            } else {
+                None
+            };
             let second = PassSpec {
                 prompts: &hires.prompts,
                 negative_prompts: &hires.negative_prompts,
-                latent_size: (upscaled.dim(2).map_err(exec_err)?, upscaled.dim(3).map_err(exec_err)?),
+                latent_size: (uh, uw),
                 condition_size: (hires.upscale_width, hires.upscale_height),
                 sampler: hires.sampler,
                 scheduler: hires.scheduler,
@@ -315,6 +384,8 @@ impl BatchExecutor for DiffusionExecutor {
                     fix_steps: true,
                     noise_multiplier: 1.0,
                 },
+                image_cond: image_cond.as_ref(),
+                blend: None,
             };
             let second_out = run_pass(model, &table, job, &second, self.refiner_for(job, true), &self.device, control)?;
             second_out.merge_hires_params(&mut extra, ti_wanted);
@@ -330,6 +401,7 @@ impl BatchExecutor for DiffusionExecutor {
             interrupted: interrupted && !stopped_by_skip,
             skipped: stopped_by_skip,
             extra_generation_params: extra,
+            inpainting_conditioning,
         })
     }
 

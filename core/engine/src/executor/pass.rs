@@ -9,6 +9,7 @@ use sdapi_protocol::prompt::ScheduleParams;
 use sdapi_protocol::python_json::float_repr;
 
 use super::cfg_denoiser::{CfgDenoiser, RefinerSwitch};
+use super::inpaint::LatentBlend;
 use super::{exec_err, preview_png, text_err};
 use crate::checkpoint::ModelFamily;
 use crate::model::{LoadedModel, ModelConditioner};
@@ -41,6 +42,10 @@ pub(super) struct PassSpec<'a> {
     /// Prompt-editing schedule: the first pass's step count, and the hires pass's when this is it.
     pub schedule: ScheduleParams,
     pub start: PassStart<'a>,
+    /// Inpainting checkpoints: the mask and masked-image latent beside the input.
+    pub image_cond: Option<&'a Tensor>,
+    /// Inpainting: the latent mask blend, during and after sampling.
+    pub blend: Option<&'a LatentBlend>,
 }
 
 /// A pass's latent and what it adds to the infotext.
@@ -53,6 +58,8 @@ pub(super) struct PassOutput {
     /// The schedule the k-diffusion sampler used (Automatic resolved), if it names one.
     schedule_type: Option<Scheduler>,
     sampler_params: Vec<(&'static str, f64)>,
+    /// img2img's `initial_noise_multiplier` when it is not 1.
+    noise_multiplier: Option<f64>,
 }
 
 impl PassOutput {
@@ -64,6 +71,7 @@ impl PassOutput {
             .filter(|_| ti_hashes_wanted)
             .map(|v| ("TI hashes".to_string(), v))
             .into_iter()
+            .chain(self.noise_multiplier.map(|m| ("Noise multiplier".to_string(), float_repr(m))))
             .chain(self.schedule_type.map(|s| ("Schedule type".to_string(), s.label().to_string())))
             .chain(self.sampler_params.iter().map(|(k, v)| (k.to_string(), float_repr(*v))))
             .collect()
@@ -186,6 +194,8 @@ pub(super) fn run_pass(
         step: 0,
         refiner: refiner_switch,
         refined: false,
+        image_cond: spec.image_cond,
+        blend: spec.blend,
     };
 
     // Sigma schedule (and DDIM-family timesteps), A1111's img2img truncation included.
@@ -244,8 +254,11 @@ pub(super) fn run_pass(
     if let Some(tree) = brownian {
         ctx = ctx.with_brownian(tree);
     }
-    let output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
+    let mut output = sampling::sample(&mut ctx, &plan, x).map_err(exec_err)?;
     drop(ctx);
+    if let Some(blend) = spec.blend {
+        output.latent = blend.apply(&output.latent).map_err(exec_err)?;
+    }
     let refined = denoiser.refined;
     // k-diffusion samplers record the schedule they used, an Automatic one resolved to the
     // sampler's default (DPM++ 2M → Karras).
@@ -261,5 +274,9 @@ pub(super) fn run_pass(
         ti_hashes,
         schedule_type,
         sampler_params,
+        noise_multiplier: match spec.start {
+            PassStart::Img2Img { noise_multiplier, .. } if noise_multiplier != 1.0 => Some(noise_multiplier),
+            _ => None,
+        },
     })
 }

@@ -12,6 +12,10 @@ use sdapi_protocol::api::request::Img2ImgRequest;
 use sdapi_protocol::images::grid::{combine_grid, split_grid};
 use sdapi_protocol::images::{BuiltinUpscaler, Raster};
 
+mod outpainting;
+
+pub use outpainting::{is_poor_mans_outpainting, poor_mans_outpainting};
+
 use super::{GenerationRequest, Processed, ProcessingContext, WorkCost, fixed_seed, model_upscaler};
 use crate::runner::{PixelUpscaler, RgbImage, UpscaleJob};
 
