@@ -11,10 +11,12 @@
 //! bench lora     [--rank 32] [--iters 3] [--arch sd15|tiny]   load with a LoRA merged, switch sets
 //! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
 //! bench coldstart [--iters 3]                spawn `sdapi`, first image served
+//! bench inpaint  [--size 512] [--iters 5] [--steps 10]   mask preparation and paste back, requests with/without a mask
 //! ```
 //! Every line of output is one JSON object (`{"bench": …, "median_ms": …}`).
 
 mod coldstart;
+mod inpaint;
 mod overhead;
 
 use std::path::PathBuf;
@@ -187,6 +189,7 @@ async fn main() {
         "lora" => lora(&args, arch),
         "overhead" => overhead::run(&args, args.get("iters", 10), args.get("steps", 20)).await,
         "coldstart" => coldstart::run(args.get("iters", 3)),
+        "inpaint" => inpaint::run(&args).await,
         other => {
             eprintln!("unknown mode {other:?}; see the doc comment of handler/server/src/bench/main.rs");
             std::process::exit(2);

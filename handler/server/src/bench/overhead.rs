@@ -36,7 +36,9 @@ pub fn tiny_request(steps: usize) -> String {
     .to_string()
 }
 
-pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchError> {
+/// The router over the bundled tiny model, outputs in a fresh temporary folder (returned for
+/// removal).
+pub fn tiny_app() -> Result<(axum::Router, std::path::PathBuf), BenchError> {
     let out = std::env::temp_dir().join(format!("sdapi-bench-out-{}", std::process::id()));
     let config = Config {
         models_dir: bundled_models(),
@@ -58,28 +60,37 @@ pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchErr
     };
     let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
     let state = AppState::from_config(config, executor).map_err(|e| BenchError::Request(e.to_string()))?;
-    let app = router(state);
+    Ok((router(state), out))
+}
+
+/// One POST through the router: (wall ms, the runner's execute ms), or the error body.
+pub async fn post_timed(app: &axum::Router, route: &str, body: &str) -> Result<(f64, f64), BenchError> {
+    let req = Request::post(route)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .map_err(|e| BenchError::Request(e.to_string()))?;
+    let start = Instant::now();
+    let resp = app.clone().oneshot(req).await.map_err(|e| BenchError::Request(e.to_string()))?;
+    let status = resp.status();
+    let header = resp.headers().get("x-runner-job").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let bytes = resp.into_body().collect().await.map_err(|e| BenchError::Request(e.to_string()))?.to_bytes();
+    let ms = start.elapsed().as_secs_f64() * 1e3;
+    if !status.is_success() {
+        return Err(BenchError::Request(format!("status {status}: {}", String::from_utf8_lossy(&bytes))));
+    }
+    Ok((ms, execute_ms(&header)))
+}
+
+pub async fn run(args: &Args, iters: usize, steps: usize) -> Result<(), BenchError> {
+    let (app, out) = tiny_app()?;
     let body = tiny_request(steps);
     let (mut total, mut exec, mut over) = (Samples::default(), Samples::default(), Samples::default());
     // One untimed request loads the model.
     for i in 0..=iters {
-        let req = Request::post("/sdapi/v1/txt2img")
-            .header("content-type", "application/json")
-            .body(Body::from(body.clone()))
-            .map_err(|e| BenchError::Request(e.to_string()))?;
-        let start = Instant::now();
-        let resp = app.clone().oneshot(req).await.map_err(|e| BenchError::Request(e.to_string()))?;
-        let status = resp.status();
-        let header = resp.headers().get("x-runner-job").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-        let bytes = resp.into_body().collect().await.map_err(|e| BenchError::Request(e.to_string()))?.to_bytes();
-        let ms = start.elapsed().as_secs_f64() * 1e3;
-        if !status.is_success() {
-            return Err(BenchError::Request(format!("status {status}: {}", String::from_utf8_lossy(&bytes))));
-        }
+        let (ms, e) = post_timed(&app, "/sdapi/v1/txt2img", &body).await?;
         if i == 0 {
             continue;
         }
-        let e = execute_ms(&header);
         total.push(ms);
         exec.push(e);
         over.push(ms - e);
