@@ -131,6 +131,21 @@ pub fn decode_image_bytes(bytes: &[u8]) -> Option<DecodedImage> {
     })
 }
 
+/// Whether image file bytes are what Pillow opens as mode "RGBA" (a true alpha channel; grey +
+/// alpha, palettes and `tRNS` chunks are other modes to Pillow). A1111 reads an inpainting mask's
+/// alpha only for RGBA images.
+pub fn opens_as_rgba(bytes: &[u8]) -> bool {
+    use image::{ExtendedColorType, ImageDecoder};
+    let Some(decoder) = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()
+        .and_then(|r| r.into_decoder().ok())
+    else {
+        return false;
+    };
+    matches!(decoder.original_color_type(), ExtendedColorType::Rgba8 | ExtendedColorType::Rgba16)
+}
+
 /// `decode_base64_to_image`: http(s) URLs are refused (we never fetch URLs: 500
 /// "Requests not allowed"); `data:image/...;base64,` prefixes are stripped the way A1111
 /// splits them; garbage → 500 "Invalid encoded image".

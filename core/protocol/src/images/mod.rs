@@ -14,7 +14,8 @@ pub mod resize;
 pub mod upscale;
 
 pub use decode::{
-    DecodedImage, decode_base64_file, decode_base64_image, decode_image_bytes, parse_hex_color, py_b64decode,
+    DecodedImage, decode_base64_file, decode_base64_image, decode_image_bytes, opens_as_rgba, parse_hex_color,
+    py_b64decode,
 };
 pub use encode::{SampleFormat, encode_image_base64, encode_jpeg, encode_png, encode_sample, encode_webp, to_base64};
 pub use pil_resize::{PilFilter, Raster, pil_resize, pil_resize_raster};

@@ -8,7 +8,8 @@ use sdapi_protocol::images::pil_ops::{
     alpha_composite, bbox, crop, masking_fill, paste, paste_with_mask, premultiply, to_luma, unpremultiply,
 };
 use sdapi_protocol::images::{
-    DecodedImage, PilFilter, Raster, cv_blur, decode_base64_image, pil_resize_raster, resize_raster,
+    DecodedImage, PilFilter, Raster, cv_blur, decode_base64_file, decode_base64_image, decode_image_bytes,
+    opens_as_rgba, pil_resize_raster, resize_raster,
 };
 use serde_json::Value;
 
@@ -153,7 +154,8 @@ pub fn prepare(
 /// A1111's `create_binary_mask`: an RGBA mask whose alpha is not all opaque is its alpha
 /// (thresholded at 128 with `mask_round`), anything else its luminance.
 fn decode_mask(encoded: &str, settings: &MaskSettings, max_pixels: u64) -> Result<Raster, ApiError> {
-    let img = decode_base64_image(encoded)?;
+    let bytes = decode_base64_file(encoded)?;
+    let img = decode_image_bytes(&bytes).ok_or_else(ApiError::invalid_encoded_image)?;
     let (w, h) = (u64::from(img.width()), u64::from(img.height()));
     if w * h > max_pixels {
         return Err(ApiError::http(
@@ -172,7 +174,7 @@ fn decode_mask(encoded: &str, settings: &MaskSettings, max_pixels: u64) -> Resul
         ));
     }
     Ok(match &img {
-        DecodedImage::Rgba(rgba) if rgba.pixels().any(|p| p.0[3] != 255) => {
+        DecodedImage::Rgba(rgba) if opens_as_rgba(&bytes) && rgba.pixels().any(|p| p.0[3] != 255) => {
             let alpha = rgba.pixels().map(|p| p.0[3]);
             let data =
                 if settings.round { alpha.map(|a| if a > 128 { 255 } else { 0 }).collect() } else { alpha.collect() };

@@ -88,3 +88,24 @@ fn a_latent_mask_of_the_wrong_size_is_a_clear_error() {
     let err = prepare_with(solid(64, 64, 255), Some(solid(8, 8, 255)), &s, &[grey_image(64, 64)]).unwrap_err();
     assert_eq!(err.status, 422);
 }
+
+fn png_b64(color: image::ExtendedColorType, width: u32, height: u32, data: &[u8]) -> String {
+    use image::ImageEncoder;
+    let mut out = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut out).write_image(data, width, height, color).unwrap();
+    sdapi_protocol::images::to_base64(&out)
+}
+
+#[test]
+fn only_rgba_masks_are_read_through_their_alpha() {
+    let s = settings(json!({"mask_blur": 0}));
+    // RGBA: white pixels, alpha 255 on the left half only → the alpha (thresholded) is the mask.
+    let rgba: Vec<u8> = (0..16).flat_map(|i| [255, 255, 255, if i % 4 < 2 { 255 } else { 0 }]).collect();
+    let m = decode_mask(&png_b64(image::ExtendedColorType::Rgba8, 4, 4, &rgba), &s, 1 << 20).unwrap();
+    assert_eq!(&m.data[..4], &[255, 255, 0, 0]);
+    // Grey + alpha (Pillow's "LA"): the grey is the mask, the alpha is ignored.
+    let la: Vec<u8> =
+        (0..16).flat_map(|i| [if i % 4 == 0 { 200 } else { 10 }, if i % 4 < 2 { 255 } else { 0 }]).collect();
+    let m = decode_mask(&png_b64(image::ExtendedColorType::La8, 4, 4, &la), &s, 1 << 20).unwrap();
+    assert_eq!(&m.data[..4], &[200, 10, 10, 10]);
+}
