@@ -35,6 +35,8 @@ pub struct AppState {
     pub outputs: Outputs,
     /// Reads embedding files for `/embeddings` (the engine's, installed by the binary).
     pub inspector: Option<Arc<dyn NetworkInspector>>,
+    /// Asynchronous jobs of this process (docs/jobs.md).
+    pub jobs: Arc<crate::jobs::Jobs>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ impl AppState {
                 fetcher: None,
             },
             inspector: None,
+            jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.keep)),
             flags: Arc::new(flags),
             outputs: Outputs::local(&config),
             config: Arc::new(config),

@@ -48,6 +48,8 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// Server mode: time in-flight requests get after SIGTERM/Ctrl-C (`SDAPI_SHUTDOWN_GRACE_S`, 30).
     pub shutdown_grace: Duration,
+    /// Asynchronous jobs and webhooks (`SDAPI_JOBS_KEEP`, `SDAPI_WEBHOOK_*`, docs/jobs.md).
+    pub jobs: crate::jobs::JobSettings,
 }
 
 /// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
@@ -142,6 +144,36 @@ impl StorageSettings {
     }
 }
 
+fn jobs_from_env() -> Result<crate::jobs::JobSettings, ConfigError> {
+    use crate::jobs::{JobSettings, webhook::WebhookSettings};
+    let defaults = JobSettings::default();
+    let hooks = WebhookSettings::default();
+    let secret = match var("SDAPI_WEBHOOK_SECRET") {
+        Some(text) => Some(WebhookSettings::parse_secret(&text).ok_or(ConfigError::Invalid {
+            name: "SDAPI_WEBHOOK_SECRET",
+            message: "not a whsec_<base64> secret".into(),
+        })?),
+        None => None,
+    };
+    Ok(JobSettings {
+        keep: positive_env("SDAPI_JOBS_KEEP", defaults.keep)?,
+        max_webhook_bytes: positive_env("SDAPI_WEBHOOK_MAX_KB", defaults.max_webhook_bytes / 1024)? * 1024,
+        webhooks: WebhookSettings {
+            secret,
+            allow_private: parse_bool("SDAPI_WEBHOOK_ALLOW_PRIVATE")?.unwrap_or(false),
+            attempts: positive_env("SDAPI_WEBHOOK_ATTEMPTS", hooks.attempts as usize)? as u32,
+            backoff: parse_var::<f64>("SDAPI_WEBHOOK_BACKOFF_S")?
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(hooks.backoff),
+            timeout: parse_var::<f64>("SDAPI_WEBHOOK_TIMEOUT_S")?
+                .filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64)
+                .unwrap_or(hooks.timeout),
+        },
+    })
+}
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -187,6 +219,7 @@ impl Config {
         Ok(Self {
             header_read_timeout: Duration::from_secs(positive_env("SDAPI_HEADER_TIMEOUT_S", 30)? as u64),
             shutdown_grace: Duration::from_secs(positive_env("SDAPI_SHUTDOWN_GRACE_S", 30)? as u64),
+            jobs: jobs_from_env()?,
             styles_file,
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),

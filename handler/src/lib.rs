@@ -9,6 +9,7 @@ pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod errors;
+pub mod jobs;
 pub mod lambda;
 pub mod routes;
 pub mod storage;

@@ -34,6 +34,7 @@ SUITES = [
     "test_a1111_api_suite",
     "test_errors",
     "test_runner_observed",
+    "test_jobs",
     "test_load",
     "test_upscalers",
     "test_parity_fixtures",

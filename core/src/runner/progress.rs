@@ -25,6 +25,8 @@ struct StateInner {
     current_image_sampling_step: i64,
     /// Task id whose batches must not run any more (`/interrupt` stops the whole request).
     interrupted_task: Option<String>,
+    /// Task id of the batch on the device (None when idle).
+    current_task: Option<String>,
 }
 
 /// A consistent copy of the state, with the derived progress figures of A1111's `progressapi`.
@@ -70,6 +72,7 @@ impl ProgressState {
             }
             s.skipped = false;
             s.textinfo = None;
+            s.current_task = Some(task_id.to_string());
             let passes = passes.max(1);
             s.job_count = (batch_count * passes) as i64;
             s.job_no = (batch_index * passes) as i64;
@@ -118,6 +121,7 @@ impl ProgressState {
             s.job.clear();
             s.job_count = 0;
             s.time_start = None;
+            s.current_task = None;
         })
     }
 
@@ -179,6 +183,11 @@ impl ProgressState {
                 current_image: if s.job_count == 0 { None } else { s.current_image.clone() },
             }
         })
+    }
+
+    /// The task id of the batch running now, if any.
+    pub fn current_task(&self) -> Option<String> {
+        self.with(|s| s.current_task.clone())
     }
 
     pub fn job_timestamp(&self) -> String {

@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use super::json_body;
 use crate::app::AppState;
 use crate::errors::{HandlerError, json_response};
+use crate::jobs;
 use crate::storage;
 
 pub async fn txt2img(
@@ -24,11 +25,11 @@ pub async fn txt2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    let req = Txt2ImgRequest::from_json(&value)?;
-    let parameters = req.to_parameters();
-    let (send_images, save_images) = (req.send_images, req.save_images);
-    let processed = process_images(&s.ctx, GenerationRequest::Txt2Img(req)).await?;
-    respond(&s, processed, parameters, send_images, save_images).await
+    Txt2ImgRequest::from_json(&value)?;
+    if jobs::prefers_async(&headers) {
+        return submit_async(&s, &headers, Mode::Txt2Img, value).await;
+    }
+    Mode::Txt2Img.run(&s, value).await
 }
 
 pub async fn img2img(
@@ -38,12 +39,85 @@ pub async fn img2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    let req = Img2ImgRequest::from_json(&value)?;
-    let init_images = decode_init_images(&s.ctx, &req).await?;
-    let parameters = req.to_parameters();
-    let (send_images, save_images) = (req.send_images, req.save_images);
-    let processed = process_images(&s.ctx, GenerationRequest::Img2Img { request: req, init_images }).await?;
-    respond(&s, processed, parameters, send_images, save_images).await
+    Img2ImgRequest::from_json(&value)?;
+    if jobs::prefers_async(&headers) {
+        return submit_async(&s, &headers, Mode::Img2Img, value).await;
+    }
+    Mode::Img2Img.run(&s, value).await
+}
+
+/// The two generation routes.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    Txt2Img,
+    Img2Img,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Txt2Img => "txt2img",
+            Mode::Img2Img => "img2img",
+        }
+    }
+
+    /// The synchronous pipeline: parse, (decode), process_images, store and answer.
+    async fn run(self, s: &AppState, value: Value) -> Result<Response, HandlerError> {
+        let (request, parameters, send_images, save_images) = match self {
+            Mode::Txt2Img => {
+                let req = Txt2ImgRequest::from_json(&value)?;
+                let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
+                (GenerationRequest::Txt2Img(req), p, send, save)
+            }
+            Mode::Img2Img => {
+                let req = Img2ImgRequest::from_json(&value)?;
+                let init_images = decode_init_images(&s.ctx, &req).await?;
+                let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
+                (GenerationRequest::Img2Img { request: req, init_images }, p, send, save)
+            }
+        };
+        let processed = process_images(&s.ctx, request).await?;
+        respond(s, processed, parameters, send_images, save_images).await
+    }
+}
+
+/// `Prefer: respond-async`: the same pipeline as a job; 202 with its location (docs/jobs.md).
+async fn submit_async(
+    s: &AppState,
+    headers: &HeaderMap,
+    mode: Mode,
+    mut value: Value,
+) -> Result<Response, HandlerError> {
+    let id = jobs::new_id();
+    // The runner reports the job under its task id: the request's own, else the job id.
+    let task_id = match value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None => {
+            value["force_task_id"] = Value::String(id.clone());
+            id.clone()
+        }
+    };
+    let state = s.clone();
+    let run = async move {
+        let response = match mode.run(&state, value).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let status = response.status();
+        let bytes =
+            http_body_util::BodyExt::collect(response.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    };
+    let record = jobs::submit(s, id, mode.name(), task_id, jobs::webhook_url(headers), run)
+        .await
+        .map_err(|e| ApiError::http(422, e.to_string()))?;
+    let location = format!("/sdapi/v1/jobs/{}", record.id);
+    let body = json!({"id": record.id, "state": record.state, "location": location});
+    let mut resp = json_response(StatusCode::ACCEPTED, &body);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert("location", v);
+    }
+    Ok(resp)
 }
 
 /// `X-Runner-Job`: every runner job of this request with its timings, e.g.

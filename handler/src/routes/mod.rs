@@ -3,6 +3,7 @@
 pub mod control;
 pub mod extras;
 pub mod generation;
+pub mod jobs;
 pub mod listing;
 pub mod networks;
 pub mod openapi;

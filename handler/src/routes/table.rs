@@ -3,6 +3,8 @@
 
 use axum::routing::{MethodRouter, get, post};
 
+use super::jobs;
+
 use super::{control, extras, generation, listing, networks, unsupported};
 use crate::app::AppState;
 
@@ -63,4 +65,7 @@ pub const API_ROUTES: &[ApiRoute] = &[
     route("get", "/sdapi/v1/extensions", || get(listing::empty_list)),
     route("get", "/sdapi/v1/loras", || get(networks::loras)),
     route("post", "/sdapi/v1/refresh-loras", || post(networks::refresh_networks)),
+    // Asynchronous jobs (not A1111's; docs/jobs.md).
+    route("get", "/sdapi/v1/jobs", || get(jobs::list_jobs)),
+    route("get", "/sdapi/v1/jobs/{id}", || get(jobs::get_job).delete(jobs::cancel_job)),
 ];

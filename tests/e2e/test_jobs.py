@@ -1,0 +1,157 @@
+"""Asynchronous jobs and webhooks through the real binary (docs/jobs.md): `Prefer: respond-async`
+→ 202 + Location, polling to the same result the synchronous call gives, cancellation while queued
+and while running, signed webhooks with retries, refused private destinations, and a job read
+from another server sharing the output store."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from harness import MODEL_NAME, Server, check_error_shape, get, post
+
+T2I = "/sdapi/v1/txt2img"
+ASYNC = {"Prefer": "respond-async"}
+SECRET = "whsec_" + base64.b64encode(b"sdapi-e2e-webhook-secret").decode()
+
+
+def request(steps: int = 3, seed: int = 4242) -> dict:
+    return {"prompt": "a red cube", "seed": seed, "steps": steps, "width": 64, "height": 64,
+            "sampler_name": "Euler", "override_settings": {"sd_model_checkpoint": MODEL_NAME}}
+
+
+def submit(url: str, body: dict, headers: dict | None = None) -> dict:
+    r = post(url + T2I, body, headers={**ASYNC, **(headers or {})})
+    assert r.status_code == 202, f"HTTP {r.status_code}: {r.text[:300]}"
+    job = r.json()
+    assert r.headers["location"] == job["location"] == f"/sdapi/v1/jobs/{job['id']}", (r.headers, job)
+    assert job["state"] == "queued"
+    return job
+
+
+def wait(url: str, job_id: str, until=("succeeded", "failed", "cancelled"), timeout: float = 300) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        r = get(f"{url}/sdapi/v1/jobs/{job_id}", timeout=10)
+        assert r.status_code == 200, r.text[:300]
+        record = r.json()
+        if record["state"] in until:
+            return record
+        assert time.monotonic() < deadline, f"job {job_id} still {record['state']}"
+        time.sleep(0.05)
+
+
+def test_async_result_equals_the_synchronous_answer(ctx):
+    sync = post(ctx.url + T2I, request()).json()
+    job = submit(ctx.url, request())
+    done = wait(ctx.url, job["id"])
+    assert done["state"] == "succeeded" and done["status_code"] == 200, done
+    result = done["result"]
+    assert result["images"] == sync["images"], "same seed, same pixels"
+    assert json.loads(result["info"])["infotexts"] == json.loads(sync["info"])["infotexts"]
+    assert result["parameters"] == {**sync["parameters"], "force_task_id": job["id"]}
+    listed = get(ctx.url + "/sdapi/v1/jobs").json()
+    assert any(j["id"] == job["id"] and j["result"] is None for j in listed), "the list leaves results out"
+
+
+def test_errors_are_synchronous_or_recorded(ctx):
+    # A malformed body is refused at once, as the synchronous route refuses it.
+    r = post(ctx.url + T2I, {"prompt": "x", "steps": "abc"}, headers=ASYNC)
+    assert r.status_code == 422
+    # A failure during processing ends the job as failed, with the synchronous error body.
+    job = submit(ctx.url, {**request(), "script_name": "no such script"})
+    done = wait(ctx.url, job["id"])
+    assert done["state"] == "failed" and done["status_code"] == 422, done
+    assert set(done["result"]) >= {"detail"}, done["result"]
+    check_error_shape(get(ctx.url + "/sdapi/v1/jobs/job-doesnotexist"), 404)
+    check_error_shape(get(ctx.url + "/sdapi/v1/jobs/..%2f..%2fetc"), 404)
+
+
+def test_cancel_while_queued_and_while_running(ctx):
+    long = submit(ctx.url, request(steps=400, seed=1))
+    queued = submit(ctx.url, request(steps=3, seed=2))
+    wait(ctx.url, long["id"], until=("running",))
+    assert get(f"{ctx.url}/sdapi/v1/jobs/{queued['id']}").json()["queue_position"] >= 1
+    r = requests_delete(f"{ctx.url}/sdapi/v1/jobs/{queued['id']}")
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text[:300]
+    # Running: interrupted like /interrupt, the partial image is kept.
+    time.sleep(0.5)
+    r = requests_delete(f"{ctx.url}/sdapi/v1/jobs/{long['id']}")
+    assert r.status_code == 200, r.text[:300]
+    done = wait(ctx.url, long["id"])
+    assert done["state"] == "cancelled" and len(done["result"]["images"]) == 1, {k: done[k] for k in ("state", "status_code")}
+    assert wait(ctx.url, queued["id"])["state"] == "cancelled", "a cancelled queued job never runs"
+    # The service goes on.
+    assert wait(ctx.url, submit(ctx.url, request())["id"])["state"] == "succeeded"
+
+
+def requests_delete(url: str):
+    import requests
+    return requests.delete(url, timeout=30)
+
+
+def test_webhook_to_a_private_address_is_refused_by_default(ctx):
+    r = post(ctx.url + T2I, request(), headers={**ASYNC, "X-Webhook-Url": "http://127.0.0.1:9/hook"})
+    body = check_error_shape(r, 422)
+    assert "SDAPI_WEBHOOK_ALLOW_PRIVATE" in str(body["detail"]), body
+
+
+class Receiver(BaseHTTPRequestHandler):
+    """Fails the first `fail_first` deliveries with 500, then records and accepts them."""
+    calls: list = []
+    fail_first = 2
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        Receiver.calls.append((dict(self.headers), body))
+        self.send_response(500 if len(Receiver.calls) <= Receiver.fail_first else 204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_signed_webhook_is_retried_until_delivered(ctx):
+    httpd = HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{httpd.server_address[1]}/hook"
+    env = {"SDAPI_WEBHOOK_ALLOW_PRIVATE": "1", "SDAPI_WEBHOOK_SECRET": SECRET, "SDAPI_WEBHOOK_BACKOFF_S": "0.2"}
+    try:
+        with Server(ctx.binary, env) as s:
+            job = submit(s.url, request(), {"X-Webhook-Url": hook})
+            wait(s.url, job["id"])
+            deadline = time.monotonic() + 30
+            while len(Receiver.calls) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            record = wait(s.url, job["id"])
+            while not (record.get("webhook") or {}).get("delivered") and time.monotonic() < deadline:
+                time.sleep(0.05)
+                record = get(f"{s.url}/sdapi/v1/jobs/{job['id']}").json()
+    finally:
+        httpd.shutdown()
+    assert len(Receiver.calls) == 3, f"{len(Receiver.calls)} deliveries"
+    ids = {h["webhook-id"] for h, _ in Receiver.calls}
+    assert ids == {f"msg_{job['id']}"}, "one stable id across retries"
+    headers, body = Receiver.calls[-1]
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    key = base64.b64decode(SECRET.removeprefix("whsec_"))
+    expected = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == expected, "Standard Webhooks signature"
+    event = json.loads(body)
+    assert event["type"] == "job.succeeded" and event["data"]["id"] == job["id"], event["type"]
+    assert record["webhook"] == {"url": hook, "attempts": 3, "delivered": True, "error": None}, record["webhook"]
+
+
+def test_a_job_is_readable_from_another_server_sharing_the_store(ctx):
+    with tempfile.TemporaryDirectory() as shared:
+        env = {"SDAPI_OUTPUT_DIR": shared}
+        with Server(ctx.binary, env) as a, Server(ctx.binary, env) as b:
+            job = submit(a.url, request())
+            done_a = wait(a.url, job["id"])
+            done_b = wait(b.url, job["id"])
+            assert done_b["state"] == "succeeded" and done_b["result"]["images"] == done_a["result"]["images"]
