@@ -37,6 +37,8 @@ pub struct AppState {
     pub inspector: Option<Arc<dyn NetworkInspector>>,
     /// Asynchronous jobs of this process (docs/jobs.md).
     pub jobs: Arc<crate::jobs::Jobs>,
+    /// A1111's pending/finished task ids (`/internal/progress`, `/internal/pending-tasks`).
+    pub tasks: Arc<crate::jobs::tasks::TaskTracker>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +97,7 @@ impl AppState {
             },
             inspector: None,
             jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.keep)),
+            tasks: Arc::default(),
             flags: Arc::new(flags),
             outputs: Outputs::local(&config),
             config: Arc::new(config),
@@ -213,6 +216,8 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(control::health))
         .route("/ready", get(control::ready))
         .route("/internal/runner", get(control::runner_counters))
+        .route("/internal/progress", axum::routing::post(control::task_progress))
+        .route("/internal/pending-tasks", get(control::pending_tasks))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/docs", get(openapi::docs))
         .fallback(not_found)

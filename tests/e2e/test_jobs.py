@@ -54,7 +54,7 @@ def test_async_result_equals_the_synchronous_answer(ctx):
     result = done["result"]
     assert result["images"] == sync["images"], "same seed, same pixels"
     assert json.loads(result["info"])["infotexts"] == json.loads(sync["info"])["infotexts"]
-    assert result["parameters"] == {**sync["parameters"], "force_task_id": job["id"]}
+    assert result["parameters"] == sync["parameters"]
     listed = get(ctx.url + "/sdapi/v1/jobs").json()
     assert any(j["id"] == job["id"] and j["result"] is None for j in listed), "the list leaves results out"
 
@@ -77,8 +77,16 @@ def test_cancel_while_queued_and_while_running(ctx):
     queued = submit(ctx.url, request(steps=3, seed=2))
     wait(ctx.url, long["id"], until=("running",))
     assert get(f"{ctx.url}/sdapi/v1/jobs/{queued['id']}").json()["queue_position"] >= 1
+    # A1111's own task tracking sees the same (the job id is the task id).
+    active = post(ctx.url + "/internal/progress", {"id_task": long["id"]}).json()
+    assert active["active"] and not active["completed"] and 0 <= active["progress"] <= 1, active
+    waiting = post(ctx.url + "/internal/progress", {"id_task": queued["id"]}).json()
+    assert waiting["queued"] and not waiting["active"] and waiting["textinfo"].startswith("In queue: "), waiting
+    pending = get(ctx.url + "/internal/pending-tasks").json()
+    assert queued["id"] in pending["tasks"] and long["id"] not in pending["tasks"], pending
     r = requests_delete(f"{ctx.url}/sdapi/v1/jobs/{queued['id']}")
     assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text[:300]
+    assert queued["id"] not in get(ctx.url + "/internal/pending-tasks").json()["tasks"]
     # Running: interrupted like /interrupt, the partial image is kept.
     time.sleep(0.5)
     r = requests_delete(f"{ctx.url}/sdapi/v1/jobs/{long['id']}")
@@ -86,6 +94,7 @@ def test_cancel_while_queued_and_while_running(ctx):
     done = wait(ctx.url, long["id"])
     assert done["state"] == "cancelled" and len(done["result"]["images"]) == 1, {k: done[k] for k in ("state", "status_code")}
     assert wait(ctx.url, queued["id"])["state"] == "cancelled", "a cancelled queued job never runs"
+    assert post(ctx.url + "/internal/progress", {"id_task": long["id"]}).json()["completed"]
     # The service goes on.
     assert wait(ctx.url, submit(ctx.url, request())["id"])["state"] == "succeeded"
 

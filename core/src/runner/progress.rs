@@ -44,6 +44,8 @@ pub struct ProgressSnapshot {
     pub sampling_steps: i64,
     pub textinfo: Option<String>,
     pub current_image: Option<String>,
+    /// Seconds since the request's first batch started (0 when idle).
+    pub elapsed: f64,
 }
 
 impl ProgressState {
@@ -156,6 +158,7 @@ impl ProgressState {
     pub fn snapshot(&self) -> ProgressSnapshot {
         self.with(|s| {
             let (mut progress, mut eta_relative) = (0.0, 0.0);
+            let elapsed = s.time_start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
             if s.job_count != 0 {
                 progress = 0.01;
                 if s.job_count > 0 {
@@ -164,7 +167,6 @@ impl ProgressState {
                         progress += (1.0 / s.job_count as f64) * (s.sampling_step as f64 / s.sampling_steps as f64);
                     }
                 }
-                let elapsed = s.time_start.map(|t| t.elapsed().as_secs_f64()).unwrap_or(0.0);
                 eta_relative = elapsed / progress - elapsed;
                 progress = progress.min(1.0);
             }
@@ -181,6 +183,7 @@ impl ProgressState {
                 sampling_steps: s.sampling_steps,
                 textinfo: s.textinfo.clone(),
                 current_image: if s.job_count == 0 { None } else { s.current_image.clone() },
+                elapsed,
             }
         })
     }

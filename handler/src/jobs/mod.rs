@@ -4,6 +4,7 @@
 //! output store under `jobs/`, so any instance sharing the store can answer for it; an optional
 //! webhook is called when it ends.
 
+pub mod tasks;
 pub mod webhook;
 
 use std::collections::{HashMap, VecDeque};
@@ -284,6 +285,8 @@ pub async fn cancel(s: &AppState, id: &str) -> Option<JobRecord> {
         if let Some(h) = e.handle.take() {
             h.abort();
         }
+        // The aborted request never reaches its own end: its task is over here.
+        s.tasks.finish(&e.task_id);
         e.record.state = JobState::Cancelled;
         e.record.finished = Some(now());
         Some((e.record.clone(), true))

@@ -105,3 +105,65 @@ pub fn queue_full(s: &AppState) -> bool {
 pub async fn runner_counters(State(s): State<AppState>) -> impl IntoResponse {
     Json(s.ctx.runner.counters())
 }
+
+/// A1111's `ProgressRequest` (`/internal/progress`).
+#[derive(Debug, Deserialize)]
+pub struct TaskProgressRequest {
+    id_task: Option<String>,
+    #[serde(default = "no_preview_id")]
+    id_live_preview: i64,
+    #[serde(default = "yes")]
+    live_preview: bool,
+}
+
+fn no_preview_id() -> i64 {
+    -1
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /internal/progress`: A1111's per-task progress (`modules/progress.py`): active, queued
+/// (with "In queue: i/n"), completed, and for the active task progress, ETA and the live preview.
+pub async fn task_progress(State(s): State<AppState>, Json(req): Json<TaskProgressRequest>) -> impl IntoResponse {
+    let current = s.ctx.runner.state().current_task();
+    let id = req.id_task.unwrap_or_default();
+    let active = current.as_deref() == Some(id.as_str());
+    let status = s.tasks.status(&id, current.as_deref());
+    if !active {
+        let textinfo = match status.place {
+            Some((i, n)) => format!("In queue: {i}/{n}"),
+            None => "Waiting...".to_string(),
+        };
+        return Json(json!({"active": false, "queued": status.queued, "completed": status.completed,
+            "progress": null, "eta": null, "live_preview": null, "id_live_preview": -1, "textinfo": textinfo}));
+    }
+    let snap = s.ctx.runner.state().snapshot();
+    // A1111's progress here has no 0.01 head start (unlike /sdapi/v1/progress).
+    let (mut progress, mut eta) = (0.0, Value::Null);
+    if snap.job_count > 0 {
+        progress += snap.job_no as f64 / snap.job_count as f64;
+        if snap.sampling_steps > 0 {
+            progress += snap.sampling_step as f64 / snap.sampling_steps as f64 / snap.job_count as f64;
+        }
+    }
+    let progress: f64 = progress.min(1.0);
+    if progress > 0.0 {
+        eta = json!(snap.elapsed / progress - snap.elapsed);
+    }
+    let preview = snap.current_image.filter(|_| req.live_preview);
+    let (live_preview, id_live_preview) = match preview {
+        Some(png) => (json!(format!("data:image/png;base64,{png}")), json!(snap.sampling_step)),
+        None => (Value::Null, json!(req.id_live_preview)),
+    };
+    Json(json!({"active": true, "queued": status.queued, "completed": status.completed, "progress": progress,
+        "eta": eta, "live_preview": live_preview, "id_live_preview": id_live_preview, "textinfo": snap.textinfo}))
+}
+
+/// `GET /internal/pending-tasks`: `{"size", "tasks"}`.
+pub async fn pending_tasks(State(s): State<AppState>) -> impl IntoResponse {
+    let current = s.ctx.runner.state().current_task();
+    let tasks = s.tasks.pending(current.as_deref());
+    Json(json!({"size": tasks.len(), "tasks": tasks}))
+}

@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use sdapi_core::processing::{GenerationRequest, Processed, decode_init_images, process_images};
+use sdapi_core::processing::{GenerationRequest, Processed, create_task_id, decode_init_images, process_images};
 use sdapi_core::store::report::append_info_key;
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::api::request::{Img2ImgRequest, Txt2ImgRequest};
@@ -29,7 +29,7 @@ pub async fn txt2img(
     if jobs::prefers_async(&headers) {
         return submit_async(&s, &headers, Mode::Txt2Img, value).await;
     }
-    Mode::Txt2Img.run(&s, value).await
+    Mode::Txt2Img.run(&s, value, None).await
 }
 
 pub async fn img2img(
@@ -43,7 +43,7 @@ pub async fn img2img(
     if jobs::prefers_async(&headers) {
         return submit_async(&s, &headers, Mode::Img2Img, value).await;
     }
-    Mode::Img2Img.run(&s, value).await
+    Mode::Img2Img.run(&s, value, None).await
 }
 
 /// The two generation routes.
@@ -61,18 +61,32 @@ impl Mode {
         }
     }
 
-    /// The synchronous pipeline: parse, (decode), process_images, store and answer.
-    async fn run(self, s: &AppState, value: Value) -> Result<Response, HandlerError> {
+    /// The synchronous pipeline: parse, (decode), process_images, store and answer. The task id
+    /// is the request's `force_task_id`, else `task_id`, else a fresh one; it is tracked as A1111
+    /// tracks it (pending from arrival, finished at the end, even on failure). The request itself
+    /// is not changed, so its `parameters` echo stays A1111's.
+    async fn run(self, s: &AppState, value: Value, task_id: Option<String>) -> Result<Response, HandlerError> {
+        let forced = value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty());
+        let task_id = forced.map(String::from).or(task_id).unwrap_or_else(|| create_task_id(self.name()));
+        s.tasks.add(&task_id);
+        let answer = self.run_task(s, value, task_id.clone()).await;
+        s.tasks.finish(&task_id);
+        answer
+    }
+
+    async fn run_task(self, s: &AppState, value: Value, task_id: String) -> Result<Response, HandlerError> {
         let (request, parameters, send_images, save_images) = match self {
             Mode::Txt2Img => {
-                let req = Txt2ImgRequest::from_json(&value)?;
+                let mut req = Txt2ImgRequest::from_json(&value)?;
                 let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
+                req.force_task_id = Some(task_id);
                 (GenerationRequest::Txt2Img(req), p, send, save)
             }
             Mode::Img2Img => {
-                let req = Img2ImgRequest::from_json(&value)?;
+                let mut req = Img2ImgRequest::from_json(&value)?;
                 let init_images = decode_init_images(&s.ctx, &req).await?;
                 let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
+                req.force_task_id = Some(task_id);
                 (GenerationRequest::Img2Img { request: req, init_images }, p, send, save)
             }
         };
@@ -82,24 +96,15 @@ impl Mode {
 }
 
 /// `Prefer: respond-async`: the same pipeline as a job; 202 with its location (docs/jobs.md).
-async fn submit_async(
-    s: &AppState,
-    headers: &HeaderMap,
-    mode: Mode,
-    mut value: Value,
-) -> Result<Response, HandlerError> {
+async fn submit_async(s: &AppState, headers: &HeaderMap, mode: Mode, value: Value) -> Result<Response, HandlerError> {
     let id = jobs::new_id();
     // The runner reports the job under its task id: the request's own, else the job id.
-    let task_id = match value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty()) {
-        Some(t) => t.to_string(),
-        None => {
-            value["force_task_id"] = Value::String(id.clone());
-            id.clone()
-        }
-    };
+    let forced = value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty());
+    let task_id = forced.map(String::from).unwrap_or_else(|| id.clone());
     let state = s.clone();
+    let run_id = task_id.clone();
     let run = async move {
-        let response = match mode.run(&state, value).await {
+        let response = match mode.run(&state, value, Some(run_id)).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
