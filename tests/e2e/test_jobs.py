@@ -164,3 +164,22 @@ def test_a_job_is_readable_from_another_server_sharing_the_store(ctx):
             done_a = wait(a.url, job["id"])
             done_b = wait(b.url, job["id"])
             assert done_b["state"] == "succeeded" and done_b["result"]["images"] == done_a["result"]["images"]
+
+
+def test_sigterm_records_every_job_and_exits_within_the_grace_period(ctx):
+    import signal
+    from pathlib import Path
+    with Server(ctx.binary, {"SDAPI_SHUTDOWN_GRACE_S": "2"}) as s:
+        long = submit(s.url, request(steps=1000, seed=1))
+        queued = submit(s.url, request(steps=3, seed=2))
+        wait(s.url, long["id"], until=("running",))
+        t0 = time.monotonic()
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.wait(timeout=30)
+        took = time.monotonic() - t0
+        records = {p.stem: json.loads(p.read_text()) for p in (Path(s.output_dir) / "jobs").glob("*.json")}
+    assert took < 2 + 3, f"exited after {took:.1f} s (grace 2 s)"
+    running, waiting = records[long["id"]], records[queued["id"]]
+    assert running["state"] == "cancelled" and len(running["result"]["images"]) == 1, running["state"]
+    assert waiting["state"] == "failed" and waiting["status_code"] == 503, waiting
+    assert "submit it again" in waiting["result"]["detail"]

@@ -95,7 +95,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         let listener = tokio::net::TcpListener::bind(config.listen).await?;
         tracing::info!("listening on http://{}", listener.local_addr()?);
         let limits = ServeLimits { header_read: config.header_read_timeout, shutdown_grace: config.shutdown_grace };
-        sdapi_server::serve::serve(listener, router, limits, shutdown_signal()).await;
+        // One signal, two drains within the same grace period: HTTP connections, and the
+        // asynchronous jobs (which hold no connection).
+        let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown_signal().await;
+            let _ = stopping.send(true);
+        };
+        let jobs = async {
+            if stopped.wait_for(|s| *s).await.is_ok() {
+                let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+                sdapi_handler::jobs::drain(&state, deadline).await;
+            }
+        };
+        tokio::join!(sdapi_server::serve::serve(listener, router, limits, signal), jobs);
         Ok(())
     }
 }

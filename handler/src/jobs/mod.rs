@@ -340,6 +340,50 @@ async fn notify(s: &AppState, record: JobRecord) {
     });
 }
 
+/// On shutdown: unfinished jobs get until `deadline` to end; then the running one is interrupted
+/// (its finished images kept, as `/interrupt` keeps them) and given a moment to record itself, and
+/// every job still unfinished is recorded `failed` with a 503 result that says to submit it again.
+pub async fn drain(s: &AppState, deadline: tokio::time::Instant) {
+    let unfinished = || -> Vec<(String, String)> {
+        s.jobs.with(|map, _| {
+            map.values()
+                .filter(|e| !e.record.state.is_final())
+                .map(|e| (e.record.id.clone(), e.task_id.clone()))
+                .collect()
+        })
+    };
+    while !unfinished().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    if let Some(current) = s.ctx.runner.state().current_task()
+        && unfinished().iter().any(|(_, task)| *task == current)
+    {
+        // Interrupted by the shutdown: it ends `cancelled`, with what it finished.
+        s.jobs.with(|map, _| map.values_mut().filter(|e| e.task_id == current).for_each(|e| e.cancel_requested = true));
+        s.ctx.runner.state().interrupt_task(&current);
+        let settle = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+        while unfinished().iter().any(|(_, task)| *task == current) && tokio::time::Instant::now() < settle {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+    for (id, _) in unfinished() {
+        let body = serde_json::json!({"error": "ServiceUnavailable",
+            "detail": "the server stopped before this job finished; submit it again", "body": "", "errors": ""});
+        let abandoned = s.jobs.with(|map, _| {
+            let e = map.get_mut(&id)?;
+            if let Some(h) = e.handle.take() {
+                h.abort();
+            }
+            Some(())
+        });
+        if abandoned.is_some()
+            && let Some(record) = s.jobs.finish(&id, StatusCode::SERVICE_UNAVAILABLE, body)
+        {
+            persist(s, &record).await;
+        }
+    }
+}
+
 /// `SDAPI_JOBS_KEEP`, `SDAPI_WEBHOOK_*`.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
