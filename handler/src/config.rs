@@ -144,7 +144,7 @@ impl StorageSettings {
     }
 }
 
-fn jobs_from_env() -> Result<crate::jobs::JobSettings, ConfigError> {
+fn jobs_from_env(async_enabled: bool) -> Result<crate::jobs::JobSettings, ConfigError> {
     use crate::jobs::{JobSettings, webhook::WebhookSettings};
     let defaults = JobSettings::default();
     let hooks = WebhookSettings::default();
@@ -156,6 +156,7 @@ fn jobs_from_env() -> Result<crate::jobs::JobSettings, ConfigError> {
         None => None,
     };
     Ok(JobSettings {
+        async_enabled,
         keep: positive_env("SDAPI_JOBS_KEEP", defaults.keep)?,
         max_webhook_bytes: positive_env("SDAPI_WEBHOOK_MAX_KB", defaults.max_webhook_bytes / 1024)? * 1024,
         webhooks: WebhookSettings {
@@ -219,7 +220,7 @@ impl Config {
         Ok(Self {
             header_read_timeout: Duration::from_secs(positive_env("SDAPI_HEADER_TIMEOUT_S", 30)? as u64),
             shutdown_grace: Duration::from_secs(positive_env("SDAPI_SHUTDOWN_GRACE_S", 30)? as u64),
-            jobs: jobs_from_env()?,
+            jobs: jobs_from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none())?,
             styles_file,
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),

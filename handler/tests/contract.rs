@@ -73,3 +73,40 @@ async fn validation_errors_never_reach_the_runner() {
     assert_eq!(v["detail"][0]["type"], "type_error.integer");
     assert!(runner.jobs.lock().unwrap().is_empty());
 }
+
+/// `Prefer: respond-async` goes through the same runner path as a job (202, then the record holds
+/// the synchronous body); where jobs cannot run after the answer (Lambda) it is ignored.
+#[tokio::test]
+async fn async_jobs_reach_the_runner_and_are_ignored_where_disabled() {
+    let body = r#"{"prompt":"a cat","seed":10,"steps":4,"width":64,"height":64}"#;
+    let with_prefer = || {
+        let mut req = post_json("/sdapi/v1/txt2img", body);
+        req.headers_mut().insert("prefer", "respond-async".parse().unwrap());
+        req
+    };
+    let (app, runner) = app_with(test_config());
+    let (status, resp) = send(&app, with_prefer()).await;
+    assert_eq!(status, 202);
+    assert_eq!(resp.headers()["preference-applied"], "respond-async");
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let record = loop {
+        let (status, resp) = send(&app, get(&location)).await;
+        assert_eq!(status, 200);
+        let record = body_json(resp).await;
+        if record["state"] == "succeeded" {
+            break record;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(record["status_code"], 200);
+    assert_eq!(record["result"]["images"].as_array().unwrap().len(), 1);
+    assert_eq!(runner.jobs.lock().unwrap().len(), 1, "one batch through the runner");
+
+    let mut config = test_config();
+    config.jobs.async_enabled = false;
+    let (app, runner) = app_with(config);
+    let (status, resp) = send(&app, with_prefer()).await;
+    assert_eq!(status, 200, "answered synchronously");
+    assert!(!resp.headers().contains_key("preference-applied"));
+    assert_eq!(runner.jobs.lock().unwrap().len(), 1);
+}

@@ -387,6 +387,10 @@ pub async fn drain(s: &AppState, deadline: tokio::time::Instant) {
 /// `SDAPI_JOBS_KEEP`, `SDAPI_WEBHOOK_*`.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
+    /// `Prefer: respond-async` is honoured (server mode). On Lambda the environment freezes once
+    /// the invocation has answered, so a job would not run: the preference is ignored there
+    /// (RFC 7240 lets a server ignore it) and the request answers synchronously.
+    pub async_enabled: bool,
     /// Job records held in memory (older finished ones are answered from the store).
     pub keep: usize,
     pub webhooks: webhook::WebhookSettings,
@@ -396,7 +400,12 @@ pub struct JobSettings {
 
 impl Default for JobSettings {
     fn default() -> Self {
-        Self { keep: 1000, webhooks: webhook::WebhookSettings::default(), max_webhook_bytes: 256 * 1024 }
+        Self {
+            async_enabled: true,
+            keep: 1000,
+            webhooks: webhook::WebhookSettings::default(),
+            max_webhook_bytes: 256 * 1024,
+        }
     }
 }
 

@@ -26,7 +26,7 @@ pub async fn txt2img(
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
     Txt2ImgRequest::from_json(&value)?;
-    if jobs::prefers_async(&headers) {
+    if jobs::prefers_async(&headers) && s.config.jobs.async_enabled {
         return submit_async(&s, &headers, Mode::Txt2Img, value).await;
     }
     Mode::Txt2Img.run(&s, value, None).await
@@ -40,7 +40,7 @@ pub async fn img2img(
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
     Img2ImgRequest::from_json(&value)?;
-    if jobs::prefers_async(&headers) {
+    if jobs::prefers_async(&headers) && s.config.jobs.async_enabled {
         return submit_async(&s, &headers, Mode::Img2Img, value).await;
     }
     Mode::Img2Img.run(&s, value, None).await
@@ -122,6 +122,7 @@ async fn submit_async(s: &AppState, headers: &HeaderMap, mode: Mode, value: Valu
     if let Ok(v) = HeaderValue::from_str(&location) {
         resp.headers_mut().insert("location", v);
     }
+    resp.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
     Ok(resp)
 }
 
