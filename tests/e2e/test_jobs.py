@@ -183,3 +183,34 @@ def test_sigterm_records_every_job_and_exits_within_the_grace_period(ctx):
     assert running["state"] == "cancelled" and len(running["result"]["images"]) == 1, running["state"]
     assert waiting["state"] == "failed" and waiting["status_code"] == 503, waiting
     assert "submit it again" in waiting["result"]["detail"]
+
+
+def test_a_job_is_readable_from_another_server_sharing_an_s3_bucket(ctx):
+    """Two processes on one local S3 (moto): the job record written by one under `jobs/` is what
+    the other answers, result included."""
+    import subprocess
+
+    import boto3
+    from harness import free_port, stop_process, tool, wait_http
+
+    port = free_port()
+    moto = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        moto_url = f"http://127.0.0.1:{port}"
+        wait_http(moto_url + "/", 60, moto)
+        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **creds)
+        s3.create_bucket(Bucket="jobs-e2e")
+        env = {"SDAPI_OUTPUT_BUCKET": "jobs-e2e", "SDAPI_OUTPUT_PREFIX": "svc/", "SDAPI_S3_FORCE_PATH_STYLE": "true",
+               "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+               "AWS_SECRET_ACCESS_KEY": "test"}
+        with Server(ctx.binary, env) as a, Server(ctx.binary, env) as b:
+            job = submit(a.url, request())
+            done_a = wait(a.url, job["id"])
+            done_b = wait(b.url, job["id"])
+            assert done_b["state"] == "succeeded" and done_b["result"]["images"] == done_a["result"]["images"]
+            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="jobs-e2e", Prefix="svc/jobs/").get("Contents", [])]
+            assert keys == [f"svc/jobs/{job['id']}.json"], keys
+    finally:
+        stop_process(moto)

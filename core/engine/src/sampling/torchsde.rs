@@ -278,6 +278,14 @@ fn randn(source: RandnSource, seed: u32, numel: usize) -> Vec<f32> {
     crate::rng::generator(source, i64::from(seed)).randn(numel)
 }
 
+/// `sigmas[sigmas > 0].min(), sigmas.max()` of a float32 schedule (None without a positive sigma).
+fn sigma_range(sigmas: &[f64]) -> Option<(f64, f64)> {
+    let sigmas = sigmas.iter().map(|&s| s as f32);
+    let min = sigmas.clone().filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
+    let max = sigmas.fold(f32::NEG_INFINITY, f32::max);
+    (min != f32::INFINITY).then(|| (f64::from(min), f64::from(max)))
+}
+
 /// One Brownian tree per image of the batch (`BatchedBrownianTree` + `BrownianTreeNoiseSampler`).
 #[derive(Debug)]
 pub struct BrownianTreeNoise {
@@ -325,14 +333,14 @@ impl BrownianTreeNoise {
     /// `create_noise_sampler` does: `sigmas[sigmas > 0].min(), sigmas.max()` on the float32
     /// schedule before img2img truncation.
     pub fn for_plan(plan: &SamplingPlan, seeds: &[i64], source: RandnSource, numel: usize) -> Self {
-        let sigmas = plan.full_sigmas.iter().map(|&s| s as f32);
-        let min = sigmas.clone().filter(|&s| s > 0.0).fold(f32::INFINITY, f32::min);
-        let max = sigmas.fold(f32::NEG_INFINITY, f32::max);
-        let mut noise = Self::new(seeds, source, numel, f64::from(min), f64::from(max));
-        if min == f32::INFINITY && noise.invalid.is_none() {
-            noise.invalid = Some("the schedule has no positive sigma for the Brownian tree".into());
+        match sigma_range(&plan.full_sigmas) {
+            Some((min, max)) => Self::new(seeds, source, numel, min, max),
+            None => {
+                let mut noise = Self::new(seeds, source, numel, 1.0, 1.0);
+                noise.invalid.get_or_insert_with(|| "the schedule has no positive sigma for the Brownian tree".into());
+                noise
+            }
         }
-        noise
     }
 
     fn clear_cache(&mut self) {
@@ -523,15 +531,19 @@ mod tests {
     }
 
     #[test]
-    fn tensor_wrapper_and_plan() {
-        let plan_sigmas = vec![14.614642, 7.0, 2.0, 0.0291675, 0.0];
+    fn tensor_wrapper_and_plan_range() {
+        // float32 values of the schedule, as A1111's tensor holds them.
+        let full = [14.614_642_143_249_512, 7.0, 2.0, 0.029_167_458_042_502_403, 0.0];
+        assert_eq!(sigma_range(&full), Some((0.029_167_458_042_502_403, 14.614_642_143_249_512)));
+        assert_eq!(sigma_range(&[1.0000000001, 0.0]), Some((1.0, 1.0)));
+        assert_eq!(sigma_range(&[0.0]), None);
         let mut tree = BrownianTreeNoise::new(&[3, 4], RandnSource::Cpu, 8, 0.0291675, 14.614642);
         let like = Tensor::zeros((2, 4, 1, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         let t = tree.noise(7.0, 2.0, &like).unwrap();
         assert_eq!(t.dims(), &[2, 4, 1, 2]);
         let values = tree.noise_values(7.0, 2.0).unwrap();
         assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), values);
-        let min = plan_sigmas.iter().copied().filter(|&s| s > 0.0).fold(f64::INFINITY, f64::min);
-        assert_eq!(min, 0.0291675);
+        let half = Tensor::zeros((2, 4, 1, 2), candle_core::DType::F16, &Device::Cpu).unwrap();
+        assert_eq!(tree.noise(7.0, 2.0, &half).unwrap().dtype(), candle_core::DType::F16);
     }
 }
