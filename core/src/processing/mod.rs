@@ -248,6 +248,8 @@ fn settings_from(opts: &Options, p: &CommonParams, limits: &RequestLimits) -> Ge
         comma_padding_backtrack: opts.comma_padding_backtrack().max(0) as usize,
         img2img_fix_steps: opts.img2img_fix_steps(),
         inpainting_mask_weight: opts.inpainting_mask_weight(),
+        // A1111's slider stops at 10; more would only hold more copies in memory.
+        checkpoints_limit: opts.get("sd_checkpoints_limit").and_then(Value::as_i64).unwrap_or(1).clamp(1, 10) as usize,
         use_old_scheduling: opts.use_old_scheduling(),
         beta_dist_alpha: opts.beta_dist_alpha(),
         beta_dist_beta: opts.beta_dist_beta(),

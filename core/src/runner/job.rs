@@ -115,6 +115,8 @@ pub struct GenerationSettings {
     pub img2img_fix_steps: bool,
     /// `inpainting_mask_weight`: how much of the masked image inpainting checkpoints see.
     pub inpainting_mask_weight: f64,
+    /// `sd_checkpoints_limit`: checkpoints kept loaded, the current one included.
+    pub checkpoints_limit: usize,
     pub use_old_scheduling: bool,
     pub beta_dist_alpha: f64,
     pub beta_dist_beta: f64,
@@ -144,6 +146,7 @@ impl Default for GenerationSettings {
             comma_padding_backtrack: 20,
             img2img_fix_steps: false,
             inpainting_mask_weight: 1.0,
+            checkpoints_limit: 1,
             use_old_scheduling: false,
             beta_dist_alpha: 0.6,
             beta_dist_beta: 0.6,

@@ -48,6 +48,8 @@ pub struct DiffusionExecutor {
     upscaler: Option<(PathBuf, UpscaleModel)>,
     /// The refiner of the current job, held beside the base model.
     refiner: Option<(LoadedKey, LoadedModel)>,
+    /// Other checkpoints kept loaded (`sd_checkpoints_limit` − 1 of them), least recent first.
+    cached: Vec<(LoadedKey, LoadedModel)>,
 }
 
 impl DiffusionExecutor {
@@ -63,6 +65,7 @@ impl DiffusionExecutor {
             networks: networks::NetworkCache::default(),
             upscaler: None,
             refiner: None,
+            cached: Vec::new(),
         })
     }
 
@@ -110,14 +113,31 @@ impl DiffusionExecutor {
     /// one checkpoint on the device, as A1111) and its embeddings ready; true if it was loaded.
     fn load_base(&mut self, checkpoint: &ModelSelection, job: &BatchJob, what: &str) -> Result<bool, RunnerError> {
         let key = LoadedKey { model: checkpoint.clone(), loras: job.networks.loras.clone() };
-        let reloaded = !matches!(&self.loaded, Some((loaded, _)) if *loaded == key);
-        if reloaded {
-            // A different LoRA set is a fresh load with the networks merged as the weights are
-            // read, so the base weights are never modified and nothing needs restoring.
-            self.loaded = None;
-            let resident = self.networks.resident_for(&key.model);
-            let model = self.load(&key, resident, what)?;
-            self.loaded = Some((key, model));
+        let mut reloaded = false;
+        if !matches!(&self.loaded, Some((loaded, _)) if *loaded == key) {
+            // `sd_checkpoints_limit` > 1: the previous model waits in the cache, the least
+            // recently used beyond the limit is freed (before loading, to bound the peak).
+            let others = job.settings.checkpoints_limit.max(1) - 1;
+            let hit = self.cached.iter().position(|(k, _)| *k == key).map(|i| self.cached.remove(i));
+            if let Some(previous) = self.loaded.take().filter(|_| others > 0) {
+                self.cached.push(previous);
+            }
+            while self.cached.len() > others {
+                self.cached.remove(0);
+            }
+            self.loaded = match hit {
+                Some(model) => {
+                    tracing::info!(checkpoint = %key.model.checkpoint.display(), "model taken from the checkpoint cache");
+                    Some(model)
+                }
+                None => {
+                    // A different LoRA set is a fresh load with the networks merged as the weights
+                    // are read, so the base weights are never modified and nothing needs restoring.
+                    let resident = self.networks.resident_for(&key.model);
+                    reloaded = true;
+                    Some((key.clone(), self.load(&key, resident, what)?))
+                }
+            };
         }
         let widths = self.model()?.text_widths();
         self.networks.prepare_embeddings(&job.networks.embeddings, &widths);
@@ -414,6 +434,7 @@ impl BatchExecutor for DiffusionExecutor {
     fn unload(&mut self) {
         self.upscaler = None;
         self.refiner = None;
+        self.cached.clear();
         self.loaded = None;
         self.networks.forget_resident();
     }
