@@ -31,9 +31,9 @@ samplers use (`append_dims`). A1111 pins k-diffusion commit ab527a9a; its `Batch
 The output is deterministic (fixed seeds and schedules, no wall-clock input, a safetensors writer
 with a sorted header): re-running with the same library versions gives the same bytes. The CPU
 source's `torch.randn` for 16 or more elements depends on the CPU kernel torch dispatches to
-(AVX2 builds use SLEEF's vectorised log/sin/cos; the default and AVX-512 kernels call libm), so
-the kernel is recorded in `__metadata__` with the versions; the committed file was made on an
-AVX-512 machine (libm path).
+(ATEN_CPU_CAPABILITY: the AVX2 and AVX-512 kernels agree, the non-vectorised "default" one does
+not), so the kernel is recorded in `__metadata__` with the versions; the committed file was made
+with the AVX-512 kernel.
 
 Layout (all little-endian; `N` = case number, 3 digits):
 
@@ -43,8 +43,9 @@ Layout (all little-endian; `N` = case number, 3 digits):
     case.N.range         F32 [2]       sigma_min, sigma_max given to the noise sampler (float32, as
                                        A1111's `sigmas[sigmas > 0].min()`, `sigmas.max()`)
     case.N.queries       F32 [Q, 2]    (sigma, sigma_next) of each noise_sampler call, in call order
+    case.N.scale         F32 [Q]       the noise sampler's divisor `(sigma_next - sigma).abs().sqrt()`
     case.N.w             F32 [Q, B, n] `BatchedBrownianTree(sigma, sigma_next)`: the signed increments
-    case.N.noise         F32 [Q, B, n] the noise sampler's output (w / sqrt|sigma_next - sigma|)
+    case.N.noise         F32 [Q, B, n] the noise sampler's output, w / scale
     round.input          F64 [R]       values given to torchsde's `_round` (Python `round(x, 6)`)
     round.output         F64 [R]
     seedseq.entropy      I64 [S]       numpy SeedSequence(entropy, spawn_key=(key, depth), pool_size=24)
@@ -181,7 +182,7 @@ def make_sampler(x, sigmas_full, seeds):
     """A1111 create_noise_sampler: the tree spans the FULL schedule, whatever part is sampled."""
     sigma_min, sigma_max = sigmas_full[sigmas_full > 0].min(), sigmas_full.max()
     ns = K.BrownianTreeNoiseSampler(x, sigma_min, sigma_max, seed=seeds)
-    rec = {"range": [sigma_min.item(), sigma_max.item()], "queries": [], "w": [], "noise": []}
+    rec = {"range": [sigma_min.item(), sigma_max.item()], "queries": [], "scale": [], "w": [], "noise": []}
     assert sigma_min.dtype == torch.float32 and sigma_max.dtype == torch.float32
     tree = ns.tree
     last_w = []
@@ -197,7 +198,13 @@ def make_sampler(x, sigmas_full, seeds):
         sigma, sigma_next = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
         assert sigma.dtype == torch.float32 and sigma_next.dtype == torch.float32, (sigma, sigma_next)
         out = ns(sigma, sigma_next)
+        # The noise sampler's divisor, computed as it does (torch's CPU float32 sqrt is MKL's
+        # vsSqrt, which is not always correctly rounded).
+        scale = (sigma_next - sigma).abs().sqrt()
+        w = last_w[-1]
+        assert torch.equal(out, w / scale), "the noise is the increment divided by the scale"
         rec["queries"].append([sigma.item(), sigma_next.item()])
+        rec["scale"].append(scale.item())
         rec["w"].append(last_w.pop().reshape(len(seeds), -1).numpy())
         rec["noise"].append(out.reshape(len(seeds), -1).numpy())
         return out
@@ -243,8 +250,8 @@ def random_queries(rng, lo, hi, count):
         # shorter than its tolerance: leave those out.
         start, end = round(float(np.float32(lo)), 6), round(float(np.float32(hi)), 6)
         ta, tb = sorted(min(max(float(np.float32(t)), start), end) for t in (a, b))
-        if ta != tb and round(ta, 6) == round(tb, 6):
-            continue
+        if np.float32(a) == np.float32(b) or (ta != tb and round(ta, 6) == round(tb, 6)):
+            continue  # (an empty query gives 0 / 0)
         out.append((a, b))
     return out
 
@@ -384,6 +391,7 @@ def main():
         tensors[p + ".config"] = np.array([0 if c["source"] == "NV" else 1, c["numel"]], dtype=np.int64)
         tensors[p + ".range"] = np.array(rec["range"], dtype=np.float32)
         tensors[p + ".queries"] = np.array(rec["queries"], dtype=np.float32).reshape(-1, 2)
+        tensors[p + ".scale"] = np.array(rec["scale"], dtype=np.float32)
         tensors[p + ".w"] = np.stack(rec["w"]).astype(np.float32)
         tensors[p + ".noise"] = np.stack(rec["noise"]).astype(np.float32)
         metadata[p] = f"{c['source']}, batch {len(c['seeds'])}, numel {c['numel']}: {c['desc']}"

@@ -64,6 +64,18 @@ pub fn dpmpp_2m(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> 
     Ok(x)
 }
 
+/// The points DPM++ SDE asks the Brownian tree about, as k-diffusion computes them: `t = -log σ`,
+/// `s = t + h·r` and `σ(·) = exp(-·)` on float32 tensors. The tree rounds its query times to six
+/// decimals, so a one-ulp difference from a float64 chain can move an increment; these are
+/// reproduced in float32 (σ(t), σ(s), σ(t_next)).
+fn sde_query_points(sigma: f64, sigma_next: f64, r: f64) -> (f64, f64, f64) {
+    let t = -(sigma as f32).ln();
+    let t_next = -(sigma_next as f32).ln();
+    let s = t + (t_next - t) * r as f32;
+    let sigma_of = |x: f32| f64::from((-x).exp());
+    (sigma_of(t), sigma_of(s), sigma_of(t_next))
+}
+
 pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) -> Result<Tensor, SamplingError> {
     const R: f64 = 0.5;
     let (eta, s_noise) = (ctx.params.eta, ctx.params.s_noise);
@@ -78,12 +90,13 @@ pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) ->
         let (t, t_next) = (t_of(sigmas[i]), t_of(sigmas[i + 1]));
         let h = t_next - t;
         let s = t + h * R;
+        let (query_t, query_s, query_next) = sde_query_points(sigmas[i], sigmas[i + 1], R);
         let fac = 1.0 / (2.0 * R);
         // Step 1: to the midpoint s, with ancestral noise.
         let (sd, su) = ancestral_step(sigma_of(t), sigma_of(s), eta);
         let s_ = t_of(sd);
         let x_2 = lin2(&x, sigma_of(s_) / sigma_of(t), &denoised, -(t - s_).exp_m1())?;
-        let noise = ctx.step_noise(sigma_of(t), sigma_of(s), &x_2)?;
+        let noise = ctx.step_noise(query_t, query_s, &x_2)?;
         let x_2 = lin2(&x_2, 1.0, &noise, s_noise * su)?;
         let denoised_2 = ctx.denoise(&x_2, sigma_of(s))?;
         // Step 2: full step with the blended prediction.
@@ -91,7 +104,7 @@ pub fn dpmpp_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64]) ->
         let t_next_ = t_of(sd);
         let denoised_d = lin2(&denoised, 1.0 - fac, &denoised_2, fac)?;
         x = lin2(&x, sigma_of(t_next_) / sigma_of(t), &denoised_d, -(t - t_next_).exp_m1())?;
-        let noise = ctx.step_noise(sigma_of(t), sigma_of(t_next), &x)?;
+        let noise = ctx.step_noise(query_t, query_next, &x)?;
         x = lin2(&x, 1.0, &noise, s_noise * su)?;
     }
     Ok(x)
@@ -195,4 +208,31 @@ pub fn dpmpp_3m_sde(ctx: &mut SamplerContext<'_>, mut x: Tensor, sigmas: &[f64])
         h_1 = h;
     }
     Ok(x)
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::sde_query_points;
+
+    /// The points k-diffusion's DPM++ SDE gave torchsde in a recorded A1111 run (Karras, 10 steps;
+    /// core/engine/tests/data/brownian-refs.safetensors, case 0): (σ(t), σ(s), σ(t_next)).
+    #[test]
+    fn dpmpp_sde_asks_the_tree_what_k_diffusion_asks() {
+        let recorded = [
+            (14.614643096923828, 11.53412914276123, 9.102932929992676),
+            (9.102932929992676, 7.06183385848999, 5.478399276733398),
+            (5.478399276733398, 4.166402339935303, 3.168609380722046),
+            (3.168609380722046, 2.3544085025787354, 1.7494233846664429),
+        ];
+        // torch's CPU log/exp (MKL) are not glibc's: one value in this run is a float32 ulp off.
+        let ulps = |a: f64, b: f64| ((a as f32).to_bits() as i64 - (b as f32).to_bits() as i64).abs();
+        let mut exact = 0;
+        for (sigma, s, next) in recorded {
+            let (qt, qs, qn) = sde_query_points(sigma, next, 0.5);
+            let off = [ulps(qt, sigma), ulps(qs, s), ulps(qn, next)];
+            assert!(off.iter().all(|u| *u <= 1), "{off:?}");
+            exact += off.iter().filter(|u| **u == 0).count();
+        }
+        assert!(exact >= 11, "{exact} of 12 exact");
+    }
 }

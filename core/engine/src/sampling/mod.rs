@@ -8,7 +8,7 @@
 //! [`StepCallback`] and turns an interruption into the latest latent.
 
 mod beta_dist;
-mod brownian;
+mod torchsde;
 mod context;
 mod discrete;
 mod dpm_solver;
@@ -35,7 +35,7 @@ mod test_support;
 use candle_core::Tensor;
 
 pub use beta_dist::{beta_ppf, regularized_incomplete_beta};
-pub use brownian::BrownianTreeNoise;
+pub use torchsde::BrownianTreeNoise;
 pub use context::{SampleOutput, SamplerContext, StepCallback, StepInfo, sample};
 pub use discrete::{DiscreteSchedule, linspace_f32, linspace_f64};
 pub use lms::linear_multistep_coeff;

@@ -18,14 +18,18 @@
 //!   whatever was asked before. torchsde's LRU cache and `_last_interval` search start therefore
 //!   change no value (checked against torchsde with repeated and shuffled queries), and neither
 //!   does our cache.
-//! * **Values** (float32 tensors, float64 Python scalars, each op rounded to float32 as torch does):
-//!   root `W = randn(seed) * f32(sqrt(t1 - t0))` with the unrounded times; children of a node
-//!   [s, e] split at m: `left = (f32(m - s) * W) * f32(1 / (e - s)) + f32(sqrt((m - s)(e - m) / (e - s))) * z`
-//!   with z = randn(node seed), `right = W - left`. A query sums its nodes' W left to right.
-//! * **Sampler**: `BatchedBrownianTree` sorts (sigma, sigma_next), multiplies by the two signs, and
-//!   the noise sampler divides by `sqrt(|sigma_next - sigma|)`, all in float32. The division is a
-//!   true division, as on A1111's CPU path (the parity fixtures' setting); CUDA torch multiplies by
-//!   the float32 reciprocal of a CPU scalar instead, which can differ by one ulp.
+//! * **Values** (float32 tensors, float64 Python scalars; each tensor op rounds to float32 as torch
+//!   does): root `W = randn(seed) * f32(sqrt(t1 - t0))` with the unrounded times. A node [s, e] split
+//!   at m, with `r = 1 / (e - s)` and z = randn(the node's seed), gives its children
+//!   `left = (f32(m - s) * W) * f32(r) + f32(sqrt((m - s) * (e - m) * r)) * z` and `right = W - left`.
+//!   A query sums the W of its nodes left to right.
+//! * **Sampler**: `BatchedBrownianTree` sorts (sigma, sigma_next) and multiplies by the two signs;
+//!   the noise sampler divides by `sqrt(|sigma_next - sigma|)`, all float32. The increments are
+//!   exact; the divisor is not always: torch's CPU float32 `sqrt` is MKL's `vsSqrt` (VML_HA), one
+//!   ulp off the correctly rounded root for about one input in six, while ours is IEEE, so the noise of
+//!   such a step differs by 1-2 ulps. The division itself is a true division, as on A1111's CPU
+//!   path (the parity fixtures' setting); CUDA torch multiplies by the reciprocal of a CPU scalar
+//!   instead, which can differ by one more ulp.
 //!
 //! Where torchsde fails, this fails too: a negative seed (numpy rejects it) and a query shorter
 //! than the tolerance but not empty (torchsde recurses without end) are errors.
@@ -278,6 +282,11 @@ fn randn(source: RandnSource, seed: u32, numel: usize) -> Vec<f32> {
     crate::rng::generator(source, i64::from(seed)).randn(numel)
 }
 
+/// `w / scale` on torch's CPU: an element-wise float32 true division.
+fn divide(w: &mut [f32], scale: f32) {
+    w.iter_mut().for_each(|v| *v /= scale);
+}
+
 /// `sigmas[sigmas > 0].min(), sigmas.max()` of a float32 schedule (None without a positive sigma).
 fn sigma_range(sigmas: &[f64]) -> Option<(f64, f64)> {
     let sigmas = sigmas.iter().map(|&s| s as f32);
@@ -306,17 +315,20 @@ impl BrownianTreeNoise {
     pub fn new(seeds: &[i64], source: RandnSource, numel: usize, sigma_min: f64, sigma_max: f64) -> Self {
         let (lo, hi) = (sigma_min as f32, sigma_max as f32);
         let (t0, t1, sign) = if lo < hi { (lo, hi, 1.0) } else { (hi, lo, -1.0) };
-        let mut invalid = None;
+        let mut invalid = (!t0.is_finite() || !t1.is_finite())
+            .then(|| format!("Brownian tree range [{sigma_min}, {sigma_max}] is not finite"));
         let mut trees = Vec::with_capacity(seeds.len());
         for &seed in seeds {
+            if invalid.is_some() {
+                break;
+            }
             match u64::try_from(seed) {
                 Ok(entropy) => trees.push(Tree::new(entropy, source, numel, f64::from(t0), f64::from(t1))),
-                Err(_) => {
-                    invalid = Some(format!("SeedSequence expects a non-negative seed, got {seed}"));
-                    trees.clear();
-                    break;
-                }
+                Err(_) => invalid = Some(format!("SeedSequence expects a non-negative seed, got {seed}")),
             }
+        }
+        if invalid.is_some() {
+            trees.clear();
         }
         let cache = NodeCache { limit: DEFAULT_CACHE_BYTES, used: 0 };
         Self { trees, batch: seeds.len(), source, numel, sign, invalid, cache }
@@ -372,7 +384,7 @@ impl BrownianTreeNoise {
     /// The noise sampler's values for one step, image after image (B x numel, float32).
     pub fn noise_values(&mut self, sigma: f64, sigma_next: f64) -> Result<Vec<f32>, SamplingError> {
         let (mut w, scale) = self.increments(sigma, sigma_next)?;
-        w.iter_mut().for_each(|v| *v /= scale);
+        divide(&mut w, scale);
         Ok(w)
     }
 
@@ -418,56 +430,77 @@ mod tests {
 
     /// Every noise sampler call that torchsde 0.2.6 answered inside k-diffusion's samplers (A1111's
     /// `_randn`, NV and CPU sources, batches of 1-3, several schedules, img2img, direct queries in
-    /// any order and out of range), reproduced from a fresh tree per case.
+    /// any order and out of range), replayed on a fresh tree per case.
     ///
-    /// NV and the CPU source below 16 elements (torch's scalar double path) must be bit-identical.
-    /// The CPU source from 16 elements on goes through torch's float32 `normal_fill`, whose
-    /// log/sin/cos come from libm or SLEEF depending on the CPU kernel; `TorchCpuGenerator` uses
-    /// Rust's libm calls, so those cases are allowed a few float32 steps.
+    /// * The increments w are bit-identical for NV and for the CPU source below 16 elements (torch's
+    ///   scalar double path). From 16 elements on, torch's vectorised CPU `normal_fill` (AVX2 and
+    ///   AVX-512 kernels alike) and `TorchCpuGenerator` differ by up to 3 float32 steps per draw,
+    ///   so those cases are checked to 2e-6 absolute (increments and noise are O(1)).
+    /// * The divisor `sqrt(|sigma_next - sigma|)`: torch's CPU float32 sqrt is MKL's `vsSqrt`
+    ///   (VML_HA), one ulp off the correctly rounded value for roughly one input in six; ours is
+    ///   IEEE. So the divisor is checked to 1 ulp, our division of the exact w by torch's own
+    ///   divisor must give torch's noise bit for bit, and our noise is within 2 ulps.
     #[test]
     fn matches_torchsde_references() {
         let refs = refs();
         let cases = flat::<i64>(&refs, "meta.cases")[0] as usize;
         assert_eq!(refs.keys().filter(|k| k.ends_with(".noise")).count(), cases);
-        let (mut checked, mut worst_exact, mut worst_cpu) = (0usize, 0u32, 0u32);
+        let (mut queries_checked, mut values_checked, mut scale_off) = (0usize, 0usize, 0usize);
+        let (mut worst_noise, mut worst_w_cpu16, mut worst_noise_cpu16) = (0u32, 0f32, 0f32);
         for i in 0..cases {
             let p = format!("case.{i:03}");
             let seeds = flat::<i64>(&refs, &format!("{p}.seeds"));
             let config = flat::<i64>(&refs, &format!("{p}.config"));
             let source = if config[0] == 0 { RandnSource::Nv } else { RandnSource::Cpu };
             let numel = config[1] as usize;
+            let approximate = source == RandnSource::Cpu && numel >= 16;
             let range = flat::<f32>(&refs, &format!("{p}.range"));
             let queries = flat::<f32>(&refs, &format!("{p}.queries"));
+            let scales = flat::<f32>(&refs, &format!("{p}.scale"));
             let want_w = flat::<f32>(&refs, &format!("{p}.w"));
             let want_noise = flat::<f32>(&refs, &format!("{p}.noise"));
             let per_query = seeds.len() * numel;
-            assert_eq!(want_noise.len(), queries.len() / 2 * per_query, "{p}");
+            assert_eq!(want_noise.len(), scales.len() * per_query, "{p}");
+            assert_eq!(want_w.len(), want_noise.len(), "{p}");
             let mut tree = BrownianTreeNoise::new(&seeds, source, numel, range[0].into(), range[1].into());
             for (q, pair) in queries.chunks(2).enumerate() {
-                let (w, scale) = tree.increments(pair[0].into(), pair[1].into()).unwrap();
-                let noise = tree.noise_values(pair[0].into(), pair[1].into()).unwrap();
+                let at = format!("{p} query {q} {pair:?}");
                 let span = q * per_query..(q + 1) * per_query;
-                for ((&gw, &ww), (&gn, &wn)) in
-                    w.iter().zip(&want_w[span.clone()]).zip(noise.iter().zip(&want_noise[span]))
-                {
-                    let err = ulps(gw, ww).max(ulps(gn, wn));
-                    if source == RandnSource::Cpu && numel >= 16 {
-                        worst_cpu = worst_cpu.max(err);
-                        assert!(err <= 8, "{p} query {q} {pair:?}: w {gw} vs {ww}, noise {gn} vs {wn}");
-                    } else {
-                        worst_exact = worst_exact.max(err);
+                let (w, scale) = tree.increments(pair[0].into(), pair[1].into()).unwrap();
+                assert!(ulps(scale, scales[q]) <= 1, "{at}: scale {scale} vs {}", scales[q]);
+                scale_off += usize::from(scale != scales[q]);
+                let noise = tree.noise_values(pair[0].into(), pair[1].into()).unwrap();
+                let mut with_torch_scale = w.clone();
+                divide(&mut with_torch_scale, scales[q]);
+                for (k, &ww) in want_w[span.clone()].iter().enumerate() {
+                    let wn = want_noise[span.start + k];
+                    if approximate {
+                        worst_w_cpu16 = worst_w_cpu16.max((w[k] - ww).abs());
+                        worst_noise_cpu16 = worst_noise_cpu16.max((noise[k] - wn).abs());
                         assert!(
-                            gw.to_bits() == ww.to_bits() && gn.to_bits() == wn.to_bits(),
-                            "{p} query {q} {pair:?}: w {gw} vs {ww}, noise {gn} vs {wn}"
+                            (w[k] - ww).abs() <= 2e-6 && (noise[k] - wn).abs() <= 2e-6,
+                            "{at}: w {} vs {ww}, noise {} vs {wn}",
+                            w[k],
+                            noise[k]
                         );
+                    } else {
+                        let dn = ulps(noise[k], wn);
+                        worst_noise = worst_noise.max(dn);
+                        assert_eq!(w[k].to_bits(), ww.to_bits(), "{at}: w {} vs {ww}", w[k]);
+                        assert_eq!(with_torch_scale[k].to_bits(), wn.to_bits(), "{at}: noise {wn}");
+                        assert!(dn <= 2, "{at}: noise {} vs {wn}", noise[k]);
                     }
+                    values_checked += 1;
                 }
-                assert!(scale > 0.0 || w.iter().all(|&v| v == 0.0));
-                checked += 1;
+                queries_checked += 1;
             }
         }
-        assert!(checked > 200, "{checked}");
-        eprintln!("{cases} cases, {checked} queries; exact cases max {worst_exact} ulp, CPU >= 16 max {worst_cpu} ulp");
+        assert!(queries_checked > 200, "{queries_checked}");
+        eprintln!(
+            "{cases} cases, {queries_checked} queries, {values_checked} values; divisor off by 1 ulp in \
+             {scale_off} queries; noise max {worst_noise} ulp (w exact); CPU >= 16 elements: w max \
+             abs error {worst_w_cpu16:e}, noise {worst_noise_cpu16:e}"
+        );
     }
 
     #[test]
@@ -499,7 +532,8 @@ mod tests {
     /// The cache bound, the query history and a fresh tree per query give the same bits.
     #[test]
     fn values_depend_on_neither_cache_nor_history() {
-        let queries = [(14.6, 9.0), (9.0, 3.1), (0.5, 3.1), (3.1, 0.5), (0.5, 0.03), (14.6, 0.03), (20.0, 7.7), (9.0, 3.1)];
+        let queries =
+            [(14.6, 9.0), (9.0, 3.1), (0.5, 3.1), (3.1, 0.5), (0.5, 0.03), (14.6, 0.03), (20.0, 7.7), (9.0, 3.1)];
         let make = || BrownianTreeNoise::new(&[7, 8], RandnSource::Nv, 48, 0.0291675, 14.614642);
         let mut keep = make().with_cache_bytes(usize::MAX);
         let mut none = make().with_cache_bytes(0);
@@ -521,6 +555,11 @@ mod tests {
     fn failures_match_torchsde() {
         let mut negative = BrownianTreeNoise::new(&[1, -5], RandnSource::Nv, 4, 0.03, 14.6);
         assert!(negative.noise_values(3.0, 1.0).is_err());
+        for (lo, hi) in [(f64::NAN, 14.6), (0.03, f64::INFINITY)] {
+            assert!(BrownianTreeNoise::new(&[1], RandnSource::Nv, 4, lo, hi).noise_values(3.0, 1.0).is_err());
+        }
+        let mut tree = BrownianTreeNoise::new(&[1], RandnSource::Nv, 4, 0.03, 14.6);
+        assert!(tree.noise_values(f64::NAN, 1.0).is_err());
         // Non-empty but shorter than the 1e-6 tolerance after rounding: torchsde never returns.
         let mut short = BrownianTreeNoise::new(&[1], RandnSource::Nv, 4, 0.03, 14.6);
         assert!(short.noise_values(1.0, 1.000_000_2).is_err());
@@ -533,8 +572,10 @@ mod tests {
     #[test]
     fn tensor_wrapper_and_plan_range() {
         // float32 values of the schedule, as A1111's tensor holds them.
-        let full = [14.614_642_143_249_512, 7.0, 2.0, 0.029_167_458_042_502_403, 0.0];
-        assert_eq!(sigma_range(&full), Some((0.029_167_458_042_502_403, 14.614_642_143_249_512)));
+        let (lo, hi) = (f64::from(0.029_167_458_f32), f64::from(14.614_642_f32));
+        assert_eq!(sigma_range(&[hi, 7.0, 2.0, lo, 0.0]), Some((lo, hi)));
+        // f64 schedules are read as the float32 values A1111's tensor holds.
+        assert_eq!(sigma_range(&[14.614_642_1, 0.029_167_458, 0.0]), Some((lo, hi)));
         assert_eq!(sigma_range(&[1.0000000001, 0.0]), Some((1.0, 1.0)));
         assert_eq!(sigma_range(&[0.0]), None);
         let mut tree = BrownianTreeNoise::new(&[3, 4], RandnSource::Cpu, 8, 0.0291675, 14.614642);
