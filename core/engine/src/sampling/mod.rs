@@ -8,7 +8,6 @@
 //! [`StepCallback`] and turns an interruption into the latest latent.
 
 mod beta_dist;
-mod torchsde;
 mod context;
 mod discrete;
 mod dpm_solver;
@@ -21,6 +20,7 @@ mod plan;
 mod restart;
 mod schedulers;
 mod timestep_samplers;
+mod torchsde;
 mod unipc;
 
 #[cfg(test)]
@@ -35,7 +35,6 @@ mod test_support;
 use candle_core::Tensor;
 
 pub use beta_dist::{beta_ppf, regularized_incomplete_beta};
-pub use torchsde::BrownianTreeNoise;
 pub use context::{SampleOutput, SamplerContext, StepCallback, StepInfo, sample};
 pub use discrete::{DiscreteSchedule, linspace_f32, linspace_f64};
 pub use lms::linear_multistep_coeff;
@@ -43,6 +42,7 @@ pub use params::{ExtraParamOptions, RequestExtraParams, SamplerParams, resolve_s
 pub use plan::{SamplingPlan, img2img_steps, timestep_schedule};
 pub use schedulers::{SchedulerOptions, SchedulerSigmas, karras};
 pub use sdapi_protocol::choices::{SamplerFlags, SamplerKind, Scheduler};
+pub use torchsde::BrownianTreeNoise;
 
 /// Error raised while sampling. `Interrupted` stops the sampler early; the caller keeps the last latent.
 #[derive(Debug, thiserror::Error)]
