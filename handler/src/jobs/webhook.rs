@@ -171,6 +171,42 @@ pub async fn check_destination(url: &str, allow_private: bool) -> Result<(), Des
     Ok(())
 }
 
+/// The connector's name resolver: only public addresses (unless allowed) are ever connected to,
+/// so a name that resolves differently at delivery time than at the check cannot reach a private
+/// address (DNS rebinding). IP literals are checked by [`check_destination`].
+#[derive(Clone)]
+struct PublicAddresses {
+    allow_private: bool,
+}
+
+type ResolveFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = std::io::Result<std::vec::IntoIter<std::net::SocketAddr>>> + Send>,
+>;
+
+impl tower::Service<hyper_util::client::legacy::connect::dns::Name> for PublicAddresses {
+    type Response = std::vec::IntoIter<std::net::SocketAddr>;
+    type Error = std::io::Error;
+    type Future = ResolveFuture;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        let (host, allow_private) = (name.as_str().to_string(), self.allow_private);
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
+                .await?
+                .filter(|a| allow_private || is_public(a.ip()))
+                .collect();
+            if addrs.is_empty() {
+                return Err(std::io::Error::other(format!("{host} resolves to no public address")));
+            }
+            Ok(addrs.into_iter())
+        })
+    }
+}
+
 /// One signed POST; Ok when the receiver answered 2xx.
 async fn attempt(settings: &WebhookSettings, url: &str, id: &str, body: &Bytes) -> Result<(), String> {
     let timestamp = chrono::Utc::now().timestamp();
@@ -183,12 +219,16 @@ async fn attempt(settings: &WebhookSettings, url: &str, id: &str, body: &Bytes) 
         request = request.header("webhook-signature", signature(secret, id, timestamp, body));
     }
     let request = request.body(Full::new(body.clone())).map_err(|e| e.to_string())?;
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new_with_resolver(PublicAddresses {
+        allow_private: settings.allow_private,
+    });
+    http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
         .map_err(|e| e.to_string())?
         .https_or_http()
         .enable_http1()
-        .build();
+        .wrap_connector(http);
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     let call = async {
         let response = client.request(request).await.map_err(|e| e.to_string())?;
@@ -279,6 +319,16 @@ mod tests {
         assert!(check_destination("http://[::1]:9/hook", false).await.is_err());
         assert!(matches!(check_destination("ftp://example.com/", true).await, Err(DestinationError::Malformed(_))));
         assert!(matches!(check_destination("http://user@127.0.0.1/", true).await, Err(DestinationError::Malformed(_))));
+    }
+
+    /// Names are filtered again when connecting: "localhost" has no public address.
+    #[tokio::test]
+    async fn the_connector_never_resolves_to_a_private_address() {
+        let mut resolver = PublicAddresses { allow_private: false };
+        let name: hyper_util::client::legacy::connect::dns::Name = "localhost".parse().unwrap();
+        assert!(tower::Service::call(&mut resolver, name.clone()).await.is_err());
+        let mut allowing = PublicAddresses { allow_private: true };
+        assert!(tower::Service::call(&mut allowing, name).await.unwrap().all(|a| a.ip().is_loopback()));
     }
 
     #[test]
