@@ -104,6 +104,14 @@ impl AppState {
         })
     }
 
+    /// The default checkpoint (the `sd_model_checkpoint` option) as the runner loads it.
+    pub fn default_model(&self) -> Option<sdapi_core::runner::ModelSelection> {
+        let title = self.ctx.options.read().unwrap_or_else(|e| e.into_inner()).sd_model_checkpoint()?;
+        let models = self.ctx.models.read().unwrap_or_else(|e| e.into_inner());
+        let checkpoint = models.find_checkpoint(&title).or_else(|| models.default_checkpoint())?;
+        Some(sdapi_core::runner::ModelSelection { checkpoint: checkpoint.path(), vae: None })
+    }
+
     /// Installs the reader `/embeddings` lists files with (the binaries pass the engine's).
     pub fn with_inspector(mut self, inspector: Arc<dyn NetworkInspector>) -> Self {
         self.inspector = Some(inspector);

@@ -50,6 +50,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Asynchronous jobs and webhooks (`SDAPI_JOBS_KEEP`, `SDAPI_WEBHOOK_*`, docs/jobs.md).
     pub jobs: crate::jobs::JobSettings,
+    /// `SDAPI_PRELOAD`: load the default checkpoint at start; `/ready` answers 503 until a model
+    /// is loaded.
+    pub preload: bool,
 }
 
 /// Lambda's buffered response limit is 6 MB (6,291,456 bytes) for the whole invocation response;
@@ -221,6 +224,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(positive_env("SDAPI_HEADER_TIMEOUT_S", 30)? as u64),
             shutdown_grace: Duration::from_secs(positive_env("SDAPI_SHUTDOWN_GRACE_S", 30)? as u64),
             jobs: jobs_from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_none())?,
+            preload: parse_bool("SDAPI_PRELOAD")?.unwrap_or(false),
             styles_file,
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),

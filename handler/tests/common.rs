@@ -75,6 +75,7 @@ pub fn test_config() -> Config {
         header_read_timeout: std::time::Duration::from_secs(30),
         shutdown_grace: std::time::Duration::from_secs(30),
         jobs: Default::default(),
+        preload: false,
         styles_file: repo_root().join("samples/models/styles.csv"),
     }
 }

@@ -214,3 +214,17 @@ def test_a_job_is_readable_from_another_server_sharing_an_s3_bucket(ctx):
             assert keys == [f"svc/jobs/{job['id']}.json"], keys
     finally:
         stop_process(moto)
+
+
+def test_preload_loads_the_default_checkpoint_before_the_first_request(ctx):
+    """SDAPI_PRELOAD: the model is on the device before any request; /ready says so."""
+    with Server(ctx.binary, {"SDAPI_PRELOAD": "1"}) as s:
+        deadline = time.monotonic() + 120
+        while (r := get(s.url + "/ready")).status_code != 200:
+            assert r.status_code == 503 and r.json()["status"] == "loading", r.text
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.1)
+        counters = get(s.url + "/internal/runner").json()
+        assert counters["model_loads"] == 1 and counters["jobs_submitted"] == 0, counters
+        assert post(s.url + T2I, request()).status_code == 200
+        assert get(s.url + "/internal/runner").json()["model_loads"] == 1, "the first request found it loaded"

@@ -191,6 +191,36 @@ pub struct BatchJob {
     pub refiner: Option<Refiner>,
 }
 
+impl BatchJob {
+    /// A job that only names a model (no images): what a preload prepares.
+    pub fn model_only(model: ModelSelection) -> Self {
+        Self {
+            task_id: String::new(),
+            batch_index: 0,
+            batch_count: 1,
+            model,
+            mode: JobMode::Txt2Img,
+            prompts: Vec::new(),
+            negative_prompts: Vec::new(),
+            seeds: Vec::new(),
+            subseeds: Vec::new(),
+            subseed_strength: 0.0,
+            seed_resize_from_w: -1,
+            seed_resize_from_h: -1,
+            sampler: SamplerKind::Euler,
+            scheduler: Scheduler::Automatic,
+            steps: 0,
+            cfg_scale: 7.0,
+            width: 512,
+            height: 512,
+            settings: GenerationSettings::default(),
+            networks: JobNetworks::default(),
+            hires: None,
+            refiner: None,
+        }
+    }
+}
+
 /// A1111's refiner (`sd_samplers_common.apply_refiner`): at the first denoiser call whose
 /// completed ratio — `(999 − t) / 1000` for the timestep nearest the current sigma, or
 /// `step / steps` with `refiner_switch_by_sample_steps` — reaches `switch_at` (at once when

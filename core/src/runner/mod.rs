@@ -141,6 +141,8 @@ pub trait Runner: Send + Sync + 'static {
     fn counters(&self) -> RunnerCounters;
     /// Drop the loaded model(s) from the device (`/unload-checkpoint`).
     fn unload_models(&self) {}
+    /// Load `model` now, ahead of the requests queued after it (`SDAPI_PRELOAD`).
+    fn preload(&self, _model: ModelSelection) {}
     /// Run a model upscaler (extras) on the runner's device, in the same queue as generations.
     fn upscale(&self, _job: UpscaleJob) -> UpscaleTicket {
         UpscaleTicket::ready(Err(RunnerError::Model("this runner has no model upscalers".into())))
@@ -252,6 +254,10 @@ impl Runner for ProcessingRunner {
 
     fn unload_models(&self) {
         self.send(worker::Command::Unload);
+    }
+
+    fn preload(&self, model: ModelSelection) {
+        self.send(worker::Command::Prepare(Box::new(BatchJob::model_only(model))));
     }
 
     fn upscale(&self, job: UpscaleJob) -> UpscaleTicket {

@@ -21,6 +21,8 @@ pub(super) struct QueuedJob {
 
 pub(super) enum Command {
     Run(Box<QueuedJob>),
+    /// Load a job's model ahead of any request (`SDAPI_PRELOAD`).
+    Prepare(Box<BatchJob>),
     Unload,
     Upscale(Box<UpscaleJob>, oneshot::Sender<Result<Raster, RunnerError>>),
 }
@@ -37,6 +39,19 @@ pub(super) fn spawn(
             match cmd {
                 Command::Run(q) => run_one(executor.as_mut(), *q, &state, &counters, observer.as_ref()),
                 Command::Unload => executor.unload(),
+                Command::Prepare(job) => {
+                    let started = std::time::Instant::now();
+                    match catch_unwind(AssertUnwindSafe(|| executor.prepare(&job))) {
+                        Ok(Ok(loaded)) => {
+                            if loaded {
+                                counters.model_loads.fetch_add(1, Ordering::SeqCst);
+                            }
+                            tracing::info!(ms = started.elapsed().as_millis() as u64, "model preloaded");
+                        }
+                        Ok(Err(e)) => tracing::warn!("preload failed (the first request loads it): {e}"),
+                        Err(p) => tracing::warn!("preload panicked: {}", panic_message(p)),
+                    }
+                }
                 Command::Upscale(job, reply) => {
                     // A caller that went away needs no result; a panic stays this job's error.
                     if reply.is_closed() {

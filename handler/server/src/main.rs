@@ -87,6 +87,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         tracing::info!(uri, cache = %cache.display(), "LoRAs and embeddings are fetched from the models bucket on demand");
         state = state.with_fetcher(std::sync::Arc::new(fetcher));
     }
+    if config.preload {
+        match state.default_model() {
+            Some(model) => {
+                tracing::info!(checkpoint = %model.checkpoint.display(), "preloading the default checkpoint");
+                state.ctx.runner.preload(model);
+            }
+            None => tracing::warn!("SDAPI_PRELOAD: no checkpoint to preload"),
+        }
+    }
     let router = app::router(state.clone());
     if on_lambda {
         tracing::info!("serving HTTP and batch events through the Lambda runtime");

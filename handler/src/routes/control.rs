@@ -81,11 +81,23 @@ pub async fn health() -> impl IntoResponse {
 /// `GET /ready`: readiness for load balancers — 503 while the runner's queue is full.
 pub async fn ready(State(s): State<AppState>) -> axum::response::Response {
     // One reading of the counters decides both the status and the body.
-    let depth = s.ctx.runner.counters().queue_depth;
+    let counters = s.ctx.runner.counters();
+    let depth = counters.queue_depth;
     let full = depth >= s.config.max_queue as u64;
-    let body =
-        json!({"status": if full { "busy" } else { "ready" }, "queue_depth": depth, "max_queue": s.config.max_queue});
-    if full {
+    // With SDAPI_PRELOAD the instance is ready once a model is on the device.
+    let loading = s.config.preload && counters.model_loads == 0;
+    let status = if loading {
+        "loading"
+    } else if full {
+        "busy"
+    } else {
+        "ready"
+    };
+    let body = json!({"status": status, "queue_depth": depth, "max_queue": s.config.max_queue,
+        "models_loaded": counters.model_loads});
+    if loading {
+        (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else if full {
         (axum::http::StatusCode::SERVICE_UNAVAILABLE, [(axum::http::header::RETRY_AFTER, RETRY_AFTER_S)], Json(body))
             .into_response()
     } else {

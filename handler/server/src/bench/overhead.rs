@@ -57,6 +57,7 @@ pub fn tiny_app() -> Result<(axum::Router, std::path::PathBuf), BenchError> {
         header_read_timeout: std::time::Duration::from_secs(30),
         shutdown_grace: std::time::Duration::from_secs(30),
         jobs: Default::default(),
+        preload: false,
         styles_file: bundled_models().join("styles.csv"),
     };
     let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
