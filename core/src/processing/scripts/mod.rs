@@ -77,6 +77,52 @@ fn script_result(mut first: Processed, images: Vec<RgbImage>, seeds: Vec<i64>, s
     first
 }
 
+/// The runs of a tiling script (SD upscale, outpainting): every run's images in order, and the
+/// first run's result, whose `info` becomes the script's.
+#[derive(Default)]
+struct TileRuns {
+    first: Option<Processed>,
+    images: Vec<RgbImage>,
+}
+
+impl TileRuns {
+    /// One plain generation of the script; returns A1111's next seed (`processed.seed + 1`) and
+    /// whether the run was interrupted (the script then stops).
+    async fn run(
+        &mut self,
+        ctx: &ProcessingContext,
+        generation: GenerationRequest,
+        extra: &Map<String, Value>,
+        seed: i64,
+    ) -> Result<(i64, bool), ApiError> {
+        let processed = Box::pin(super::process_images_with(ctx, generation, extra)).await?;
+        let next_seed = processed.all_seeds.first().copied().unwrap_or(seed) + 1;
+        let interrupted = processed.interrupted;
+        self.images.extend(processed.images.iter().cloned());
+        self.first.get_or_insert(processed);
+        Ok((next_seed, interrupted))
+    }
+}
+
+/// Puts generated images back into the grid's tiles in order, skipping the tiles `keep` names;
+/// tiles without a result (an interrupted script) become black `width` × `height` tiles.
+fn fill_tiles(
+    grid: &mut sdapi_protocol::images::grid::Grid,
+    images: &[RgbImage],
+    (width, height): (usize, usize),
+    keep: impl Fn(i64, usize, i64, usize) -> bool,
+) {
+    let mut results = images.iter();
+    for (y, h, row) in grid.tiles.iter_mut() {
+        for (x, w, tile) in row.iter_mut() {
+            if keep(*x, *w, *y, *h) {
+                continue;
+            }
+            *tile = results.next().map(RgbImage::to_raster).unwrap_or_else(|| Raster::blank(width, height, 3));
+        }
+    }
+}
+
 /// `images.image_grid(imgs, rows)`: cells of the largest size on the grid background colour,
 /// each image centred in its cell.
 fn image_grid(images: &[RgbImage], rows: usize, background: [u8; 3]) -> RgbImage {
@@ -305,35 +351,20 @@ pub async fn sd_upscale(
     for n in 0..n_iter {
         let mut batch_seed = seed + n;
         result_seeds.push(batch_seed);
-        let mut tiles_out: Vec<RgbImage> = Vec::with_capacity(work.len());
+        let mut runs = TileRuns::default();
         for chunk in work.chunks(batch_size) {
             let mut fields = run_fields(batch_size, batch_seed, subseed);
             fields.push(("resize_mode", Value::from(0)));
             let run = GenerationRequest::Img2Img { request: request.clone(), init_images: chunk.to_vec() };
-            let generation = with_fields(run, &fields);
-            let processed = Box::pin(super::process_images_with(ctx, generation, &extra)).await?;
-            batch_seed = processed.all_seeds.first().copied().unwrap_or(batch_seed) + 1;
-            tiles_out.extend(processed.images.iter().cloned());
-            let interrupted = processed.interrupted;
-            if first.is_none() {
-                first = Some(processed);
-            }
+            let interrupted;
+            (batch_seed, interrupted) = runs.run(ctx, with_fields(run, &fields), &extra, batch_seed).await?;
             if interrupted {
                 break;
             }
         }
-        let mut index = 0;
-        for (_, _, row) in grid.tiles.iter_mut() {
-            for (_, _, tile) in row.iter_mut() {
-                *tile = match tiles_out.get(index) {
-                    Some(img) => img.to_raster(),
-                    None => Raster::blank(width, height, 3),
-                };
-                index += 1;
-            }
-        }
-        let combined = combine_grid(&grid);
-        results.push(RgbImage::from_raster(combined));
+        fill_tiles(&mut grid, &runs.images, (width, height), |_, _, _, _| false);
+        results.push(RgbImage::from_raster(combine_grid(&grid)));
+        first = first.or(runs.first);
     }
     let first = first.ok_or_else(|| ApiError::runtime("SD upscale produced no tiles"))?;
     Ok(script_result(first, results, result_seeds, seed))

@@ -10,7 +10,7 @@ use sdapi_protocol::images::grid::{combine_grid, split_grid};
 use sdapi_protocol::images::pil_ops::paste;
 use sdapi_protocol::images::{Raster, encode_png, to_base64};
 
-use super::{run_fields, script_result, with_fields};
+use super::{TileRuns, fill_tiles, run_fields, script_result, with_fields};
 use crate::processing::{GenerationRequest, Processed, ProcessingContext, WorkCost, fixed_seed};
 use crate::runner::RgbImage;
 
@@ -172,8 +172,7 @@ pub async fn poor_mans_outpainting(
 
     let mut seed = fixed_seed(request.seed.unwrap_or(-1));
     let subseed = fixed_seed(request.subseed.unwrap_or(-1));
-    let mut results = Vec::with_capacity(work.len());
-    let mut first: Option<Processed> = None;
+    let mut runs = TileRuns::default();
     for (tile, mask, latent_mask) in work {
         let mut fields = run_fields(1, seed, subseed);
         fields.extend([
@@ -185,29 +184,15 @@ pub async fn poor_mans_outpainting(
         ]);
         let run =
             with_fields(GenerationRequest::Img2Img { request: request.clone(), init_images: vec![tile] }, &fields);
-        let processed = Box::pin(crate::processing::process_images_with(ctx, run, &Default::default())).await?;
-        seed = processed.all_seeds.first().copied().unwrap_or(seed) + 1;
-        results.extend(processed.images.iter().cloned());
-        let interrupted = processed.interrupted;
-        if first.is_none() {
-            first = Some(processed);
-        }
+        let interrupted;
+        (seed, interrupted) = runs.run(ctx, run, &Default::default(), seed).await?;
         if interrupted {
             break;
         }
     }
-    let mut index = 0;
-    for (y, h, row) in grid.tiles.iter_mut() {
-        for (x, w, tile) in row.iter_mut() {
-            if borders.inside(*x, *w, *y, *h) {
-                continue;
-            }
-            *tile = results.get(index).map(RgbImage::to_raster).unwrap_or_else(|| Raster::blank(width, height, 3));
-            index += 1;
-        }
-    }
+    fill_tiles(&mut grid, &runs.images, (width, height), |x, w, y, h| borders.inside(x, w, y, h));
     let combined = RgbImage::from_raster(combine_grid(&grid));
-    let first = first.ok_or_else(|| ApiError::runtime("outpainting found no tile to paint"))?;
+    let first = runs.first.ok_or_else(|| ApiError::runtime("outpainting found no tile to paint"))?;
     let initial_seed = first.all_seeds.first().copied().unwrap_or(seed);
     Ok(script_result(first, vec![combined], vec![initial_seed], initial_seed))
 }
