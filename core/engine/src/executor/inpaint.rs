@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use sdapi_core::runner::{BatchJob, InpaintJob, LatentFill, RunnerError};
 
-use super::{encode_pixels, exec_err, image_to_tensor};
+use super::{encode_pixels, exec_err, image_to_tensor, init_image_for};
 use crate::checkpoint::ModelFamily;
 use crate::model::LoadedModel;
 use crate::rng::{ImageRng, ImageRngOptions};
@@ -143,10 +143,7 @@ pub(super) fn batch_pixels(
 ) -> Result<Tensor, RunnerError> {
     let mut rows = Vec::with_capacity(batch);
     for i in 0..batch {
-        let img = images
-            .get(i.min(images.len().saturating_sub(1)))
-            .ok_or_else(|| RunnerError::Execution("img2img without init images".into()))?;
-        rows.push(image_to_tensor(img, device).map_err(exec_err)?);
+        rows.push(image_to_tensor(init_image_for(images, i)?, device).map_err(exec_err)?);
     }
     Tensor::cat(&rows, 0).map_err(exec_err)
 }

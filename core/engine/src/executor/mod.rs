@@ -240,10 +240,7 @@ impl DiffusionExecutor {
     ) -> Result<Tensor, RunnerError> {
         let mut latents = Vec::with_capacity(batch);
         for i in 0..batch {
-            let img = init_images
-                .get(i.min(init_images.len().saturating_sub(1)))
-                .ok_or_else(|| RunnerError::Execution("img2img without init images".into()))?;
-            let mut latent = encode_image(model, img, &self.device)?;
+            let mut latent = encode_image(model, init_image_for(init_images, i)?, &self.device)?;
             // resize_mode 3 hands the image over at its own size: A1111 then resizes the
             // latent (`interpolate(..., mode="bilinear")`).
             if latent.dims()[2..] != [lh, lw] {
@@ -301,6 +298,13 @@ fn text_err(e: TextError) -> RunnerError {
         TextError::TooManyChunks { .. } => RunnerError::OverLimit(e.to_string()),
         other => exec_err(other),
     }
+}
+
+/// The init image of batch row `i`: its own, or the one image the whole batch shares.
+fn init_image_for(images: &[RgbImage], i: usize) -> Result<&RgbImage, RunnerError> {
+    images
+        .get(i.min(images.len().saturating_sub(1)))
+        .ok_or_else(|| RunnerError::Execution("img2img without init images".into()))
 }
 
 /// Pixels of an init image as A1111 feeds the VAE: (1, 3, H, W) in [-1, 1].
