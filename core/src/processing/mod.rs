@@ -474,11 +474,10 @@ pub(crate) async fn process_images_with(
         Some((r, images)) => {
             let (init_images, inpaint) = match inpaint::MaskSettings::from_request(r)? {
                 Some(settings) => {
-                    let prepared = prepare_inpaint(ctx, r, settings, images).await?;
-                    let job = prepared.job.clone();
-                    let images = prepared.init_images.clone();
-                    inpainting = Some(prepared);
-                    (images, job)
+                    let inpaint::PreparedInpaint { init_images, job, overlay, extra } =
+                        prepare_inpaint(ctx, r, settings, images).await?;
+                    inpainting = Some((overlay, extra));
+                    (init_images, job)
                 }
                 None => (images.clone(), None),
             };
@@ -548,7 +547,7 @@ pub(crate) async fn process_images_with(
         let offset = n * batch_size;
         for (i, img) in batch_images.into_iter().enumerate() {
             let img = match inpainting.as_ref().filter(|_| overlay_inpaint) {
-                Some(prepared) => inpaint::apply_overlay(&img, &prepared.overlay, i),
+                Some((overlay, _)) => inpaint::apply_overlay(&img, overlay, i),
                 None => img,
             };
             images.push(img);
@@ -564,7 +563,7 @@ pub(crate) async fn process_images_with(
     if let Some(ds) = denoising_strength.filter(|_| img2img_mode) {
         extra.insert("Denoising strength".into(), Value::from(ds));
     }
-    for (k, v) in inpainting.iter().flat_map(|p| p.extra.iter()) {
+    for (k, v) in inpainting.iter().flat_map(|(_, extra)| extra) {
         extra.insert(k.clone(), v.clone());
     }
     let conditional_mask_weight = inpainting_conditioning.then_some(settings.inpainting_mask_weight);
