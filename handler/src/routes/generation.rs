@@ -25,11 +25,7 @@ pub async fn txt2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    Txt2ImgRequest::from_json(&value)?;
-    if jobs::prefers_async(&headers) && s.config.jobs.async_enabled {
-        return submit_async(&s, &headers, Mode::Txt2Img, value).await;
-    }
-    Mode::Txt2Img.run(&s, value, None).await
+    generate(&s, &headers, Parsed::Txt2Img(Txt2ImgRequest::from_json(&value)?)).await
 }
 
 pub async fn img2img(
@@ -39,51 +35,60 @@ pub async fn img2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    Img2ImgRequest::from_json(&value)?;
-    if jobs::prefers_async(&headers) && s.config.jobs.async_enabled {
-        return submit_async(&s, &headers, Mode::Img2Img, value).await;
+    generate(&s, &headers, Parsed::Img2Img(Img2ImgRequest::from_json(&value)?)).await
+}
+
+/// A validated request of one of the two generation routes.
+enum Parsed {
+    Txt2Img(Txt2ImgRequest),
+    Img2Img(Img2ImgRequest),
+}
+
+/// Synchronously, or as a job with `Prefer: respond-async` where jobs can run (docs/jobs.md).
+async fn generate(s: &AppState, headers: &HeaderMap, request: Parsed) -> Result<Response, HandlerError> {
+    if jobs::prefers_async(headers) && s.config.jobs.async_enabled {
+        return submit_async(s, headers, request).await;
     }
-    Mode::Img2Img.run(&s, value, None).await
+    request.run(s, None).await
 }
 
-/// The two generation routes.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Txt2Img,
-    Img2Img,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
+impl Parsed {
+    fn name(&self) -> &'static str {
         match self {
-            Mode::Txt2Img => "txt2img",
-            Mode::Img2Img => "img2img",
+            Parsed::Txt2Img(_) => "txt2img",
+            Parsed::Img2Img(_) => "img2img",
         }
     }
 
-    /// The synchronous pipeline: parse, (decode), process_images, store and answer. The task id
-    /// is the request's `force_task_id`, else `task_id`, else a fresh one; it is tracked as A1111
-    /// tracks it (pending from arrival, finished at the end, even on failure). The request itself
-    /// is not changed, so its `parameters` echo stays A1111's.
-    async fn run(self, s: &AppState, value: Value, task_id: Option<String>) -> Result<Response, HandlerError> {
-        let forced = value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty());
-        let task_id = forced.map(String::from).or(task_id).unwrap_or_else(|| create_task_id(self.name()));
+    /// The request's own `force_task_id`, if it sent one.
+    fn forced_task_id(&self) -> Option<String> {
+        let forced = match self {
+            Parsed::Txt2Img(r) => r.force_task_id.as_deref(),
+            Parsed::Img2Img(r) => r.force_task_id.as_deref(),
+        };
+        forced.filter(|t| !t.is_empty()).map(String::from)
+    }
+
+    /// The synchronous pipeline: (decode), process_images, store and answer. The task id is the
+    /// request's `force_task_id`, else `task_id`, else a fresh one; it is tracked as A1111 tracks
+    /// it (pending from arrival, finished at the end, even on failure). The `parameters` echo is
+    /// taken before the task id is set, so it stays A1111's.
+    async fn run(self, s: &AppState, task_id: Option<String>) -> Result<Response, HandlerError> {
+        let task_id = self.forced_task_id().or(task_id).unwrap_or_else(|| create_task_id(self.name()));
         s.tasks.add(&task_id);
-        let answer = self.run_task(s, value, task_id.clone()).await;
+        let answer = self.run_task(s, task_id.clone()).await;
         s.tasks.finish(&task_id);
         answer
     }
 
-    async fn run_task(self, s: &AppState, value: Value, task_id: String) -> Result<Response, HandlerError> {
+    async fn run_task(self, s: &AppState, task_id: String) -> Result<Response, HandlerError> {
         let (request, parameters, send_images, save_images) = match self {
-            Mode::Txt2Img => {
-                let mut req = Txt2ImgRequest::from_json(&value)?;
+            Parsed::Txt2Img(mut req) => {
                 let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
                 req.force_task_id = Some(task_id);
                 (GenerationRequest::Txt2Img(req), p, send, save)
             }
-            Mode::Img2Img => {
-                let mut req = Img2ImgRequest::from_json(&value)?;
+            Parsed::Img2Img(mut req) => {
                 let init_images = decode_init_images(&s.ctx, &req).await?;
                 let (p, send, save) = (req.to_parameters(), req.send_images, req.save_images);
                 req.force_task_id = Some(task_id);
@@ -96,15 +101,14 @@ impl Mode {
 }
 
 /// `Prefer: respond-async`: the same pipeline as a job; 202 with its location (docs/jobs.md).
-async fn submit_async(s: &AppState, headers: &HeaderMap, mode: Mode, value: Value) -> Result<Response, HandlerError> {
+async fn submit_async(s: &AppState, headers: &HeaderMap, request: Parsed) -> Result<Response, HandlerError> {
     let id = jobs::new_id();
     // The runner reports the job under its task id: the request's own, else the job id.
-    let forced = value.get("force_task_id").and_then(Value::as_str).filter(|t| !t.is_empty());
-    let task_id = forced.map(String::from).unwrap_or_else(|| id.clone());
-    let state = s.clone();
-    let run_id = task_id.clone();
+    let task_id = request.forced_task_id().unwrap_or_else(|| id.clone());
+    let kind = request.name();
+    let (state, run_id) = (s.clone(), task_id.clone());
     let run = async move {
-        let response = match mode.run(&state, value, Some(run_id)).await {
+        let response = match request.run(&state, Some(run_id)).await {
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
@@ -113,7 +117,7 @@ async fn submit_async(s: &AppState, headers: &HeaderMap, mode: Mode, value: Valu
             http_body_util::BodyExt::collect(response.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     };
-    let record = jobs::submit(s, id, mode.name(), task_id, jobs::webhook_url(headers), run)
+    let record = jobs::submit(s, id, kind, task_id, jobs::webhook_url(headers), run)
         .await
         .map_err(|e| ApiError::http(422, e.to_string()))?;
     let location = format!("/sdapi/v1/jobs/{}", record.id);
