@@ -155,6 +155,53 @@ class Server:
         self.stop()
 
 
+class LocalS3:
+    """A local S3 (moto_server) on a free loopback port with `bucket` created: `client` is a boto3
+    client on it, `env` what a server needs to store there (plus `SDAPI_OUTPUT_BUCKET`)."""
+
+    def __init__(self, bucket: str, log: Path | None = None):
+        self.bucket, self.log = bucket, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.client = None
+
+    def start(self) -> "LocalS3":
+        import boto3
+        out = open(self.log, "wb") if self.log else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],
+                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        finally:
+            if self.log:
+                out.close()
+        try:
+            wait_http(self.url + "/", 60, self.proc, self.log)
+            self.client = boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                                       aws_access_key_id="test", aws_secret_access_key="test")
+            self.client.create_bucket(Bucket=self.bucket)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"SDAPI_OUTPUT_BUCKET": self.bucket, "SDAPI_S3_FORCE_PATH_STYLE": "true",
+                "AWS_ENDPOINT_URL": self.url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+                "AWS_SECRET_ACCESS_KEY": "test"}
+
+    def stop(self, sig: int = signal.SIGINT) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, sig)
+
+    def __enter__(self) -> "LocalS3":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
 # --- HTTP helpers ------------------------------------------------------------------------------
 
 def post(url: str, body=None, **kw) -> requests.Response:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import requests
 
-from harness import (A1111_SAMPLERS, ROOT, SAMPLES, check_generation, counter_delta, free_port, get, post,
+from harness import (A1111_SAMPLERS, ROOT, SAMPLES, LocalS3, check_generation, counter_delta, free_port, get, post,
                      runner_job_ids, stop_process, tail, tool, wait_http)
 
 NEEDS_SERVER = True  # the identical-answers test compares with the shared plain server
@@ -40,9 +40,8 @@ COMPILE_TIMEOUT_S = float(os.environ.get("SDAPI_E2E_WATCH_TIMEOUT", "1200"))
 
 class Env:
     watch: subprocess.Popen | None = None
-    moto: subprocess.Popen | None = None
+    moto: LocalS3 | None = None
     port = 0
-    moto_url = ""
     tmp: tempfile.TemporaryDirectory | None = None
     watch_log: Path | None = None
     s3 = None
@@ -56,21 +55,13 @@ def fn_url(path: str) -> str:
 
 
 def setup_suite(ctx):
-    cargo_lambda, moto_server = tool("cargo-lambda"), tool("moto_server")
+    cargo_lambda = tool("cargo-lambda")
     assert shutil.which("cargo"), "cargo not on PATH: cargo lambda watch runs the function with cargo run"
     E.tmp = tempfile.TemporaryDirectory(prefix="sdapi-lambda-")
     tmp = Path(E.tmp.name)
 
-    moto_port = free_port()
-    E.moto_url = f"http://127.0.0.1:{moto_port}"
-    with open(tmp / "moto.log", "wb") as log:
-        E.moto = subprocess.Popen([moto_server, "-H", "127.0.0.1", "-p", str(moto_port)], stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    wait_http(E.moto_url + "/", 60, E.moto, tmp / "moto.log")
-    import boto3
-    E.s3 = boto3.client("s3", endpoint_url=E.moto_url, region_name="us-east-1", aws_access_key_id="test",
-                        aws_secret_access_key="test")
-    E.s3.create_bucket(Bucket=BUCKET)
+    E.moto = LocalS3(BUCKET, tmp / "moto.log").start()
+    E.s3 = E.moto.client
     E.s3.put_object(Bucket=BUCKET, Key="requests/batch-job-single.json",
                     Body=(SAMPLES / "requests" / "batch-job-single.json").read_bytes(),
                     ContentType="application/json")
@@ -83,9 +74,7 @@ def setup_suite(ctx):
         "CARGO_TARGET_DIR": str(ctx.binary.parent.parent),
         "SDAPI_MODELS_DIR": str(SAMPLES / "models"), "SDAPI_CHECKPOINT": "tiny-sd15",
         "SDAPI_OUTPUT_DIR": str(tmp / "outputs"),
-        "SDAPI_OUTPUT_BUCKET": BUCKET, "SDAPI_OUTPUT_PREFIX": PREFIX, "SDAPI_S3_FORCE_PATH_STYLE": "true",
-        "AWS_ENDPOINT_URL": E.moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
+        **E.moto.env, "SDAPI_OUTPUT_PREFIX": PREFIX,
         "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH": "true",  # REST API events carry stage "prod"
     })
     E.watch_log = tmp / "watch.log"
@@ -111,9 +100,10 @@ def setup_suite(ctx):
 
 def teardown_suite(ctx):
     # SIGINT to the watcher's own pid stops it and its function child (which has its own group).
-    for p in (E.watch, E.moto):
-        if p is not None:
-            stop_process(p)
+    if E.watch is not None:
+        stop_process(E.watch)
+    if E.moto is not None:
+        E.moto.stop()
     if E.tmp is not None:
         E.tmp.cleanup()
 

@@ -13,7 +13,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from harness import MODEL_NAME, Server, check_error_shape, get, post
+from harness import MODEL_NAME, LocalS3, Server, check_error_shape, get, post
 
 T2I = "/sdapi/v1/txt2img"
 ASYNC = {"Prefer": "respond-async"}
@@ -188,32 +188,16 @@ def test_sigterm_records_every_job_and_exits_within_the_grace_period(ctx):
 def test_a_job_is_readable_from_another_server_sharing_an_s3_bucket(ctx):
     """Two processes on one local S3 (moto): the job record written by one under `jobs/` is what
     the other answers, result included."""
-    import subprocess
-
-    import boto3
-    from harness import free_port, stop_process, tool, wait_http
-
-    port = free_port()
-    moto = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        moto_url = f"http://127.0.0.1:{port}"
-        wait_http(moto_url + "/", 60, moto)
-        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-        s3 = boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **creds)
-        s3.create_bucket(Bucket="jobs-e2e")
-        env = {"SDAPI_OUTPUT_BUCKET": "jobs-e2e", "SDAPI_OUTPUT_PREFIX": "svc/", "SDAPI_S3_FORCE_PATH_STYLE": "true",
-               "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test"}
+    with LocalS3("jobs-e2e") as s3:
+        env = {**s3.env, "SDAPI_OUTPUT_PREFIX": "svc/"}
         with Server(ctx.binary, env) as a, Server(ctx.binary, env) as b:
             job = submit(a.url, request())
             done_a = wait(a.url, job["id"])
             done_b = wait(b.url, job["id"])
             assert done_b["state"] == "succeeded" and done_b["result"]["images"] == done_a["result"]["images"]
-            keys = [o["Key"] for o in s3.list_objects_v2(Bucket="jobs-e2e", Prefix="svc/jobs/").get("Contents", [])]
+            listed = s3.client.list_objects_v2(Bucket="jobs-e2e", Prefix="svc/jobs/").get("Contents", [])
+            keys = [o["Key"] for o in listed]
             assert keys == [f"svc/jobs/{job['id']}.json"], keys
-    finally:
-        stop_process(moto)
 
 
 def test_preload_loads_the_default_checkpoint_before_the_first_request(ctx):

@@ -13,13 +13,12 @@ import json
 import os
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import requests
 
-from harness import Server, check_generation, free_port, png_from_b64, stop_process, tool, wait_http
+from harness import LocalS3, Server, check_generation, png_from_b64
 
 NEEDS_SERVER = False
 CLIENTS = 64
@@ -174,19 +173,8 @@ def test_load_with_the_s3_store_failing_mid_run(ctx):
     local S3 server (moto) is stopped a third of the way through; before that images are stored,
     afterwards each response reports the failure (`X-Output-Error`, `output_errors`) and still
     carries every image."""
-    import boto3
-
-    moto_port = free_port()
-    moto = subprocess.Popen([tool("moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-    try:
-        moto_url = f"http://127.0.0.1:{moto_port}"
-        wait_http(moto_url + "/", 60, moto)
-        creds = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
-        boto3.client("s3", endpoint_url=moto_url, region_name="us-east-1", **creds).create_bucket(Bucket=S3_BUCKET)
-        env = {"SDAPI_OUTPUT_BUCKET": S3_BUCKET, "SDAPI_S3_FORCE_PATH_STYLE": "true", "SDAPI_S3_TIMEOUT_S": "3",
-               "AWS_ENDPOINT_URL": moto_url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test"}
+    with LocalS3(S3_BUCKET) as s3:
+        env = {**s3.env, "SDAPI_S3_TIMEOUT_S": "3"}
         with Server(ctx.binary, env) as server:
             url = server.url
             start = time.monotonic()
@@ -240,7 +228,7 @@ def test_load_with_the_s3_store_failing_mid_run(ctx):
             for t in threads:
                 t.start()
             time.sleep(max(0.0, stop_s3_at - time.monotonic()))
-            stop_process(moto, signal.SIGKILL)  # an abrupt outage, not a clean shutdown
+            s3.stop(signal.SIGKILL)  # an abrupt outage, not a clean shutdown
             for t in threads:
                 t.join()
 
@@ -259,5 +247,3 @@ def test_load_with_the_s3_store_failing_mid_run(ctx):
             assert not progress_failures, progress_failures[:10]
             assert outcomes.get("stored", 0) > 0, f"nothing was stored before S3 went away: {outcomes}"
             assert outcomes.get("store_failed_reported", 0) > 0, f"no reported store failure: {outcomes}"
-    finally:
-        stop_process(moto)
