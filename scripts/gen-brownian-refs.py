@@ -24,7 +24,7 @@ the NVIDIA runtime wheels just to import, even on a CPU-only machine):
     /tmp/venv-sde/bin/python scripts/gen-brownian-refs.py        # from the repository root
 
 k-diffusion's package `__init__` imports its training code (torchvision, clean-fid, ...), so only
-`k_diffusion/sampling.py` is loaded, under a stub package whose `utils` holds the one helper the
+`k_diffusion/sampling.py` (with `external.py`) is loaded by scripts/refgen_common.py, under a stub package whose `utils` holds the one helper the
 samplers use (`append_dims`). A1111 pins k-diffusion commit ab527a9a; its `BatchedBrownianTree`,
 `BrownianTreeNoiseSampler` and DPM++ SDE samplers are identical to 0.1.1.post1's.
 
@@ -55,66 +55,22 @@ Layout (all little-endian; `N` = case number, 3 digits):
 `__metadata__` holds each case's description (`case.N`: sampler, schedule, steps) and the versions.
 """
 
-import importlib.util
-import json
 import os
 import platform
 import random
-import struct
-import sys
-import types
 
 import numpy as np
 import torch
 import torchsde
 import torchsde._brownian.brownian_interval as brownian_interval
 
+from refgen_common import load_k_diffusion, philox_randn, write_safetensors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "core/engine/tests/data/brownian-refs.safetensors")
 
 # ---------------------------------------------------------------------------------------------
-# A1111's random sources (modules/rng.py `randn_local`, modules/rng_philox.py).
-
-PHILOX_M = [0xD2511F53, 0xCD9E8D57]
-PHILOX_W = [0x9E3779B9, 0xBB67AE85]
-TWO_POW32_INV = np.array([2.3283064e-10], dtype=np.float32)
-TWO_POW32_INV_2PI = np.array([2.3283064e-10 * 6.2831855], dtype=np.float32)
-
-
-def _uint32_pairs(x):
-    """(N,) uint64 -> (2, N) uint32: [low words, high words]."""
-    return x.view(np.uint32).reshape(-1, 2).transpose(1, 0)
-
-
-def _philox_round(counter, key):
-    v1 = _uint32_pairs(counter[0].astype(np.uint64) * PHILOX_M[0])
-    v2 = _uint32_pairs(counter[2].astype(np.uint64) * PHILOX_M[1])
-    counter[0] = v2[1] ^ counter[1] ^ key[0]
-    counter[1] = v2[0]
-    counter[2] = v1[1] ^ counter[3] ^ key[1]
-    counter[3] = v1[0]
-
-
-def philox_randn(seed, shape):
-    """A fresh `rng_philox.Generator(seed).randn(shape)`: Philox4x32-10, counter (0, 0, i, 0), key =
-    the seed's uint64 words, then the first Box-Muller value (float64 arithmetic, as numpy promotes
-    uint32 x float32) cast to float32."""
-    n = int(np.prod(shape))
-    counter = np.zeros((4, n), dtype=np.uint32)
-    counter[2] = np.arange(n, dtype=np.uint32)
-    key = np.empty(n, dtype=np.uint64)
-    key.fill(seed)
-    key = _uint32_pairs(key)
-    for _ in range(9):
-        _philox_round(counter, key)
-        key[0] = key[0] + PHILOX_W[0]
-        key[1] = key[1] + PHILOX_W[1]
-    _philox_round(counter, key)
-    u = counter[0] * TWO_POW32_INV + TWO_POW32_INV / 2
-    v = counter[1] * TWO_POW32_INV_2PI + TWO_POW32_INV_2PI / 2
-    s = np.sqrt(-2.0 * np.log(u))
-    return (s * np.sin(v)).astype(np.float32).reshape(shape)
-
+# A1111's random sources (modules/rng.py `randn_local`; NV: modules/rng_philox.py in refgen_common).
 
 SOURCE = {"name": "NV"}
 
@@ -130,17 +86,9 @@ def randn_local(seed, shape):
 brownian_interval._randn = lambda size, dtype, device, seed: randn_local(seed, size).to(device=device, dtype=dtype)
 
 # ---------------------------------------------------------------------------------------------
-# k-diffusion's sampling module alone, under a stub package.
+# k-diffusion's samplers (refgen_common.load_k_diffusion).
 
-_spec = importlib.util.find_spec("k_diffusion")
-_kd = types.ModuleType("k_diffusion")
-_kd.__path__ = list(_spec.submodule_search_locations)
-_utils = types.ModuleType("k_diffusion.utils")
-_utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-_kd.utils = _utils
-sys.modules["k_diffusion"] = _kd
-sys.modules["k_diffusion.utils"] = _utils
-import k_diffusion.sampling as K  # noqa: E402
+K, _ = load_k_diffusion()
 
 # ---------------------------------------------------------------------------------------------
 # Schedules as A1111 builds them (modules/sd_samplers_kdiffusion.py get_sigmas).
@@ -350,26 +298,6 @@ def seedseq_refs():
         ent.append(entropy)
         state.append(seq.generate_state(4))
     return np.array(ent, dtype=np.int64), np.array(spawn, dtype=np.int64), np.array(state, dtype=np.uint32)
-
-
-def write_safetensors(path, tensors, metadata):
-    """safetensors with a deterministic header: `__metadata__` first, then tensors ordered by element
-    size (8-byte types first, so every tensor stays aligned) and name; header padded to 8 bytes."""
-    dtypes = {np.dtype(np.uint32): "U32", np.dtype(np.int64): "I64", np.dtype(np.float32): "F32",
-              np.dtype(np.float64): "F64"}
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks, pos = [], 0
-    for key in sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k)):
-        a = np.ascontiguousarray(tensors[key])
-        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[key] = {"dtype": dtypes[a.dtype], "shape": list(a.shape), "data_offsets": [pos, pos + len(data)]}
-        chunks.append(data)
-        pos += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
 
 
 def main():

@@ -48,9 +48,7 @@ OpenCV masks are `[height, width]`, parameters are int64 (`params`) or float64 (
 so a truncated or partly regenerated file cannot pass by testing less.
 """
 
-import json
 import os
-import struct
 
 import cv2
 import numpy as np
@@ -59,6 +57,8 @@ import safetensors
 from PIL import Image, ImageFilter, ImageOps
 from safetensors import safe_open
 from safetensors.numpy import load_file
+
+from refgen_common import write_safetensors
 
 SEED = 20240611
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -384,26 +384,6 @@ metadata = {
     "safetensors": safetensors.__version__,
 }
 metadata.update({f"cases.{op}": str(n) for op, n in counts.items()})
-
-
-def write_safetensors(path, tensors, metadata):
-    """The safetensors format with a deterministic header: 8-byte little-endian header length,
-    JSON header (`__metadata__` first, then the tensors; 8-byte types before bytes so every
-    tensor stays aligned, by name within a type), padded with spaces to 8 bytes, then the data."""
-    dtypes = {np.dtype(np.uint8): "U8", np.dtype(np.int64): "I64", np.dtype(np.float64): "F64"}
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks, pos = [], 0
-    for key in sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k)):
-        a = tensors[key]
-        raw = np.ascontiguousarray(a, a.dtype.newbyteorder("<")).tobytes()
-        header[key] = {"dtype": dtypes[a.dtype], "shape": list(a.shape), "data_offsets": [pos, pos + len(raw)]}
-        chunks.append(raw)
-        pos += len(raw)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
 
 
 write_safetensors(OUT, tensors, metadata)

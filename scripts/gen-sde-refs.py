@@ -28,13 +28,10 @@ k-diffusion 0.1.1.post1 installed --no-deps, safetensors 0.4.2) plus
 (diffusers >= 0.31 needs a newer torch than 2.1.2.) Runs on CPU in float32 in a few seconds.
 """
 
-import importlib.util
 import json
 import os
 import platform
-import struct
 import sys
-import types
 
 import numpy as np
 import torch
@@ -47,51 +44,15 @@ from safetensors.numpy import load_file
 # diffusers probes find_spec('k_diffusion') on import: import it before the stub package below.
 from diffusers import AutoencoderKL, UNet2DConditionModel
 
+from refgen_common import load_k_diffusion, philox_randn, write_safetensors
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIX = os.path.join(ROOT, "tests/fixtures/a1111-parity")
 BASE_CASE = os.path.join(FIX, "cases/t2i_dpmpp_2m_karras_nv")
 OUT = os.path.join(ROOT, "tests/fixtures/sde-parity")
 
 # ---------------------------------------------------------------------------------------------
-# A1111's NV random source (modules/rng_philox.py), as in scripts/gen-brownian-refs.py.
-
-PHILOX_M = [0xD2511F53, 0xCD9E8D57]
-PHILOX_W = [0x9E3779B9, 0xBB67AE85]
-TWO_POW32_INV = np.array([2.3283064e-10], dtype=np.float32)
-TWO_POW32_INV_2PI = np.array([2.3283064e-10 * 6.2831855], dtype=np.float32)
-
-
-def _uint32_pairs(x):
-    return x.view(np.uint32).reshape(-1, 2).transpose(1, 0)
-
-
-def _philox_round(counter, key):
-    v1 = _uint32_pairs(counter[0].astype(np.uint64) * PHILOX_M[0])
-    v2 = _uint32_pairs(counter[2].astype(np.uint64) * PHILOX_M[1])
-    counter[0] = v2[1] ^ counter[1] ^ key[0]
-    counter[1] = v2[0]
-    counter[2] = v1[1] ^ counter[3] ^ key[1]
-    counter[3] = v1[0]
-
-
-def philox_randn(seed, shape):
-    """First draw of a fresh `rng_philox.Generator(seed)`."""
-    n = int(np.prod(shape))
-    counter = np.zeros((4, n), dtype=np.uint32)
-    counter[2] = np.arange(n, dtype=np.uint32)
-    key = np.empty(n, dtype=np.uint64)
-    key.fill(seed)
-    key = _uint32_pairs(key)
-    for _ in range(9):
-        _philox_round(counter, key)
-        key[0] = key[0] + PHILOX_W[0]
-        key[1] = key[1] + PHILOX_W[1]
-    _philox_round(counter, key)
-    u = counter[0] * TWO_POW32_INV + TWO_POW32_INV / 2
-    v = counter[1] * TWO_POW32_INV_2PI + TWO_POW32_INV_2PI / 2
-    s = np.sqrt(-2.0 * np.log(u))
-    return (s * np.sin(v)).astype(np.float32).reshape(shape)
-
+# A1111's NV random source (refgen_common.philox_randn) behind torchsde.
 
 # A1111 replace_torchsde_browinan(): every tree node's noise is the first draw of a fresh generator
 # (randn_source NV).
@@ -99,18 +60,9 @@ brownian_interval._randn = lambda size, dtype, device, seed: torch.asarray(philo
     device=device, dtype=dtype)
 
 # ---------------------------------------------------------------------------------------------
-# k-diffusion's sampling and external modules alone, under a stub package.
+# k-diffusion's sampling and external modules (refgen_common.load_k_diffusion).
 
-_spec = importlib.util.find_spec("k_diffusion")
-_kd = types.ModuleType("k_diffusion")
-_kd.__path__ = list(_spec.submodule_search_locations)
-_utils = types.ModuleType("k_diffusion.utils")
-_utils.append_dims = lambda x, n: x[(...,) + (None,) * (n - x.ndim)]
-_kd.utils = _utils
-sys.modules["k_diffusion"] = _kd
-sys.modules["k_diffusion.utils"] = _utils
-import k_diffusion.sampling as K  # noqa: E402
-import k_diffusion.external as KE  # noqa: E402
+K, KE = load_k_diffusion()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,24 +152,6 @@ def run(sampler, sigmas, noise, cond, uncond, cfg, seed):
     fn = {"dpmpp_2m": K.sample_dpmpp_2m, "dpmpp_sde": K.sample_dpmpp_sde, "dpmpp_2m_sde": K.sample_dpmpp_2m_sde}[sampler]
     latent = fn(model, x, sigmas, extra_args={}, disable=True, **kwargs)
     return x, latent, model.calls
-
-
-def write_safetensors(path, tensors, metadata):
-    """safetensors with a deterministic header (as in scripts/gen-brownian-refs.py): `__metadata__`
-    first, then tensors ordered by element size and name; header padded to 8 bytes."""
-    dtypes = {np.dtype(np.int64): "I64", np.dtype(np.float32): "F32"}
-    header = {"__metadata__": dict(sorted(metadata.items()))}
-    chunks, pos = [], 0
-    for key in sorted(tensors, key=lambda k: (-tensors[k].dtype.itemsize, k)):
-        a = np.ascontiguousarray(tensors[key])
-        data = a.astype(a.dtype.newbyteorder("<")).tobytes()
-        header[key] = {"dtype": dtypes[a.dtype], "shape": list(a.shape), "data_offsets": [pos, pos + len(data)]}
-        chunks.append(data)
-        pos += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(text)) + text + b"".join(chunks))
 
 
 def main():
