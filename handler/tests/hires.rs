@@ -129,6 +129,44 @@ async fn sd_upscale_script_runs_tiles_and_checks_its_arguments() {
     assert_eq!(body_json(resp).await["detail"], "Script 'sd upscale' not found");
 }
 
+/// "Poor man's outpainting": the border tiles go through the runner as inpainting runs; bad
+/// arguments are refused before any of them.
+#[tokio::test]
+async fn poor_mans_outpainting_runs_border_tiles_and_checks_its_arguments() {
+    let (app, runner) = app_with(test_config());
+    use base64::Engine;
+    let png = std::fs::read(repo_root().join("tests/fixtures/a1111-parity/init_images/init_a_64x64.png")).unwrap();
+    let image = base64::engine::general_purpose::STANDARD.encode(png);
+    let body = |args: serde_json::Value| {
+        json!({"prompt": "x", "init_images": [image.clone()], "steps": 2, "width": 64, "height": 64,
+               "script_name": "Poor man's outpainting", "script_args": args})
+        .to_string()
+    };
+    for args in [
+        json!([16, 4, "fill"]),
+        json!([16, 4, "no such fill", ["left"]]),
+        json!([-8, 4, "fill", ["left"]]),
+        json!([64, 4, "fill", ["left"]]),
+        json!([16, 4, "fill", "left"]),
+    ] {
+        let (got, resp) = send(&app, post_json("/sdapi/v1/img2img", &body(args.clone()))).await;
+        let v = body_json(resp).await;
+        assert_eq!(got, 422, "{args}: {v}");
+        assert!(v["detail"].as_str().unwrap().contains("Poor man's outpainting"), "{args}: {v}");
+    }
+    assert!(runner.jobs.lock().unwrap().is_empty(), "nothing ran for bad arguments");
+
+    // 16 px to the left and right: a 128x64 canvas (the original at x 32..96) in 64x64 tiles
+    // overlapping by 16 at x 0, 32 and 64; the middle one is the original and is kept.
+    let (status, resp) =
+        send(&app, post_json("/sdapi/v1/img2img", &body(json!([16, 4, "fill", ["left", "right"]])))).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(runner.jobs.lock().unwrap().len(), 2);
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v["images"][0].as_str().unwrap()).unwrap();
+    assert_eq!(image::load_from_memory(&bytes).unwrap().width(), 128);
+}
+
 /// "Loopback": each loop's output is the next loop's init image, the strength moves linearly to
 /// the final one, seeds count up; with one batch the grid of all loops comes first.
 #[tokio::test]
