@@ -12,7 +12,7 @@ use axum::routing::get;
 use sdapi_core::models_dir::ModelIndex;
 use sdapi_core::networks::{NetworkFetcher, NetworkInspector};
 use sdapi_core::processing::ProcessingContext;
-use sdapi_core::runner::{BatchExecutor, ProcessingRunner, Runner};
+use sdapi_core::runner::{BatchExecutor, BatchingLimits, ProcessingRunner, Runner};
 use sdapi_core::styles::StyleDatabase;
 use sdapi_protocol::api::cmd_flags::ServerFlags;
 use sdapi_protocol::api::errors::ApiError;
@@ -53,7 +53,12 @@ impl AppState {
     /// Builds the real service: model index, options, and a runner that owns `executor` (the
     /// binary passes the engine's executor for the configured device; this crate has no model code).
     pub fn from_config(config: Config, executor: impl BatchExecutor) -> Result<Self, StartupError> {
-        let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start(executor));
+        // A shared run stays within the bound one request's batch has.
+        let batching = BatchingLimits {
+            max_images: config.batch_max_images,
+            max_pixels: config.limits.max_batch_megapixels.saturating_mul(1_000_000),
+        };
+        let runner: Arc<dyn Runner> = Arc::new(ProcessingRunner::start_with(executor, batching, None));
         Self::with_runner(config, runner)
     }
 

@@ -35,6 +35,9 @@ pub struct Config {
     /// Most runner jobs waiting or running before generation requests get 503 with `Retry-After`
     /// (`SDAPI_MAX_QUEUE`, 256; each queued job holds its request in memory).
     pub max_queue: usize,
+    /// Most images the runner puts in one run of several requests (`SDAPI_BATCH_MAX_IMAGES`;
+    /// 1, the default, runs each request alone as A1111 does).
+    pub batch_max_images: usize,
     /// Largest accepted request line + headers in bytes (`SDAPI_MAX_HEADER_KB`, 64): over it is a
     /// 431 in A1111's error shape.
     pub max_header_bytes: usize,
@@ -237,6 +240,7 @@ impl Config {
             max_body_bytes: max_body_mb * 1024 * 1024,
             max_header_bytes: positive_env("SDAPI_MAX_HEADER_KB", DEFAULT_MAX_HEADER_KB)? * 1024,
             max_queue: positive_env("SDAPI_MAX_QUEUE", DEFAULT_MAX_QUEUE)?,
+            batch_max_images: positive_env("SDAPI_BATCH_MAX_IMAGES", 1)?,
             storage: StorageSettings::from_env(std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some())?,
             limits: RequestLimits {
                 max_prompt_chars: positive_env("SDAPI_MAX_PROMPT_CHARS", RequestLimits::default().max_prompt_chars)?,

@@ -70,6 +70,7 @@ pub fn test_config() -> Config {
         max_body_bytes: 4 * 1024 * 1024,
         max_header_bytes: 64 * 1024,
         max_queue: 256,
+        batch_max_images: 1,
         storage: Default::default(),
         limits: Default::default(),
         header_read_timeout: std::time::Duration::from_secs(30),

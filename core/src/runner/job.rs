@@ -97,7 +97,7 @@ pub enum LatentFill {
 }
 
 /// Generation settings that come from options (possibly overridden per request).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GenerationSettings {
     pub clip_skip: usize,
     pub randn_source: RandnSource,

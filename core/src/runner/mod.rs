@@ -10,10 +10,12 @@
 //! [`ProcessingRunner::start`] by the binary. The handler depends on this crate, not on the engine,
 //! so it cannot reach the device except through a [`Runner`].
 
+mod batching;
 mod job;
 mod progress;
 mod worker;
 
+pub use batching::BatchingLimits;
 pub use job::*;
 pub use progress::{ProgressSnapshot, ProgressState};
 
@@ -65,6 +67,9 @@ pub struct RunnerCounters {
     pub queue_depth: u64,
     pub execute_ms_total: u64,
     pub model_loads: u64,
+    /// Runs that carried the jobs of several requests, and how many jobs rode in them.
+    pub shared_runs: u64,
+    pub jobs_in_shared_runs: u64,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +82,8 @@ pub(crate) struct AtomicCounters {
     pub images_generated: AtomicU64,
     pub execute_ms_total: AtomicU64,
     pub model_loads: AtomicU64,
+    pub shared_runs: AtomicU64,
+    pub jobs_in_shared_runs: AtomicU64,
 }
 
 impl AtomicCounters {
@@ -94,6 +101,8 @@ impl AtomicCounters {
             queue_depth: submitted.saturating_sub(done),
             execute_ms_total: g(&self.execute_ms_total),
             model_loads: g(&self.model_loads),
+            shared_runs: g(&self.shared_runs),
+            jobs_in_shared_runs: g(&self.jobs_in_shared_runs),
         }
     }
 }
@@ -188,6 +197,13 @@ pub trait BatchExecutor: Send + 'static {
     /// Make the job's model ready (load or switch checkpoints; cached otherwise).
     /// Returns true if a model had to be loaded.
     fn prepare(&mut self, job: &BatchJob) -> Result<bool, RunnerError>;
+    /// What the model decides about sharing a run (see [`BatchJob::can_share_run_with`] for
+    /// the rest): jobs with equal signatures give every row the image it would get in its own
+    /// job when joined (e.g. their prompts tokenize to the same chunk counts). None (the
+    /// default): the job runs alone. Asked with the job's model prepared.
+    fn sharing_signature(&mut self, _job: &BatchJob) -> Option<u64> {
+        None
+    }
     /// Generate the batch.
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError>;
     /// Release device memory.
@@ -215,9 +231,14 @@ impl ProcessingRunner {
     }
 
     pub fn start_observed(executor: impl BatchExecutor, observer: Option<StageObserver>) -> Self {
+        Self::start_with(executor, BatchingLimits::default(), observer)
+    }
+
+    /// A runner that joins compatible queued jobs into shared runs within `batching`.
+    pub fn start_with(executor: impl BatchExecutor, batching: BatchingLimits, observer: Option<StageObserver>) -> Self {
         let state = Arc::new(ProgressState::default());
         let counters = Arc::new(AtomicCounters::default());
-        let sender = worker::spawn(Box::new(executor), state.clone(), counters.clone(), observer);
+        let sender = worker::spawn(Box::new(executor), state.clone(), counters.clone(), observer, batching);
         Self { sender: std::sync::Mutex::new(sender), state, counters, next_job_id: AtomicU64::new(1) }
     }
 

@@ -25,8 +25,12 @@ struct StateInner {
     current_image_sampling_step: i64,
     /// Task id whose batches must not run any more (`/interrupt` stops the whole request).
     interrupted_task: Option<String>,
-    /// Task id of the batch on the device (None when idle).
-    current_task: Option<String>,
+    /// Task ids of the batch on the device, the one whose batch counts drive the progress
+    /// first (several when requests share a run; empty when idle).
+    current_tasks: Vec<String>,
+    /// Tasks cancelled out of a shared run: the run goes on for the others, these get what it
+    /// produced marked interrupted.
+    detached: Vec<String>,
 }
 
 /// A consistent copy of the state, with the derived progress figures of A1111's `progressapi`.
@@ -74,7 +78,8 @@ impl ProgressState {
             }
             s.skipped = false;
             s.textinfo = None;
-            s.current_task = Some(task_id.to_string());
+            s.current_tasks = vec![task_id.to_string()];
+            s.detached.clear();
             let passes = passes.max(1);
             s.job_count = (batch_count * passes) as i64;
             s.job_no = (batch_index * passes) as i64;
@@ -123,8 +128,51 @@ impl ProgressState {
             s.job.clear();
             s.job_count = 0;
             s.time_start = None;
-            s.current_task = None;
+            s.current_tasks.clear();
+            s.detached.clear();
         })
+    }
+
+    /// Tasks whose jobs ride along in the running batch ([`Self::begin_batch`] named the first).
+    pub fn add_riders(&self, task_ids: impl IntoIterator<Item = String>) {
+        self.with(|s| s.current_tasks.extend(task_ids))
+    }
+
+    /// Stops one task: a task running alone is interrupted as `/interrupt` would (and its
+    /// queued batches dropped); one sharing a run with others is detached from it (the run goes on
+    /// for them). False when the task is not running.
+    pub fn cancel_task(&self, task_id: &str) -> bool {
+        let running_alone = self.with(|s| {
+            if !s.current_tasks.iter().any(|t| t == task_id) {
+                return None;
+            }
+            if !s.detached.iter().any(|t| t == task_id) {
+                s.detached.push(task_id.to_string());
+            }
+            s.interrupted_task = Some(task_id.to_string());
+            Some(s.current_tasks.iter().all(|t| s.detached.contains(t)))
+        });
+        match running_alone {
+            None => false,
+            Some(true) => {
+                self.interrupt_task(task_id);
+                true
+            }
+            Some(false) => true,
+        }
+    }
+
+    /// After a shared run whose lead task has more batches: only that task stays current.
+    pub fn leave_batch(&self, lead_task: &str) {
+        self.with(|s| {
+            s.current_tasks.retain(|t| t == lead_task);
+            s.detached.clear();
+        })
+    }
+
+    /// Whether `task_id` was cancelled out of the running shared batch.
+    pub fn is_detached(&self, task_id: &str) -> bool {
+        self.with(|s| s.detached.iter().any(|t| t == task_id))
     }
 
     pub fn interrupt(&self) {
@@ -188,9 +236,18 @@ impl ProgressState {
         })
     }
 
-    /// The task id of the batch running now, if any.
+    /// The task id whose batch drives the progress now, if any.
     pub fn current_task(&self) -> Option<String> {
-        self.with(|s| s.current_task.clone())
+        self.with(|s| s.current_tasks.first().cloned())
+    }
+
+    /// Every task with rows in the batch running now (several when requests share a run).
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.with(|s| s.current_tasks.clone())
+    }
+
+    pub fn is_running(&self, task_id: &str) -> bool {
+        self.with(|s| s.current_tasks.iter().any(|t| t == task_id))
     }
 
     pub fn job_timestamp(&self) -> String {
@@ -223,6 +280,24 @@ mod tests {
         s.end();
         assert_eq!(s.snapshot().progress, 0.0);
         assert_eq!(s.snapshot().job_no, 1, "job_no keeps its last value after end()");
+    }
+
+    #[test]
+    fn cancelling_a_rider_detaches_it_and_the_last_one_interrupts() {
+        let s = ProgressState::default();
+        s.begin_batch("a", 0, 1, 1);
+        s.add_riders(["b".to_string()]);
+        assert_eq!(s.running_tasks(), ["a", "b"]);
+        assert!(!s.cancel_task("c"), "not running");
+        assert!(s.cancel_task("b"));
+        assert!(s.is_detached("b") && !s.is_interrupted(), "the run goes on for a");
+        assert!(s.task_interrupted("b"), "b's later batches are dropped");
+        assert!(s.cancel_task("a"));
+        assert!(s.is_interrupted(), "nobody is left: the run stops");
+        s.end();
+        assert!(s.running_tasks().is_empty() && !s.is_detached("b"));
+        s.begin_batch("solo", 0, 1, 1);
+        assert!(s.cancel_task("solo") && s.is_interrupted(), "alone: interrupted as /interrupt");
     }
 
     #[test]

@@ -9,12 +9,17 @@ use std::time::Duration;
 struct ScriptedExecutor {
     log: Arc<Mutex<Vec<String>>>,
     delay: Duration,
+    /// Agrees to shared runs ([`BatchExecutor::sharing_signature`]: the prompt's length).
+    batches: bool,
 }
 
 impl BatchExecutor for ScriptedExecutor {
     fn prepare(&mut self, job: &BatchJob) -> Result<bool, RunnerError> {
         self.log.lock().unwrap().push(format!("prepare {}", job.task_id));
         Ok(false)
+    }
+    fn sharing_signature(&mut self, job: &BatchJob) -> Option<u64> {
+        self.batches.then(|| job.prompts.first().map_or(0, |p| p.len() as u64))
     }
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
         if job.prompts.first().map(String::as_str) == Some("panic") {
@@ -32,13 +37,18 @@ impl BatchExecutor for ScriptedExecutor {
             control.state.set_sampling(i, job.steps);
             std::thread::sleep(self.delay);
         }
-        self.log.lock().unwrap().push(format!("execute {}", job.task_id));
-        let img = RgbImage { width: 1, height: 1, pixels: vec![0, 0, 0] };
-        Ok(BatchOutput { images: vec![img; job.seeds.len()], interrupted, ..Default::default() })
+        let line = match job.rows() {
+            1 => format!("execute {}", job.task_id),
+            n => format!("execute {} ({n} images)", job.task_id),
+        };
+        self.log.lock().unwrap().push(line);
+        // Each image tells which seed it was made for.
+        let images = job.seeds.iter().map(|&s| RgbImage { width: 1, height: 1, pixels: vec![s as u8; 3] }).collect();
+        Ok(BatchOutput { images, interrupted, ..Default::default() })
     }
 }
 
-fn job(task: &str, prompt: &str, steps: usize) -> BatchJob {
+pub(super) fn job(task: &str, prompt: &str, steps: usize) -> BatchJob {
     BatchJob {
         task_id: task.into(),
         batch_index: 0,
@@ -167,4 +177,148 @@ async fn a_running_job_stops_when_its_caller_goes_away() {
         .unwrap();
     assert!(!next.output.interrupted, "the next job is not affected");
     assert!(log.lock().unwrap().iter().any(|l| l == "execute abandoned"));
+}
+
+fn seeded(task: &str, seed: i64, steps: usize) -> BatchJob {
+    BatchJob { seeds: vec![seed], subseeds: vec![seed], ..job(task, "x", steps) }
+}
+
+fn executes(log: &Arc<Mutex<Vec<String>>>) -> Vec<String> {
+    log.lock().unwrap().iter().filter(|l| l.starts_with("execute")).cloned().collect()
+}
+
+fn batching_runner(exec: ScriptedExecutor, max_images: usize) -> ProcessingRunner {
+    ProcessingRunner::start_with(exec, BatchingLimits { max_images, max_pixels: usize::MAX }, None)
+}
+
+/// Waits until the runner works on `task` (so the jobs submitted next queue behind it).
+async fn until_running(runner: &ProcessingRunner, task: &str) {
+    for _ in 0..1000 {
+        if runner.state().is_running(task) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    panic!("{task} never started");
+}
+
+#[tokio::test]
+async fn compatible_queued_jobs_share_one_run_and_get_their_own_images() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+    let log = exec.log.clone();
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let tickets: Vec<_> = (1..=4).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
+    blocker.wait().await.unwrap();
+    for (i, t) in (1..=4).zip(tickets) {
+        let report = t.wait().await.unwrap();
+        let seeds: Vec<u8> = report.output.images.iter().map(|img| img.pixels[0]).collect();
+        assert_eq!(seeds, [i as u8], "job t{i} gets its own row");
+        assert!(!report.output.interrupted);
+    }
+    assert_eq!(executes(&log), ["execute blocker", "execute t1 (4 images)"]);
+    let c = runner.counters();
+    assert_eq!((c.shared_runs, c.jobs_in_shared_runs, c.jobs_completed, c.images_generated), (1, 4, 5, 5));
+}
+
+#[tokio::test]
+async fn sharing_keeps_first_in_first_out_across_incompatible_jobs() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+    let log = exec.log.clone();
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let a = runner.submit(seeded("a", 1, 3));
+    let b = runner.submit(seeded("b", 2, 4)); // other steps: its own run
+    let c = runner.submit(seeded("c", 3, 3));
+    let d = runner.submit(seeded("d", 4, 4));
+    for t in [blocker, a, b, c, d] {
+        t.wait().await.unwrap();
+    }
+    // a is the oldest: c rides with it; b then leads and d rides with b.
+    assert_eq!(executes(&log), ["execute blocker", "execute a (2 images)", "execute b (2 images)"]);
+}
+
+#[tokio::test]
+async fn the_image_limit_bounds_a_shared_run() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+    let log = exec.log.clone();
+    let runner = batching_runner(exec, 2);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let tickets: Vec<_> = (1..=5).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
+    blocker.wait().await.unwrap();
+    for t in tickets {
+        t.wait().await.unwrap();
+    }
+    assert_eq!(executes(&log), ["execute blocker", "execute t1 (2 images)", "execute t3 (2 images)", "execute t5"]);
+}
+
+#[tokio::test]
+async fn jobs_run_alone_when_the_executor_refuses_to_share() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: false, ..Default::default() };
+    let log = exec.log.clone();
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let tickets: Vec<_> = (1..=3).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
+    blocker.wait().await.unwrap();
+    for t in tickets {
+        t.wait().await.unwrap();
+    }
+    assert_eq!(executes(&log), ["execute blocker", "execute t1", "execute t2", "execute t3"]);
+    assert_eq!(runner.counters().shared_runs, 0);
+}
+
+#[tokio::test]
+async fn cancelling_one_job_of_a_shared_run_leaves_the_others_running() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let a = runner.submit(seeded("a", 1, 60));
+    let b = runner.submit(seeded("b", 2, 60));
+    blocker.wait().await.unwrap();
+    until_running(&runner, "b").await;
+    assert_eq!(runner.state().running_tasks(), ["a", "b"]);
+    assert!(runner.state().cancel_task("b"));
+    let (a, b) = (a.wait().await.unwrap(), b.wait().await.unwrap());
+    assert!(!a.output.interrupted, "a ran to the end");
+    assert!(b.output.interrupted, "b is reported cancelled, with its image");
+    assert_eq!(b.output.images.len(), 1);
+    let c = runner.submit(seeded("c", 3, 3));
+    c.wait().await.unwrap();
+}
+
+#[tokio::test]
+async fn interrupt_stops_a_shared_run_for_every_job() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(20), batches: true, ..Default::default() };
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 5));
+    until_running(&runner, "blocker").await;
+    let a = runner.submit(seeded("a", 1, 500));
+    let b = runner.submit(seeded("b", 2, 500));
+    blocker.wait().await.unwrap();
+    until_running(&runner, "b").await;
+    runner.interrupt();
+    let (a, b) = (a.wait().await.unwrap(), b.wait().await.unwrap());
+    assert!(a.output.interrupted && b.output.interrupted);
+    assert!(runner.state().running_tasks().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_the_model_keeps_apart_runs_alone_without_holding_back_the_others() {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+    let log = exec.log.clone();
+    let runner = batching_runner(exec, 8);
+    let blocker = runner.submit(seeded("blocker", 99, 20));
+    until_running(&runner, "blocker").await;
+    let a = runner.submit(seeded("a", 1, 3));
+    let long = runner.submit(BatchJob { prompts: vec!["a much longer prompt".into()], ..seeded("long", 2, 3) });
+    let c = runner.submit(seeded("c", 3, 3));
+    for t in [blocker, a, long, c] {
+        t.wait().await.unwrap();
+    }
+    assert_eq!(executes(&log), ["execute blocker", "execute a (2 images)", "execute long"]);
 }

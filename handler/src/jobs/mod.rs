@@ -157,10 +157,11 @@ impl Jobs {
     }
 
     /// The record with its live state (`running` once the runner works on its task).
-    pub fn get(&self, id: &str, current_task: Option<&str>) -> Option<JobRecord> {
+    /// `running`: the tasks the runner works on now.
+    pub fn get(&self, id: &str, running: &[String]) -> Option<JobRecord> {
         self.with(|map, _| {
             let e = map.get_mut(id)?;
-            if e.record.state == JobState::Queued && current_task == Some(e.task_id.as_str()) {
+            if e.record.state == JobState::Queued && running.contains(&e.task_id) {
                 e.record.state = JobState::Running;
             }
             Some(e.record.clone())
@@ -168,9 +169,9 @@ impl Jobs {
     }
 
     /// Recent jobs, newest first.
-    pub fn list(&self, current_task: Option<&str>) -> Vec<JobRecord> {
+    pub fn list(&self, running: &[String]) -> Vec<JobRecord> {
         let ids: Vec<String> = self.with(|_, order| order.iter().rev().cloned().collect());
-        ids.iter().filter_map(|id| self.get(id, current_task)).map(without_result).collect()
+        ids.iter().filter_map(|id| self.get(id, running)).map(without_result).collect()
     }
 
     /// Jobs queued before `id` (its position in the queue, 0 when next or running).
@@ -268,17 +269,16 @@ where
 }
 
 /// Cancels a job: a queued one never runs, a running one is interrupted (its finished images
-/// are kept, as `/interrupt` keeps them). None when the job is unknown here.
+/// are kept, as `/interrupt` keeps them; in a run shared with other requests only its own rows
+/// are given up). None when the job is unknown here.
 pub async fn cancel(s: &AppState, id: &str) -> Option<JobRecord> {
-    let current = s.ctx.runner.state().current_task();
     let (record, abort) = s.jobs.with(|map, _| {
         let e = map.get_mut(id)?;
         if e.record.state.is_final() {
             return Some((e.record.clone(), false));
         }
         e.cancel_requested = true;
-        if current.as_deref() == Some(e.task_id.as_str()) {
-            s.ctx.runner.state().interrupt_task(&e.task_id);
+        if s.ctx.runner.state().cancel_task(&e.task_id) {
             e.record.state = JobState::Running;
             return Some((e.record.clone(), false));
         }
@@ -355,14 +355,17 @@ pub async fn drain(s: &AppState, deadline: tokio::time::Instant) {
     while !unfinished().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    if let Some(current) = s.ctx.runner.state().current_task()
-        && unfinished().iter().any(|(_, task)| *task == current)
-    {
-        // Interrupted by the shutdown: it ends `cancelled`, with what it finished.
-        s.jobs.with(|map, _| map.values_mut().filter(|e| e.task_id == current).for_each(|e| e.cancel_requested = true));
-        s.ctx.runner.state().interrupt_task(&current);
+    let running = s.ctx.runner.state().running_tasks();
+    let interrupted: Vec<String> =
+        unfinished().into_iter().map(|(_, task)| task).filter(|task| running.contains(task)).collect();
+    if !interrupted.is_empty() {
+        // Interrupted by the shutdown: they end `cancelled`, with what they finished.
+        s.jobs.with(|map, _| {
+            map.values_mut().filter(|e| interrupted.contains(&e.task_id)).for_each(|e| e.cancel_requested = true)
+        });
+        s.ctx.runner.interrupt();
         let settle = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
-        while unfinished().iter().any(|(_, task)| *task == current) && tokio::time::Instant::now() < settle {
+        while unfinished().iter().any(|(_, task)| interrupted.contains(task)) && tokio::time::Instant::now() < settle {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -440,13 +443,13 @@ mod tests {
         let b = jobs.insert(new_id(), "txt2img", "t-b".into(), None);
         // Both unfinished: a third is still accepted, nothing is dropped.
         let c = jobs.insert(new_id(), "txt2img", "t-c".into(), None);
-        assert!(jobs.get(&a.id, None).is_some());
+        assert!(jobs.get(&a.id, &[]).is_some());
         jobs.finish(&a.id, StatusCode::OK, Value::Null);
         jobs.finish(&b.id, StatusCode::OK, Value::Null);
         let d = jobs.insert(new_id(), "txt2img", "t-d".into(), None);
-        assert!(jobs.get(&a.id, None).is_none() && jobs.get(&b.id, None).is_none());
-        assert_eq!(jobs.get(&c.id, Some("t-c")).unwrap().state, JobState::Running);
+        assert!(jobs.get(&a.id, &[]).is_none() && jobs.get(&b.id, &[]).is_none());
+        assert_eq!(jobs.get(&c.id, &["t-c".to_string()]).unwrap().state, JobState::Running);
         assert_eq!(jobs.queue_position(&d.id), 1);
-        assert_eq!(jobs.list(None).iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![d.id, c.id]);
+        assert_eq!(jobs.list(&[]).iter().map(|r| r.id.clone()).collect::<Vec<_>>(), vec![d.id, c.id]);
     }
 }

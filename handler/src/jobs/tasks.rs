@@ -57,13 +57,14 @@ impl TaskTracker {
         })
     }
 
-    /// Pending ids, oldest first, without the one the runner is on (A1111's `start_task` removes it).
-    pub fn pending(&self, current: Option<&str>) -> Vec<String> {
-        self.with(|t| t.pending.iter().filter(|p| Some(p.as_str()) != current).cloned().collect())
+    /// Pending ids, oldest first, without those the runner is on (A1111's `start_task` removes
+    /// it; several when requests share a run).
+    pub fn pending(&self, running: &[String]) -> Vec<String> {
+        self.with(|t| t.pending.iter().filter(|p| !running.contains(p)).cloned().collect())
     }
 
-    pub fn status(&self, id: &str, current: Option<&str>) -> TaskStatus {
-        let pending = self.pending(current);
+    pub fn status(&self, id: &str, running: &[String]) -> TaskStatus {
+        let pending = self.pending(running);
         let place = pending.iter().position(|p| p == id).map(|i| (i + 1, pending.len()));
         let completed = self.with(|t| t.finished.iter().any(|f| f == id));
         TaskStatus { queued: place.is_some(), completed, place }
@@ -79,14 +80,15 @@ mod tests {
         let t = TaskTracker::default();
         t.add("a");
         t.add("b");
-        assert_eq!(t.status("b", None).place, Some((2, 2)));
-        assert_eq!(t.pending(Some("a")), vec!["b"]);
-        assert_eq!(t.status("b", Some("a")), TaskStatus { queued: true, completed: false, place: Some((1, 1)) });
+        let a = ["a".to_string()];
+        assert_eq!(t.status("b", &[]).place, Some((2, 2)));
+        assert_eq!(t.pending(&a), vec!["b"]);
+        assert_eq!(t.status("b", &a), TaskStatus { queued: true, completed: false, place: Some((1, 1)) });
         t.finish("a");
-        assert_eq!(t.status("a", None), TaskStatus { queued: false, completed: true, place: None });
+        assert_eq!(t.status("a", &[]), TaskStatus { queued: false, completed: true, place: None });
         for i in 0..20 {
             t.finish(&i.to_string());
         }
-        assert!(!t.status("a", None).completed, "only the last 16 are remembered");
+        assert!(!t.status("a", &[]).completed, "only the last 16 are remembered");
     }
 }

@@ -139,10 +139,10 @@ fn yes() -> bool {
 /// `POST /internal/progress`: A1111's per-task progress (`modules/progress.py`): active, queued
 /// (with "In queue: i/n"), completed, and for the active task progress, ETA and the live preview.
 pub async fn task_progress(State(s): State<AppState>, Json(req): Json<TaskProgressRequest>) -> impl IntoResponse {
-    let current = s.ctx.runner.state().current_task();
+    let running = s.ctx.runner.state().running_tasks();
     let id = req.id_task.unwrap_or_default();
-    let active = current.as_deref() == Some(id.as_str());
-    let status = s.tasks.status(&id, current.as_deref());
+    let active = running.contains(&id);
+    let status = s.tasks.status(&id, &running);
     if !active {
         let textinfo = match status.place {
             Some((i, n)) => format!("In queue: {i}/{n}"),
@@ -175,7 +175,7 @@ pub async fn task_progress(State(s): State<AppState>, Json(req): Json<TaskProgre
 
 /// `GET /internal/pending-tasks`: `{"size", "tasks"}`.
 pub async fn pending_tasks(State(s): State<AppState>) -> impl IntoResponse {
-    let current = s.ctx.runner.state().current_task();
-    let tasks = s.tasks.pending(current.as_deref());
+    let running = s.ctx.runner.state().running_tasks();
+    let tasks = s.tasks.pending(&running);
     Json(json!({"size": tasks.len(), "tasks": tasks}))
 }

@@ -33,8 +33,8 @@ pub async fn get_job(State(s): State<AppState>, Path(id): Path<String>) -> Resul
     if !jobs::valid_id(&id) {
         return Err(not_found(&id));
     }
-    let current = s.ctx.runner.state().current_task();
-    let record = match s.jobs.get(&id, current.as_deref()) {
+    let running = s.ctx.runner.state().running_tasks();
+    let record = match s.jobs.get(&id, &running) {
         Some(r) => r,
         // Another instance's job, or one this process no longer holds.
         None => jobs::load(&s, &id).await.ok_or_else(|| not_found(&id))?,
@@ -60,7 +60,7 @@ pub async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Re
 }
 
 pub async fn list_jobs(State(s): State<AppState>) -> Response {
-    let current = s.ctx.runner.state().current_task();
-    let list: Vec<Value> = s.jobs.list(current.as_deref()).iter().map(|r| with_live_fields(&s, r)).collect();
+    let running = s.ctx.runner.state().running_tasks();
+    let list: Vec<Value> = s.jobs.list(&running).iter().map(|r| with_live_fields(&s, r)).collect();
     json_response(StatusCode::OK, &list)
 }

@@ -7,6 +7,7 @@ mod hires;
 mod inpaint;
 mod networks;
 mod pass;
+mod sharing;
 
 use candle_core::{DType, Device, Tensor};
 use std::path::PathBuf;
@@ -300,6 +301,12 @@ fn text_err(e: TextError) -> RunnerError {
     }
 }
 
+/// The step count A1111's prompt schedules count in for the first pass (second-order samplers
+/// call the model twice per step).
+fn first_pass_steps(job: &BatchJob) -> usize {
+    if job.sampler.flags().second_order { job.steps * 2 } else { job.steps }
+}
+
 /// The init image of batch row `i`: its own, or the one image the whole batch shares.
 fn init_image_for(images: &[RgbImage], i: usize) -> Result<&RgbImage, RunnerError> {
     images
@@ -345,12 +352,19 @@ impl BatchExecutor for DiffusionExecutor {
         Ok(reloaded)
     }
 
+    fn sharing_signature(&mut self, job: &BatchJob) -> Option<u64> {
+        let model = self.model().ok()?;
+        let table = self.networks.embedding_table();
+        // A prompt the job cannot encode fails in its own run, with its own error.
+        sharing::chunk_signature(model, &table, job).ok().flatten()
+    }
+
     fn execute(&mut self, job: &BatchJob, control: &JobControl<'_>) -> Result<BatchOutput, RunnerError> {
         // A hires pass with a model upscaler: have it loaded before the batch borrows the model.
         if let Some(HiresUpscale::Pixel(PixelUpscaler::Model(m))) = job.hires.as_ref().map(|h| &h.upscale) {
             self.upscale_model(&m.path)?;
         }
-        let first_steps = if job.sampler.flags().second_order { job.steps * 2 } else { job.steps };
+        let first_steps = first_pass_steps(job);
         let (first_out, inpainting_conditioning) = self.first_pass(job, first_steps, control)?;
         let ti_wanted = job.networks.ti_hashes_in_infotext;
         let mut extra = first_out.first_pass_params(ti_wanted);

@@ -115,6 +115,36 @@ impl PassOutput {
     }
 }
 
+/// The text encoders of `model` as `job`'s settings use them, for a pass conditioned on
+/// `condition_size` (width, height).
+pub(super) fn model_conditioner<'a>(
+    model: &'a LoadedModel,
+    job: &BatchJob,
+    condition_size: (usize, usize),
+) -> ModelConditioner<'a> {
+    ModelConditioner {
+        model,
+        emphasis: job.settings.emphasis,
+        clip_skip: job.settings.clip_skip,
+        sizes: SdxlSizes::for_request(condition_size.0, condition_size.1),
+    }
+}
+
+/// Prompts → conditioning through `model_conditioner`, with `job`'s chunking, chunk bound and
+/// embeddings.
+pub(super) fn text_conditioner<'a>(
+    model_conditioner: &'a ModelConditioner<'a>,
+    table: &'a EmbeddingTable,
+    job: &BatchJob,
+) -> TextConditioner<'a> {
+    let settings = &job.settings;
+    let chunking =
+        ChunkingOptions { emphasis: settings.emphasis, comma_padding_backtrack: settings.comma_padding_backtrack };
+    TextConditioner::new(model_conditioner, chunking)
+        .with_max_chunks(settings.max_prompt_chunks)
+        .with_embeddings(table, model_conditioner.model.text_widths().len())
+}
+
 /// (negative, positive) conditioning of a pass's prompts on `model`, and its `TI hashes`.
 fn conditioning(
     model: &LoadedModel,
@@ -122,18 +152,8 @@ fn conditioning(
     job: &BatchJob,
     spec: &PassSpec<'_>,
 ) -> Result<(Vec<PromptSchedule>, MulticondLearnedConditioning, Option<String>), RunnerError> {
-    let settings = &job.settings;
-    let chunking =
-        ChunkingOptions { emphasis: settings.emphasis, comma_padding_backtrack: settings.comma_padding_backtrack };
-    let model_conditioner = ModelConditioner {
-        model,
-        emphasis: settings.emphasis,
-        clip_skip: settings.clip_skip,
-        sizes: SdxlSizes::for_request(spec.condition_size.0, spec.condition_size.1),
-    };
-    let conditioner = TextConditioner::new(&model_conditioner, chunking)
-        .with_max_chunks(settings.max_prompt_chunks)
-        .with_embeddings(table, model.text_widths().len());
+    let model_conditioner = model_conditioner(model, job, spec.condition_size);
+    let conditioner = text_conditioner(&model_conditioner, table, job);
     let uncond = conditioner.learned_conditioning_negative(spec.negative_prompts, &spec.schedule).map_err(text_err)?;
     let cond = conditioner.multicond_learned_conditioning(spec.prompts, &spec.schedule).map_err(text_err)?;
     Ok((uncond, cond, conditioner.ti_hashes.value()))

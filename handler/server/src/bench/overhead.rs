@@ -52,6 +52,7 @@ pub fn tiny_app() -> Result<(axum::Router, std::path::PathBuf), BenchError> {
         max_body_bytes: 64 << 20,
         max_header_bytes: 64 << 10,
         max_queue: 256,
+        batch_max_images: 1,
         storage: Default::default(),
         limits: Default::default(),
         header_read_timeout: std::time::Duration::from_secs(30),
