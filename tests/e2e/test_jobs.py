@@ -13,7 +13,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-from harness import MODEL_NAME, LocalS3, Server, check_error_shape, get, post
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import MODEL_NAME, LocalS3, Server, check_error_shape, counter_delta, get, png_from_b64, post, runner_counters
 
 T2I = "/sdapi/v1/txt2img"
 ASYNC = {"Prefer": "respond-async"}
@@ -212,3 +214,32 @@ def test_preload_loads_the_default_checkpoint_before_the_first_request(ctx):
         assert counters["model_loads"] == 1 and counters["jobs_submitted"] == 0, counters
         assert post(s.url + T2I, request()).status_code == 200
         assert get(s.url + "/internal/runner").json()["model_loads"] == 1, "the first request found it loaded"
+
+
+def test_compatible_requests_share_one_batch_and_keep_their_images(ctx):
+    """SDAPI_BATCH_MAX_IMAGES=8: eight concurrent compatible requests queued behind a busy job run
+    as one UNet batch, and each gets the images it gets alone (within 1 level: a larger batch
+    changes the summation order of the matrix products)."""
+    prompts = ["a red cube", "a blue ball", "a green tree on a hill", "a yellow house", "a cat",
+               "a dog on a sofa", "a ship at sea", "two red apples"]
+    bodies = [{**request(steps=6, seed=100 + i), "prompt": p, "sampler_name": "Euler a",
+               "negative_prompt": "blurry" if i % 2 else ""} for i, p in enumerate(prompts)]
+    with Server(ctx.binary, {"SDAPI_BATCH_MAX_IMAGES": "8"}) as s:
+        alone = [post(s.url + T2I, b).json()["images"] for b in bodies]
+        before = runner_counters(s.url)
+        busy = submit(s.url, request(steps=120, seed=9))
+        wait(s.url, busy["id"], until=("running",))
+        with ThreadPoolExecutor(len(bodies)) as pool:
+            answers = list(pool.map(lambda b: post(s.url + T2I, b, timeout=300), bodies))
+        delta = counter_delta(before, runner_counters(s.url))
+        assert (delta["shared_runs"], delta["jobs_in_shared_runs"]) == (1, 8), delta
+        exact = 0
+        for i, (solo, r) in enumerate(zip(alone, answers)):
+            assert r.status_code == 200, r.text[:300]
+            a = png_from_b64(solo[0]).convert("RGB").tobytes()
+            b = png_from_b64(r.json()["images"][0]).convert("RGB").tobytes()
+            worst = max(abs(x - y) for x, y in zip(a, b))
+            assert worst <= 1, f"request {i}: {worst} levels from its solo run"
+            exact += a == b
+        print(f"{exact} of {len(bodies)} shared-run images bit-identical to their solo runs")
+        assert wait(s.url, busy["id"])["state"] == "succeeded"

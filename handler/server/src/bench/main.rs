@@ -12,9 +12,11 @@
 //! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
 //! bench coldstart [--iters 3]                spawn `sdapi`, first image served
 //! bench inpaint  [--size 512] [--iters 5] [--steps 10]   mask preparation and paste back, requests with/without a mask
+//! bench batching [--size 256] [--steps 4] [--requests 8] [--rounds 2] [--arch sd15|tiny]   concurrent requests in shared runs vs one by one
 //! ```
 //! Every line of output is one JSON object (`{"bench": …, "median_ms": …}`).
 
+mod batching;
 mod coldstart;
 mod inpaint;
 mod overhead;
@@ -168,6 +170,8 @@ async fn smoke(args: &Args) -> Result<(), BenchError> {
     a.flags.extend([("rank".into(), "4".into())]);
     lora(&a, Arch::Tiny)?;
     overhead::run(&a, 1, 2).await?;
+    a.flags.extend([("requests".into(), "2".into()), ("rounds".into(), "1".into())]);
+    batching::run(&a, Arch::Tiny).await?;
     let _ = std::fs::remove_dir_all(&dir);
     let _ = args;
     println!("{}", json!({"bench": "smoke", "ok": true}));
@@ -190,6 +194,7 @@ async fn main() {
         "overhead" => overhead::run(&args, args.get("iters", 10), args.get("steps", 20)).await,
         "coldstart" => coldstart::run(args.get("iters", 3)),
         "inpaint" => inpaint::run(&args).await,
+        "batching" => batching::run(&args, arch).await,
         other => {
             eprintln!("unknown mode {other:?}; see the doc comment of handler/server/src/bench/main.rs");
             std::process::exit(2);
