@@ -39,6 +39,8 @@ pub struct AppState {
     pub jobs: Arc<crate::jobs::Jobs>,
     /// A1111's pending/finished task ids (`/internal/progress`, `/internal/pending-tasks`).
     pub tasks: Arc<crate::jobs::tasks::TaskTracker>,
+    /// Where asynchronous requests go on Lambda (`SDAPI_JOBS_QUEUE_URL`; docs/jobs.md).
+    pub job_queue: Option<Arc<dyn crate::jobs::handoff::JobQueue>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +105,7 @@ impl AppState {
             inspector: None,
             jobs: Arc::new(crate::jobs::Jobs::new(config.jobs.keep)),
             tasks: Arc::default(),
+            job_queue: None,
             flags: Arc::new(flags),
             outputs: Outputs::local(&config),
             config: Arc::new(config),
@@ -125,6 +128,12 @@ impl AppState {
 
     /// Fetches LoRAs and embeddings the models folder lacks through `fetcher`; its cache folder is
     /// listed with the models' own (`/loras`, `/embeddings`).
+    /// Hands asynchronous requests to `queue` (on Lambda, where they cannot run in-process).
+    pub fn with_job_queue(mut self, queue: Arc<dyn crate::jobs::handoff::JobQueue>) -> Self {
+        self.job_queue = Some(queue);
+        self
+    }
+
     pub fn with_fetcher(mut self, fetcher: Arc<dyn NetworkFetcher>) -> Self {
         {
             let mut models = self.ctx.models.write().unwrap_or_else(|e| e.into_inner());

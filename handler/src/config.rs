@@ -163,6 +163,7 @@ fn jobs_from_env(async_enabled: bool) -> Result<crate::jobs::JobSettings, Config
     };
     Ok(JobSettings {
         async_enabled,
+        queue_url: var("SDAPI_JOBS_QUEUE_URL"),
         keep: positive_env("SDAPI_JOBS_KEEP", defaults.keep)?,
         max_webhook_bytes: positive_env("SDAPI_WEBHOOK_MAX_KB", defaults.max_webhook_bytes / 1024)? * 1024,
         webhooks: WebhookSettings {

@@ -45,6 +45,8 @@ class Env:
     tmp: tempfile.TemporaryDirectory | None = None
     watch_log: Path | None = None
     s3 = None
+    sqs = None
+    jobs_queue = ""
 
 
 E = Env()
@@ -66,6 +68,12 @@ def setup_suite(ctx):
                     Body=(SAMPLES / "requests" / "batch-job-single.json").read_bytes(),
                     ContentType="application/json")
 
+    # The deployment's jobs queue (asynchronous requests are handed to it on Lambda).
+    import boto3
+    E.sqs = boto3.client("sqs", endpoint_url=E.moto.url, region_name="us-east-1",
+                         aws_access_key_id="test", aws_secret_access_key="test")
+    E.jobs_queue = E.sqs.create_queue(QueueName="sdapi-jobs")["QueueUrl"]
+
     E.port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SDAPI_", "AWS_"))}
     env.update({
@@ -74,7 +82,7 @@ def setup_suite(ctx):
         "CARGO_TARGET_DIR": str(ctx.binary.parent.parent),
         "SDAPI_MODELS_DIR": str(SAMPLES / "models"), "SDAPI_CHECKPOINT": "tiny-sd15",
         "SDAPI_OUTPUT_DIR": str(tmp / "outputs"),
-        **E.moto.env, "SDAPI_OUTPUT_PREFIX": PREFIX,
+        **E.moto.env, "SDAPI_OUTPUT_PREFIX": PREFIX, "SDAPI_JOBS_QUEUE_URL": E.jobs_queue,
         "AWS_LAMBDA_HTTP_IGNORE_STAGE_IN_PATH": "true",  # REST API events carry stage "prod"
     })
     E.watch_log = tmp / "watch.log"
@@ -108,10 +116,12 @@ def teardown_suite(ctx):
         E.tmp.cleanup()
 
 
-def invoke(event: str) -> dict:
-    """`cargo lambda invoke --data-file` with JSON output: the raw Lambda response object."""
+def invoke(event: str | Path) -> dict:
+    """`cargo lambda invoke --data-file` with JSON output: the raw Lambda response object. `event`:
+    a committed event's name, or the path of an event file."""
+    path = event if isinstance(event, Path) else EVENTS / f"{event}.json"
     proc = subprocess.run([tool("cargo-lambda"), "lambda", "invoke", "--invoke-address", "127.0.0.1",
-                           "--invoke-port", str(E.port), "--data-file", str(EVENTS / f"{event}.json"),
+                           "--invoke-port", str(E.port), "--data-file", str(path),
                            "--output-format", "json", FUNCTION],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, f"invoke {event}: rc {proc.returncode}\n{proc.stdout[-1000:]}\n{proc.stderr[-2000:]}"
@@ -286,6 +296,70 @@ def test_invoke_sqs_event_runs_batch_job(ctx):
     check_manifest(read_manifest(message_id), message_id, 1)
     d = counter_delta(before, counters())
     assert (d["jobs_submitted"], d["images_generated"]) == (1, 1), d
+
+
+# --- asynchronous requests on Lambda: handed to the jobs queue ---------------------------------------
+
+def submit_async(body: dict) -> dict:
+    r = post(fn_url("/sdapi/v1/txt2img"), body, headers={"Prefer": "respond-async"}, timeout=60)
+    assert r.status_code == 202, f"HTTP {r.status_code}: {r.text[:300]}"
+    job = r.json()
+    assert r.headers["location"] == job["location"] == f"/sdapi/v1/jobs/{job['id']}", (r.headers, job)
+    return job
+
+
+def job_record(job_id: str) -> dict:
+    r = get(fn_url(f"/sdapi/v1/jobs/{job_id}"), timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    return r.json()
+
+
+def deliver_queued_message(job_id: str) -> dict:
+    """Takes the job's hand-off message off the queue and invokes the function with it as the SQS
+    event source mapping would; returns the Lambda response."""
+    got = E.sqs.receive_message(QueueUrl=E.jobs_queue, MaxNumberOfMessages=1, WaitTimeSeconds=5).get("Messages", [])
+    assert len(got) == 1, f"no message on the jobs queue: {got}"
+    m = got[0]
+    assert json.loads(m["Body"])["sdapi_job"]["id"] == job_id, m["Body"]
+    event = {"Records": [{
+        "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+        "attributes": {"ApproximateReceiveCount": "1", "SentTimestamp": "0", "SenderId": "test",
+                       "ApproximateFirstReceiveTimestamp": "0"},
+        "messageAttributes": {}, "md5OfBody": m["MD5OfBody"], "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:sdapi-jobs", "awsRegion": "us-east-1"}]}
+    path = Path(E.tmp.name) / f"sqs-{job_id}.json"
+    path.write_text(json.dumps(event))
+    E.sqs.delete_message(QueueUrl=E.jobs_queue, ReceiptHandle=m["ReceiptHandle"])
+    return invoke(path)
+
+
+def test_async_request_is_handed_to_the_jobs_queue_and_run_by_its_consumer(ctx):
+    body = {"prompt": "a red cube", "seed": 77, "steps": 3, "width": 64, "height": 64, "sampler_name": "Euler"}
+    sync, _ = generate_via_function_url(body, 1)
+    assert sync.status_code == 200, sync.text[:300]
+    before = counters()
+    job = submit_async(body)
+    # Answered at once: nothing ran in the HTTP invocation, the record is in the bucket.
+    assert job_record(job["id"])["state"] == "queued"
+    assert counter_delta(before, counters())["jobs_submitted"] == 0
+    assert "Contents" in E.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}jobs/{job['id']}")
+
+    assert deliver_queued_message(job["id"]) == {"batchItemFailures": []}
+    done = job_record(job["id"])
+    assert done["state"] == "succeeded" and done["status_code"] == 200, done
+    assert done["result"]["images"] == sync.json()["images"], "same request, same pixels as the synchronous call"
+    d = counter_delta(before, counters())
+    assert (d["jobs_submitted"], d["images_generated"]) == (1, 1), d
+
+
+def test_a_handed_off_job_cancelled_while_queued_never_runs(ctx):
+    job = submit_async({"prompt": "a blue ball", "seed": 5, "steps": 3, "width": 64, "height": 64})
+    r = requests.delete(fn_url(f"/sdapi/v1/jobs/{job['id']}"), timeout=60)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text[:300]
+    before = counters()
+    assert deliver_queued_message(job["id"]) == {"batchItemFailures": []}
+    assert job_record(job["id"])["state"] == "cancelled"
+    assert counter_delta(before, counters())["jobs_submitted"] == 0, "the consumer skipped it"
 
 
 # --- one router: the same answers under cargo lambda watch and as a plain server ---------------------

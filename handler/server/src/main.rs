@@ -87,6 +87,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         tracing::info!(uri, cache = %cache.display(), "LoRAs and embeddings are fetched from the models bucket on demand");
         state = state.with_fetcher(std::sync::Arc::new(fetcher));
     }
+    if let (false, Some(url)) = (config.jobs.async_enabled, &config.jobs.queue_url) {
+        let queue = sdapi_handler::jobs::handoff::SqsQueue::from_env(url.clone()).await;
+        tracing::info!(queue = %url, "asynchronous requests are handed to the jobs queue");
+        state = state.with_job_queue(std::sync::Arc::new(queue));
+    }
     if config.preload {
         match state.default_model() {
             Some(model) => {

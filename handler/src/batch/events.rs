@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::file::{self, FileError};
 use super::{JobError, JobOutcome, run_job};
 use crate::app::AppState;
+use crate::jobs::handoff;
 use crate::storage::s3::BoundedRead;
 
 fn event_source(v: &Value) -> Option<&str> {
@@ -68,6 +69,9 @@ async fn handle_message(state: &AppState, message: &SqsMessage) -> Result<(), Jo
         if v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent") {
             return Ok(());
         }
+        if let Some(handed_off) = handoff::parse_message(v) {
+            return run_handed_off(state, handed_off).await;
+        }
         if event_source(v) == Some("aws:s3") {
             let s3: S3Event = serde_json::from_value(v.clone()).map_err(|e| JobError::Event(e.to_string()))?;
             for record in &s3.records {
@@ -79,6 +83,32 @@ async fn handle_message(state: &AppState, message: &SqsMessage) -> Result<(), Jo
     let job_id = message.message_id.clone().unwrap_or_default();
     let queue = message.event_source_arn.as_deref().unwrap_or("sqs");
     run_job(state, &job_id, &format!("{queue}#{job_id}"), Ok(body.as_bytes())).await.map(|_| ())
+}
+
+/// An asynchronous HTTP request handed off through the queue (docs/jobs.md, "On Lambda"). A
+/// malformed message is dropped (another delivery cannot mend it); a store or queue failure is
+/// reported for redelivery.
+async fn run_handed_off(
+    state: &AppState,
+    message: Result<handoff::HandOff, handoff::HandOffError>,
+) -> Result<(), JobError> {
+    let outcome = match message {
+        Ok(m) => {
+            handoff::consume(state, m, |kind, request, task_id| async move {
+                crate::routes::generation::run_handed_off(state, &kind, &request, task_id).await
+            })
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Err(e) if e.is_transient() => Err(JobError::Event(e.to_string())),
+        Err(e) => {
+            tracing::error!("dropping a hand-off message: {e}");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
+    }
 }
 
 /// S3 object keys arrive URL-encoded, with `+` for space.

@@ -4,6 +4,7 @@
 //! output store under `jobs/`, so any instance sharing the store can answer for it; an optional
 //! webhook is called when it ends.
 
+pub mod handoff;
 pub mod tasks;
 pub mod webhook;
 
@@ -58,6 +59,22 @@ pub struct JobRecord {
     /// The synchronous call's body (A1111's response, or its error), once finished.
     pub result: Option<Value>,
     pub webhook: Option<WebhookReport>,
+}
+
+impl JobRecord {
+    /// A job just accepted.
+    pub fn queued(id: String, kind: &str, webhook: Option<String>) -> Self {
+        Self {
+            id,
+            kind: kind.to_string(),
+            state: JobState::Queued,
+            created: now(),
+            finished: None,
+            status_code: None,
+            result: None,
+            webhook: webhook.map(|url| WebhookReport { url, attempts: 0, delivered: false, error: None }),
+        }
+    }
 }
 
 struct Entry {
@@ -120,16 +137,7 @@ impl Jobs {
 
     /// Registers a queued job; returns its record.
     fn insert(&self, id: String, kind: &str, task_id: String, webhook: Option<String>) -> JobRecord {
-        let record = JobRecord {
-            id,
-            kind: kind.to_string(),
-            state: JobState::Queued,
-            created: now(),
-            finished: None,
-            status_code: None,
-            result: None,
-            webhook: webhook.map(|url| WebhookReport { url, attempts: 0, delivered: false, error: None }),
-        };
+        let record = JobRecord::queued(id, kind, webhook);
         self.with(|map, order| {
             // Forget the oldest finished jobs beyond the bound (running ones are kept).
             while order.len() >= self.keep {
@@ -313,31 +321,36 @@ async fn persist(s: &AppState, record: &JobRecord) {
     }
 }
 
-/// Calls the job's webhook (off the request path) with the record, without the images when the
-/// record is over the size bound.
+/// Calls the job's webhook (off the request path) and records the delivery.
 async fn notify(s: &AppState, record: JobRecord) {
-    let Some(hook) = record.webhook.clone() else { return };
-    let settings = s.config.jobs.webhooks.clone();
+    if record.webhook.is_none() {
+        return;
+    }
     let state = s.clone();
     tokio::spawn(async move {
-        let event = serde_json::json!({
-            "type": format!("job.{}", serde_json::to_value(record.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
-            "timestamp": now(),
-            "data": record,
-        });
-        let mut body = serde_json::to_vec(&event).unwrap_or_default();
-        if body.len() > state.config.jobs.max_webhook_bytes {
-            let slim = serde_json::json!({"type": event["type"], "timestamp": event["timestamp"], "data": without_result(record.clone())});
-            body = serde_json::to_vec(&slim).unwrap_or_default();
-        }
-        // One stable message id per job end: a receiver can drop repeats.
-        let message_id = format!("msg_{}", record.id);
-        let (attempts, error) = webhook::deliver(&settings, &hook.url, &message_id, body).await;
-        let report = WebhookReport { url: hook.url, attempts, delivered: error.is_none(), error };
-        if let Some(updated) = state.jobs.set_webhook(&record.id, report) {
+        if let Some(updated) = deliver_webhook(&state, record).await {
             persist(&state, &updated).await;
         }
     });
+}
+
+/// Delivers the job's webhook (retries included) with the record, without the images when the
+/// record is over the size bound; the record with the delivery report, None without a webhook.
+async fn deliver_webhook(s: &AppState, record: JobRecord) -> Option<JobRecord> {
+    let hook = record.webhook.clone()?;
+    let state = serde_json::to_value(record.state).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let event = serde_json::json!({"type": format!("job.{state}"), "timestamp": now(), "data": record});
+    let mut body = serde_json::to_vec(&event).unwrap_or_default();
+    if body.len() > s.config.jobs.max_webhook_bytes {
+        let slim = serde_json::json!({"type": event["type"], "timestamp": event["timestamp"], "data": without_result(record.clone())});
+        body = serde_json::to_vec(&slim).unwrap_or_default();
+    }
+    // One stable message id per job end: a receiver can drop repeats.
+    let message_id = format!("msg_{}", record.id);
+    let (attempts, error) = webhook::deliver(&s.config.jobs.webhooks, &hook.url, &message_id, body).await;
+    let report = WebhookReport { url: hook.url, attempts, delivered: error.is_none(), error };
+    // The registry's copy when this process holds the job (a handed-off one it does not).
+    Some(s.jobs.set_webhook(&record.id, report.clone()).unwrap_or(JobRecord { webhook: Some(report), ..record }))
 }
 
 /// On shutdown: unfinished jobs get until `deadline` to end; then the running one is interrupted
@@ -390,10 +403,13 @@ pub async fn drain(s: &AppState, deadline: tokio::time::Instant) {
 /// `SDAPI_JOBS_KEEP`, `SDAPI_WEBHOOK_*`.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    /// `Prefer: respond-async` is honoured (server mode). On Lambda the environment freezes once
-    /// the invocation has answered, so a job would not run: the preference is ignored there
+    /// `Prefer: respond-async` runs the job in this process (server mode). On Lambda the
+    /// environment freezes once the invocation has answered, so a job would not run there: it is
+    /// handed to `queue_url` instead ([`handoff`]), or without one the preference is ignored
     /// (RFC 7240 lets a server ignore it) and the request answers synchronously.
     pub async_enabled: bool,
+    /// `SDAPI_JOBS_QUEUE_URL`: the SQS queue asynchronous requests are handed to on Lambda.
+    pub queue_url: Option<String>,
     /// Job records held in memory (older finished ones are answered from the store).
     pub keep: usize,
     pub webhooks: webhook::WebhookSettings,
@@ -405,6 +421,7 @@ impl Default for JobSettings {
     fn default() -> Self {
         Self {
             async_enabled: true,
+            queue_url: None,
             keep: 1000,
             webhooks: webhook::WebhookSettings::default(),
             max_webhook_bytes: 256 * 1024,

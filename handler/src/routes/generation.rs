@@ -25,7 +25,7 @@ pub async fn txt2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    generate(&s, &headers, Parsed::Txt2Img(Txt2ImgRequest::from_json(&value)?)).await
+    generate(&s, &headers, Parsed::Txt2Img(Txt2ImgRequest::from_json(&value)?), &value).await
 }
 
 pub async fn img2img(
@@ -35,7 +35,7 @@ pub async fn img2img(
 ) -> Result<Response, HandlerError> {
     refuse_when_queue_full(&s)?;
     let value = json_body(&headers, body)?;
-    generate(&s, &headers, Parsed::Img2Img(Img2ImgRequest::from_json(&value)?)).await
+    generate(&s, &headers, Parsed::Img2Img(Img2ImgRequest::from_json(&value)?), &value).await
 }
 
 /// A validated request of one of the two generation routes.
@@ -44,12 +44,81 @@ enum Parsed {
     Img2Img(Img2ImgRequest),
 }
 
-/// Synchronously, or as a job with `Prefer: respond-async` where jobs can run (docs/jobs.md).
-async fn generate(s: &AppState, headers: &HeaderMap, request: Parsed) -> Result<Response, HandlerError> {
-    if jobs::prefers_async(headers) && s.config.jobs.async_enabled {
-        return submit_async(s, headers, request).await;
+/// Synchronously, or as a job with `Prefer: respond-async`: in this process where jobs can run,
+/// else handed to the jobs queue where one is configured (docs/jobs.md). `body`: the request as
+/// sent, which a handed-off job is run from.
+async fn generate(s: &AppState, headers: &HeaderMap, request: Parsed, body: &Value) -> Result<Response, HandlerError> {
+    if jobs::prefers_async(headers) {
+        if s.config.jobs.async_enabled {
+            return submit_async(s, headers, request).await;
+        }
+        if let Some(queue) = &s.job_queue {
+            return hand_off(s, queue.as_ref(), headers, request, body).await;
+        }
     }
     request.run(s, None).await
+}
+
+/// Runs a job handed off through the jobs queue: the request JSON of route `kind` through the
+/// synchronous pipeline under `task_id`.
+pub(crate) async fn run_handed_off(s: &AppState, kind: &str, request: &Value, task_id: String) -> jobs::Answer {
+    let parsed = match kind {
+        "txt2img" => Txt2ImgRequest::from_json(request).map(Parsed::Txt2Img),
+        "img2img" => Img2ImgRequest::from_json(request).map(Parsed::Img2Img),
+        other => {
+            let error = HandlerError::from(ApiError::http(422, format!("unknown job kind {other:?}")));
+            return answer_of(error.into_response()).await;
+        }
+    };
+    let response = match parsed {
+        Ok(p) => p.run(s, Some(task_id)).await.unwrap_or_else(IntoResponse::into_response),
+        Err(e) => HandlerError::from(e).into_response(),
+    };
+    answer_of(response).await
+}
+
+/// A route's response as a job records it: status and JSON body.
+async fn answer_of(response: Response) -> jobs::Answer {
+    let status = response.status();
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// `Prefer: respond-async` on Lambda: stored and queued for the queue's consumer; 202.
+async fn hand_off(
+    s: &AppState,
+    queue: &dyn jobs::handoff::JobQueue,
+    headers: &HeaderMap,
+    request: Parsed,
+    body: &Value,
+) -> Result<Response, HandlerError> {
+    let id = jobs::new_id();
+    let task_id = request.forced_task_id().unwrap_or_else(|| id.clone());
+    let webhook = jobs::webhook_url(headers);
+    if let Some(url) = &webhook {
+        jobs::webhook::check_destination(url, s.config.jobs.webhooks.allow_private)
+            .await
+            .map_err(|e| ApiError::http(422, e.to_string()))?;
+    }
+    let record = jobs::JobRecord::queued(id, request.name(), webhook);
+    let bytes = serde_json::to_vec(body).map_err(|e| ApiError::http(500, e.to_string()))?;
+    let record = jobs::handoff::hand_off(s, queue, record, task_id, bytes).await.map_err(|e| {
+        tracing::error!("asynchronous request not handed off: {e}");
+        ApiError::http(503, format!("the job could not be queued: {e}"))
+    })?;
+    Ok(accepted(&record))
+}
+
+/// `202 Accepted` for a queued job, with its location.
+fn accepted(record: &jobs::JobRecord) -> Response {
+    let location = format!("/sdapi/v1/jobs/{}", record.id);
+    let body = json!({"id": record.id, "state": record.state, "location": location});
+    let mut resp = json_response(StatusCode::ACCEPTED, &body);
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert("location", v);
+    }
+    resp.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
+    resp
 }
 
 impl Parsed {
@@ -112,22 +181,12 @@ async fn submit_async(s: &AppState, headers: &HeaderMap, request: Parsed) -> Res
             Ok(r) => r,
             Err(e) => e.into_response(),
         };
-        let status = response.status();
-        let bytes =
-            http_body_util::BodyExt::collect(response.into_body()).await.map(|b| b.to_bytes()).unwrap_or_default();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        answer_of(response).await
     };
     let record = jobs::submit(s, id, kind, task_id, jobs::webhook_url(headers), run)
         .await
         .map_err(|e| ApiError::http(422, e.to_string()))?;
-    let location = format!("/sdapi/v1/jobs/{}", record.id);
-    let body = json!({"id": record.id, "state": record.state, "location": location});
-    let mut resp = json_response(StatusCode::ACCEPTED, &body);
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert("location", v);
-    }
-    resp.headers_mut().insert("preference-applied", HeaderValue::from_static("respond-async"));
-    Ok(resp)
+    Ok(accepted(&record))
 }
 
 /// `X-Runner-Job`: every runner job of this request with its timings, e.g.

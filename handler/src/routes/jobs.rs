@@ -50,6 +50,11 @@ pub async fn cancel_job(State(s): State<AppState>, Path(id): Path<String>) -> Re
         Some(r) => r,
         None => {
             let stored = jobs::load(&s, &id).await.ok_or_else(|| not_found(&id))?;
+            if stored.state == jobs::JobState::Queued && s.job_queue.is_some() {
+                // Handed off and not started: the consumer skips a cancelled record.
+                let record = jobs::handoff::cancel_stored(&s, stored).await;
+                return Ok(json_response(StatusCode::OK, &with_live_fields(&s, &record)));
+            }
             if !stored.state.is_final() {
                 return Err(ApiError::http(409, "the job runs on another instance; cancel it there").into());
             }
