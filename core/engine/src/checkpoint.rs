@@ -9,7 +9,7 @@ use crate::loader::diffusers_names::{self, CLIP_PREFIX, UNET_PREFIX, VAE_PREFIX}
 use crate::loader::tensor_store::{SafetensorsFile, StoredView, TensorStore};
 use crate::loader::text_names::{
     self, SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX,
-    SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_TEXT_PROJECTION,
+    SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_REFINER_OPEN_CLIP_FILE_PREFIX, SDXL_TEXT_PROJECTION,
 };
 use crate::schedule::{self, BetaSchedule};
 use crate::shipped_config::ShippedConfig;
@@ -75,12 +75,16 @@ fn open_safetensors(path: &Path) -> Result<SafetensorsFile, EngineError> {
 fn single_file_family(names: &[String]) -> Result<ModelFamily, EngineError> {
     let any = |prefix: &str| names.iter().any(|n| n.starts_with(prefix));
     if any("conditioner.embedders.") {
-        // SDXL base: CLIP-L then OpenCLIP-bigG. The refiner (OpenCLIP only, aesthetic score) differs.
-        if any(SDXL_CLIP_L_PREFIX) && any(SDXL_OPEN_CLIP_FILE_PREFIX) && any(UNET_PREFIX) {
+        // SDXL base: CLIP-L then OpenCLIP-bigG; the refiner: OpenCLIP-bigG alone (A1111 tells
+        // them apart the same way, by the first embedder).
+        let base = any(SDXL_CLIP_L_PREFIX) && any(SDXL_OPEN_CLIP_FILE_PREFIX);
+        let refiner = any(SDXL_REFINER_OPEN_CLIP_FILE_PREFIX) && !any(SDXL_CLIP_L_PREFIX);
+        if (base || refiner) && any(UNET_PREFIX) {
             return Ok(ModelFamily::Sdxl);
         }
         return Err(EngineError::Unsupported(
-            "sgm checkpoint without SDXL base's two text encoders (an SDXL refiner?)".into(),
+            "sgm checkpoint with neither SDXL base's text encoders (CLIP-L, OpenCLIP-bigG) nor the refiner's (OpenCLIP-bigG)"
+                .into(),
         ));
     }
     match (any(UNET_PREFIX), any(CLIP_PREFIX), any(SD2_OPEN_CLIP_FILE_PREFIX)) {
@@ -102,7 +106,11 @@ fn single_file_names(family: ModelFamily, shapes: &[(String, Vec<usize>)]) -> Ve
     let open_clip = match family {
         ModelFamily::Sd1 => None,
         ModelFamily::Sd2 => Some((SD2_OPEN_CLIP_FILE_PREFIX, SD2_TEXT_PREFIX, None)),
-        ModelFamily::Sdxl => Some((SDXL_OPEN_CLIP_FILE_PREFIX, SDXL_CLIP_G_PREFIX, Some(SDXL_TEXT_PROJECTION))),
+        ModelFamily::Sdxl => {
+            let refiner = shapes.iter().any(|(n, _)| n.starts_with(SDXL_REFINER_OPEN_CLIP_FILE_PREFIX));
+            let file_prefix = if refiner { SDXL_REFINER_OPEN_CLIP_FILE_PREFIX } else { SDXL_OPEN_CLIP_FILE_PREFIX };
+            Some((file_prefix, SDXL_CLIP_G_PREFIX, Some(SDXL_TEXT_PROJECTION)))
+        }
     };
     let mut names: Vec<(String, String, StoredView)> = shapes
         .iter()

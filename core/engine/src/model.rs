@@ -18,7 +18,8 @@ use crate::loader::tensor_store::{ResidentWeights, WeightPatch};
 use crate::loader::text_names::{SD2_TEXT_PREFIX, SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, SDXL_TEXT_PROJECTION};
 use crate::networks::{LayerIndex, LoraFile, LoraPatch, LoraResolution};
 use crate::text::{
-    ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, sdxl_vector,
+    ChunkColumn, ChunkedBatch, Conditioner, Conditioning, OpenClipG, SdxlSizes, TextEncoders, TextError, TextSide,
+    VectorKind, sdxl_vector,
 };
 use crate::unet::UNetModel;
 use crate::vae::AutoencoderKl;
@@ -132,8 +133,8 @@ impl LoadedModel {
         let vae_config = VaeConfig::infer(&store, shipped.vae_scale_factor.unwrap_or(default_scale))?;
         let vb = store.var_builder(dtype, device);
         let text = load_text_encoders(ckpt.family, &store, &vb, shipped.text_heads)?;
-        if let TextEncoders::Sdxl { clip_g, .. } = &text {
-            check_sdxl_vector_width(&unet_config, &clip_g.text_projection)?;
+        if let Some((clip_g, kind)) = sdxl_text_parts(&text) {
+            check_sdxl_vector_width(&unet_config, &clip_g.text_projection, kind)?;
         }
         let unet = UNetModel::new(unet_config, vb.pp(UNET_PREFIX.trim_end_matches('.')))?;
         let vae = AutoencoderKl::new(vae_config, vb.pp(VAE_PREFIX.trim_end_matches('.')))?;
@@ -154,6 +155,7 @@ impl LoadedModel {
         match &self.text {
             TextEncoders::Sd1(m) | TextEncoders::Sd2 { open_clip: m, .. } => m,
             TextEncoders::Sdxl { clip_l, .. } => clip_l,
+            TextEncoders::SdxlRefiner { clip_g } => &clip_g.model,
         }
     }
 
@@ -164,6 +166,7 @@ impl LoadedModel {
             TextEncoders::Sdxl { clip_l, clip_g } => {
                 vec![clip_l.config().hidden_size, clip_g.model.config().hidden_size]
             }
+            TextEncoders::SdxlRefiner { clip_g } => vec![clip_g.model.config().hidden_size],
         }
     }
 
@@ -184,7 +187,7 @@ impl LoadedModel {
         emphasis: EmphasisMode,
         clip_skip: usize,
         sizes: &SdxlSizes,
-        zero_text: bool,
+        side: TextSide,
     ) -> Result<Conditioning, EngineError> {
         let mut crossattn = Vec::with_capacity(columns.len());
         let mut first_pooled = None;
@@ -200,14 +203,14 @@ impl LoadedModel {
             return Err(EngineError::Unsupported("no prompt chunks to encode".into()));
         }
         let mut crossattn = Tensor::cat(&crossattn, 1)?;
-        let zero = zero_text && self.family == ModelFamily::Sdxl;
+        let zero = side.zeroes_text() && self.family == ModelFamily::Sdxl;
         if zero {
             crossattn = crossattn.zeros_like()?;
         }
         let vector = match first_pooled {
             Some(pooled) => {
                 let pooled = if zero { pooled.zeros_like()? } else { pooled };
-                Some(self.sdxl_vector(&pooled, sizes)?)
+                Some(self.sdxl_vector(&pooled, sizes, side)?)
             }
             None => None,
         };
@@ -215,15 +218,17 @@ impl LoadedModel {
     }
 
     /// SDXL's `y` from a pooled text output (texts, P); the per-number embedding width is what
-    /// `label_emb` leaves after the pooled part (SDXL: (2816 − 1280) / 6 = 256).
-    pub fn sdxl_vector(&self, pooled: &Tensor, sizes: &SdxlSizes) -> Result<Tensor, EngineError> {
+    /// `label_emb` leaves after the pooled part (base: (2816 − 1280) / 6 = 256; refiner:
+    /// (2560 − 1280) / 5 = 256).
+    pub fn sdxl_vector(&self, pooled: &Tensor, sizes: &SdxlSizes, side: TextSide) -> Result<Tensor, EngineError> {
         let adm = self
             .unet
             .config()
             .adm_in_channels
             .ok_or_else(|| EngineError::Unsupported("this UNet takes no SDXL vector".into()))?;
-        let embed_dim = (adm - pooled.dim(1)?.min(adm)) / 6;
-        Ok(sdxl_vector(pooled, sizes, embed_dim)?)
+        let kind = sdxl_text_parts(&self.text).map_or(VectorKind::Base, |(_, kind)| kind);
+        let embed_dim = (adm - pooled.dim(1)?.min(adm)) / kind.numbers();
+        Ok(sdxl_vector(pooled, sizes, kind, side, embed_dim)?)
     }
 }
 
@@ -247,8 +252,12 @@ fn load_text_encoders(
             TextEncoders::Sd2 { open_clip, last_layer_dropped }
         }
         ModelFamily::Sdxl => {
-            let clip_l = tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu, heads[0])?;
-            let model = tower(SDXL_CLIP_G_PREFIX, ClipActivation::Gelu, heads[1])?;
+            // The refiner's conditioner has bigG alone (its head count is the first text
+            // encoder's in its config).
+            let refiner = !store.contains(&format!("{SDXL_CLIP_L_PREFIX}embeddings.token_embedding.weight"));
+            let clip_l =
+                if refiner { None } else { Some(tower(SDXL_CLIP_L_PREFIX, ClipActivation::QuickGelu, heads[0])?) };
+            let model = tower(SDXL_CLIP_G_PREFIX, ClipActivation::Gelu, if refiner { heads[0] } else { heads[1] })?;
             let width = model.config().hidden_size;
             let shape = store.require_shape(SDXL_TEXT_PROJECTION)?;
             if shape.len() != 2 || shape[0] != width {
@@ -259,18 +268,33 @@ fn load_text_encoders(
                 });
             }
             let text_projection = store.load(SDXL_TEXT_PROJECTION, vb.dtype(), vb.device())?;
-            TextEncoders::Sdxl { clip_l, clip_g: OpenClipG { model, text_projection } }
+            let clip_g = OpenClipG { model, text_projection };
+            match clip_l {
+                Some(clip_l) => TextEncoders::Sdxl { clip_l, clip_g },
+                None => TextEncoders::SdxlRefiner { clip_g },
+            }
         }
     })
 }
 
-/// `label_emb` must take `pooled + 6·E` channels, E a positive even embedding width.
-fn check_sdxl_vector_width(unet: &UnetConfig, projection: &Tensor) -> Result<(), EngineError> {
+/// SDXL's bigG encoder and the `y` vector its model takes (None for SD 1.x / 2.x).
+fn sdxl_text_parts(text: &TextEncoders) -> Option<(&OpenClipG, VectorKind)> {
+    match text {
+        TextEncoders::Sdxl { clip_g, .. } => Some((clip_g, VectorKind::Base)),
+        TextEncoders::SdxlRefiner { clip_g } => Some((clip_g, VectorKind::Refiner)),
+        TextEncoders::Sd1(_) | TextEncoders::Sd2 { .. } => None,
+    }
+}
+
+/// `label_emb` must take `pooled + k·E` channels (k numbers of `kind`), E a positive even
+/// embedding width.
+fn check_sdxl_vector_width(unet: &UnetConfig, projection: &Tensor, kind: VectorKind) -> Result<(), EngineError> {
     let pooled = projection.dim(1)?;
+    let k = kind.numbers();
     match unet.adm_in_channels {
-        Some(adm) if adm > pooled && (adm - pooled) % 12 == 0 => Ok(()),
+        Some(adm) if adm > pooled && (adm - pooled) % (2 * k) == 0 => Ok(()),
         other => Err(EngineError::Unsupported(format!(
-            "SDXL label_emb input {other:?} does not fit pooled width {pooled} + 6 size embeddings"
+            "SDXL label_emb input {other:?} does not fit pooled width {pooled} + {k} embedded numbers"
         ))),
     }
 }
@@ -287,9 +311,9 @@ pub struct ModelConditioner<'a> {
 }
 
 impl Conditioner for ModelConditioner<'_> {
-    fn condition(&self, batch: &ChunkedBatch, zero_text: bool) -> Result<Conditioning, TextError> {
+    fn condition(&self, batch: &ChunkedBatch, side: TextSide) -> Result<Conditioning, TextError> {
         self.model
-            .condition(&batch.columns(), self.emphasis, self.clip_skip, &self.sizes, zero_text)
+            .condition(&batch.columns(), self.emphasis, self.clip_skip, &self.sizes, side)
             .map_err(|e| TextError::Encoder(e.to_string()))
     }
 }

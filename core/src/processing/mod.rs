@@ -221,6 +221,9 @@ fn apply_overrides(base: &Options, overrides: &Map<String, Value>, models: &Mode
 }
 
 fn settings_from(opts: &Options, p: &CommonParams, limits: &RequestLimits) -> GenerationSettings {
+    // Options the typed accessors do not cover; finite numbers only.
+    let number =
+        |key: &str, default: f64| opts.get(key).and_then(Value::as_f64).filter(|v| v.is_finite()).unwrap_or(default);
     GenerationSettings {
         clip_skip: opts.clip_stop_at_last_layers().max(1) as usize,
         randn_source: opts.randn_source(),
@@ -258,6 +261,11 @@ fn settings_from(opts: &Options, p: &CommonParams, limits: &RequestLimits) -> Ge
         use_old_karras_scheduler_sigmas: opts.use_old_karras_scheduler_sigmas(),
         unipc: UniPcSettings::default(),
         max_prompt_chunks: limits.max_prompt_chunks,
+        sdxl_crop: (number("sdxl_crop_top", 0.0), number("sdxl_crop_left", 0.0)),
+        refiner_aesthetic_scores: (
+            number("sdxl_refiner_high_aesthetic_score", 6.0),
+            number("sdxl_refiner_low_aesthetic_score", 2.5),
+        ),
     }
 }
 

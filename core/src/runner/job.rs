@@ -128,6 +128,11 @@ pub struct GenerationSettings {
     pub unipc: UniPcSettings,
     /// Most 75-token chunks one prompt text may encode to (`SDAPI_MAX_PROMPT_CHUNKS`).
     pub max_prompt_chunks: usize,
+    /// `sdxl_crop_top`, `sdxl_crop_left`: SDXL's crop conditioning.
+    pub sdxl_crop: (f64, f64),
+    /// `sdxl_refiner_high_aesthetic_score`, `sdxl_refiner_low_aesthetic_score`: what the SDXL
+    /// refiner is conditioned on for prompts and for negative prompts.
+    pub refiner_aesthetic_scores: (f64, f64),
 }
 
 impl Default for GenerationSettings {
@@ -154,6 +159,8 @@ impl Default for GenerationSettings {
             use_old_karras_scheduler_sigmas: false,
             unipc: UniPcSettings::default(),
             max_prompt_chunks: 64,
+            sdxl_crop: (0.0, 0.0),
+            refiner_aesthetic_scores: (6.0, 2.5),
         }
     }
 }

@@ -122,12 +122,12 @@ pub(super) fn model_conditioner<'a>(
     job: &BatchJob,
     condition_size: (usize, usize),
 ) -> ModelConditioner<'a> {
-    ModelConditioner {
-        model,
-        emphasis: job.settings.emphasis,
-        clip_skip: job.settings.clip_skip,
-        sizes: SdxlSizes::for_request(condition_size.0, condition_size.1),
-    }
+    let sizes = SdxlSizes {
+        crop_top_left: job.settings.sdxl_crop,
+        aesthetic_scores: job.settings.refiner_aesthetic_scores,
+        ..SdxlSizes::for_request(condition_size.0, condition_size.1)
+    };
+    ModelConditioner { model, emphasis: job.settings.emphasis, clip_skip: job.settings.clip_skip, sizes }
 }
 
 /// Prompts → conditioning through `model_conditioner`, with `job`'s chunking, chunk bound and

@@ -17,6 +17,10 @@ pub const SDXL_CLIP_L_PREFIX: &str = "conditioner.embedders.0.transformer.text_m
 pub const SDXL_OPEN_CLIP_FILE_PREFIX: &str = "conditioner.embedders.1.model.";
 /// Canonical SDXL second text tower (transformers naming).
 pub const SDXL_CLIP_G_PREFIX: &str = "conditioner.embedders.1.model.text_model.";
+/// Where the SDXL refiner's single-file checkpoints keep OpenCLIP-bigG (its only text encoder);
+/// loaded under the base model's canonical bigG names.
+pub const SDXL_REFINER_OPEN_CLIP_FILE_PREFIX: &str = "conditioner.embedders.0.model.";
+
 /// Canonical pooled-output projection, (width, projection), used as `x @ P` (OpenCLIP layout).
 pub const SDXL_TEXT_PROJECTION: &str = "conditioner.embedders.1.model.text_projection";
 

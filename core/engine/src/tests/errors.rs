@@ -31,16 +31,16 @@ fn small(names: &[&str]) -> HashMap<String, Tensor> {
 }
 
 #[test]
-fn sdxl_refiner_is_refused_clearly() {
-    // The refiner's only text encoder is OpenCLIP-bigG at embedders.0; it needs aesthetic-score
-    // conditioning this engine does not build.
+fn sgm_checkpoint_without_known_text_encoders_is_refused_clearly() {
+    // Neither SDXL base's encoders (CLIP-L at embedders.0, bigG at embedders.1) nor the
+    // refiner's (bigG alone at embedders.0).
     let path = write(
-        "sdxl-refiner.safetensors",
-        &small(&["conditioner.embedders.0.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight"]),
+        "sgm-unknown.safetensors",
+        &small(&["conditioner.embedders.2.model.ln_final.weight", "model.diffusion_model.label_emb.0.0.weight"]),
     );
     let err = load(&path).err().expect("must fail");
     assert!(matches!(err, EngineError::Unsupported(_)), "{err}");
-    assert!(err.to_string().contains("refiner"), "{err}");
+    assert!(err.to_string().contains("refiner's (OpenCLIP-bigG)"), "{err}");
 }
 
 #[test]

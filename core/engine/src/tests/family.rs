@@ -10,6 +10,7 @@ use super::{bits, case_name, intermediates, max_abs_diff};
 use sdapi_protocol::choices::EmphasisMode as Emphasis;
 
 use crate::text::CHUNK_TOKENS as CHUNK_LEN;
+use crate::text::TextSide;
 use crate::text::encoders::{OPEN_CLIP_PAD_ID, open_clip_ids};
 use crate::{ChunkColumn, LoadedModel, ModelFamily, PredictionType, SdxlSizes, UnetConfig, to_rgb8};
 
@@ -91,9 +92,12 @@ fn conditioning_errors(model: &LoadedModel, case: &Path, side: &str) -> (f32, f3
     let size = |key: &str| req[key].as_u64().unwrap_or(512) as usize;
     let sizes = SdxlSizes::for_request(size("width"), size("height"));
     let empty_negative = req["negative_prompt"].as_str().unwrap_or_default().is_empty();
-    let zero_text = side == "uncond" && empty_negative;
+    let text_side = match side {
+        "uncond" => TextSide::Negative { all_empty: empty_negative },
+        _ => TextSide::Positive,
+    };
     let cols = columns(&t[&format!("iter0.{side}_tokens.0")], &t[&format!("iter0.{side}_multipliers.0")]);
-    let cond = model.condition(&cols, Emphasis::Original, 1, &sizes, zero_text).unwrap();
+    let cond = model.condition(&cols, Emphasis::Original, 1, &sizes, text_side).unwrap();
     let crossattn_err = max_abs_diff(&cond.crossattn, &t[&format!("iter0.{side}")]);
     let vector_err = match (&cond.vector, t.get(&format!("iter0.{side}_vector"))) {
         (Some(ours), Some(expected)) => max_abs_diff(ours, expected),
@@ -206,7 +210,7 @@ fn emphasis_differs_only_by_rescale(case: &Path, side: &str) {
     let t = intermediates(case);
     let cols = columns(&t[&format!("iter0.{side}_tokens.0")], &t[&format!("iter0.{side}_multipliers.0")]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let encode = |e| sdxl().condition(&cols, e, 1, &sizes, false).unwrap().crossattn;
+    let encode = |e| sdxl().condition(&cols, e, 1, &sizes, TextSide::Positive).unwrap().crossattn;
     let (ours, weighted) = (encode(Emphasis::Original), encode(Emphasis::NoNorm));
     let expected = &t[&format!("iter0.{side}")];
     let dot = |a: &Tensor, b: &Tensor| -> f64 {
@@ -241,7 +245,7 @@ fn sdxl_empty_negative_prompt_is_zeroed_and_nonempty_is_not() {
     // Without the zeroing, the empty prompt encodes to something non-zero: the test can fail.
     let cols = columns(&t["iter0.uncond_tokens.0"], &t["iter0.uncond_multipliers.0"]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let encoded = sdxl().condition(&cols, Emphasis::Original, 1, &sizes, false).unwrap();
+    let encoded = sdxl().condition(&cols, Emphasis::Original, 1, &sizes, TextSide::Positive).unwrap();
     assert!(max_abs_diff(&encoded.crossattn, uncond) > 1e-3);
 }
 
@@ -262,8 +266,8 @@ fn sd2_conditioning_matches_a1111() {
     let t = intermediates(&case);
     let cols = columns(&t["iter0.cond_tokens.0"], &t["iter0.cond_multipliers.0"]);
     let sizes = SdxlSizes::for_request(64, 64);
-    let skip1 = sd2().condition(&cols, Emphasis::Original, 1, &sizes, false).unwrap();
-    let skip2 = sd2().condition(&cols, Emphasis::Original, 2, &sizes, false).unwrap();
+    let skip1 = sd2().condition(&cols, Emphasis::Original, 1, &sizes, TextSide::Positive).unwrap();
+    let skip2 = sd2().condition(&cols, Emphasis::Original, 2, &sizes, TextSide::Positive).unwrap();
     assert_eq!(bits(&skip1.crossattn), bits(&skip2.crossattn));
 }
 
@@ -356,7 +360,8 @@ fn outputs(model: &LoadedModel, family: &Family) -> Vec<Vec<u32>> {
     let case = &family.cases()[0];
     let t = intermediates(case);
     let cols = columns(&t["iter0.cond_tokens.0"], &t["iter0.cond_multipliers.0"]);
-    let cond = model.condition(&cols, Emphasis::Original, 1, &SdxlSizes::for_request(64, 64), false).unwrap();
+    let cond =
+        model.condition(&cols, Emphasis::Original, 1, &SdxlSizes::for_request(64, 64), TextSide::Positive).unwrap();
     let (x, timestep, context, vector) = probe_inputs(case);
     let latent = x.narrow(0, 0, 1).unwrap();
     let decoded = model.vae.decode(&latent).unwrap();

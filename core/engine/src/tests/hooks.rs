@@ -9,7 +9,7 @@ use sdapi_protocol::choices::EmphasisMode;
 use super::{max_abs_diff, model, single_file_path};
 use crate::LoadedModel;
 use crate::loader::tensor_store::WeightPatch;
-use crate::text::{ChunkColumn, ClipTokenizer, EmbeddingFix, SdxlSizes};
+use crate::text::{ChunkColumn, ClipTokenizer, EmbeddingFix, SdxlSizes, TextSide};
 
 /// Adds a constant to one named tensor.
 struct AddConstant {
@@ -46,7 +46,13 @@ fn column(tokens: [u32; 77], embeddings: Vec<EmbeddingFix>) -> ChunkColumn {
 
 fn condition(column: &ChunkColumn) -> Tensor {
     model()
-        .condition(std::slice::from_ref(column), EmphasisMode::Original, 1, &SdxlSizes::for_request(64, 64), false)
+        .condition(
+            std::slice::from_ref(column),
+            EmphasisMode::Original,
+            1,
+            &SdxlSizes::for_request(64, 64),
+            TextSide::Positive,
+        )
         .unwrap()
         .crossattn
 }
@@ -78,7 +84,7 @@ fn embedding_vectors_replace_token_embeddings() {
         EmphasisMode::Original,
         1,
         &SdxlSizes::for_request(64, 64),
-        false,
+        TextSide::Positive,
     );
     assert!(err.is_err());
 }

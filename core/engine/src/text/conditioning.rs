@@ -13,14 +13,15 @@ use sdapi_protocol::prompt::{ScheduleEntry, ScheduleParams, get_multicond_prompt
 
 use super::TextError;
 use super::embeddings::{EmbeddingTable, TiHashes};
-use super::encoders::{ChunkColumn, Conditioning, EmbeddingFix};
+use super::encoders::{ChunkColumn, Conditioning, EmbeddingFix, TextSide};
 use super::tokenize::{ChunkingOptions, ClipTokenizer, PromptChunk};
 
 /// The model side of the path: one chunked batch of texts → its conditioning. The engine's
 /// `ModelConditioner` is the real one (every family); tests use stand-ins.
 pub trait Conditioner {
-    /// `zero_text`: the batch is an all-empty negative prompt (SDXL zeroes it).
-    fn condition(&self, batch: &ChunkedBatch, zero_text: bool) -> Result<Conditioning, TextError>;
+    /// `side`: prompts or negative prompts (an all-empty negative batch SDXL zeroes; the SDXL
+    /// refiner embeds a different aesthetic score for each side).
+    fn condition(&self, batch: &ChunkedBatch, side: TextSide) -> Result<Conditioning, TextError>;
 }
 
 /// The chunks of a batch of texts laid out as A1111 feeds CLIP: `chunks[i][t]` is chunk `i` of
@@ -188,14 +189,14 @@ impl<'a> TextConditioner<'a> {
     /// A1111's `cond_stage_model(texts)`: (texts, 77·k, C), each chunk position encoded as one
     /// batch, emphasis applied per chunk, chunks concatenated on the token axis.
     pub fn encode_texts(&self, texts: &[String]) -> Result<Tensor, TextError> {
-        self.encode_texts_with_vector(texts, false).map(|(t, _)| t)
+        self.encode_texts_with_vector(texts, TextSide::Positive).map(|(t, _)| t)
     }
 
     /// Like [`Self::encode_texts`], plus the per-text vector of pooled-conditioning models.
     pub fn encode_texts_with_vector(
         &self,
         texts: &[String],
-        zero_text: bool,
+        side: TextSide,
     ) -> Result<(Tensor, Option<Tensor>), TextError> {
         if texts.is_empty() {
             return Err(TextError::Empty);
@@ -204,7 +205,7 @@ impl<'a> TextConditioner<'a> {
         if let Some(table) = self.embeddings {
             self.ti_hashes.record(table, batch.chunks.iter().flatten(), self.encoders);
         }
-        let cond = self.conditioner.condition(&batch, zero_text)?;
+        let cond = self.conditioner.condition(&batch, side)?;
         Ok((cond.crossattn, cond.vector))
     }
 
@@ -237,8 +238,11 @@ impl<'a> TextConditioner<'a> {
         for (j, schedule) in plan.distinct.iter().enumerate() {
             let texts = plan.call_texts(j);
             // A1111 (SDXL): force_zero_negative_prompt = is_negative and all texts empty.
-            let zero_text = is_negative && texts.iter().all(String::is_empty);
-            let (conds, vectors) = self.encode_texts_with_vector(&texts, zero_text)?;
+            let side = match is_negative {
+                true => TextSide::Negative { all_empty: texts.iter().all(String::is_empty) },
+                false => TextSide::Positive,
+            };
+            let (conds, vectors) = self.encode_texts_with_vector(&texts, side)?;
             let entries = schedule
                 .iter()
                 .enumerate()

@@ -5,6 +5,8 @@
 //! * SDXL: CLIP-L `hidden_states[-2]` and OpenCLIP-bigG `hidden_states[-2]`, both without final
 //!   norm, concatenated on channels; emphasis applied to each encoder separately; pooled =
 //!   `ln_final(last)[first EOS] @ text_projection` (no emphasis), feeding the `y` vector.
+//! * SDXL refiner: the bigG part alone (its conditioner has no CLIP-L), and a `y` vector of
+//!   pooled, original size, crop and an aesthetic score (high for prompts, low for negatives).
 //!
 //! CLIP skip has no effect on SD 2.x / SDXL in A1111 v1.10.1.
 
@@ -86,6 +88,10 @@ pub enum TextEncoders {
         clip_l: ClipTextModel,
         clip_g: OpenClipG,
     },
+    /// The SDXL refiner's conditioner: OpenCLIP-bigG only.
+    SdxlRefiner {
+        clip_g: OpenClipG,
+    },
 }
 
 /// One chunk position of a batch of texts, encoded.
@@ -102,7 +108,7 @@ impl TextEncoders {
         match self {
             TextEncoders::Sd1(_) => ModelFamily::Sd1,
             TextEncoders::Sd2 { .. } => ModelFamily::Sd2,
-            TextEncoders::Sdxl { .. } => ModelFamily::Sdxl,
+            TextEncoders::Sdxl { .. } | TextEncoders::SdxlRefiner { .. } => ModelFamily::Sdxl,
         }
     }
 
@@ -110,6 +116,7 @@ impl TextEncoders {
         match self {
             TextEncoders::Sd1(m) | TextEncoders::Sd2 { open_clip: m, .. } => m.device(),
             TextEncoders::Sdxl { clip_l, .. } => clip_l.device(),
+            TextEncoders::SdxlRefiner { clip_g } => clip_g.model.device(),
         }
     }
 
@@ -166,16 +173,31 @@ impl TextEncoders {
             }
             TextEncoders::Sdxl { clip_l, clip_g } => {
                 let (z_l, _) = clip_l.penultimate_and_last(&ids(tokens, false, device)?, &fixes_for(embeddings, 0)?)?;
-                let g_ids = ids(tokens, true, device)?;
-                let (z_g, last_g) = clip_g.model.penultimate_and_last(&g_ids, &fixes_for(embeddings, 1)?)?;
-                let pooled = pooled_output(clip_g, &last_g, tokens)?;
                 let z_l = apply_emphasis(&z_l, &weights, emphasis)?;
-                let z_g = apply_emphasis(&z_g, &weights, emphasis)?;
-                EncodedChunks { crossattn: Tensor::cat(&[z_l, z_g], D::Minus1)?, pooled: Some(pooled) }
+                let g = encode_open_clip_g(clip_g, tokens, &fixes_for(embeddings, 1)?, &weights, emphasis)?;
+                EncodedChunks { crossattn: Tensor::cat(&[z_l, g.crossattn], D::Minus1)?, pooled: g.pooled }
+            }
+            TextEncoders::SdxlRefiner { clip_g } => {
+                encode_open_clip_g(clip_g, tokens, &fixes_for(embeddings, 0)?, &weights, emphasis)?
             }
         };
         Ok(encoded)
     }
+}
+
+/// SDXL's bigG part of one chunk position: `hidden_states[-2]` without final norm, emphasis
+/// applied, and the pooled output.
+fn encode_open_clip_g(
+    clip_g: &OpenClipG,
+    tokens: &[[u32; CHUNK_LEN]],
+    fixes: &[TokenVectors],
+    weights: &Tensor,
+    emphasis: EmphasisMode,
+) -> Result<EncodedChunks, EngineError> {
+    let g_ids = ids(tokens, true, weights.device())?;
+    let (z_g, last_g) = clip_g.model.penultimate_and_last(&g_ids, fixes)?;
+    let pooled = pooled_output(clip_g, &last_g, tokens)?;
+    Ok(EncodedChunks { crossattn: apply_emphasis(&z_g, weights, emphasis)?, pooled: Some(pooled) })
 }
 
 /// The ids OpenCLIP gets for a chunk: everything after the first EOS replaced by 0.
@@ -233,37 +255,103 @@ fn mean_f32(t: &Tensor) -> candle_core::Result<f32> {
 }
 
 /// SDXL's size conditioning (A1111: original = target = (height, width) of the request, crop =
-/// (`sdxl_crop_top`, `sdxl_crop_left`), default (0, 0)).
+/// (`sdxl_crop_top`, `sdxl_crop_left`), default (0, 0)) and the refiner's aesthetic scores
+/// (`sdxl_refiner_high_aesthetic_score` for prompts, `…_low_…` for negative prompts).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SdxlSizes {
     pub original_size: (f64, f64),
     pub crop_top_left: (f64, f64),
     pub target_size: (f64, f64),
+    /// (positive, negative).
+    pub aesthetic_scores: (f64, f64),
 }
+
+/// A1111's defaults of `sdxl_refiner_high_aesthetic_score` and `sdxl_refiner_low_aesthetic_score`.
+pub const DEFAULT_AESTHETIC_SCORES: (f64, f64) = (6.0, 2.5);
 
 impl SdxlSizes {
-    /// What A1111 v1.10.1 passes for a txt2img/img2img request of `width` x `height`.
+    /// What A1111 v1.10.1 passes for a txt2img/img2img request of `width` x `height` with the
+    /// default options.
     pub fn for_request(width: usize, height: usize) -> Self {
         let size = (height as f64, width as f64);
-        Self { original_size: size, crop_top_left: (0.0, 0.0), target_size: size }
+        Self {
+            original_size: size,
+            crop_top_left: (0.0, 0.0),
+            target_size: size,
+            aesthetic_scores: DEFAULT_AESTHETIC_SCORES,
+        }
     }
 
-    /// The six numbers in sgm's embedder order (each pair h/top first).
-    fn numbers(&self) -> [f64; 6] {
+    /// The numbers in sgm's embedder order (each pair h/top first): the base model's original
+    /// size, crop and target size; the refiner's original size, crop and aesthetic score.
+    fn numbers(&self, kind: VectorKind, side: TextSide) -> Vec<f64> {
         let (a, b, c) = (self.original_size, self.crop_top_left, self.target_size);
-        [a.0, a.1, b.0, b.1, c.0, c.1]
+        match kind {
+            VectorKind::Base => vec![a.0, a.1, b.0, b.1, c.0, c.1],
+            VectorKind::Refiner => {
+                let score = if side.is_negative() { self.aesthetic_scores.1 } else { self.aesthetic_scores.0 };
+                vec![a.0, a.1, b.0, b.1, score]
+            }
+        }
     }
 }
 
-/// SDXL's `y`: `[pooled | E(original_size) | E(crop) | E(target_size)]` per row, where E embeds
-/// each number with the sinusoidal timestep embedding of width `embed_dim` (sgm's
-/// `ConcatTimestepEmbedderND`). `pooled`: (n, P) → (n, P + 6·embed_dim).
-pub fn sdxl_vector(pooled: &Tensor, sizes: &SdxlSizes, embed_dim: usize) -> candle_core::Result<Tensor> {
+/// Which `y` vector a model takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorKind {
+    /// SDXL base: pooled + 6 numbers.
+    Base,
+    /// SDXL refiner: pooled + 5 numbers.
+    Refiner,
+}
+
+impl VectorKind {
+    /// How many numbers are embedded after the pooled text.
+    pub fn numbers(self) -> usize {
+        match self {
+            VectorKind::Base => 6,
+            VectorKind::Refiner => 5,
+        }
+    }
+}
+
+/// Which side of classifier-free guidance a batch of texts conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextSide {
+    Positive,
+    /// `all_empty`: every text of the batch is empty (A1111 then zeroes SDXL's text parts).
+    Negative {
+        all_empty: bool,
+    },
+}
+
+impl TextSide {
+    pub fn is_negative(self) -> bool {
+        matches!(self, TextSide::Negative { .. })
+    }
+
+    /// SDXL's `force_zero_negative_prompt`.
+    pub fn zeroes_text(self) -> bool {
+        matches!(self, TextSide::Negative { all_empty: true })
+    }
+}
+
+/// SDXL's `y`: `[pooled | E(n₁) | … | E(n_k)]` per row, the numbers of `kind` (see
+/// [`SdxlSizes`]) each embedded with the sinusoidal timestep embedding of width `embed_dim`
+/// (sgm's `ConcatTimestepEmbedderND`). `pooled`: (n, P) → (n, P + k·embed_dim).
+pub fn sdxl_vector(
+    pooled: &Tensor,
+    sizes: &SdxlSizes,
+    kind: VectorKind,
+    side: TextSide,
+    embed_dim: usize,
+) -> candle_core::Result<Tensor> {
     let n = pooled.dim(0)?;
-    let numbers: Vec<f32> = sizes.numbers().iter().map(|&v| v as f32).collect();
-    let numbers = Tensor::from_vec(numbers, 6, pooled.device())?;
+    let numbers: Vec<f32> = sizes.numbers(kind, side).iter().map(|&v| v as f32).collect();
+    let count = numbers.len();
+    let numbers = Tensor::from_vec(numbers, count, pooled.device())?;
     let embedded = timestep_embedding(&numbers, embed_dim, 10000.0, pooled.device())?
-        .reshape((1, 6 * embed_dim))?
+        .reshape((1, count * embed_dim))?
         .to_dtype(pooled.dtype())?
         .repeat((n, 1))?;
     Tensor::cat(&[pooled, &embedded], 1)

@@ -27,7 +27,8 @@ pub use conditioning::{
 };
 pub use embeddings::{EmbeddingTable, TableEntry, TiHashes};
 pub use encoders::{
-    ChunkColumn, Conditioning, EmbeddingFix, OpenClipG, SdxlSizes, TextEncoders, apply_emphasis, sdxl_vector,
+    ChunkColumn, Conditioning, DEFAULT_AESTHETIC_SCORES, EmbeddingFix, OpenClipG, SdxlSizes, TextEncoders, TextSide,
+    VectorKind, apply_emphasis, sdxl_vector,
 };
 pub use tokenize::{
     BOS_ID, CHUNK_LENGTH, CHUNK_TOKENS, ChunkFix, ChunkingOptions, ClipTokenizer, EMBEDDING_PLACEHOLDER, EOS_ID,

@@ -7,7 +7,7 @@ use sdapi_protocol::prompt::ScheduleParams;
 
 use crate::text::{
     ChunkedBatch, ChunkingOptions, ClipTokenizer, Conditioner, Conditioning, PromptChunk, TextConditioner, TextError,
-    apply_emphasis, reconstruct_cond_batch, reconstruct_multicond_batch,
+    TextSide, apply_emphasis, reconstruct_cond_batch, reconstruct_multicond_batch,
 };
 
 const C: usize = 3;
@@ -44,7 +44,7 @@ impl FakeEncoder {
 }
 
 impl Conditioner for FakeEncoder {
-    fn condition(&self, batch: &ChunkedBatch, _zero_text: bool) -> Result<Conditioning, TextError> {
+    fn condition(&self, batch: &ChunkedBatch, _side: TextSide) -> Result<Conditioning, TextError> {
         let columns = batch
             .columns()
             .iter()
