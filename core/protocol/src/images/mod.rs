@@ -1,6 +1,7 @@
 //! Image codecs of the API: output encoding with infotext metadata, input decoding of
 //! base64 / data URLs, and metadata reading for `/png-info`.
 
+pub mod annotations;
 pub mod cv_blur;
 pub mod decode;
 pub mod encode;
@@ -11,6 +12,7 @@ pub mod pil_ops;
 pub mod pil_resize;
 pub mod read;
 pub mod resize;
+pub mod text;
 pub mod upscale;
 
 pub use decode::{
