@@ -237,3 +237,57 @@ async fn prompts_from_file_runs_one_generation_per_line() {
     .await;
     assert_eq!(status, 422);
 }
+
+/// "Prompt matrix": one image per combination of the optional parts, batched by `batch_size`
+/// (the last batch short), each with its own prompt and seed, then the labelled grid in front.
+#[tokio::test]
+async fn prompt_matrix_runs_every_combination_and_puts_the_labelled_grid_first() {
+    let (app, runner) = app_with(test_config());
+    let body = |args: serde_json::Value| {
+        json!({"prompt": "a cat|red|big", "negative_prompt": "blurry", "seed": 100, "steps": 2, "width": 64,
+               "height": 64, "batch_size": 3, "script_name": "Prompt matrix", "script_args": args})
+        .to_string()
+    };
+    for (args, status, error) in [
+        (json!([true]), 422, "HTTPException"),
+        (json!([false, false, "both", "comma", 0]), 500, "ValueError"),
+        (json!([false, false, "positive", "comma", 100000]), 422, "HTTPException"),
+    ] {
+        let (got, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body(args.clone()))).await;
+        let v = body_json(resp).await;
+        assert_eq!((got, v["error"].as_str().unwrap()), (status, error), "{args}: {v}");
+    }
+    assert!(runner.jobs.lock().unwrap().is_empty(), "nothing ran for bad arguments");
+
+    let (status, resp) =
+        send(&app, post_json("/sdapi/v1/txt2img", &body(json!([false, true, "positive", "comma", 4])))).await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let jobs = runner.jobs.lock().unwrap().clone();
+    let prompts: Vec<Vec<String>> = jobs.iter().map(|j| j.prompts.clone()).collect();
+    assert_eq!(prompts, vec![vec!["a cat", "a cat, red", "a cat, big"], vec!["a cat, red, big"]]);
+    let seeds: Vec<Vec<i64>> = jobs.iter().map(|j| j.seeds.clone()).collect();
+    assert_eq!(seeds, vec![vec![100, 101, 102], vec![103]], "different seeds per picture");
+    assert!(jobs.iter().all(|j| j.negative_prompts.iter().all(|n| n == "blurry")));
+
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 5, "the grid, then the four combinations");
+    use base64::Engine;
+    let decode = |i: usize| {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(images[i].as_str().unwrap()).unwrap();
+        image::load_from_memory(&bytes).unwrap().to_rgb8()
+    };
+    let grid = decode(0);
+    // 2 × 2 cells of 64², labels left (64·3/4 = 48 px) and on top, 4 px margins between cells.
+    assert_eq!(grid.width(), 48 + 2 * 64 + 4);
+    assert!(grid.height() > 2 * 64 + 4);
+    assert_eq!(decode(1).width(), 64);
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["index_of_first_image"], 1);
+    assert_eq!(info["all_seeds"], json!([100, 101, 102, 103]));
+    let infotexts: Vec<&str> = info["infotexts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(infotexts.len(), 5);
+    assert_eq!(infotexts[0], infotexts[1], "the grid carries the first image's infotext");
+    assert!(infotexts[2].starts_with("a cat, red\nNegative prompt: blurry\n"), "{}", infotexts[2]);
+    assert!(infotexts[4].contains("Seed: 103,"), "{}", infotexts[4]);
+}

@@ -123,6 +123,9 @@ pub struct Processed {
     pub options: Options,
     pub task_id: String,
     pub mode: &'static str,
+    /// Images before the generated ones (a script's grid): image `i` has seed
+    /// `all_seeds[i - index_of_first_image]`, the grid the first seed.
+    pub index_of_first_image: usize,
 }
 
 fn runner_error(e: RunnerError) -> ApiError {
@@ -332,10 +335,31 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
             scripts::loopback(ctx, request, init_images).await
         }
         request if scripts::is_prompts_from_file(&request) => scripts::prompts_from_file(ctx, request).await,
+        request if scripts::is_prompt_matrix(&request) => scripts::prompt_matrix(ctx, request).await,
         request => match script.filter(|s| !s.is_empty()) {
             Some(name) => Err(ApiError::script_not_found(&name)),
             None => process_images_with(ctx, request, &Map::new()).await,
         },
+    }
+}
+
+/// What a script sets on A1111's `p` before `process_images` when it assigns lists to
+/// `p.prompt` (or `p.negative_prompt`) and `p.seed`: one prompt and one seed per image. The
+/// request's `n_iter` batches of `batch_size` slice them; the last batch may be short.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ImagePlan {
+    /// Per-image prompts (None: the request's prompt for every image).
+    pub prompts: Option<Vec<String>>,
+    /// Per-image negative prompts (None: the request's).
+    pub negative_prompts: Option<Vec<String>>,
+    /// Per-image seeds, used as given (A1111: `all_seeds = p.seed` for a list).
+    pub seeds: Vec<i64>,
+}
+
+impl ImagePlan {
+    /// A1111's `setup_prompts`: the images are the prompt list's, else the negative list's.
+    fn images(&self) -> usize {
+        self.prompts.as_ref().or(self.negative_prompts.as_ref()).map_or(self.seeds.len(), Vec::len)
     }
 }
 
@@ -344,6 +368,16 @@ pub(crate) async fn process_images_with(
     ctx: &ProcessingContext,
     request: GenerationRequest,
     script_extra: &Map<String, Value>,
+) -> Result<Processed, ApiError> {
+    process_images_planned(ctx, request, script_extra, None).await
+}
+
+/// [`process_images_with`] with a script's per-image prompts and seeds.
+pub(crate) async fn process_images_planned(
+    ctx: &ProcessingContext,
+    request: GenerationRequest,
+    script_extra: &Map<String, Value>,
+    plan: Option<&ImagePlan>,
 ) -> Result<Processed, ApiError> {
     let (p, mode_name, denoising_strength, img2img) = match &request {
         GenerationRequest::Txt2Img(r) => (CommonParams::from_txt2img(r), "txt2img", r.denoising_strength, None),
@@ -394,7 +428,7 @@ pub(crate) async fn process_images_with(
     let n_iter = p.n_iter as usize;
     // Seeds and prompts are laid out for the requested batch size, as A1111 does before img2img's
     // init may shrink the batch to the number of init images.
-    let total = p.batch_size as usize * n_iter;
+    let total = plan.map_or(p.batch_size as usize * n_iter, ImagePlan::images);
     let batch_size = match &img2img {
         Some((_, images)) => init_images::img2img_batch_size(images.len(), p.batch_size as usize),
         None => p.batch_size as usize,
@@ -404,13 +438,19 @@ pub(crate) async fn process_images_with(
     let seed = fixed_seed(p.seed);
     let subseed = fixed_seed(p.subseed);
     let strength = p.subseed_strength_f64();
-    let all_seeds = all_seeds(seed, strength, total);
-    let all_subseeds = all_subseeds(subseed, total);
-    let (prompt, negative_prompt) = {
-        let styles = ctx.styles.read().unwrap_or_else(|e| e.into_inner());
-        request_prompts(&p, &styles, &opts)
+    let all_seeds = match plan {
+        Some(plan) => plan.seeds.iter().copied().chain(std::iter::repeat(seed)).take(total).collect(),
+        None => all_seeds(seed, strength, total),
     };
-    let prompt = prompts::with_default_lora(ctx, prompt, &opts);
+    let all_subseeds = all_subseeds(subseed, total);
+    // Styles, comments and the default LoRA apply to each prompt (A1111's `setup_prompts`).
+    let styled = |prompt: &str, negative: &str| {
+        let styles = ctx.styles.read().unwrap_or_else(|e| e.into_inner());
+        let texts = CommonParams { prompt: prompt.to_string(), negative_prompt: negative.to_string(), ..p.clone() };
+        let (prompt, negative) = request_prompts(&texts, &styles, &opts);
+        (prompts::with_default_lora(ctx, prompt, &opts), negative)
+    };
+    let (prompt, negative_prompt) = styled(&p.prompt, &p.negative_prompt);
     let model = ModelSelection { checkpoint: checkpoint.path(), vae };
     let hires = match &request {
         GenerationRequest::Txt2Img(r) => {
@@ -443,12 +483,22 @@ pub(crate) async fn process_images_with(
         let (hr_prompt, hr_negative) = request_prompts(&hp, &styles, &opts);
         (prompts::with_default_lora(ctx, hr_prompt, &opts), hr_negative)
     });
-    let all_prompts = vec![prompt; total];
-    let all_negative_prompts = vec![negative_prompt; total];
-    // Every batch has the same prompts (the API takes one prompt), so one resolution serves all.
+    let (all_prompts, all_negative_prompts): (Vec<String>, Vec<String>) = match plan {
+        Some(plan) => (0..total)
+            .map(|i| {
+                let at = |list: &Option<Vec<String>>, own: &str| {
+                    list.as_ref().and_then(|l| l.get(i)).cloned().unwrap_or_else(|| own.to_string())
+                };
+                styled(&at(&plan.prompts, &p.prompt), &at(&plan.negative_prompts, &p.negative_prompt))
+            })
+            .unzip(),
+        None => (vec![prompt; total], vec![negative_prompt; total]),
+    };
+    // Without a plan every batch has the same prompts (the API takes one prompt), so one
+    // resolution serves all; a plan's batches are resolved one by one.
+    let first_batch = ..batch_size.min(total);
     let (batch_networks, job_networks) =
-        prompts::batch_networks_for(ctx, &all_prompts[..batch_size], &all_negative_prompts[..batch_size], &opts)
-            .await?;
+        prompts::batch_networks_for(ctx, &all_prompts[first_batch], &all_negative_prompts[first_batch], &opts).await?;
 
     // The second pass's prompts without their tags; it runs on the first pass's model, so its
     // LoRAs must be the same.
@@ -514,14 +564,33 @@ pub(crate) async fn process_images_with(
             ctx.runner.state().end();
             break;
         }
-        let range = n * batch_size..(n + 1) * batch_size;
+        let range = (n * batch_size).min(total)..((n + 1) * batch_size).min(total);
+        if range.is_empty() {
+            break;
+        }
+        let planned = match plan {
+            Some(_) if n > 0 => Some(
+                prompts::batch_networks_for(
+                    ctx,
+                    &all_prompts[range.clone()],
+                    &all_negative_prompts[range.clone()],
+                    &opts,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        let (batch_prompts, networks) = match &planned {
+            Some((batch, job)) => (batch.prompts.clone(), job.clone()),
+            None => (batch_networks.prompts.clone(), job_networks.clone()),
+        };
         let job = BatchJob {
             task_id: task_id.clone(),
             batch_index: n,
             batch_count: n_iter,
             model: model.clone(),
             mode: job_mode.clone(),
-            prompts: batch_networks.prompts.clone(),
+            prompts: batch_prompts.clone(),
             negative_prompts: all_negative_prompts[range.clone()].to_vec(),
             seeds: all_seeds[range.clone()].to_vec(),
             subseeds: all_subseeds[range.clone()].to_vec(),
@@ -535,12 +604,24 @@ pub(crate) async fn process_images_with(
             width: p.width as usize,
             height: p.height as usize,
             settings: settings.clone(),
-            networks: job_networks.clone(),
+            networks,
             refiner: refiner.clone(),
-            hires: hires.as_ref().zip(hr_prompts_for_jobs.as_ref()).map(|(h, (prompts, negatives))| HiresPass {
-                prompts: prompts.clone(),
-                negative_prompts: negatives.clone(),
-                ..h.pass.clone()
+            hires: hires.as_ref().zip(hr_prompts_for_jobs.as_ref()).map(|(h, (prompts, negatives))| {
+                // A planned batch without its own hires prompt repeats its first-pass prompts.
+                let own = plan.is_some();
+                HiresPass {
+                    prompts: if own && h.prompt.is_empty() {
+                        batch_prompts.clone()
+                    } else {
+                        prompts.iter().take(range.len()).cloned().collect()
+                    },
+                    negative_prompts: if own && h.negative_prompt.is_empty() {
+                        all_negative_prompts[range.clone()].to_vec()
+                    } else {
+                        negatives.iter().take(range.len()).cloned().collect()
+                    },
+                    ..h.pass.clone()
+                }
             }),
         };
         let report = ctx.runner.submit(job).wait().await.map_err(runner_error)?;
@@ -649,7 +730,18 @@ pub(crate) async fn process_images_with(
         version,
     }
     .to_info_string();
-    Ok(Processed { images, infotexts, info, all_seeds, jobs, interrupted, options: opts, task_id, mode: mode_name })
+    Ok(Processed {
+        images,
+        infotexts,
+        info,
+        all_seeds,
+        jobs,
+        interrupted,
+        options: opts,
+        task_id,
+        mode: mode_name,
+        index_of_first_image: 0,
+    })
 }
 
 /// The mask branch of img2img, on a blocking thread (decoding, blurring and resizing are CPU work).

@@ -52,10 +52,10 @@ pub async fn empty_list() -> impl IntoResponse {
 
 /// The selectable scripts this server runs (A1111 lists lower-cased titles).
 pub async fn scripts() -> impl IntoResponse {
-    let from_file = "prompts from file or textbox".to_string();
+    let (matrix, from_file) = ("prompt matrix".to_string(), "prompts from file or textbox".to_string());
     Json(ScriptsList {
-        txt2img: vec![from_file.clone()],
-        img2img: vec!["loopback".into(), "poor man's outpainting".into(), from_file, "sd upscale".into()],
+        txt2img: vec![matrix.clone(), from_file.clone()],
+        img2img: vec!["loopback".into(), "poor man's outpainting".into(), matrix, from_file, "sd upscale".into()],
     })
 }
 
@@ -126,6 +126,15 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
             arg("List of prompt inputs", json!("")),
         ]
     };
+    let matrix = || {
+        vec![
+            arg("Put variable parts at start of prompt", json!(false)),
+            arg("Use different seed for each picture", json!(false)),
+            dropdown("Select prompt", "positive", &["positive", "negative"]),
+            dropdown("Select joining char", "comma", &["comma", "space"]),
+            slider("Grid margins (px)", json!(0), json!(0), json!(500), json!(2)),
+        ]
+    };
     let script = |name: &str, img2img: bool, args| ScriptInfo {
         name: Some(name.into()),
         is_alwayson: Some(false),
@@ -133,9 +142,11 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
         args,
     };
     Json(vec![
+        script("prompt matrix", false, matrix()),
         script("prompts from file or textbox", false, from_file()),
         script("loopback", true, loopback),
         script("poor man's outpainting", true, outpainting),
+        script("prompt matrix", true, matrix()),
         script("prompts from file or textbox", true, from_file()),
         script("sd upscale", true, vec![info, overlap, upscaler, scale]),
     ])

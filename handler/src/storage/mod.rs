@@ -132,7 +132,8 @@ pub async fn save_and_encode(
                 out.push(to_base64(&bytes));
             }
             if save {
-                let seed = p.all_seeds.get(i).copied().unwrap_or(-1);
+                // A script's grid comes first and carries the first seed.
+                let seed = p.all_seeds.get(i.saturating_sub(p.index_of_first_image)).copied().unwrap_or(-1);
                 // A closed channel means the writer task died; its join error is reported below.
                 let _ = tx.blocking_send(ToStore { seed, infotext: info.clone(), bytes });
             }

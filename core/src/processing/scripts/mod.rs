@@ -13,8 +13,10 @@ use sdapi_protocol::images::grid::{combine_grid, split_grid};
 use sdapi_protocol::images::{BuiltinUpscaler, Raster};
 
 mod outpainting;
+mod prompt_matrix;
 
 pub use outpainting::{is_poor_mans_outpainting, poor_mans_outpainting};
+pub use prompt_matrix::{is_prompt_matrix, prompt_matrix};
 
 use super::{GenerationRequest, Processed, ProcessingContext, WorkCost, fixed_seed, model_upscaler};
 use crate::runner::{PixelUpscaler, RgbImage, UpscaleJob};
