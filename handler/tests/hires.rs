@@ -291,3 +291,76 @@ async fn prompt_matrix_runs_every_combination_and_puts_the_labelled_grid_first()
     assert!(infotexts[2].starts_with("a cat, red\nNegative prompt: blurry\n"), "{}", infotexts[2]);
     assert!(infotexts[4].contains("Seed: 103,"), "{}", infotexts[4]);
 }
+
+fn xyz_args(x: (u64, &str), y: (u64, &str), lone: bool, sub_grids: bool, csv: bool) -> serde_json::Value {
+    json!([x.0, x.1, [], y.0, y.1, [], 0, "", [], true, lone, sub_grids, false, false, false, false, 0, csv])
+}
+
+/// "X/Y/Z plot": one generation per cell (z outermost, then y, then x), the grid of them
+/// labelled in front, the axes named in its infotext; bad axes fail before anything runs.
+#[tokio::test]
+async fn xyz_plot_runs_each_cell_and_returns_the_labelled_grid() {
+    let (app, runner) = app_with(test_config());
+    let body = |args: serde_json::Value| {
+        json!({"prompt": "a cat", "seed": 7, "steps": 2, "width": 64, "height": 64,
+               "script_name": "X/Y/Z plot", "script_args": args})
+        .to_string()
+    };
+    // Steps on X (txt2img index 4), CFG Scale on Y (index 6).
+    let (status, resp) =
+        send(&app, post_json("/sdapi/v1/txt2img", &body(xyz_args((4, "2,3"), (6, "5, 7.5"), false, false, false))))
+            .await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let jobs = runner.jobs.lock().unwrap().clone();
+    let cells: Vec<(usize, f64)> = jobs.iter().map(|j| (j.steps, j.cfg_scale)).collect();
+    assert_eq!(cells, vec![(2, 5.0), (3, 5.0), (2, 7.5), (3, 7.5)]);
+    assert!(jobs.iter().all(|j| j.seeds == vec![7]));
+    let images = v["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "only the grid without sub-images");
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(images[0].as_str().unwrap()).unwrap();
+    let grid = image::load_from_memory(&bytes).unwrap();
+    assert_eq!(grid.width(), 48 + 2 * 64, "row labels (64·3/4) and two columns");
+    assert!(grid.height() > 2 * 64, "column labels on top");
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    let first = info["infotexts"][0].as_str().unwrap();
+    assert!(
+        first.contains("Script: X/Y/Z plot, X Type: Steps, X Values: \"2,3\", Y Type: CFG Scale, Y Values: \"5, 7.5\""),
+        "{first}"
+    );
+    assert_eq!(info["index_of_first_image"], 1);
+
+    // Sub-images and sub-grids kept; a seed range on X, Prompt S/R on Y.
+    runner.jobs.lock().unwrap().clear();
+    let (status, resp) =
+        send(&app, post_json("/sdapi/v1/txt2img", &body(xyz_args((1, "1-3"), (7, "cat, dog"), true, true, false))))
+            .await;
+    let v = body_json(resp).await;
+    assert_eq!(status, 200, "{v}");
+    let jobs = runner.jobs.lock().unwrap().clone();
+    let cells: Vec<(i64, String)> = jobs.iter().map(|j| (j.seeds[0], j.prompts[0].clone())).collect();
+    let expected: Vec<(i64, String)> =
+        [("a cat", 1), ("a cat", 2), ("a cat", 3), ("a dog", 1), ("a dog", 2), ("a dog", 3)]
+            .iter()
+            .map(|(p, s)| (*s, p.to_string()))
+            .collect();
+    assert_eq!(cells, expected);
+    assert_eq!(v["images"].as_array().unwrap().len(), 1 + 1 + 6, "grid, sub-grid, six cells");
+    let info: serde_json::Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert!(info["infotexts"][0].as_str().unwrap().contains("Fixed X Values: \"1, 2, 3\""), "{info}");
+
+    runner.jobs.lock().unwrap().clear();
+    for (args, status, error) in [
+        (json!([4, "2"]), 422, "HTTPException"),
+        (xyz_args((9, "Euler, Nope"), (0, ""), false, false, true), 500, "RuntimeError"),
+        (xyz_args((4, "2, x"), (0, ""), false, false, false), 500, "ValueError"),
+        (xyz_args((7, "horse, dog"), (0, ""), false, false, false), 500, "RuntimeError"),
+        (xyz_args((99, ""), (0, ""), false, false, false), 500, "IndexError"),
+    ] {
+        let (got, resp) = send(&app, post_json("/sdapi/v1/txt2img", &body(args.clone()))).await;
+        let v = body_json(resp).await;
+        assert_eq!((got, v["error"].as_str().unwrap()), (status, error), "{args}: {v}");
+    }
+    assert!(runner.jobs.lock().unwrap().is_empty(), "nothing ran for bad axes");
+}

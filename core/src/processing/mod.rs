@@ -12,6 +12,7 @@ mod limits;
 mod params;
 mod prompts;
 mod scripts;
+pub use scripts::xyz_axis_labels;
 mod seeds;
 
 pub use init_images::decode_init_images;
@@ -336,6 +337,7 @@ pub async fn process_images(ctx: &ProcessingContext, request: GenerationRequest)
         }
         request if scripts::is_prompts_from_file(&request) => scripts::prompts_from_file(ctx, request).await,
         request if scripts::is_prompt_matrix(&request) => scripts::prompt_matrix(ctx, request).await,
+        request if scripts::is_xyz_plot(&request) => scripts::xyz_plot(ctx, request).await,
         request => match script.filter(|s| !s.is_empty()) {
             Some(name) => Err(ApiError::script_not_found(&name)),
             None => process_images_with(ctx, request, &Map::new()).await,

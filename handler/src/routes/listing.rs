@@ -52,10 +52,11 @@ pub async fn empty_list() -> impl IntoResponse {
 
 /// The selectable scripts this server runs (A1111 lists lower-cased titles).
 pub async fn scripts() -> impl IntoResponse {
-    let (matrix, from_file) = ("prompt matrix".to_string(), "prompts from file or textbox".to_string());
+    let (matrix, from_file, xyz) =
+        ("prompt matrix".to_string(), "prompts from file or textbox".to_string(), "x/y/z plot".to_string());
     Json(ScriptsList {
-        txt2img: vec![matrix.clone(), from_file.clone()],
-        img2img: vec!["loopback".into(), "poor man's outpainting".into(), matrix, from_file, "sd upscale".into()],
+        txt2img: vec![matrix.clone(), from_file.clone(), xyz.clone()],
+        img2img: vec!["loopback".into(), "poor man's outpainting".into(), matrix, from_file, "sd upscale".into(), xyz],
     })
 }
 
@@ -135,6 +136,34 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
             slider("Grid margins (px)", json!(0), json!(0), json!(500), json!(2)),
         ]
     };
+    let xyz = |img2img: bool| {
+        let labels = sdapi_core::processing::xyz_axis_labels(img2img);
+        let axis = |name: &str, default: usize| {
+            vec![
+                ScriptArg {
+                    choices: Some(labels.iter().map(|l| l.to_string()).collect()),
+                    ..arg(&format!("{name} type"), json!(labels.get(default)))
+                },
+                arg(&format!("{name} values"), json!("")),
+                ScriptArg { choices: Some(vec![]), ..arg(&format!("{name} values"), Value::Null) },
+            ]
+        };
+        let mut args = axis("X", 1);
+        args.extend(axis("Y", 0));
+        args.extend(axis("Z", 0));
+        args.extend([
+            arg("Draw legend", json!(true)),
+            arg("Include Sub Images", json!(false)),
+            arg("Include Sub Grids", json!(false)),
+            arg("Keep -1 for seeds", json!(false)),
+            arg("Vary seeds for X", json!(false)),
+            arg("Vary seeds for Y", json!(false)),
+            arg("Vary seeds for Z", json!(false)),
+            slider("Grid margins (px)", json!(0), json!(0), json!(500), json!(2)),
+            arg("Use text inputs instead of dropdowns", json!(false)),
+        ]);
+        args
+    };
     let script = |name: &str, img2img: bool, args| ScriptInfo {
         name: Some(name.into()),
         is_alwayson: Some(false),
@@ -144,11 +173,13 @@ pub async fn script_info(State(s): State<AppState>) -> impl IntoResponse {
     Json(vec![
         script("prompt matrix", false, matrix()),
         script("prompts from file or textbox", false, from_file()),
+        script("x/y/z plot", false, xyz(false)),
         script("loopback", true, loopback),
         script("poor man's outpainting", true, outpainting),
         script("prompt matrix", true, matrix()),
         script("prompts from file or textbox", true, from_file()),
         script("sd upscale", true, vec![info, overlap, upscaler, scale]),
+        script("x/y/z plot", true, xyz(true)),
     ])
 }
 

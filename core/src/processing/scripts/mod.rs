@@ -14,9 +14,12 @@ use sdapi_protocol::images::{BuiltinUpscaler, Raster};
 
 mod outpainting;
 mod prompt_matrix;
+mod xyz_plot;
+mod xyz_values;
 
 pub use outpainting::{is_poor_mans_outpainting, poor_mans_outpainting};
 pub use prompt_matrix::{is_prompt_matrix, prompt_matrix};
+pub use xyz_plot::{axis_labels as xyz_axis_labels, is_xyz_plot, xyz_plot};
 
 use super::{GenerationRequest, Processed, ProcessingContext, WorkCost, fixed_seed, model_upscaler};
 use crate::runner::{PixelUpscaler, RgbImage, UpscaleJob};
