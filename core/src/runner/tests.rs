@@ -202,73 +202,63 @@ async fn until_running(runner: &ProcessingRunner, task: &str) {
     panic!("{task} never started");
 }
 
-#[tokio::test]
-async fn compatible_queued_jobs_share_one_run_and_get_their_own_images() {
-    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
+/// Submits `jobs` while a blocker runs (so they queue together) on a runner that shares runs up
+/// to `max_images` (when the executor agrees: `batches`); their reports, the execute log and the
+/// counters.
+async fn behind_a_blocker(
+    batches: bool,
+    max_images: usize,
+    jobs: Vec<BatchJob>,
+) -> (Vec<JobReport>, Vec<String>, RunnerCounters) {
+    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches, ..Default::default() };
     let log = exec.log.clone();
-    let runner = batching_runner(exec, 8);
+    let runner = batching_runner(exec, max_images);
     let blocker = runner.submit(seeded("blocker", 99, 20));
     until_running(&runner, "blocker").await;
-    let tickets: Vec<_> = (1..=4).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
+    let tickets: Vec<_> = jobs.into_iter().map(|j| runner.submit(j)).collect();
     blocker.wait().await.unwrap();
-    for (i, t) in (1..=4).zip(tickets) {
-        let report = t.wait().await.unwrap();
+    let mut reports = Vec::new();
+    for t in tickets {
+        reports.push(t.wait().await.unwrap());
+    }
+    (reports, executes(&log), runner.counters())
+}
+
+#[tokio::test]
+async fn compatible_queued_jobs_share_one_run_and_get_their_own_images() {
+    let jobs = (1..=4).map(|i| seeded(&format!("t{i}"), i, 3)).collect();
+    let (reports, log, c) = behind_a_blocker(true, 8, jobs).await;
+    for (i, report) in (1..=4).zip(reports) {
         let seeds: Vec<u8> = report.output.images.iter().map(|img| img.pixels[0]).collect();
         assert_eq!(seeds, [i as u8], "job t{i} gets its own row");
         assert!(!report.output.interrupted);
     }
-    assert_eq!(executes(&log), ["execute blocker", "execute t1 (4 images)"]);
-    let c = runner.counters();
+    assert_eq!(log, ["execute blocker", "execute t1 (4 images)"]);
     assert_eq!((c.shared_runs, c.jobs_in_shared_runs, c.jobs_completed, c.images_generated), (1, 4, 5, 5));
 }
 
 #[tokio::test]
 async fn sharing_keeps_first_in_first_out_across_incompatible_jobs() {
-    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
-    let log = exec.log.clone();
-    let runner = batching_runner(exec, 8);
-    let blocker = runner.submit(seeded("blocker", 99, 20));
-    until_running(&runner, "blocker").await;
-    let a = runner.submit(seeded("a", 1, 3));
-    let b = runner.submit(seeded("b", 2, 4)); // other steps: its own run
-    let c = runner.submit(seeded("c", 3, 3));
-    let d = runner.submit(seeded("d", 4, 4));
-    for t in [blocker, a, b, c, d] {
-        t.wait().await.unwrap();
-    }
+    // b and d have other step counts than a and c.
+    let jobs = vec![seeded("a", 1, 3), seeded("b", 2, 4), seeded("c", 3, 3), seeded("d", 4, 4)];
+    let (_, log, _) = behind_a_blocker(true, 8, jobs).await;
     // a is the oldest: c rides with it; b then leads and d rides with b.
-    assert_eq!(executes(&log), ["execute blocker", "execute a (2 images)", "execute b (2 images)"]);
+    assert_eq!(log, ["execute blocker", "execute a (2 images)", "execute b (2 images)"]);
 }
 
 #[tokio::test]
 async fn the_image_limit_bounds_a_shared_run() {
-    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
-    let log = exec.log.clone();
-    let runner = batching_runner(exec, 2);
-    let blocker = runner.submit(seeded("blocker", 99, 20));
-    until_running(&runner, "blocker").await;
-    let tickets: Vec<_> = (1..=5).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
-    blocker.wait().await.unwrap();
-    for t in tickets {
-        t.wait().await.unwrap();
-    }
-    assert_eq!(executes(&log), ["execute blocker", "execute t1 (2 images)", "execute t3 (2 images)", "execute t5"]);
+    let jobs = (1..=5).map(|i| seeded(&format!("t{i}"), i, 3)).collect();
+    let (_, log, _) = behind_a_blocker(true, 2, jobs).await;
+    assert_eq!(log, ["execute blocker", "execute t1 (2 images)", "execute t3 (2 images)", "execute t5"]);
 }
 
 #[tokio::test]
 async fn jobs_run_alone_when_the_executor_refuses_to_share() {
-    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: false, ..Default::default() };
-    let log = exec.log.clone();
-    let runner = batching_runner(exec, 8);
-    let blocker = runner.submit(seeded("blocker", 99, 20));
-    until_running(&runner, "blocker").await;
-    let tickets: Vec<_> = (1..=3).map(|i| runner.submit(seeded(&format!("t{i}"), i, 3))).collect();
-    blocker.wait().await.unwrap();
-    for t in tickets {
-        t.wait().await.unwrap();
-    }
-    assert_eq!(executes(&log), ["execute blocker", "execute t1", "execute t2", "execute t3"]);
-    assert_eq!(runner.counters().shared_runs, 0);
+    let jobs = (1..=3).map(|i| seeded(&format!("t{i}"), i, 3)).collect();
+    let (_, log, c) = behind_a_blocker(false, 8, jobs).await;
+    assert_eq!(log, ["execute blocker", "execute t1", "execute t2", "execute t3"]);
+    assert_eq!(c.shared_runs, 0);
 }
 
 #[tokio::test]
@@ -309,16 +299,8 @@ async fn interrupt_stops_a_shared_run_for_every_job() {
 
 #[tokio::test]
 async fn a_job_the_model_keeps_apart_runs_alone_without_holding_back_the_others() {
-    let exec = ScriptedExecutor { delay: Duration::from_millis(5), batches: true, ..Default::default() };
-    let log = exec.log.clone();
-    let runner = batching_runner(exec, 8);
-    let blocker = runner.submit(seeded("blocker", 99, 20));
-    until_running(&runner, "blocker").await;
-    let a = runner.submit(seeded("a", 1, 3));
-    let long = runner.submit(BatchJob { prompts: vec!["a much longer prompt".into()], ..seeded("long", 2, 3) });
-    let c = runner.submit(seeded("c", 3, 3));
-    for t in [blocker, a, long, c] {
-        t.wait().await.unwrap();
-    }
-    assert_eq!(executes(&log), ["execute blocker", "execute a (2 images)", "execute long"]);
+    // The scripted executor's signature is the prompt's length: "long" cannot share with a or c.
+    let long = BatchJob { prompts: vec!["a much longer prompt".into()], ..seeded("long", 2, 3) };
+    let (_, log, _) = behind_a_blocker(true, 8, vec![seeded("a", 1, 3), long, seeded("c", 3, 3)]).await;
+    assert_eq!(log, ["execute blocker", "execute a (2 images)", "execute long"]);
 }
