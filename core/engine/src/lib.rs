@@ -21,6 +21,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod clip;
 pub mod config;
+pub mod conv;
 mod error;
 pub mod executor;
 pub mod latent_upscale;

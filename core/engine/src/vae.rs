@@ -8,6 +8,8 @@
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
+use crate::conv;
+
 use crate::attention::multi_head_attention;
 use crate::config::VaeConfig;
 use crate::norm::GroupNorm32;
@@ -45,10 +47,10 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
-        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let h = conv::forward(&self.conv1, &self.norm1.forward(x)?.silu()?)?;
+        let h = conv::forward(&self.conv2, &self.norm2.forward(&h)?.silu()?)?;
         match &self.nin_shortcut {
-            Some(conv) => conv.forward(x)? + h,
+            Some(shortcut) => conv::forward(shortcut, x)? + h,
             None => x + h,
         }
     }
@@ -79,12 +81,12 @@ impl AttnBlock {
         let (b, c, h, w) = x.dims4()?;
         let normed = self.norm.forward(x)?;
         let tokens = |t: Tensor| t.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous();
-        let q = tokens(self.q.forward(&normed)?)?;
-        let k = tokens(self.k.forward(&normed)?)?;
-        let v = tokens(self.v.forward(&normed)?)?;
+        let q = tokens(conv::forward(&self.q, &normed)?)?;
+        let k = tokens(conv::forward(&self.k, &normed)?)?;
+        let v = tokens(conv::forward(&self.v, &normed)?)?;
         let out = multi_head_attention(&q, &k, &v, 1, None)?;
         let out = out.transpose(1, 2)?.reshape((b, c, h, w))?;
-        x + self.proj_out.forward(&out)?
+        x + conv::forward(&self.proj_out, &out)?
     }
 }
 
@@ -153,17 +155,17 @@ impl Encoder {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = self.conv_in.forward(x)?;
+        let mut h = conv::forward(&self.conv_in, x)?;
         for level in &self.levels {
             for block in &level.blocks {
                 h = block.forward(&h)?;
             }
             if let Some(conv) = &level.downsample {
-                h = conv.forward(&h.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)?;
+                h = conv::forward(conv, &h.pad_with_zeros(3, 0, 1)?.pad_with_zeros(2, 0, 1)?)?;
             }
         }
         let h = self.mid.forward(&h)?;
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        conv::forward(&self.conv_out, &self.norm_out.forward(&h)?.silu()?)
     }
 }
 
@@ -209,17 +211,17 @@ impl Decoder {
     }
 
     fn forward(&self, z: &Tensor) -> Result<Tensor> {
-        let mut h = self.mid.forward(&self.conv_in.forward(z)?)?;
+        let mut h = self.mid.forward(&conv::forward(&self.conv_in, z)?)?;
         for level in self.levels.iter().rev() {
             for block in &level.blocks {
                 h = block.forward(&h)?;
             }
             if let Some(conv) = &level.upsample {
                 let (_, _, hh, ww) = h.dims4()?;
-                h = conv.forward(&h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
+                h = conv::forward(conv, &h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
             }
         }
-        self.conv_out.forward(&self.norm_out.forward(&h)?.silu()?)
+        conv::forward(&self.conv_out, &self.norm_out.forward(&h)?.silu()?)
     }
 }
 
@@ -251,12 +253,12 @@ impl AutoencoderKl {
     /// (B, embed_dim, h, w) → (B, 3, 8h, 8w), nominally in [-1, 1].
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
         let z = (latent * (1.0 / self.config.scale_factor))?;
-        self.decoder.forward(&self.post_quant_conv.forward(&z)?)
+        self.decoder.forward(&conv::forward(&self.post_quant_conv, &z)?)
     }
 
     /// Pixels in [-1, 1], (B, 3, H, W) → posterior mean x scale_factor, (B, embed_dim, H/8, W/8).
     pub fn encode(&self, pixels: &Tensor) -> Result<Tensor> {
-        let moments = self.quant_conv.forward(&self.encoder.forward(pixels)?)?;
+        let moments = conv::forward(&self.quant_conv, &self.encoder.forward(pixels)?)?;
         let mean = moments.narrow(1, 0, self.config.embed_dim)?;
         mean * self.config.scale_factor
     }

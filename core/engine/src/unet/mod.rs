@@ -13,6 +13,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
 use crate::config::UnetConfig;
+use crate::conv;
 use crate::norm::GroupNorm32;
 pub use resblock::ResBlock;
 pub use timestep::timestep_embedding;
@@ -44,14 +45,14 @@ impl Block {
         let mut x = x.clone();
         for layer in &self.0 {
             x = match layer {
-                Layer::Conv(conv) | Layer::Downsample(conv) => conv.forward(&x)?,
+                Layer::Conv(c) | Layer::Downsample(c) => conv::forward(c, &x)?,
                 Layer::Res(res) => res.forward(&x, emb)?,
                 Layer::Attention(attn) => attn.forward(&x, context)?,
-                Layer::Upsample(conv) => {
+                Layer::Upsample(c) => {
                     let (_, _, h, w) = x.dims4()?;
                     // x2 normally; odd latent sizes need the skip's size (e.g. 5 -> 9, not 10).
                     let (th, tw) = upsample_to.unwrap_or((2 * h, 2 * w));
-                    conv.forward(&x.upsample_nearest2d(th, tw)?)?
+                    conv::forward(c, &x.upsample_nearest2d(th, tw)?)?
                 }
             };
         }
@@ -222,6 +223,6 @@ impl UNetModel {
             let upsample_to = skips.last().map(|s| s.dims4()).transpose()?.map(|(_, _, sh, sw)| (sh, sw));
             h = block.forward(&h, &emb, &context, upsample_to)?;
         }
-        self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)
+        conv::forward(&self.out_conv, &self.out_norm.forward(&h)?.silu()?)
     }
 }

@@ -3,6 +3,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Linear, VarBuilder};
 
+use crate::conv;
 use crate::norm::GroupNorm32;
 
 const GROUPS: usize = 32;
@@ -38,12 +39,12 @@ impl ResBlock {
 
     /// `x`: (B, C_in, H, W), `emb`: (B, E) time embedding (before SiLU).
     pub fn forward(&self, x: &Tensor, emb: &Tensor) -> Result<Tensor> {
-        let h = self.in_conv.forward(&self.in_norm.forward(x)?.silu()?)?;
+        let h = conv::forward(&self.in_conv, &self.in_norm.forward(x)?.silu()?)?;
         let e = self.emb_proj.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
         let h = h.broadcast_add(&e)?;
-        let h = self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)?;
+        let h = conv::forward(&self.out_conv, &self.out_norm.forward(&h)?.silu()?)?;
         match &self.skip {
-            Some(skip) => skip.forward(x)? + h,
+            Some(skip) => conv::forward(skip, x)? + h,
             None => x + h,
         }
     }

@@ -1,0 +1,90 @@
+//! Convolutions whose working memory stays bounded at any image size.
+//!
+//! candle's CPU `conv2d` lowers a convolution to one matrix product over an im2col buffer of
+//! `out_h · out_w · c_in · k_h · k_w` values: 19 GB for a 3×3 convolution over 128 channels of a
+//! 2048² image (the VAE's last block when the hires fix decodes 2× of 1024²), where the weights
+//! and activations are a fraction of that. [`forward`] computes such a convolution over strips of
+//! output rows, each reading its input rows plus the kernel's reach, so no buffer exceeds
+//! [`MAX_COLUMN_BYTES`]; every output pixel is the same sum of the same products as in one pass.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Module};
+
+/// Largest im2col buffer one convolution call may need (256 MiB).
+pub const MAX_COLUMN_BYTES: usize = 256 << 20;
+
+/// `conv.forward(x)` with its im2col buffer bounded by [`MAX_COLUMN_BYTES`].
+pub fn forward(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    forward_bounded(conv, x, MAX_COLUMN_BYTES)
+}
+
+fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor> {
+    let cfg = *conv.config();
+    let (batch, c_in, h, w) = x.dims4()?;
+    let (_, _, kh, kw) = conv.weight().dims4()?;
+    if cfg.groups != 1 || cfg.dilation != 1 || h + 2 * cfg.padding < kh || w + 2 * cfg.padding < kw {
+        return conv.forward(x);
+    }
+    let (p, s) = (cfg.padding, cfg.stride.max(1));
+    let out_h = (h + 2 * p - kh) / s + 1;
+    let out_w = (w + 2 * p - kw) / s + 1;
+    let row_bytes = batch * out_w * c_in * kh * kw * x.dtype().size_in_bytes();
+    if out_h * row_bytes <= max_bytes {
+        return conv.forward(x);
+    }
+    let rows = (max_bytes / row_bytes.max(1)).max(1);
+    let padded = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
+    let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
+    let mut strips = Vec::with_capacity(out_h.div_ceil(rows));
+    for first in (0..out_h).step_by(rows) {
+        let last = (first + rows).min(out_h) - 1;
+        let (from, to) = (first * s, last * s + kh);
+        strips.push(unpadded.forward(&padded.narrow(2, from, to - from)?)?);
+    }
+    Tensor::cat(&strips, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn conv(c_in: usize, c_out: usize, k: usize, cfg: Conv2dConfig) -> Conv2d {
+        let dev = Device::Cpu;
+        let weight = Tensor::randn(0f32, 1.0, (c_out, c_in, k, k), &dev).unwrap();
+        let bias = Tensor::randn(0f32, 1.0, c_out, &dev).unwrap();
+        Conv2d::new(weight, Some(bias), cfg)
+    }
+
+    #[test]
+    fn strips_give_the_whole_convolution() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 37, 23), &Device::Cpu).unwrap();
+        let cases = [
+            (3, Conv2dConfig { padding: 1, ..Default::default() }),
+            (3, Conv2dConfig { stride: 2, ..Default::default() }),
+            (1, Conv2dConfig::default()),
+            (5, Conv2dConfig { padding: 2, stride: 2, ..Default::default() }),
+        ];
+        for (k, cfg) in cases {
+            let c = conv(3, 4, k, cfg);
+            let whole = c.forward(&x).unwrap();
+            // A bound of one output row's columns: every row is its own strip.
+            let tiny = forward_bounded(&c, &x, 1).unwrap();
+            let few = forward_bounded(&c, &x, 2 * 23 * 3 * k * k * 4 * 5).unwrap();
+            for strips in [tiny, few] {
+                assert_eq!(strips.dims(), whole.dims(), "k {k} {cfg:?}");
+                let diff = (&strips - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                // Each output pixel is the same dot product in the same order: bit for bit.
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "k {k} {cfg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn small_inputs_take_one_pass() {
+        let c = conv(4, 4, 3, Conv2dConfig { padding: 1, ..Default::default() });
+        let x = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
+        let diff = (forward(&c, &x).unwrap() - c.forward(&x).unwrap()).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+}
