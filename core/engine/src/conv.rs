@@ -44,6 +44,47 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     Tensor::cat(&strips, 2)
 }
 
+/// `conv.forward(&x.upsample_nearest2d(2h, 2w))` (the VAE decoder's upsampling) without the
+/// full-size upsampled tensor when it would be large: each strip of output rows upsamples only the
+/// input rows it reads. Nearest 2× copies row `r` from row `r / 2` either way, so the values are
+/// the same. Other convolutions than stride 1 with symmetric padding take the plain path.
+pub fn forward_upsampled_2x(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    upsampled_2x_bounded(conv, x, MAX_COLUMN_BYTES)
+}
+
+fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor> {
+    let cfg = *conv.config();
+    let (batch, c_in, h, w) = x.dims4()?;
+    let (_, _, kh, kw) = conv.weight().dims4()?;
+    let (th, tw) = (2 * h, 2 * w);
+    let upsampled_bytes = batch * c_in * th * tw * x.dtype().size_in_bytes();
+    let plain = cfg.stride != 1 || cfg.groups != 1 || cfg.dilation != 1 || th + 2 * cfg.padding < kh;
+    if plain || upsampled_bytes <= max_bytes {
+        return forward_bounded(conv, &x.upsample_nearest2d(th, tw)?, max_bytes);
+    }
+    let p = cfg.padding;
+    let out_h = th + 2 * p - kh + 1;
+    let out_w = tw + 2 * p - kw + 1;
+    // Per output row: its im2col row and its share of the upsampled input.
+    let row_bytes = batch * x.dtype().size_in_bytes() * (out_w * c_in * kh * kw + c_in * tw);
+    let rows = (max_bytes / row_bytes.max(1)).max(1);
+    let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
+    let mut strips = Vec::with_capacity(out_h.div_ceil(rows));
+    for first in (0..out_h).step_by(rows) {
+        let last = (first + rows).min(out_h) - 1;
+        // Rows of the upsampled image (before padding) this strip reads, clamped to the image.
+        let (want_from, want_to) = (first as isize - p as isize, (last + kh) as isize - p as isize);
+        let (from, to) = (want_from.max(0) as usize, (want_to.min(th as isize)).max(0) as usize);
+        let (low_from, low_to) = (from / 2, to.div_ceil(2));
+        let up = x.narrow(2, low_from, low_to - low_from)?.upsample_nearest2d(2 * (low_to - low_from), tw)?;
+        let up = up.narrow(2, from - 2 * low_from, to - from)?;
+        let (top, bottom) = ((from as isize - want_from) as usize, (want_to - to as isize) as usize);
+        let strip = up.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
+        strips.push(unpadded.forward(&strip)?);
+    }
+    Tensor::cat(&strips, 2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +117,21 @@ mod tests {
                 let diff = (&strips - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
                 // Each output pixel is the same dot product in the same order: bit for bit.
                 assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "k {k} {cfg:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn upsampling_strips_give_the_whole_upsampled_convolution() {
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 7), &Device::Cpu).unwrap();
+        for (k, p) in [(3, 1), (1, 0), (5, 2)] {
+            let c = conv(3, 4, k, Conv2dConfig { padding: p, ..Default::default() });
+            let whole = c.forward(&x.upsample_nearest2d(22, 14).unwrap()).unwrap();
+            for bound in [1, 2 * 3 * 14 * 4 * 3, 2 * 3 * 14 * 4 * 40] {
+                let strips = upsampled_2x_bounded(&c, &x, bound).unwrap();
+                assert_eq!(strips.dims(), whole.dims(), "k {k} bound {bound}");
+                let diff = (&strips - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+                assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "k {k} bound {bound}");
             }
         }
     }

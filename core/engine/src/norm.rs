@@ -1,21 +1,85 @@
 //! GroupNorm that always normalises in f32 (LDM's `GroupNorm32`), so f16 models stay stable.
+//!
+//! Large inputs are normalised a few groups at a time: candle's GroupNorm keeps several
+//! full-size temporaries alive (the centred input, its square, the normalised values, the scaled
+//! and the shifted ones), 16 GB at once for 256 channels of a 2048² image. Groups are independent
+//! (statistics per batch item and group), so a slice of whole groups gives the same values bit for
+//! bit while the temporaries stay the size of the slice.
 
 use candle_core::{DType, Module, Result, Tensor};
-use candle_nn::{GroupNorm, VarBuilder};
+use candle_nn::{GroupNorm, Init, VarBuilder};
 
-pub struct GroupNorm32(GroupNorm);
+/// Inputs above this many bytes (in f32) are normalised in slices of whole groups.
+const MAX_SLICE_BYTES: usize = 256 << 20;
+
+pub struct GroupNorm32 {
+    whole: GroupNorm,
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    channels: usize,
+    eps: f64,
+}
 
 impl GroupNorm32 {
     pub fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
         // Load the affine parameters in f32 so the whole normalisation runs in f32.
         let vb = vb.set_dtype(DType::F32);
-        Ok(Self(candle_nn::group_norm(groups, channels, eps, vb)?))
+        let weight = vb.get_with_hints(channels, "weight", Init::Const(1.))?;
+        let bias = vb.get_with_hints(channels, "bias", Init::Const(0.))?;
+        let whole = GroupNorm::new(weight.clone(), bias.clone(), channels, groups, eps)?;
+        Ok(Self { whole, weight, bias, groups, channels, eps })
+    }
+
+    fn forward_sliced(&self, x: &Tensor, max_bytes: usize) -> Result<Tensor> {
+        let bytes = x.elem_count() * DType::F32.size_in_bytes();
+        if bytes <= max_bytes || self.groups <= 1 {
+            return self.whole.forward(x);
+        }
+        let per_group = self.channels / self.groups;
+        let groups_per_slice = (self.groups * max_bytes / bytes).clamp(1, self.groups);
+        let mut slices = Vec::with_capacity(self.groups.div_ceil(groups_per_slice));
+        for first in (0..self.groups).step_by(groups_per_slice) {
+            let n = groups_per_slice.min(self.groups - first);
+            let (c0, cn) = (first * per_group, n * per_group);
+            let norm = GroupNorm::new(self.weight.narrow(0, c0, cn)?, self.bias.narrow(0, c0, cn)?, cn, n, self.eps)?;
+            slices.push(norm.forward(&x.narrow(1, c0, cn)?.contiguous()?)?);
+        }
+        Tensor::cat(&slices, 1)
     }
 }
 
 impl Module for GroupNorm32 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dtype = x.dtype();
-        self.0.forward(&x.to_dtype(DType::F32)?)?.to_dtype(dtype)
+        self.forward_sliced(&x.to_dtype(DType::F32)?, MAX_SLICE_BYTES)?.to_dtype(dtype)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn slices_of_groups_give_the_whole_normalisation() {
+        let dev = Device::Cpu;
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let norm = GroupNorm32::new(8, 32, 1e-6, vb).unwrap();
+        // Non-trivial affine parameters.
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            let values = Tensor::randn(0f32, 1.0, 32, &dev).unwrap();
+            var.set(&values).unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        let norm =
+            GroupNorm32 { whole: GroupNorm::new(norm.weight.clone(), norm.bias.clone(), 32, 8, 1e-6).unwrap(), ..norm };
+        let x = (Tensor::randn(0f32, 3.0, (2, 32, 9, 7), &dev).unwrap() + 0.5).unwrap();
+        let whole = norm.forward_sliced(&x, usize::MAX).unwrap();
+        for bound in [1, 2 * 32 * 63 * 4 / 3, 2 * 32 * 63 * 4 / 2] {
+            let sliced = norm.forward_sliced(&x, bound).unwrap();
+            let diff = (&sliced - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "bound {bound}");
+        }
     }
 }

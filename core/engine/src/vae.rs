@@ -217,8 +217,7 @@ impl Decoder {
                 h = block.forward(&h)?;
             }
             if let Some(conv) = &level.upsample {
-                let (_, _, hh, ww) = h.dims4()?;
-                h = conv::forward(conv, &h.upsample_nearest2d(2 * hh, 2 * ww)?)?;
+                h = conv::forward_upsampled_2x(conv, &h)?;
             }
         }
         conv::forward(&self.conv_out, &self.norm_out.forward(&h)?.silu()?)
