@@ -16,7 +16,7 @@ use std::pin::Pin;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{JobRecord, JobState, load, now, persist, record_key};
+use super::{JobRecord, JobState, load, now, persist, put_record};
 use crate::app::AppState;
 use sdapi_core::store::PutOptions;
 
@@ -122,14 +122,7 @@ pub async fn hand_off(
 /// The record in the store, failures surfaced (unlike [`persist`], which only logs them: here
 /// a lost record would lose the job).
 async fn store_record(s: &AppState, record: &JobRecord) -> Result<(), HandOffError> {
-    let body = serde_json::to_vec(record).map_err(|e| HandOffError::Store(e.to_string()))?;
-    let options = PutOptions { content_type: "application/json".into(), ..Default::default() };
-    s.outputs
-        .store
-        .put(&record_key(&record.id), body, options)
-        .await
-        .map(|_| ())
-        .map_err(|e| HandOffError::Store(e.to_string()))
+    put_record(s, record).await.map_err(HandOffError::Store)
 }
 
 /// The hand-off in a queue message body, if it is one.
@@ -174,16 +167,7 @@ where
     };
     // Cancelled while it ran (another invocation's DELETE): the result is kept, the state stays.
     let cancelled = matches!(load(s, &record.id).await, Some(r) if r.state == JobState::Cancelled);
-    record.state = if cancelled {
-        JobState::Cancelled
-    } else if status.is_success() {
-        JobState::Succeeded
-    } else {
-        JobState::Failed
-    };
-    record.status_code = Some(status.as_u16());
-    record.result = Some(body);
-    record.finished = Some(now());
+    record.finish(status, body, cancelled);
     store_record(s, &record).await?;
     if let Some(done) = super::deliver_webhook(s, record).await {
         persist(s, &done).await;

@@ -75,6 +75,21 @@ impl JobRecord {
             webhook: webhook.map(|url| WebhookReport { url, attempts: 0, delivered: false, error: None }),
         }
     }
+
+    /// The job ended with the synchronous call's status and body: `cancelled` when a cancellation
+    /// was asked for meanwhile (the result is kept), else succeeded or failed by the status.
+    pub fn finish(&mut self, status: StatusCode, body: Value, cancelled: bool) {
+        self.state = if cancelled {
+            JobState::Cancelled
+        } else if status.is_success() {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        };
+        self.status_code = Some(status.as_u16());
+        self.result = Some(body);
+        self.finished = Some(now());
+    }
 }
 
 struct Entry {
@@ -197,16 +212,7 @@ impl Jobs {
     fn finish(&self, id: &str, status: StatusCode, body: Value) -> Option<JobRecord> {
         self.with(|map, _| {
             let e = map.get_mut(id)?;
-            e.record.state = if e.cancel_requested {
-                JobState::Cancelled
-            } else if status.is_success() {
-                JobState::Succeeded
-            } else {
-                JobState::Failed
-            };
-            e.record.status_code = Some(status.as_u16());
-            e.record.result = Some(body);
-            e.record.finished = Some(now());
+            e.record.finish(status, body, e.cancel_requested);
             Some(e.record.clone())
         })
     }
@@ -259,9 +265,7 @@ pub async fn submit<F>(
 where
     F: std::future::Future<Output = Answer> + Send + 'static,
 {
-    if let Some(url) = &webhook {
-        webhook::check_destination(url, s.config.jobs.webhooks.allow_private).await?;
-    }
+    check_webhook(s, webhook.as_deref()).await?;
     let record = s.jobs.insert(id, kind, task_id, webhook);
     persist(s, &record).await;
     let (state, id) = (s.clone(), record.id.clone());
@@ -312,11 +316,24 @@ pub async fn load(s: &AppState, id: &str) -> Option<JobRecord> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Writes the record to the output store (failures are logged: the in-memory record still answers).
-async fn persist(s: &AppState, record: &JobRecord) {
-    let Ok(body) = serde_json::to_vec(record) else { return };
+/// A request's webhook destination, checked when the request arrives (a refused one is a 422).
+pub async fn check_webhook(s: &AppState, url: Option<&str>) -> Result<(), webhook::DestinationError> {
+    match url {
+        Some(url) => webhook::check_destination(url, s.config.jobs.webhooks.allow_private).await,
+        None => Ok(()),
+    }
+}
+
+/// Writes the record to the output store as `jobs/{id}.json`.
+async fn put_record(s: &AppState, record: &JobRecord) -> Result<(), String> {
+    let body = serde_json::to_vec(record).map_err(|e| e.to_string())?;
     let options = PutOptions { content_type: "application/json".into(), ..Default::default() };
-    if let Err(e) = s.outputs.store.put(&record_key(&record.id), body, options).await {
+    s.outputs.store.put(&record_key(&record.id), body, options).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// [`put_record`] where a failure is only logged: the in-memory record still answers.
+async fn persist(s: &AppState, record: &JobRecord) {
+    if let Err(e) = put_record(s, record).await {
         tracing::warn!(job = %record.id, "job record not stored: {e}");
     }
 }

@@ -95,11 +95,7 @@ async fn hand_off(
     let id = jobs::new_id();
     let task_id = request.forced_task_id().unwrap_or_else(|| id.clone());
     let webhook = jobs::webhook_url(headers);
-    if let Some(url) = &webhook {
-        jobs::webhook::check_destination(url, s.config.jobs.webhooks.allow_private)
-            .await
-            .map_err(|e| ApiError::http(422, e.to_string()))?;
-    }
+    jobs::check_webhook(s, webhook.as_deref()).await.map_err(|e| ApiError::http(422, e.to_string()))?;
     let record = jobs::JobRecord::queued(id, request.name(), webhook);
     let bytes = serde_json::to_vec(body).map_err(|e| ApiError::http(500, e.to_string()))?;
     let record = jobs::handoff::hand_off(s, queue, record, task_id, bytes).await.map_err(|e| {

@@ -8,9 +8,11 @@
 use serde_json::{Map, Value};
 
 use sdapi_protocol::api::errors::ApiError;
+use sdapi_protocol::api::options::Options;
 use sdapi_protocol::api::request::Img2ImgRequest;
+use sdapi_protocol::images::annotations::{AnnotationError, GridColors};
 use sdapi_protocol::images::grid::{combine_grid, split_grid};
-use sdapi_protocol::images::{BuiltinUpscaler, Raster};
+use sdapi_protocol::images::{BuiltinUpscaler, Raster, parse_hex_color};
 
 mod outpainting;
 mod prompt_matrix;
@@ -149,6 +151,24 @@ fn image_grid(images: &[RgbImage], rows: usize, background: [u8; 3]) -> RgbImage
     RgbImage { width: gw as u32, height: gh as u32, pixels }
 }
 
+/// The grid colour options in force (`grid_text_active_color`, `grid_text_inactive_color`,
+/// `grid_background_color`), A1111's defaults where unset or unreadable.
+fn grid_colors(opts: &Options) -> GridColors {
+    let defaults = GridColors::default();
+    let color =
+        |key: &str, default: [u8; 3]| opts.get(key).and_then(Value::as_str).map(parse_hex_color).unwrap_or(default);
+    GridColors {
+        active: color("grid_text_active_color", defaults.active),
+        inactive: color("grid_text_inactive_color", defaults.inactive),
+        background: color("grid_background_color", defaults.background),
+    }
+}
+
+/// A labelled grid that does not add up (A1111 asserts the label counts): its AssertionError.
+fn annotation_error(e: AnnotationError) -> ApiError {
+    ApiError::python("AssertionError", e.to_string())
+}
+
 /// Runs "Loopback" (`script_args` = [loops, final denoising strength, curve, interrogation]).
 pub async fn loopback(
     ctx: &ProcessingContext,
@@ -249,8 +269,7 @@ pub async fn loopback(
     // A1111's `history` holds exactly the images returned: every loop's with one batch, each
     // batch's last with several; when more than one, their grid comes first.
     if all_images.len() > 1 && first.options.get("return_grid").and_then(Value::as_bool).unwrap_or(true) {
-        let background = first.options.get("grid_background_color").and_then(Value::as_str).unwrap_or("#ffffff");
-        let grid = image_grid(&all_images, 1, sdapi_protocol::images::parse_hex_color(background));
+        let grid = image_grid(&all_images, 1, grid_colors(&first.options).background);
         all_images.insert(0, grid);
     }
     let initial_seed = first.all_seeds.first().copied().unwrap_or(initial_seed_request);

@@ -6,10 +6,9 @@
 use serde_json::{Map, Value};
 
 use sdapi_protocol::api::errors::ApiError;
-use sdapi_protocol::images::annotations::{GridColors, draw_prompt_matrix};
-use sdapi_protocol::images::parse_hex_color;
+use sdapi_protocol::images::annotations::draw_prompt_matrix;
 
-use super::{image_grid, patch_info, with_fields};
+use super::{annotation_error, grid_colors, image_grid, patch_info, with_fields};
 use crate::processing::{
     GenerationRequest, ImagePlan, Processed, ProcessingContext, fixed_seed, process_images_planned,
 };
@@ -158,21 +157,12 @@ pub async fn prompt_matrix(ctx: &ProcessingContext, request: GenerationRequest) 
     if processed.images.len() != prompts.len() {
         return Ok(processed);
     }
-    let option_color = |key: &str, default: [u8; 3]| {
-        processed.options.get(key).and_then(Value::as_str).map(parse_hex_color).unwrap_or(default)
-    };
-    let defaults = GridColors::default();
-    let colors = GridColors {
-        active: option_color("grid_text_active_color", defaults.active),
-        inactive: option_color("grid_text_inactive_color", defaults.inactive),
-        background: option_color("grid_background_color", defaults.background),
-    };
+    let colors = grid_colors(&processed.options);
     let first = &processed.images[0];
     let cell = (first.width as usize, first.height as usize);
     let grid = image_grid(&processed.images, 1 << ((parts.len() - 1) / 2), colors.background);
     let labels: Vec<String> = parts.iter().map(|s| s.to_string()).collect();
-    let grid = draw_prompt_matrix(&grid.to_raster(), cell, &labels, args.margin, colors)
-        .map_err(|e| ApiError::python("AssertionError", e.to_string()))?;
+    let grid = draw_prompt_matrix(&grid.to_raster(), cell, &labels, args.margin, colors).map_err(annotation_error)?;
     processed.images.insert(0, RgbImage::from_raster(grid));
     let first_infotext = processed.infotexts.first().cloned().unwrap_or_default();
     processed.infotexts.insert(0, first_infotext);

@@ -10,13 +10,12 @@ use serde_json::{Map, Value};
 
 use sdapi_protocol::api::errors::ApiError;
 use sdapi_protocol::choices::SamplerKind;
-use sdapi_protocol::images::annotations::{GridAnnotation, GridColors, draw_grid_annotations};
-use sdapi_protocol::images::parse_hex_color;
+use sdapi_protocol::images::annotations::{GridAnnotation, draw_grid_annotations};
 use sdapi_protocol::infotext::writer::quote;
 use sdapi_protocol::python_json::float_repr;
 
 use super::xyz_values::{AxisValueError, csv_join, csv_values, float_values, int_values, permutations};
-use super::{image_grid, patch_info, with_fields};
+use super::{annotation_error, grid_colors, image_grid, patch_info, with_fields};
 use crate::processing::{GenerationRequest, Processed, ProcessingContext, fixed_seed, process_images_with};
 use crate::runner::RgbImage;
 
@@ -665,7 +664,7 @@ pub async fn xyz_plot(ctx: &ProcessingContext, request: GenerationRequest) -> Re
         all_seeds.push(r.as_ref().and_then(|p| p.all_seeds.first().copied()).unwrap_or(-1));
         all_prompts.push(r.as_ref().map_or(Value::Null, prompt_of));
     }
-    let colors = grid_colors(&template);
+    let colors = grid_colors(&template.options);
     let hor: Vec<Vec<GridAnnotation>> = labels[0].iter().map(|l| vec![GridAnnotation::new(l.clone(), true)]).collect();
     let ver: Vec<Vec<GridAnnotation>> = labels[1].iter().map(|l| vec![GridAnnotation::new(l.clone(), true)]).collect();
     let per_z = lens[0] * lens[1];
@@ -676,7 +675,7 @@ pub async fn xyz_plot(ctx: &ProcessingContext, request: GenerationRequest) -> Re
         if args.draw_legend {
             let cell = max_size(cells_of_z);
             let annotated = draw_grid_annotations(&grid.to_raster(), cell, &hor, &ver, args.margin, colors)
-                .map_err(|e| ApiError::python("AssertionError", e.to_string()))?;
+                .map_err(annotation_error)?;
             grid = RgbImage::from_raster(annotated);
         }
         images.insert(z, grid);
@@ -697,7 +696,7 @@ pub async fn xyz_plot(ctx: &ProcessingContext, request: GenerationRequest) -> Re
             0,
             colors,
         )
-        .map_err(|e| ApiError::python("AssertionError", e.to_string()))?;
+        .map_err(annotation_error)?;
         z_grid = RgbImage::from_raster(annotated);
     }
     images.insert(0, z_grid);
@@ -755,19 +754,6 @@ fn max_size(images: &[RgbImage]) -> (usize, usize) {
     let w = images.iter().map(|i| i.width).max().unwrap_or(0) as usize;
     let h = images.iter().map(|i| i.height).max().unwrap_or(0) as usize;
     (w, h)
-}
-
-/// The grid colour options in force for the request.
-fn grid_colors(p: &Processed) -> GridColors {
-    let defaults = GridColors::default();
-    let color = |key: &str, default: [u8; 3]| {
-        p.options.get(key).and_then(Value::as_str).map(parse_hex_color).unwrap_or(default)
-    };
-    GridColors {
-        active: color("grid_text_active_color", defaults.active),
-        inactive: color("grid_text_inactive_color", defaults.inactive),
-        background: color("grid_background_color", defaults.background),
-    }
 }
 
 #[cfg(test)]
