@@ -158,8 +158,9 @@ async fn listings_answer_with_a1111_data() {
     let v = body_json(send(&app, get("/sdapi/v1/schedulers")).await.1).await;
     assert_eq!(v.as_array().unwrap().len(), 12);
     let v = body_json(send(&app, get("/sdapi/v1/sd-models")).await.1).await;
-    assert_eq!(v[0]["title"], "tiny-sd15.safetensors [7037055cdc]");
-    assert_eq!(v[0]["model_name"], "tiny-sd15");
+    let names: Vec<&str> = v.as_array().unwrap().iter().map(|m| m["model_name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["demo-shapes", "tiny-sd15", "tiny-sd2v", "tiny-sdxl"]);
+    assert_eq!(v[1]["title"], "tiny-sd15.safetensors [7037055cdc]");
 }
 
 #[tokio::test]

@@ -37,6 +37,7 @@ SUITES = [
     "test_jobs",
     "test_load",
     "test_upscalers",
+    "test_demo_model",
     "test_parity_fixtures",
     "test_cargo_lambda",
 ]

@@ -1,7 +1,7 @@
 """The `webuiapi` PyPI client against our server: the discovery calls real front-ends make first.
 
 Expected values are A1111 v1.10.1's (docs/a1111-behaviour.md §2.1, §2.7, §2.8, §5.1, §5.2)
-for an install whose only checkpoint is the bundled tiny-sd15.
+for an install running the bundled tiny-sd15.
 """
 from __future__ import annotations
 
@@ -41,9 +41,11 @@ def test_schedulers(ctx):
 
 def test_sd_models_lists_bundled_checkpoint(ctx):
     models = client(ctx).get_sd_models()
-    # samples/models bundles the tiny SD-1.5, SD-2 (v) and SDXL parity models, listed by name.
-    assert [x["model_name"] for x in models] == ["tiny-sd15", "tiny-sd2v", "tiny-sdxl"], models
-    m = models[0]
+    # samples/models bundles the trained demo model and the tiny SD-1.5, SD-2 (v) and SDXL parity
+    # models, listed by name; the harness selects tiny-sd15.
+    assert [x["model_name"] for x in models] == ["demo-shapes", "tiny-sd15", "tiny-sd2v", "tiny-sdxl"], models
+    assert models[0]["config"].endswith("demo-shapes.yaml"), models[0]
+    m = models[1]
     assert m["title"] == MODEL_TITLE
     assert m["model_name"] == MODEL_NAME
     assert m["hash"] == MODEL_HASH
@@ -51,8 +53,8 @@ def test_sd_models_lists_bundled_checkpoint(ctx):
     assert m["filename"].endswith("tiny-sd15.safetensors"), m["filename"]
     # The sidecar config beside the file is reported, as A1111 does.
     assert m["config"].endswith("tiny-sd15.yaml"), m["config"]
-    assert client(ctx).util_get_model_names()[0] == MODEL_TITLE
-    assert models[1]["config"].endswith("tiny-sd2v.yaml"), models[1]
+    assert client(ctx).util_get_model_names()[1] == MODEL_TITLE
+    assert models[2]["config"].endswith("tiny-sd2v.yaml"), models[2]
 
 
 def test_options_round_trip_send_seed(ctx):
