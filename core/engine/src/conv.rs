@@ -35,13 +35,18 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     let rows = (max_bytes / row_bytes.max(1)).max(1);
     let padded = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
     let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
-    let mut strips = Vec::with_capacity(out_h.div_ceil(rows));
+    let out = output_for(conv, x, out_h, out_w)?;
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h) - 1;
         let (from, to) = (first * s, last * s + kh);
-        strips.push(unpadded.forward(&padded.narrow(2, from, to - from)?)?);
+        out.slice_set(&unpadded.forward(&padded.narrow(2, from, to - from)?)?.contiguous()?, 2, first)?;
     }
-    Tensor::cat(&strips, 2)
+    Ok(out)
+}
+
+/// The output tensor strips are written into (one allocation: no list of strips to concatenate).
+pub(crate) fn output_for(conv: &Conv2d, x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
+    Tensor::zeros((x.dim(0)?, conv.weight().dim(0)?, out_h, out_w), x.dtype(), x.device())
 }
 
 /// `conv.forward(&x.upsample_nearest2d(2h, 2w))` (the VAE decoder's upsampling) without the
@@ -69,7 +74,7 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
     let row_bytes = batch * x.dtype().size_in_bytes() * (out_w * c_in * kh * kw + c_in * tw);
     let rows = (max_bytes / row_bytes.max(1)).max(1);
     let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
-    let mut strips = Vec::with_capacity(out_h.div_ceil(rows));
+    let out = output_for(conv, x, out_h, out_w)?;
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h) - 1;
         // Rows of the upsampled image (before padding) this strip reads, clamped to the image.
@@ -80,9 +85,9 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
         let up = up.narrow(2, from - 2 * low_from, to - from)?;
         let (top, bottom) = ((from as isize - want_from) as usize, (want_to - to as isize) as usize);
         let strip = up.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
-        strips.push(unpadded.forward(&strip)?);
+        out.slice_set(&unpadded.forward(&strip)?.contiguous()?, 2, first)?;
     }
-    Tensor::cat(&strips, 2)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod config;
 pub mod conv;
 mod error;
 pub mod executor;
+mod fused;
 pub mod latent_upscale;
 pub mod loader;
 pub mod model;

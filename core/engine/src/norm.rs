@@ -12,6 +12,14 @@ use candle_nn::{GroupNorm, Init, VarBuilder};
 /// Inputs above this many bytes (in f32) are normalised in slices of whole groups.
 const MAX_SLICE_BYTES: usize = 256 << 20;
 
+/// Per (batch item, group) statistics of one input: what normalising any part of it needs.
+pub struct GroupStats {
+    /// (B, groups, 1)
+    mean: Tensor,
+    /// sqrt(variance + eps), (B, groups, 1)
+    denominator: Tensor,
+}
+
 pub struct GroupNorm32 {
     whole: GroupNorm,
     weight: Tensor,
@@ -45,7 +53,53 @@ impl GroupNorm32 {
             let norm = GroupNorm::new(self.weight.narrow(0, c0, cn)?, self.bias.narrow(0, c0, cn)?, cn, n, self.eps)?;
             slices.push(norm.forward(&x.narrow(1, c0, cn)?.contiguous()?)?);
         }
-        Tensor::cat(&slices, 1)
+        let out = Tensor::zeros(x.shape(), DType::F32, x.device())?;
+        let mut channel = 0;
+        for slice in slices {
+            out.slice_set(&slice, 1, channel)?;
+            channel += slice.dim(1)?;
+        }
+        Ok(out)
+    }
+
+    /// The statistics [`Module::forward`] normalises `x` (B, C, …) with, computed a few groups at
+    /// a time (bounded temporaries) with candle's GroupNorm arithmetic.
+    pub fn statistics(&self, x: &Tensor) -> Result<GroupStats> {
+        let x = x.to_dtype(DType::F32)?;
+        let (batch, channels) = (x.dim(0)?, x.dim(1)?);
+        let hidden = x.elem_count() / (batch * self.groups);
+        let per_group = channels / self.groups;
+        let bytes = x.elem_count() * DType::F32.size_in_bytes();
+        let groups_per_slice = (self.groups * MAX_SLICE_BYTES / bytes.max(1)).clamp(1, self.groups);
+        let (mut means, mut denominators) = (Vec::new(), Vec::new());
+        for first in (0..self.groups).step_by(groups_per_slice) {
+            let n = groups_per_slice.min(self.groups - first);
+            let slice = x.narrow(1, first * per_group, n * per_group)?.contiguous()?.reshape((batch, n, hidden))?;
+            let mean = (slice.sum_keepdim(2)? / hidden as f64)?;
+            let centred = slice.broadcast_sub(&mean)?;
+            let variance = (centred.sqr()?.sum_keepdim(2)? / hidden as f64)?;
+            denominators.push((variance + self.eps)?.sqrt()?);
+            means.push(mean);
+        }
+        Ok(GroupStats { mean: Tensor::cat(&means, 1)?, denominator: Tensor::cat(&denominators, 1)? })
+    }
+
+    /// Rows of an input (B, C, rows, W), normalised with the whole input's `stats`: the same values
+    /// as the same rows of [`Module::forward`] of the whole input, bit for bit (each element goes
+    /// through the same subtraction, division, scale and shift). Returned in `x`'s dtype.
+    pub fn normalise_rows(&self, x: &Tensor, stats: &GroupStats) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let (batch, channels, rows, width) = x.dims4()?;
+        let grouped = x.to_dtype(DType::F32)?.contiguous()?.reshape((
+            batch,
+            self.groups,
+            channels / self.groups * rows * width,
+        ))?;
+        let normed = grouped.broadcast_sub(&stats.mean)?.broadcast_div(&stats.denominator)?;
+        let normed = normed.reshape((batch, channels, rows, width))?;
+        let weight = self.weight.reshape((1, channels, 1, 1))?;
+        let bias = self.bias.reshape((1, channels, 1, 1))?;
+        normed.broadcast_mul(&weight)?.broadcast_add(&bias)?.to_dtype(dtype)
     }
 }
 
@@ -80,6 +134,14 @@ mod tests {
             let sliced = norm.forward_sliced(&x, bound).unwrap();
             let diff = (&sliced - &whole).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
             assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "bound {bound}");
+        }
+        // Rows normalised with the whole input's statistics are the whole normalisation's rows.
+        let stats = norm.statistics(&x).unwrap();
+        for (first, rows) in [(0, 9), (0, 1), (4, 3), (8, 1)] {
+            let part = norm.normalise_rows(&x.narrow(2, first, rows).unwrap(), &stats).unwrap();
+            let expected = whole.narrow(2, first, rows).unwrap();
+            let diff = (&part - &expected).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0, "rows {first}+{rows}");
         }
     }
 }

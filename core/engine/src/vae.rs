@@ -9,6 +9,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, VarBuilder};
 
 use crate::conv;
+use crate::fused::{Residual, norm_silu_conv};
 
 use crate::attention::multi_head_attention;
 use crate::config::VaeConfig;
@@ -47,12 +48,12 @@ impl ResnetBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = conv::forward(&self.conv1, &self.norm1.forward(x)?.silu()?)?;
-        let h = conv::forward(&self.conv2, &self.norm2.forward(&h)?.silu()?)?;
-        match &self.nin_shortcut {
-            Some(shortcut) => conv::forward(shortcut, x)? + h,
-            None => x + h,
-        }
+        let h = norm_silu_conv(&self.norm1, &self.conv1, x, Residual::None)?;
+        let skip = match &self.nin_shortcut {
+            Some(shortcut) => Residual::Projected(shortcut, x),
+            None => Residual::Identity(x),
+        };
+        norm_silu_conv(&self.norm2, &self.conv2, &h, skip)
     }
 }
 
@@ -165,7 +166,7 @@ impl Encoder {
             }
         }
         let h = self.mid.forward(&h)?;
-        conv::forward(&self.conv_out, &self.norm_out.forward(&h)?.silu()?)
+        norm_silu_conv(&self.norm_out, &self.conv_out, &h, Residual::None)
     }
 }
 
@@ -220,7 +221,7 @@ impl Decoder {
                 h = conv::forward_upsampled_2x(conv, &h)?;
             }
         }
-        conv::forward(&self.conv_out, &self.norm_out.forward(&h)?.silu()?)
+        norm_silu_conv(&self.norm_out, &self.conv_out, &h, Residual::None)
     }
 }
 

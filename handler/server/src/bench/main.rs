@@ -6,7 +6,7 @@
 //! bench --smoke                         tiny shapes, every stage once, < 30 s (CI)
 //! bench unet     [--latent 32] [--iters 5] [--warmup 1] [--arch sd15|tiny]
 //! bench ops      [--latent 32] [--iters 5]
-//! bench parts    [--latent 32] [--iters 3]   text encoder + VAE decode
+//! bench parts    [--latent 32] [--iters 3] [--warmup 1]   text encoder + VAE decode
 //! bench txt2img  [--size 256] [--steps 20] [--iters 3] [--arch sd15|tiny]
 //! bench lora     [--rank 32] [--iters 3] [--arch sd15|tiny]   load with a LoRA merged, switch sets
 //! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
@@ -90,10 +90,10 @@ fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
 
 fn parts(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let latent = args.get("latent", 32usize);
-    let iters = args.get("iters", 3);
+    let (iters, warmup) = (args.get("iters", 3), args.get("warmup", 1));
     let model = BenchModel::load(&ensure_checkpoint(arch, &args.models_dir())?)?;
-    report("text_encode", json!({"arch": arch.name(), "batch": 2}), &model.text_encode(1, iters)?);
-    report("vae_decode", json!({"arch": arch.name(), "latent": latent}), &model.vae_decode(latent, 1, iters)?);
+    report("text_encode", json!({"arch": arch.name(), "batch": 2}), &model.text_encode(warmup, iters)?);
+    report("vae_decode", json!({"arch": arch.name(), "latent": latent}), &model.vae_decode(latent, warmup, iters)?);
     Ok(())
 }
 
