@@ -67,37 +67,34 @@ def draw_shape(size: int, shape: str, colour: str, background: str, rng: np.rand
     return image.resize((size, size), Image.BOX)
 
 
+# Caption templates with their cumulative probabilities (a uniform draw picks the first row whose
+# bound exceeds it). Partial captions teach the model what each phrase means on its own, which is
+# what makes a prompt like "a red circle" (any background) or a negative prompt like "blue
+# background" work; the empty caption is the unconditional branch classifier-free guidance needs.
+CAPTIONS = (
+    (0.45, "a {colour} {shape} on a {background} background"),
+    (0.60, "a {colour} {shape}"),
+    (0.70, "{background} background"),
+    (0.77, "a {shape} on a {background} background"),
+    (0.84, "a {shape}"),
+    (0.90, "{colour}"),
+    (1.00, ""),
+)
+
+
 def caption(shape: str, colour: str, background: str, rng: np.random.Generator) -> str:
-    """A caption naming all, some or none of the image's attributes.
-
-    Partial captions teach the model what each phrase means on its own, which is what makes a
-    prompt like "a red circle" (any background) or a negative prompt like "blue background" work;
-    the empty caption is the unconditional branch classifier-free guidance needs.
-    """
+    """A caption naming all, some or none of the image's attributes (see CAPTIONS)."""
     u = rng.uniform()
-    if u < 0.45:
-        return f"a {colour} {shape} on a {background} background"
-    if u < 0.60:
-        return f"a {colour} {shape}"
-    if u < 0.70:
-        return f"{background} background"
-    if u < 0.77:
-        return f"a {shape} on a {background} background"
-    if u < 0.84:
-        return f"a {shape}"
-    if u < 0.90:
-        return f"{colour}"
-    return ""
+    template = next(text for bound, text in CAPTIONS if u < bound)
+    return template.format(shape=shape, colour=colour, background=background)
 
 
-def sample(size: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """One (image, caption) pair; the image as float32 CHW in [-1, 1]."""
+def random_attributes(rng: np.random.Generator) -> tuple[str, str, str]:
+    """(shape, colour, background) drawn uniformly, the background never the shape's colour."""
     names = list(COLOURS)
     shape = SHAPES[rng.integers(len(SHAPES))]
     colour = names[rng.integers(len(names))]
     background = names[rng.integers(len(names))]
     while background == colour:
         background = names[rng.integers(len(names))]
-    image = draw_shape(size, shape, colour, background, rng)
-    pixels = np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0
-    return pixels, caption(shape, colour, background, rng)
+    return shape, colour, background

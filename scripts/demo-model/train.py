@@ -82,14 +82,9 @@ def log(message: str) -> None:
 def make_dataset(count: int, seed: int) -> tuple[torch.Tensor, list[tuple[str, str, str]]]:
     """`count` images (N, 3, 128, 128) and their (shape, colour, background)."""
     rng = np.random.default_rng(seed)
-    names = list(shapes.COLOURS)
     images, attributes = [], []
     for _ in range(count):
-        shape = shapes.SHAPES[rng.integers(len(shapes.SHAPES))]
-        colour = names[rng.integers(len(names))]
-        background = names[rng.integers(len(names))]
-        while background == colour:
-            background = names[rng.integers(len(names))]
+        shape, colour, background = shapes.random_attributes(rng)
         image = shapes.draw_shape(IMAGE_SIZE, shape, colour, background, rng)
         images.append(np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1.0)
         attributes.append((shape, colour, background))

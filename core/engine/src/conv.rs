@@ -44,6 +44,22 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     Ok(out)
 }
 
+/// The input rows a strip of `n` output rows from `first` of a stride-1 convolution reads: rows
+/// `from..to` of an image `height` rows tall, plus `top` and `bottom` rows of zero padding.
+pub(crate) struct RowWindow {
+    pub from: usize,
+    pub to: usize,
+    pub top: usize,
+    pub bottom: usize,
+}
+
+pub(crate) fn row_window(first: usize, n: usize, kernel: usize, padding: usize, height: usize) -> RowWindow {
+    let want_from = first as isize - padding as isize;
+    let want_to = (first + n - 1 + kernel) as isize - padding as isize;
+    let (from, to) = (want_from.max(0) as usize, want_to.min(height as isize).max(0) as usize);
+    RowWindow { from, to, top: (from as isize - want_from) as usize, bottom: (want_to - to as isize) as usize }
+}
+
 /// The output tensor strips are written into (one allocation: no list of strips to concatenate).
 pub(crate) fn output_for(conv: &Conv2d, x: &Tensor, out_h: usize, out_w: usize) -> Result<Tensor> {
     Tensor::zeros((x.dim(0)?, conv.weight().dim(0)?, out_h, out_w), x.dtype(), x.device())
@@ -76,14 +92,10 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
     let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
     let out = output_for(conv, x, out_h, out_w)?;
     for first in (0..out_h).step_by(rows) {
-        let last = (first + rows).min(out_h) - 1;
-        // Rows of the upsampled image (before padding) this strip reads, clamped to the image.
-        let (want_from, want_to) = (first as isize - p as isize, (last + kh) as isize - p as isize);
-        let (from, to) = (want_from.max(0) as usize, (want_to.min(th as isize)).max(0) as usize);
+        let RowWindow { from, to, top, bottom } = row_window(first, rows.min(out_h - first), kh, p, th);
         let (low_from, low_to) = (from / 2, to.div_ceil(2));
         let up = x.narrow(2, low_from, low_to - low_from)?.upsample_nearest2d(2 * (low_to - low_from), tw)?;
         let up = up.narrow(2, from - 2 * low_from, to - from)?;
-        let (top, bottom) = ((from as isize - want_from) as usize, (want_to - to as isize) as usize);
         let strip = up.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
         out.slice_set(&unpadded.forward(&strip)?.contiguous()?, 2, first)?;
     }

@@ -12,7 +12,7 @@
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
-use crate::conv;
+use crate::conv::{self, RowWindow};
 use crate::norm::GroupNorm32;
 
 /// Inputs above this many bytes take the strip path (the same bound as the convolutions' buffers).
@@ -78,11 +78,8 @@ fn norm_silu_conv_bounded(
     let out = conv::output_for(conv, x, out_h, out_w)?;
     for first in (0..out_h).step_by(rows) {
         let n = rows.min(out_h - first);
-        // Input rows this strip reads (before padding), clamped to the image; the rest is padding.
-        let (want_from, want_to) = (first as isize - p as isize, (first + n - 1 + kh) as isize - p as isize);
-        let (from, to) = (want_from.max(0) as usize, (want_to.min(h as isize)).max(0) as usize);
+        let RowWindow { from, to, top, bottom } = conv::row_window(first, n, kh, p, h);
         let activated = norm.normalise_rows(&x.narrow(2, from, to - from)?, &stats)?.silu()?;
-        let (top, bottom) = ((from as isize - want_from) as usize, (want_to - to as isize) as usize);
         let strip = activated.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
         let strip = residual.add_rows(unpadded.forward(&strip)?, first, n)?;
         out.slice_set(&strip.contiguous()?, 2, first)?;
