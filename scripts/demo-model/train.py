@@ -131,17 +131,19 @@ def encode(vae, images: torch.Tensor) -> torch.Tensor:
     return torch.cat(latents) * SCALE_FACTOR
 
 
-def sd1_alphas_cumprod() -> torch.Tensor:
+def sd1_betas() -> torch.Tensor:
     """SD-1.x's training schedule: betas linear in sqrt from 0.00085 to 0.012 over 1000 steps."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    return torch.cumprod(1.0 - betas, dim=0)
+    return torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
+
+
+def sd1_alphas_cumprod() -> torch.Tensor:
+    return torch.cumprod(1.0 - sd1_betas(), dim=0)
 
 
 class Ema:
     """Exponential moving average of a module's parameters: smoother weights to sample with."""
 
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, module: nn.Module):
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     @torch.no_grad()
@@ -163,7 +165,7 @@ def train_diffusion(latents: torch.Tensor, attributes, steps: int, batch: int, s
     parameters = list(unet.parameters()) + list(text.parameters())
     optimiser = torch.optim.AdamW(parameters, lr=6e-4, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=6e-4, total_steps=steps, pct_start=0.05)
-    ema_unet, ema_text = Ema(unet, 0.999), Ema(text, 0.999)
+    ema_unet, ema_text = Ema(unet), Ema(text)
     alphas_cumprod = sd1_alphas_cumprod().float()
     generator = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -203,8 +205,8 @@ def train_diffusion(latents: torch.Tensor, attributes, steps: int, batch: int, s
 
 def schedule_buffers() -> dict[str, torch.Tensor]:
     """The LDM schedule buffers an SD-1.x checkpoint carries (A1111 reads `alphas_cumprod`)."""
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    betas = sd1_betas()
+    alphas_cumprod = sd1_alphas_cumprod()
     previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
     posterior_variance = betas * (1 - previous) / (1 - alphas_cumprod)
     buffers = {

@@ -29,21 +29,12 @@ pub enum Residual<'a> {
 }
 
 impl Residual<'_> {
-    /// `output + residual` over output rows `first..first + rows`.
+    /// `residual + output` over output rows `first..first + rows` (all rows: the blocks' own sum).
     fn add_rows(&self, output: Tensor, first: usize, rows: usize) -> Result<Tensor> {
         match self {
             Residual::None => Ok(output),
             Residual::Identity(x) => x.narrow(2, first, rows)? + output,
             Residual::Projected(shortcut, x) => conv::forward(shortcut, &x.narrow(2, first, rows)?)? + output,
-        }
-    }
-
-    /// The op-by-op form: `residual + output` as the blocks wrote it.
-    fn add_whole(&self, output: Tensor) -> Result<Tensor> {
-        match self {
-            Residual::None => Ok(output),
-            Residual::Identity(x) => *x + output,
-            Residual::Projected(shortcut, x) => conv::forward(shortcut, x)? + output,
         }
     }
 }
@@ -64,9 +55,11 @@ fn norm_silu_conv_bounded(
     let (batch, c_in, h, w) = x.dims4()?;
     let (_, _, kh, kw) = conv.weight().dims4()?;
     let p = cfg.padding;
-    let strided = cfg.stride != 1 || cfg.groups != 1 || cfg.dilation != 1 || h + 2 * p < kh || w + 2 * p < kw;
-    if strided || x.elem_count() * x.dtype().size_in_bytes() <= max_bytes {
-        return residual.add_whole(conv::forward(conv, &norm.forward(x)?.silu()?)?);
+    let plain = cfg.stride != 1 || cfg.groups != 1 || cfg.dilation != 1 || h + 2 * p < kh || w + 2 * p < kw;
+    if plain || x.elem_count() * x.dtype().size_in_bytes() <= max_bytes {
+        let output = conv::forward(conv, &norm.forward(x)?.silu()?)?;
+        let rows = output.dim(2)?;
+        return residual.add_rows(output, 0, rows);
     }
     let out_h = h + 2 * p - kh + 1;
     let out_w = w + 2 * p - kw + 1;

@@ -39,25 +39,25 @@ impl GroupNorm32 {
         Ok(Self { whole, weight, bias, groups, channels, eps })
     }
 
+    /// Groups normalised together when `x` takes `bytes` (in f32) and slices stay under `max_bytes`.
+    fn groups_per_slice(&self, bytes: usize, max_bytes: usize) -> usize {
+        (self.groups * max_bytes / bytes.max(1)).clamp(1, self.groups)
+    }
+
     fn forward_sliced(&self, x: &Tensor, max_bytes: usize) -> Result<Tensor> {
         let bytes = x.elem_count() * DType::F32.size_in_bytes();
         if bytes <= max_bytes || self.groups <= 1 {
             return self.whole.forward(x);
         }
         let per_group = self.channels / self.groups;
-        let groups_per_slice = (self.groups * max_bytes / bytes).clamp(1, self.groups);
-        let mut slices = Vec::with_capacity(self.groups.div_ceil(groups_per_slice));
+        let groups_per_slice = self.groups_per_slice(bytes, max_bytes);
+        // Each slice goes into the output as soon as it is computed: one full-size tensor at a time.
+        let out = Tensor::zeros(x.shape(), DType::F32, x.device())?;
         for first in (0..self.groups).step_by(groups_per_slice) {
             let n = groups_per_slice.min(self.groups - first);
             let (c0, cn) = (first * per_group, n * per_group);
             let norm = GroupNorm::new(self.weight.narrow(0, c0, cn)?, self.bias.narrow(0, c0, cn)?, cn, n, self.eps)?;
-            slices.push(norm.forward(&x.narrow(1, c0, cn)?.contiguous()?)?);
-        }
-        let out = Tensor::zeros(x.shape(), DType::F32, x.device())?;
-        let mut channel = 0;
-        for slice in slices {
-            out.slice_set(&slice, 1, channel)?;
-            channel += slice.dim(1)?;
+            out.slice_set(&norm.forward(&x.narrow(1, c0, cn)?.contiguous()?)?, 1, c0)?;
         }
         Ok(out)
     }
@@ -69,8 +69,7 @@ impl GroupNorm32 {
         let (batch, channels) = (x.dim(0)?, x.dim(1)?);
         let hidden = x.elem_count() / (batch * self.groups);
         let per_group = channels / self.groups;
-        let bytes = x.elem_count() * DType::F32.size_in_bytes();
-        let groups_per_slice = (self.groups * MAX_SLICE_BYTES / bytes.max(1)).clamp(1, self.groups);
+        let groups_per_slice = self.groups_per_slice(x.elem_count() * DType::F32.size_in_bytes(), MAX_SLICE_BYTES);
         let (mut means, mut denominators) = (Vec::new(), Vec::new());
         for first in (0..self.groups).step_by(groups_per_slice) {
             let n = groups_per_slice.min(self.groups - first);
