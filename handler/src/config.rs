@@ -24,6 +24,8 @@ pub struct Config {
     pub checkpoint: Option<String>,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
+    /// `SDAPI_DTYPE`: `auto` (f32 on the CPU, f16 on CUDA), `f32` or `f16`.
+    pub dtype: Option<String>,
     pub listen: SocketAddr,
     /// `user:pass` pairs for HTTP Basic on `/sdapi/*`.
     pub api_auth: Vec<(String, String)>,
@@ -233,6 +235,7 @@ impl Config {
             models_dir,
             checkpoint: var("SDAPI_CHECKPOINT"),
             device: var("SDAPI_DEVICE").unwrap_or_else(|| "cpu".into()),
+            dtype: var("SDAPI_DTYPE"),
             listen,
             api_auth,
             output_dir: var("SDAPI_OUTPUT_DIR").map(PathBuf::from).unwrap_or_else(|| "outputs".into()),

@@ -62,6 +62,7 @@ pub fn test_config() -> Config {
         models_dir: repo_root().join("samples/models"),
         checkpoint: Some("tiny-sd15".into()),
         device: "cpu".into(),
+        dtype: None,
         listen: "127.0.0.1:0".parse().unwrap(),
         api_auth: vec![],
         output_dir: std::env::temp_dir().join("sdapi-test-outputs"),

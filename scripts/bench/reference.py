@@ -5,7 +5,7 @@ Modes mirror `bench` (handler/server/src/bench/main.rs); every output line is on
 the same `bench` names, so scripts/bench/compare.py can pair them:
     reference.py unet    [--latent 32] [--iters 5] [--warmup 1]
     reference.py ops     [--latent 32] [--iters 5]
-    reference.py parts   [--latent 32] [--iters 3]       CLIP text encoder + VAE decode
+    reference.py parts   [--latent 32] [--iters 3]       CLIP text encoder, VAE decode, VAE encode of (8*latent)^2
     reference.py txt2img [--size 256] [--steps 20] [--iters 3]
     reference.py lora    [--iters 3] [--lora-a A --lora-b B]  the LoRA files `bench lora` wrote
 Weights: torch's default init (Linear/Conv kaiming_uniform(a=sqrt 5) = U(+-1/sqrt fan_in)) with
@@ -105,6 +105,10 @@ def bench_parts(a):
         img = vae.decode(z).sample[0]
         return ((img + 1) / 2).clamp(0, 1).mul(255).floor().to(torch.uint8).permute(1, 2, 0).numpy()
     report("vae_decode", timed(decode, 1, a.iters), arch="sd15", latent=a.latent)
+    pixels = inp(1, 3, 8 * a.latent, 8 * a.latent, seed=5)
+    # Posterior mean x scaling factor, what A1111's encode_first_stage gives for SD 1.x.
+    report("vae_encode", timed(lambda: vae.encode(pixels).latent_dist.mean * 0.18215, 1, a.iters),
+           arch="sd15", pixels=8 * a.latent)
 
 
 @torch.inference_mode()

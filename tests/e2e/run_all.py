@@ -39,6 +39,7 @@ SUITES = [
     "test_upscalers",
     "test_demo_model",
     "test_parity_fixtures",
+    "test_gpu_check",
     "test_cargo_lambda",
 ]
 

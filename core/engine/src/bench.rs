@@ -5,6 +5,7 @@
 //! compare them only with a reference measured in the same run on the same machine
 //! (`scripts/bench/reference.py`), never as absolute figures.
 
+mod generate;
 mod lora;
 mod ops;
 mod weights;
@@ -15,9 +16,10 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use generate::{GenModel, GenResult, euler_sigmas};
 pub use lora::{LoraTimes, lora_times, write_lora};
 pub use ops::{OpTiming, time_ops};
-pub use weights::{Arch, ensure_checkpoint, tensor_shapes, write_checkpoint};
+pub use weights::{Arch, ensure_checkpoint, tensor_shapes, unet_parameter_count, write_checkpoint};
 
 use sdapi_core::models_dir::ModelIndex;
 use sdapi_core::processing::{GenerationRequest, ProcessingContext, process_images};
@@ -151,6 +153,13 @@ impl BenchModel {
             let img = self.model.vae.decode(&z)?;
             Ok(to_rgb8(&img.squeeze(0)?)?)
         })
+    }
+
+    /// VAE encoder on one `pixels`×`pixels` RGB image in [-1, 1] (the hires fix's pixel-upscaler
+    /// path and img2img encode a decoded, upscaled image this way).
+    pub fn vae_encode(&self, pixels: usize, warmup: usize, iters: usize) -> Result<Samples, BenchError> {
+        let img = input(&[1, 3, pixels, pixels], 5)?;
+        Samples::measure(warmup, iters, || Ok(self.model.vae.encode(&img)?))
     }
 
     /// Text encoder on a batch of two 77-token chunks (prompt + negative prompt).

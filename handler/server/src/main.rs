@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     }
     let outputs = Outputs::from_config(&config).await;
     tracing::info!(store = %outputs.store.describe(), save_all = outputs.save_all, "output store");
-    let executor = DiffusionExecutor::new(&config.device)?;
+    let executor = DiffusionExecutor::with_dtype(&config.device, config.dtype.as_deref())?;
     let mut state = app::AppState::from_config(config.clone(), executor)?
         .with_outputs(outputs)
         .with_inspector(std::sync::Arc::new(EngineInspector::new()));

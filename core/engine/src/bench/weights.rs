@@ -16,7 +16,7 @@ use candle_nn::var_builder::SimpleBackend;
 use super::BenchError;
 use crate::clip::ClipTextModel;
 use crate::config::{ClipActivation, ClipConfig, UnetConfig, VaeConfig};
-use crate::model::SD1_UNET_HEADS;
+use crate::model::{SD_VAE_SCALE_FACTOR, SD1_UNET_HEADS, SD2_SDXL_UNET_HEADS, SDXL_VAE_SCALE_FACTOR};
 use crate::unet::UNetModel;
 use crate::vae::AutoencoderKl;
 
@@ -26,6 +26,10 @@ pub enum Arch {
     /// SD 1.5: UNet 320/640/1280/1280, 2 res blocks, attention at the first 3 levels, context
     /// 768; CLIP-L (12 layers, width 768); VAE 128/256/512/512.
     Sd15,
+    /// SDXL base: UNet 320/640/1280, transformer depths 0/2/10 (10 in the middle), 64-wide
+    /// heads, linear projections, context 2048, `label_emb` of 2816; VAE as SD 1.5 with SDXL's
+    /// latent scale. Built in memory only (`bench gen`): no single-file checkpoint is written.
+    Sdxl,
     /// SD-1.5-shaped but tiny (CI smoke): same tensor names and latent ×8 factor.
     Tiny,
 }
@@ -34,13 +38,35 @@ impl Arch {
     pub fn name(self) -> &'static str {
         match self {
             Arch::Sd15 => "sd15",
+            Arch::Sdxl => "sdxl",
             Arch::Tiny => "tiny",
         }
     }
 
+    /// `sd15`, `sdxl` or `tiny`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Arch::Sd15, Arch::Sdxl, Arch::Tiny].into_iter().find(|a| a.name() == name)
+    }
+
     pub fn unet(self) -> UnetConfig {
+        if self == Arch::Sdxl {
+            return UnetConfig {
+                in_channels: 4,
+                out_channels: 4,
+                model_channels: 320,
+                time_embed_dim: 1280,
+                channel_mult: vec![1, 2, 4],
+                num_res_blocks: vec![2; 3],
+                transformer_depth: vec![0, 2, 10],
+                transformer_depth_middle: 10,
+                context_dim: self.context_dim(),
+                use_linear_proj: true,
+                heads: SD2_SDXL_UNET_HEADS,
+                adm_in_channels: Some(2816),
+            };
+        }
         let (mc, mult, res, depth) = match self {
-            Arch::Sd15 => (320, vec![1, 2, 4, 4], vec![2; 4], vec![1, 1, 1, 0]),
+            Arch::Sd15 | Arch::Sdxl => (320, vec![1, 2, 4, 4], vec![2; 4], vec![1, 1, 1, 0]),
             Arch::Tiny => (32, vec![1, 2], vec![1; 2], vec![1, 0]),
         };
         UnetConfig {
@@ -62,13 +88,15 @@ impl Arch {
     pub fn context_dim(self) -> usize {
         match self {
             Arch::Sd15 => 768,
+            Arch::Sdxl => 2048,
             Arch::Tiny => 32,
         }
     }
 
+    /// The (first) text encoder: CLIP-L for SD 1.5 and SDXL.
     pub fn clip(self) -> ClipConfig {
         let (hidden, layers, heads) = match self {
-            Arch::Sd15 => (768, 12, 12),
+            Arch::Sd15 | Arch::Sdxl => (768, 12, 12),
             Arch::Tiny => (32, 2, 4),
         };
         ClipConfig {
@@ -86,18 +114,19 @@ impl Arch {
 
     pub fn vae(self) -> VaeConfig {
         let ch = match self {
-            Arch::Sd15 => 128,
+            Arch::Sd15 | Arch::Sdxl => 128,
             Arch::Tiny => 32,
         };
+        let full = self != Arch::Tiny;
         VaeConfig {
             in_channels: 3,
             out_channels: 3,
             ch,
-            ch_mult: if self == Arch::Sd15 { vec![1, 2, 4, 4] } else { vec![1, 1, 2, 2] },
-            num_res_blocks: if self == Arch::Sd15 { 2 } else { 1 },
+            ch_mult: if full { vec![1, 2, 4, 4] } else { vec![1, 1, 2, 2] },
+            num_res_blocks: if full { 2 } else { 1 },
             z_channels: 4,
             embed_dim: 4,
-            scale_factor: 0.18215,
+            scale_factor: if self == Arch::Sdxl { SDXL_VAE_SCALE_FACTOR } else { SD_VAE_SCALE_FACTOR },
         }
     }
 }
@@ -121,21 +150,31 @@ impl SimpleBackend for ShapeRecorder {
     }
 }
 
-/// LDM names and shapes of every tensor of `arch`'s checkpoint.
-pub fn tensor_shapes(arch: Arch) -> Result<Vec<(String, Vec<usize>)>, BenchError> {
-    let recorder = std::sync::Arc::new(ShapeRecorder::default());
-    struct Shared(std::sync::Arc<ShapeRecorder>);
-    impl SimpleBackend for Shared {
-        fn get(&self, s: Shape, n: &str, h: candle_nn::Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get(s, n, h, d, dev)
-        }
-        fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
-            self.0.get_unchecked(n, d, dev)
-        }
-        fn contains_tensor(&self, n: &str) -> bool {
-            self.0.contains_tensor(n)
-        }
+/// A backend behind an `Arc`: the VarBuilder owns its backend, and the caller still reads what
+/// the backend recorded once the model is built.
+pub(super) struct Shared<B>(pub(super) std::sync::Arc<B>);
+
+impl<B: SimpleBackend> SimpleBackend for Shared<B> {
+    fn get(&self, s: Shape, n: &str, h: candle_nn::Init, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get(s, n, h, d, dev)
     }
+    fn get_unchecked(&self, n: &str, d: DType, dev: &Device) -> candle_core::Result<Tensor> {
+        self.0.get_unchecked(n, d, dev)
+    }
+    fn contains_tensor(&self, n: &str) -> bool {
+        self.0.contains_tensor(n)
+    }
+}
+
+/// LDM names and shapes of every tensor of `arch`'s checkpoint (SD 1.5-layout archs only: an
+/// SDXL file would need both text encoders, which `bench gen` leaves out).
+pub fn tensor_shapes(arch: Arch) -> Result<Vec<(String, Vec<usize>)>, BenchError> {
+    if arch == Arch::Sdxl {
+        return Err(BenchError::Request(
+            "no SDXL checkpoint file is written; `bench gen --arch sdxl` builds it in memory".into(),
+        ));
+    }
+    let recorder = std::sync::Arc::new(ShapeRecorder::default());
     let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F32, Device::Cpu);
     UNetModel::new(arch.unet(), vb.pp("model.diffusion_model"))?;
     ClipTextModel::new(arch.clip(), vb.pp("cond_stage_model.transformer.text_model"))?;
@@ -147,12 +186,22 @@ pub fn tensor_shapes(arch: Arch) -> Result<Vec<(String, Vec<usize>)>, BenchError
     Ok(shapes)
 }
 
+/// Parameters of `arch`'s UNet, counted from the shapes its constructor asks for.
+pub fn unet_parameter_count(arch: Arch) -> Result<u64, BenchError> {
+    let recorder = std::sync::Arc::new(ShapeRecorder::default());
+    // f16 zeros: nothing is touched, and the address space reserved is half of f32's.
+    let vb = VarBuilder::from_backend(Box::new(Shared(recorder.clone())), DType::F16, Device::Cpu);
+    drop(UNetModel::new(arch.unet(), vb.pp("model.diffusion_model"))?);
+    let shapes = std::mem::take(&mut *recorder.0.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok(shapes.iter().map(|(_, dims)| dims.iter().product::<usize>() as u64).sum())
+}
+
 /// splitmix64: a tiny deterministic generator; quality is irrelevant, speed and reproducibility
 /// are what matter for 1 G parameters.
-struct SplitMix(u64);
+pub(super) struct SplitMix(pub(super) u64);
 
 impl SplitMix {
-    fn next_unit(&mut self) -> f32 {
+    pub(super) fn next_unit(&mut self) -> f32 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -165,7 +214,7 @@ impl SplitMix {
 /// Values of one tensor, initialised like PyTorch's defaults so both sides of the comparison see
 /// the same activation statistics (no denormal slow paths on one side only): norm scales 1,
 /// biases 0, matrices and kernels U(±1/√fan_in) (torch's kaiming_uniform(a=√5) for Linear/Conv).
-fn init_values(name: &str, dims: &[usize], rng: &mut SplitMix) -> Vec<half::f16> {
+pub(super) fn init_values(name: &str, dims: &[usize], rng: &mut SplitMix) -> Vec<half::f16> {
     let n: usize = dims.iter().product();
     if name.ends_with(".bias") {
         return vec![half::f16::ZERO; n];

@@ -54,11 +54,18 @@ pub struct DiffusionExecutor {
 }
 
 impl DiffusionExecutor {
-    /// `device`: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    /// `device`: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature), in the
+    /// device's default precision.
     pub fn new(device: &str) -> Result<Self, RunnerError> {
+        Self::with_dtype(device, None)
+    }
+
+    /// [`Self::new`] with the weights' and activations' precision: `f32`, `f16`, or `None`/`auto`
+    /// for the default — f32 on the CPU (f16 is slower there and A1111 parity is defined in f32),
+    /// f16 on CUDA (A1111's default half precision).
+    pub fn with_dtype(device: &str, dtype: Option<&str>) -> Result<Self, RunnerError> {
         let device = parse_device(device)?;
-        // f32 on CPU (f16 is slower there and A1111 parity is defined in f32).
-        let dtype = if device.is_cpu() { DType::F32 } else { DType::F16 };
+        let dtype = parse_dtype(dtype, &device)?;
         Ok(Self {
             device,
             dtype,
@@ -270,7 +277,18 @@ impl DiffusionExecutor {
     }
 }
 
-fn parse_device(spec: &str) -> Result<Device, RunnerError> {
+/// `auto` (or none): f32 on the CPU, f16 on a GPU; else `f32` or `f16`.
+pub fn parse_dtype(spec: Option<&str>, device: &Device) -> Result<DType, RunnerError> {
+    match spec.map(|d| d.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("auto") => Ok(if device.is_cpu() { DType::F32 } else { DType::F16 }),
+        Some("f32") | Some("float32") => Ok(DType::F32),
+        Some("f16") | Some("float16") => Ok(DType::F16),
+        Some(other) => Err(RunnerError::Model(format!("SDAPI_DTYPE {other:?}: expected auto, f32 or f16"))),
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N` → the device, opened (no silent fallback to the CPU).
+pub fn parse_device(spec: &str) -> Result<Device, RunnerError> {
     let spec = spec.trim().to_ascii_lowercase();
     if spec.is_empty() || spec == "cpu" {
         return Ok(Device::Cpu);

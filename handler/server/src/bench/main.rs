@@ -6,8 +6,11 @@
 //! bench --smoke                         tiny shapes, every stage once, < 30 s (CI)
 //! bench unet     [--latent 32] [--iters 5] [--warmup 1] [--arch sd15|tiny]
 //! bench ops      [--latent 32] [--iters 5]
-//! bench parts    [--latent 32] [--iters 3] [--warmup 1]   text encoder + VAE decode
+//! bench parts    [--latent 32] [--iters 3] [--warmup 1] [--stages text,decode,encode]   text encoder, VAE decode of a
+//!                latent×latent latent, VAE encode of the (8·latent)² image it decodes to
 //! bench txt2img  [--size 256] [--steps 20] [--iters 3] [--arch sd15|tiny]
+//! bench gen      [--arch sd15|sdxl|tiny] [--size 512] [--steps 20] [--iters 3] [--warmup 1] [--device cpu|cuda] [--dtype auto|f32|f16]
+//!                random-weight UNet + VAE built on the device: Euler CFG loop and decode (scripts/gpu-check)
 //! bench lora     [--rank 32] [--iters 3] [--arch sd15|tiny]   load with a LoRA merged, switch sets
 //! bench overhead [--iters 10] [--steps 20]   tiny bundled model through the router
 //! bench coldstart [--iters 3]                spawn `sdapi`, first image served
@@ -24,8 +27,8 @@ mod overhead;
 use std::path::PathBuf;
 
 use sdapi_engine::bench::{
-    Arch, BenchError, BenchModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, lora_times, time_ops,
-    write_lora,
+    Arch, BenchError, BenchModel, GenModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, lora_times,
+    time_ops, write_lora,
 };
 use serde_json::json;
 
@@ -51,8 +54,10 @@ impl Args {
         self.flags.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
     }
 
-    fn arch(&self) -> Arch {
-        if self.get("arch", String::from("sd15")) == "tiny" { Arch::Tiny } else { Arch::Sd15 }
+    fn arch(&self) -> Result<Arch, BenchError> {
+        let name = self.get("arch", String::from("sd15"));
+        Arch::from_name(&name)
+            .ok_or_else(|| BenchError::Request(format!("--arch {name:?}: expected sd15, sdxl or tiny")))
     }
 
     fn models_dir(&self) -> PathBuf {
@@ -91,9 +96,37 @@ fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
 fn parts(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let latent = args.get("latent", 32usize);
     let (iters, warmup) = (args.get("iters", 3), args.get("warmup", 1));
+    let stages = args.get("stages", String::from("text,decode,encode"));
+    let wants = |stage: &str| stages.split(',').any(|s| s.trim() == stage);
     let model = BenchModel::load(&ensure_checkpoint(arch, &args.models_dir())?)?;
-    report("text_encode", json!({"arch": arch.name(), "batch": 2}), &model.text_encode(warmup, iters)?);
-    report("vae_decode", json!({"arch": arch.name(), "latent": latent}), &model.vae_decode(latent, warmup, iters)?);
+    if wants("text") {
+        report("text_encode", json!({"arch": arch.name(), "batch": 2}), &model.text_encode(warmup, iters)?);
+    }
+    if wants("decode") {
+        report("vae_decode", json!({"arch": arch.name(), "latent": latent}), &model.vae_decode(latent, warmup, iters)?);
+    }
+    if wants("encode") {
+        let pixels = latent * 8;
+        report("vae_encode", json!({"arch": arch.name(), "pixels": pixels}), &model.vae_encode(pixels, warmup, iters)?);
+    }
+    Ok(())
+}
+
+/// A whole generation with random weights on `--device` in `--dtype` (what scripts/gpu-check times).
+fn generate(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let device_spec = args.get("device", String::from("cpu"));
+    let (size, steps) = (args.get("size", 512usize), args.get("steps", 20usize));
+    let model = GenModel::open(arch, &device_spec, &args.get("dtype", String::from("auto")))?;
+    let dtype = model.dtype();
+    let r = model.run(size, steps, args.get("warmup", 1), args.get("iters", 3))?;
+    let extra = json!({
+        "arch": arch.name(), "size": size, "steps": steps, "device": device_spec, "dtype": format!("{dtype:?}").to_lowercase(),
+        "build_ms": round(r.build_ms), "decode_median_ms": round(r.decode.median()), "non_finite": r.non_finite,
+        "image_std": r.image_std, "samples_ms": r.total.ms.iter().map(|m| round(*m)).collect::<Vec<_>>(),
+        "unet_params": r.unet_params, "sigmas": r.sigmas.iter().map(|(s, _)| (s * 1e6).round() / 1e6).collect::<Vec<_>>(),
+        "timesteps": r.sigmas.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+    });
+    report("gen", extra, &r.total);
     Ok(())
 }
 
@@ -166,6 +199,7 @@ async fn smoke(args: &Args) -> Result<(), BenchError> {
         report("op", json!({"op": op.name}), &op.samples);
     }
     a.flags.extend([("size".into(), "64".into()), ("steps".into(), "2".into())]);
+    generate(&a, Arch::Tiny)?;
     txt2img(&a, Arch::Tiny).await?;
     a.flags.extend([("rank".into(), "4".into())]);
     lora(&a, Arch::Tiny)?;
@@ -183,8 +217,15 @@ async fn main() {
     // Same allocator tuning as the server, so the figures are the server's.
     sdapi_server::allocator::tune_allocator();
     let args = Args::parse();
-    let arch = args.arch();
+    let arch = match args.arch() {
+        Ok(arch) => arch,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            std::process::exit(2);
+        }
+    };
     let result = match args.mode.as_str() {
+        "gen" => generate(&args, arch),
         "--smoke" | "smoke" => smoke(&args).await,
         "unet" => unet(&args, arch),
         "parts" => parts(&args, arch),

@@ -44,6 +44,7 @@ pub fn tiny_app() -> Result<(axum::Router, std::path::PathBuf), BenchError> {
         models_dir: bundled_models(),
         checkpoint: Some("tiny-sd15".into()),
         device: "cpu".into(),
+        dtype: None,
         listen: "127.0.0.1:0".parse().expect("literal address"),
         api_auth: vec![],
         output_dir: out.clone(),
@@ -61,7 +62,8 @@ pub fn tiny_app() -> Result<(axum::Router, std::path::PathBuf), BenchError> {
         preload: false,
         styles_file: bundled_models().join("styles.csv"),
     };
-    let executor = DiffusionExecutor::new(&config.device).map_err(|e| BenchError::Request(e.to_string()))?;
+    let executor = DiffusionExecutor::with_dtype(&config.device, config.dtype.as_deref())
+        .map_err(|e| BenchError::Request(e.to_string()))?;
     let state = AppState::from_config(config, executor).map_err(|e| BenchError::Request(e.to_string()))?;
     Ok((router(state), out))
 }
