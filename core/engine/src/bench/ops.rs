@@ -6,7 +6,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, GroupNorm, Linear};
 
 use super::{BenchError, Samples, input};
-use crate::attention::multi_head_attention;
+use crate::attention::{multi_head_attention, sliced_multi_head_attention};
 
 /// One op's timing (batch 2 = a CFG pair).
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,11 +48,13 @@ fn attention(
     width: usize,
     warmup: usize,
     iters: usize,
+    sliced: bool,
 ) -> Result<Samples, BenchError> {
     let q = input(&[2, tokens, width], 16)?;
     let k = input(&[2, kv_tokens, width], 17)?;
     let v = input(&[2, kv_tokens, width], 18)?;
-    Samples::measure(warmup, iters, || Ok(multi_head_attention(&q, &k, &v, 8, None)?))
+    let attend = if sliced { sliced_multi_head_attention } else { multi_head_attention };
+    Samples::measure(warmup, iters, || Ok(attend(&q, &k, &v, 8, None)?))
 }
 
 /// The ops of the first (most expensive per op) UNet levels at `latent`×`latent`.
@@ -69,8 +71,12 @@ pub fn time_ops(latent: usize, warmup: usize, iters: usize) -> Result<Vec<OpTimi
         (format!("groupnorm 320ch {l1}x{l1}"), Box::new(move || group_norm(320, l1, warmup, iters))),
         (format!("linear {t1}x320->320"), Box::new(move || linear(t1, 320, 320, warmup, iters))),
         (format!("linear {t1}x320->2560 (geglu in)"), Box::new(move || linear(t1, 320, 2560, warmup, iters))),
-        (format!("self-attn {t1} tok 320 wide"), Box::new(move || attention(t1, t1, 320, warmup, iters))),
-        (format!("cross-attn {t1}x77 tok 320 wide"), Box::new(move || attention(t1, 77, 320, warmup, iters))),
+        (format!("self-attn {t1} tok 320 wide"), Box::new(move || attention(t1, t1, 320, warmup, iters, false))),
+        (
+            format!("self-attn {t1} tok 320 wide (sliced path)"),
+            Box::new(move || attention(t1, t1, 320, warmup, iters, true)),
+        ),
+        (format!("cross-attn {t1}x77 tok 320 wide"), Box::new(move || attention(t1, 77, 320, warmup, iters, false))),
     ];
     list.into_iter().map(|(name, f)| Ok(OpTiming { name, samples: f()? })).collect()
 }
