@@ -132,14 +132,14 @@ impl SpatialTransformer {
         let to_image = |t: &Tensor| t.transpose(1, 2)?.reshape((b, c, h, w));
         let normed = self.norm.forward(x)?;
         let mut tokens = match &self.proj_in {
-            Projection::Conv(conv) => to_tokens(&conv.forward(&normed)?)?,
+            Projection::Conv(conv) => to_tokens(&crate::conv::forward(conv, &normed)?)?,
             Projection::Linear(linear) => linear.forward(&to_tokens(&normed)?)?,
         };
         for block in &self.blocks {
             tokens = block.forward(&tokens, context)?;
         }
         let out = match &self.proj_out {
-            Projection::Conv(conv) => conv.forward(&to_image(&tokens)?.contiguous()?)?,
+            Projection::Conv(conv) => crate::conv::forward(conv, &to_image(&tokens)?.contiguous()?)?,
             Projection::Linear(linear) => to_image(&linear.forward(&tokens)?)?,
         };
         out + x

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
 fn conv(tensors: &HashMap<String, Tensor>, name: &str) -> Result<Conv2d> {
@@ -33,9 +33,9 @@ impl DenseBlock {
         let mut features = vec![x.clone()];
         for conv in &self.convs[..4] {
             let input = Tensor::cat(&features, 1)?;
-            features.push(lrelu(&conv.forward(&input)?)?);
+            features.push(lrelu(&crate::conv::forward(conv, &input)?)?);
         }
-        let x5 = self.convs[4].forward(&Tensor::cat(&features, 1)?)?;
+        let x5 = crate::conv::forward(&self.convs[4], &Tensor::cat(&features, 1)?)?;
         (x5 * 0.2)? + x
     }
 }
@@ -162,17 +162,17 @@ impl RrdbNet {
 
     fn forward_inner(&self, x: &Tensor) -> Result<Tensor> {
         let x = x.clone();
-        let feat = self.conv_first.forward(&x)?;
+        let feat = crate::conv::forward(&self.conv_first, &x)?;
         let mut body = feat.clone();
         for block in &self.body {
             body = block.forward(&body)?;
         }
-        let mut feat = (feat + self.conv_body.forward(&body)?)?;
+        let mut feat = (feat + crate::conv::forward(&self.conv_body, &body)?)?;
         for conv in &self.upsample {
             let (_, _, h, w) = feat.dims4()?;
-            feat = lrelu(&conv.forward(&feat.upsample_nearest2d(h * 2, w * 2)?)?)?;
+            feat = lrelu(&crate::conv::forward(conv, &feat.upsample_nearest2d(h * 2, w * 2)?)?)?;
         }
-        self.conv_last.forward(&lrelu(&self.conv_hr.forward(&feat)?)?)
+        crate::conv::forward(&self.conv_last, &lrelu(&crate::conv::forward(&self.conv_hr, &feat)?)?)
     }
 }
 

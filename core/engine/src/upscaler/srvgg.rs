@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
 pub struct SrvggNet {
@@ -50,10 +50,10 @@ impl SrvggNet {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut out = x.clone();
         for (conv, prelu) in self.convs.iter().zip(&self.prelus) {
-            let y = conv.forward(&out)?;
+            let y = crate::conv::forward(conv, &out)?;
             out = (y.relu()? + prelu.broadcast_mul(&y.minimum(0f32)?)?)?;
         }
-        let out = self.convs[self.convs.len() - 1].forward(&out)?;
+        let out = crate::conv::forward(&self.convs[self.convs.len() - 1], &out)?;
         let out = pixel_shuffle(&out, self.scale)?;
         let (_, _, h, w) = x.dims4()?;
         out + x.upsample_nearest2d(h * self.scale, w * self.scale)?

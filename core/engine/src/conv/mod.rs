@@ -7,13 +7,31 @@
 //! output rows, each reading its input rows plus the kernel's reach, so no buffer exceeds
 //! [`MAX_COLUMN_BYTES`]; every output pixel is the same sum of the same products as in one pass.
 
-use candle_core::{Result, Tensor};
+mod gemm_conv;
+
+use candle_core::{DType, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Module};
 
 /// Largest im2col buffer one convolution call may need (256 MiB).
 pub const MAX_COLUMN_BYTES: usize = 256 << 20;
 
-/// `conv.forward(x)` with its im2col buffer bounded by [`MAX_COLUMN_BYTES`].
+/// `conv.forward(x)`, through [`gemm_conv`] on the CPU in f32 (the same sums, without candle's
+/// element-by-element im2col, output transpose and separate bias pass).
+pub fn apply(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    let cfg = conv.config();
+    let weight = conv.weight();
+    if !(x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32)
+        || cfg.groups != 1
+        || cfg.dilation != 1
+    {
+        return conv.forward(x);
+    }
+    let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
+    let op = gemm_conv::GemmConv { stride: cfg.stride, padding: cfg.padding, bias };
+    x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op)
+}
+
+/// [`apply`] with its im2col buffer bounded by [`MAX_COLUMN_BYTES`].
 pub fn forward(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     forward_bounded(conv, x, MAX_COLUMN_BYTES)
 }
@@ -23,14 +41,14 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     let (batch, c_in, h, w) = x.dims4()?;
     let (_, _, kh, kw) = conv.weight().dims4()?;
     if cfg.groups != 1 || cfg.dilation != 1 || h + 2 * cfg.padding < kh || w + 2 * cfg.padding < kw {
-        return conv.forward(x);
+        return apply(conv, x);
     }
     let (p, s) = (cfg.padding, cfg.stride.max(1));
     let out_h = (h + 2 * p - kh) / s + 1;
     let out_w = (w + 2 * p - kw) / s + 1;
     let row_bytes = batch * out_w * c_in * kh * kw * x.dtype().size_in_bytes();
     if out_h * row_bytes <= max_bytes {
-        return conv.forward(x);
+        return apply(conv, x);
     }
     let rows = (max_bytes / row_bytes.max(1)).max(1);
     let padded = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
@@ -39,7 +57,7 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h) - 1;
         let (from, to) = (first * s, last * s + kh);
-        out.slice_set(&unpadded.forward(&padded.narrow(2, from, to - from)?)?.contiguous()?, 2, first)?;
+        out.slice_set(&apply(&unpadded, &padded.narrow(2, from, to - from)?)?, 2, first)?;
     }
     Ok(out)
 }
@@ -97,7 +115,7 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
         let up = x.narrow(2, low_from, low_to - low_from)?.upsample_nearest2d(2 * (low_to - low_from), tw)?;
         let up = up.narrow(2, from - 2 * low_from, to - from)?;
         let strip = up.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
-        out.slice_set(&unpadded.forward(&strip)?.contiguous()?, 2, first)?;
+        out.slice_set(&apply(&unpadded, &strip)?, 2, first)?;
     }
     Ok(out)
 }
@@ -125,7 +143,7 @@ mod tests {
         ];
         for (k, cfg) in cases {
             let c = conv(3, 4, k, cfg);
-            let whole = c.forward(&x).unwrap();
+            let whole = apply(&c, &x).unwrap();
             // A bound of one output row's columns: every row is its own strip.
             let tiny = forward_bounded(&c, &x, 1).unwrap();
             let few = forward_bounded(&c, &x, 2 * 23 * 3 * k * k * 4 * 5).unwrap();
@@ -143,7 +161,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 7), &Device::Cpu).unwrap();
         for (k, p) in [(3, 1), (1, 0), (5, 2)] {
             let c = conv(3, 4, k, Conv2dConfig { padding: p, ..Default::default() });
-            let whole = c.forward(&x.upsample_nearest2d(22, 14).unwrap()).unwrap();
+            let whole = apply(&c, &x.upsample_nearest2d(22, 14).unwrap()).unwrap();
             for bound in [1, 2 * 3 * 14 * 4 * 3, 2 * 3 * 14 * 4 * 40] {
                 let strips = upsampled_2x_bounded(&c, &x, bound).unwrap();
                 assert_eq!(strips.dims(), whole.dims(), "k {k} bound {bound}");
@@ -157,7 +175,34 @@ mod tests {
     fn small_inputs_take_one_pass() {
         let c = conv(4, 4, 3, Conv2dConfig { padding: 1, ..Default::default() });
         let x = Tensor::randn(0f32, 1.0, (1, 4, 8, 8), &Device::Cpu).unwrap();
-        let diff = (forward(&c, &x).unwrap() - c.forward(&x).unwrap()).unwrap().abs().unwrap().sum_all().unwrap();
+        let diff = (forward(&c, &x).unwrap() - apply(&c, &x).unwrap()).unwrap().abs().unwrap().sum_all().unwrap();
         assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn the_gemm_convolution_matches_candles() {
+        // Strides, paddings wider than a tap reaches into a 1-pixel-wide image, 1×1 (read in
+        // place), no bias, odd sizes, a batch of two.
+        let dev = Device::Cpu;
+        let cases = [
+            ((2, 5, 13, 9), 3, Conv2dConfig { padding: 1, ..Default::default() }, true),
+            ((2, 5, 13, 9), 3, Conv2dConfig { stride: 2, padding: 1, ..Default::default() }, true),
+            ((1, 5, 13, 9), 1, Conv2dConfig::default(), true),
+            ((1, 5, 13, 9), 1, Conv2dConfig::default(), false),
+            ((1, 3, 4, 1), 7, Conv2dConfig { padding: 3, ..Default::default() }, true),
+            ((2, 4, 8, 8), 3, Conv2dConfig { stride: 2, ..Default::default() }, false),
+        ];
+        for (shape, k, cfg, with_bias) in cases {
+            let x = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
+            let mut c = conv(shape.1, 6, k, cfg);
+            if !with_bias {
+                c = Conv2d::new(c.weight().clone(), None, cfg);
+            }
+            let (ours, theirs) = (apply(&c, &x).unwrap(), c.forward(&x).unwrap());
+            assert_eq!(ours.dims(), theirs.dims(), "{shape:?} k {k} {cfg:?}");
+            let diff = (ours - theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let diff = diff.to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-5, "{shape:?} k {k} {cfg:?} bias {with_bias}: differs by {diff}");
+        }
     }
 }
