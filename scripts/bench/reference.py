@@ -39,7 +39,7 @@ def timed(fn, warmup: int, iters: int) -> list[float]:
 
 def report(bench: str, ms: list[float], **extra) -> None:
     row = {"bench": bench, "median_ms": round(statistics.median(ms), 2), "min_ms": round(min(ms), 2),
-           "max_ms": round(max(ms), 2), "n": len(ms), "impl": "torch"}
+           "max_ms": round(max(ms), 2), "n": len(ms), "impl": "torch", "samples_ms": [round(m, 2) for m in ms]}
     row.update(extra)
     print(json.dumps(row), flush=True)
 

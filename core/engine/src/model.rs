@@ -121,7 +121,9 @@ impl LoadedModel {
     }
 
     fn from_checkpoint(ckpt: checkpoint::Checkpoint, device: &Device, dtype: DType) -> Result<Self, EngineError> {
-        let store = Arc::new(ckpt.store);
+        let mut store = ckpt.store;
+        store.preload(dtype, device)?;
+        let store = Arc::new(store);
         let shipped = ckpt.shipped;
         let (default_heads, default_scale) = match ckpt.family {
             ModelFamily::Sd1 => (SD1_UNET_HEADS, SD_VAE_SCALE_FACTOR),

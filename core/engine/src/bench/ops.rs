@@ -15,7 +15,8 @@ pub struct OpTiming {
     pub samples: Samples,
 }
 
-fn conv3x3(ch: usize, hw: usize, warmup: usize, iters: usize) -> Result<Samples, BenchError> {
+/// `ours`: the engine's convolution (`conv::forward`); else candle's `conv2d` (the "before").
+fn conv3x3(ch: usize, hw: usize, warmup: usize, iters: usize, ours: bool) -> Result<Samples, BenchError> {
     let bound = 1.0 / ((ch * 9) as f32).sqrt();
     let w = (input(&[ch, ch, 3, 3], 11)? * bound as f64)?;
     let conv = candle_nn::Conv2d::new(
@@ -24,7 +25,11 @@ fn conv3x3(ch: usize, hw: usize, warmup: usize, iters: usize) -> Result<Samples,
         Conv2dConfig { padding: 1, ..Default::default() },
     );
     let x = input(&[2, ch, hw, hw], 12)?;
-    Samples::measure(warmup, iters, || Ok(conv.forward(&x)?))
+    if ours {
+        Samples::measure(warmup, iters, || Ok(crate::conv::forward(&conv, &x)?))
+    } else {
+        Samples::measure(warmup, iters, || Ok(conv.forward(&x)?))
+    }
 }
 
 fn group_norm(ch: usize, hw: usize, warmup: usize, iters: usize) -> Result<Samples, BenchError> {
@@ -65,9 +70,10 @@ pub fn time_ops(latent: usize, warmup: usize, iters: usize) -> Result<Vec<OpTimi
     let (l1, l2, l3) = (latent, latent / 2, latent / 4);
     let t1 = l1 * l1;
     let list: Vec<(String, TimedOp)> = vec![
-        (format!("conv3x3 320ch {l1}x{l1}"), Box::new(move || conv3x3(320, l1, warmup, iters))),
-        (format!("conv3x3 640ch {l2}x{l2}"), Box::new(move || conv3x3(640, l2, warmup, iters))),
-        (format!("conv3x3 1280ch {l3}x{l3}"), Box::new(move || conv3x3(1280, l3, warmup, iters))),
+        (format!("conv3x3 320ch {l1}x{l1}"), Box::new(move || conv3x3(320, l1, warmup, iters, true))),
+        (format!("conv3x3 320ch {l1}x{l1} (candle conv2d)"), Box::new(move || conv3x3(320, l1, warmup, iters, false))),
+        (format!("conv3x3 640ch {l2}x{l2}"), Box::new(move || conv3x3(640, l2, warmup, iters, true))),
+        (format!("conv3x3 1280ch {l3}x{l3}"), Box::new(move || conv3x3(1280, l3, warmup, iters, true))),
         (format!("groupnorm 320ch {l1}x{l1}"), Box::new(move || group_norm(320, l1, warmup, iters))),
         (format!("linear {t1}x320->320"), Box::new(move || linear(t1, 320, 320, warmup, iters))),
         (format!("linear {t1}x320->2560 (geglu in)"), Box::new(move || linear(t1, 320, 2560, warmup, iters))),

@@ -195,18 +195,46 @@ impl TensorStore {
     /// Merges every tensor the patches name ahead of the model build, spread over the CPU's
     /// threads (each merge is a matmul and a few element-wise passes over one weight).
     pub fn premerge(&mut self, dtype: DType, device: &Device) -> candle_core::Result<()> {
+        let names: Vec<String> = self.patches.iter().flat_map(|p| p.targets()).collect();
+        self.load_ahead(names, dtype, device, false)
+    }
+
+    /// Reads every tensor not read yet ahead of the model build, spread over the CPU's threads
+    /// (conversion to `dtype` is most of a load's time). On other devices tensors are read as the
+    /// model asks for them. A tensor that fails to read here is left for the model to ask for
+    /// (and fail on, if it needs it): files may hold tensors no model reads.
+    pub fn preload(&mut self, dtype: DType, device: &Device) -> candle_core::Result<()> {
+        if !device.is_cpu() {
+            return Ok(());
+        }
+        let names: Vec<String> = self.entries.keys().filter(|n| !self.premerged.contains_key(*n)).cloned().collect();
+        self.load_ahead(names, dtype, device, true)
+    }
+
+    /// Reads `names` in parallel on the CPU into the premerged map; `best_effort` skips tensors
+    /// that fail instead of failing.
+    fn load_ahead(
+        &mut self,
+        mut names: Vec<String>,
+        dtype: DType,
+        device: &Device,
+        best_effort: bool,
+    ) -> candle_core::Result<()> {
         use rayon::prelude::*;
-        let mut names: Vec<String> = self.patches.iter().flat_map(|p| p.targets()).collect();
         names.sort();
         names.dedup();
         names.retain(|n| self.entries.contains_key(n));
-        let merge = |name: &String| self.load(name, dtype, device).map(|t| (name.clone(), t));
-        let merged: Vec<(String, Tensor)> = if device.is_cpu() {
-            names.par_iter().map(merge).collect::<candle_core::Result<_>>()?
-        } else {
-            names.iter().map(merge).collect::<candle_core::Result<_>>()?
+        let read = |name: &String| match self.load(name, dtype, device) {
+            Ok(t) => Ok(Some((name.clone(), t))),
+            Err(_) if best_effort => Ok(None),
+            Err(e) => Err(e),
         };
-        self.premerged.extend(merged);
+        let loaded: Vec<Option<(String, Tensor)>> = if device.is_cpu() {
+            names.par_iter().map(read).collect::<candle_core::Result<_>>()?
+        } else {
+            names.iter().map(read).collect::<candle_core::Result<_>>()?
+        };
+        self.premerged.extend(loaded.into_iter().flatten());
         Ok(())
     }
 
@@ -251,6 +279,13 @@ impl TensorStore {
     fn read_unpatched(&self, name: &str, entry: &Entry, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
         let file = &self.files[entry.file];
         let tensor = match entry.view {
+            StoredView::Whole if dtype == DType::F32 && device.is_cpu() => {
+                let view = file.data.get(&entry.stored)?;
+                match f16_as_f32(DType::try_from(view.dtype())?, view.data(), view.shape())? {
+                    Some(t) => t,
+                    None => file.data.load(&entry.stored, device)?,
+                }
+            }
             StoredView::Whole => file.data.load(&entry.stored, device)?,
             StoredView::Transposed => file.data.load(&entry.stored, device)?.t()?.contiguous()?,
             StoredView::Rows { start, len } => {
@@ -266,13 +301,64 @@ impl TensorStore {
         };
         let tensor =
             if tensor.dims() == entry.shape.as_slice() { tensor } else { tensor.reshape(entry.shape.as_slice())? };
-        tensor.to_dtype(dtype)
+        let tensor = tensor.to_dtype(dtype)?;
+        // The tensor is a copy now: let its file pages go from this process's resident set, so the
+        // mapped f16 file and the converted weights are not resident together while a model loads.
+        release_pages(file.data.get(&entry.stored)?.data());
+        Ok(tensor)
     }
 
     /// A `VarBuilder` reading from this store.
     pub fn var_builder(self: &Arc<Self>, dtype: DType, device: &Device) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(StoreBackend(Arc::clone(self))), dtype, device.clone())
     }
+}
+
+/// An f16 tensor's bytes converted straight to an f32 CPU tensor (one pass, SIMD where the CPU
+/// has F16C), or `None` for other dtypes. candle's own path copies to an f16 tensor first.
+fn f16_as_f32(dtype: DType, bytes: &[u8], shape: &[usize]) -> candle_core::Result<Option<Tensor>> {
+    use half::slice::HalfFloatSliceExt;
+    if dtype != DType::F16 {
+        return Ok(None);
+    }
+    let n: usize = shape.iter().product();
+    if bytes.len() != 2 * n {
+        candle_core::bail!("f16 tensor of {} bytes for shape {shape:?}", bytes.len());
+    }
+    let mut out = vec![0f32; n];
+    // SAFETY (align_to): any two bytes are a valid f16; the aligned middle is used only when it
+    // covers the whole slice.
+    match unsafe { bytes.align_to::<half::f16>() } {
+        ([], halves, []) => halves.convert_to_f32_slice(&mut out),
+        _ => {
+            let halves: Vec<half::f16> =
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
+            halves.convert_to_f32_slice(&mut out);
+        }
+    }
+    Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+}
+
+/// Drops the pages of a read-only file mapping that cover `bytes` from the resident set
+/// (`MADV_DONTNEED`). They stay in the page cache; touching them again faults them back in with
+/// the same contents, since the mapping is private and never written.
+fn release_pages(bytes: &[u8]) {
+    #[cfg(unix)]
+    {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as usize;
+        let start = bytes.as_ptr() as usize / page * page;
+        let end = (bytes.as_ptr() as usize + bytes.len()).div_ceil(page) * page;
+        if end > start {
+            // SAFETY: `bytes` lies in a read-only private file mapping, which starts and ends on
+            // page boundaries, so the rounded range stays inside it (it may take neighbouring
+            // tensors' pages along: they fault back in the same way). Nothing in the mapping was
+            // written, so discarding pages loses nothing and no reference observes a change.
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = bytes;
 }
 
 /// LDM checkpoints converted from diffusers sometimes hold the VAE mid-attention projections as

@@ -70,7 +70,8 @@ impl Args {
 }
 
 fn report(bench: &str, extra: serde_json::Value, s: &Samples) {
-    let mut v = json!({"bench": bench, "median_ms": round(s.median()), "min_ms": round(s.min()), "max_ms": round(s.max()), "n": s.ms.len()});
+    let samples: Vec<f64> = s.ms.iter().map(|m| round(*m)).collect();
+    let mut v = json!({"bench": bench, "median_ms": round(s.median()), "min_ms": round(s.min()), "max_ms": round(s.max()), "n": s.ms.len(), "samples_ms": samples});
     if let (Some(o), serde_json::Value::Object(e)) = (v.as_object_mut(), extra) {
         o.extend(e);
     }
@@ -122,7 +123,7 @@ fn generate(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let extra = json!({
         "arch": arch.name(), "size": size, "steps": steps, "device": device_spec, "dtype": format!("{dtype:?}").to_lowercase(),
         "build_ms": round(r.build_ms), "decode_median_ms": round(r.decode.median()), "non_finite": r.non_finite,
-        "image_std": r.image_std, "samples_ms": r.total.ms.iter().map(|m| round(*m)).collect::<Vec<_>>(),
+        "image_std": r.image_std,
         "unet_params": r.unet_params, "sigmas": r.sigmas.iter().map(|(s, _)| (s * 1e6).round() / 1e6).collect::<Vec<_>>(),
         "timesteps": r.sigmas.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
     });
