@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod clip;
 pub mod config;
 pub mod conv;
+mod cpu_storage;
 mod error;
 pub mod executor;
 mod fused;
@@ -39,6 +40,7 @@ pub mod text;
 pub mod unet;
 pub mod upscaler;
 pub mod vae;
+pub mod vae_precision;
 
 #[cfg(test)]
 mod tests;

@@ -23,6 +23,7 @@ use crate::text::{
 };
 use crate::unet::UNetModel;
 use crate::vae::AutoencoderKl;
+use crate::vae_precision::VaeUpcast;
 
 // The families' published defaults (A1111's v1-inference.yaml, v2-inference(-v).yaml,
 // sd_xl_base.yaml), used where the shipped configs say nothing.
@@ -56,6 +57,8 @@ pub struct LoadedModel {
     pub text: TextEncoders,
     pub unet: UNetModel,
     pub vae: AutoencoderKl,
+    /// In half precision: where the VAE is rebuilt in f32 when a decode gives NaNs.
+    pub vae_upcast: Option<VaeUpcast>,
     /// DDPM `alphas_cumprod` (f32, 1000 entries for SD), from the file or computed.
     pub alphas_cumprod: Vec<f32>,
     pub device: Device,
@@ -139,17 +142,30 @@ impl LoadedModel {
             check_sdxl_vector_width(&unet_config, &clip_g.text_projection, kind)?;
         }
         let unet = UNetModel::new(unet_config, vb.pp(UNET_PREFIX.trim_end_matches('.')))?;
-        let vae = AutoencoderKl::new(vae_config, vb.pp(VAE_PREFIX.trim_end_matches('.')))?;
+        let vae = AutoencoderKl::new(vae_config.clone(), vb.pp(VAE_PREFIX.trim_end_matches('.')))?;
+        let vae_upcast = (dtype != DType::F32).then(|| VaeUpcast::new(Arc::clone(&store), vae_config, device.clone()));
         Ok(Self {
             family: ckpt.family,
             prediction: ckpt.prediction,
             text,
             unet,
             vae,
+            vae_upcast,
             alphas_cumprod: ckpt.alphas_cumprod,
             device: device.clone(),
             dtype,
         })
+    }
+
+    /// `latent` (f32) decoded to f32 pixels, in f32 after A1111's NaN fallback (see
+    /// [`crate::vae_precision`]).
+    pub fn decode_latent(&self, latent: &Tensor) -> candle_core::Result<Tensor> {
+        crate::vae_precision::decode(&self.vae, self.dtype, self.vae_upcast.as_ref(), latent)
+    }
+
+    /// f32 pixels in [-1, 1] encoded to f32 latents (the f32 VAE once a decode needed it).
+    pub fn encode_pixels(&self, pixels: &Tensor) -> candle_core::Result<Tensor> {
+        crate::vae_precision::encode(&self.vae, self.dtype, self.vae_upcast.as_ref(), pixels)
     }
 
     /// The first (SD 1.x / 2.x: only) text encoder: CLIP-L for SD 1.x / SDXL, OpenCLIP-H for SD 2.x.

@@ -8,6 +8,8 @@
 //! f32 only (the CPU path's precision); other dtypes and devices take the sliced path.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
+
+use crate::cpu_storage::contiguous_f32;
 use rayon::prelude::*;
 
 use super::softmax_rows;
@@ -26,14 +28,6 @@ pub(super) struct BlockedAttention {
     pub mask: Option<Vec<f32>>,
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("blocked attention: {what} must be contiguous"),
-    }
-}
-
 impl CustomOp3 for BlockedAttention {
     fn name(&self) -> &'static str {
         "blocked-attention"
@@ -48,8 +42,11 @@ impl CustomOp3 for BlockedAttention {
         v_s: &CpuStorage,
         v_l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (q, k, v) =
-            (contiguous_f32(q_s, q_l, "q")?, contiguous_f32(k_s, k_l, "k")?, contiguous_f32(v_s, v_l, "v")?);
+        let (q, k, v) = (
+            contiguous_f32(q_s, q_l, "blocked attention", "q")?,
+            contiguous_f32(k_s, k_l, "blocked attention", "k")?,
+            contiguous_f32(v_s, v_l, "blocked attention", "v")?,
+        );
         let (batch, n, width) = q_l.shape().dims3()?;
         let (kb, m, kw) = k_l.shape().dims3()?;
         if (kb, kw) != (batch, width) || v_l.shape().dims3()? != (batch, m, width) {

@@ -8,6 +8,8 @@
 //! in another pass: together about a quarter of a UNet step (docs/benchmarks.md).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape};
+
+use crate::cpu_storage::contiguous_f32;
 use rayon::prelude::*;
 
 /// Stride and zero padding (the same on every side), as `Conv2dConfig` has them; no groups or
@@ -18,21 +20,14 @@ pub(super) struct GemmConv {
     pub bias: Option<Vec<f32>>,
 }
 
-fn contiguous_f32<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("gemm conv: {what} must be contiguous"),
-    }
-}
-
 impl CustomOp2 for GemmConv {
     fn name(&self) -> &'static str {
         "gemm-conv2d"
     }
 
     fn cpu_fwd(&self, x_s: &CpuStorage, x_l: &Layout, w_s: &CpuStorage, w_l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, weight) = (contiguous_f32(x_s, x_l, "input")?, contiguous_f32(w_s, w_l, "weight")?);
+        let (x, weight) =
+            (contiguous_f32(x_s, x_l, "gemm conv", "input")?, contiguous_f32(w_s, w_l, "gemm conv", "weight")?);
         let (batch, c_in, h, w) = x_l.shape().dims4()?;
         let (c_out, w_c_in, kh, kw) = w_l.shape().dims4()?;
         let (s, p) = (self.stride.max(1), self.padding);

@@ -346,8 +346,7 @@ fn encode_image(model: &LoadedModel, img: &RgbImage, device: &Device) -> Result<
 
 /// (B, 3, H, W) pixels in [-1, 1] through the VAE encoder, as float32 latents.
 fn encode_pixels(model: &LoadedModel, pixels: &Tensor) -> Result<Tensor, RunnerError> {
-    let x = pixels.to_dtype(model.dtype).map_err(exec_err)?;
-    model.vae.encode(&x).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)
+    model.encode_pixels(pixels).map_err(exec_err)
 }
 
 /// Each latent of a batch decoded on its own, as A1111's `decode_latent_batch` does.
@@ -355,8 +354,8 @@ fn decode_images(model: &LoadedModel, latent: &Tensor) -> Result<Vec<RgbImage>, 
     let (batch, _, lh, lw) = latent.dims4().map_err(exec_err)?;
     let mut images = Vec::with_capacity(batch);
     for i in 0..batch {
-        let z = latent.narrow(0, i, 1).map_err(exec_err)?.to_dtype(model.dtype).map_err(exec_err)?;
-        let decoded = model.vae.decode(&z).map_err(exec_err)?.to_dtype(DType::F32).map_err(exec_err)?;
+        let z = latent.narrow(0, i, 1).map_err(exec_err)?;
+        let decoded = model.decode_latent(&z).map_err(exec_err)?;
         let pixels = to_rgb8(&decoded.squeeze(0).map_err(exec_err)?).map_err(exec_err)?;
         images.push(RgbImage { width: (lw * 8) as u32, height: (lh * 8) as u32, pixels });
     }

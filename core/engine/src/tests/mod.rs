@@ -2,6 +2,7 @@
 
 mod errors;
 mod family;
+mod half_precision;
 mod hooks;
 mod layouts;
 mod parity;
