@@ -162,7 +162,8 @@ mod tests {
             let sliced = sliced_attention(&q, &k, &v, heads, mask.as_ref(), usize::MAX)?;
             let blocked = blocked_attention(&q, &k, &v, heads, mask.as_ref())?;
             let diff = (sliced - blocked)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
-            assert!(diff < 2e-6, "({batch}, {n}, {m}, {width}, {heads}, {masked}): differs by {diff}");
+            // Outputs are averages of unit-variance values: a wrong tile is off by ~0.1, rounding by ~1e-7.
+            assert!(diff < 1e-5, "({batch}, {n}, {m}, {width}, {heads}, {masked}): differs by {diff}");
         }
         Ok(())
     }

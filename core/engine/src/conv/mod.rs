@@ -15,8 +15,9 @@ use candle_nn::{Conv2d, Conv2dConfig, Module};
 /// Largest im2col buffer one convolution call may need (256 MiB).
 pub const MAX_COLUMN_BYTES: usize = 256 << 20;
 
-/// `conv.forward(x)`, through [`gemm_conv`] on the CPU in f32 (the same sums, without candle's
-/// element-by-element im2col, output transpose and separate bias pass).
+/// `conv.forward(x)`, through [`gemm_conv`] on the CPU in f32: the same dot products (equal to
+/// candle's within float rounding, tested), without its element-by-element im2col, output
+/// transpose and separate bias pass. Other devices and dtypes go to candle.
 pub fn apply(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
     let weight = conv.weight();
@@ -200,9 +201,11 @@ mod tests {
             }
             let (ours, theirs) = (apply(&c, &x).unwrap(), c.forward(&x).unwrap());
             assert_eq!(ours.dims(), theirs.dims(), "{shape:?} k {k} {cfg:?}");
-            let diff = (ours - theirs).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
-            let diff = diff.to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-5, "{shape:?} k {k} {cfg:?} bias {with_bias}: differs by {diff}");
+            let max_abs =
+                |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            // Float rounding of sums of up to 245 products: relative to the outputs' size.
+            let diff = max_abs(&(&ours - &theirs).unwrap()) / max_abs(&theirs).max(1.0);
+            assert!(diff < 4e-6, "{shape:?} k {k} {cfg:?} bias {with_bias}: differs by {diff} (relative)");
         }
     }
 }
