@@ -17,32 +17,28 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "gpu-check"))
+from check import MemoryProbe  # noqa: E402  peak RSS of a child through wait4
 
 
 def run(cmd: list[str], env: dict) -> tuple[list[dict], float]:
-    """The JSON lines a process printed, and its peak RSS in MiB (from wait4's rusage)."""
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, text=True)
-        _, status, rusage = os.wait4(proc.pid, 0)
-        out.seek(0)
-        text = out.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{text[-3000:]}")
+    """The JSON lines a process printed, and its peak RSS in MiB (the GPU check's probe, on the CPU)."""
+    rc, stdout, stderr, peak = MemoryProbe("cpu").run(cmd, env, timeout_s=3600)
+    if rc != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{(stdout + stderr)[-3000:]}")
     rows = []
-    for line in text.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("{"):
             try:
                 rows.append(json.loads(line))
             except ValueError:
                 pass
-    return rows, rusage.ru_maxrss / 1024
+    return rows, peak
 
 
 def main() -> int:

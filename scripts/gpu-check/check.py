@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -160,12 +159,6 @@ def last_json(stdout: str, bench: str) -> dict | None:
 # Part 1: parity fixtures through the served binary
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def load_comparer(fixtures: Path):
     spec = importlib.util.spec_from_file_location(f"compare_{fixtures.name.replace('-', '_')}", fixtures / "compare.py")
     mod = importlib.util.module_from_spec(spec)
@@ -179,28 +172,20 @@ def post_json(url: str, body: bytes, timeout: float) -> dict:
         return json.loads(r.read())
 
 
-def parity(a, dtype: str, workdir: Path) -> dict:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SDAPI_")}
-    env.update({"SDAPI_LISTEN": f"127.0.0.1:{port}", "SDAPI_MODELS_DIR": str(ROOT / "samples" / "models"),
-                "SDAPI_CHECKPOINT": "tiny-sd15", "SDAPI_OUTPUT_DIR": str(workdir / f"outputs-{dtype}"),
-                "SDAPI_DEVICE": a.device, "SDAPI_DTYPE": dtype})
-    log = (workdir / f"sdapi-{dtype}.log").open("w")
-    proc = subprocess.Popen([str(a.sdapi)], env=env, stdout=log, stderr=subprocess.STDOUT)
+def parity(a, dtype: str) -> dict:
+    # The e2e suites' server (bundled models from samples/models, a free loopback port, the ping
+    # wait); imported here so the other parts (and scripts/bench) need no `requests`.
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    import harness
+
     result = {"dtype": dtype, "device": a.device, "cases": []}
+    server = harness.Server(a.sdapi, env_extra={"SDAPI_DEVICE": a.device, "SDAPI_DTYPE": dtype})
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url + "/internal/ping", timeout=2).read()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.flush()
-                    result["error"] = "server did not start: " + (workdir / f"sdapi-{dtype}.log").read_text()[-1500:]
-                    return result
-                time.sleep(0.2)
+        server.start()
+    except Exception as e:  # noqa: BLE001 - reported in the results, the other parts still run
+        result["error"] = f"server did not start: {str(e)[-1500:]}"
+        return result
+    try:
         for set_name in FIXTURE_SETS:
             fixtures = ROOT / "tests" / "fixtures" / set_name
             cmp = load_comparer(fixtures)
@@ -212,7 +197,7 @@ def parity(a, dtype: str, workdir: Path) -> dict:
                 case = json.loads((case_dir / "case.json").read_text())
                 t0 = time.monotonic()
                 try:
-                    body = post_json(url + case["endpoint"], (case_dir / "request.json").read_bytes(), 600)
+                    body = post_json(server.url + case["endpoint"], (case_dir / "request.json").read_bytes(), 600)
                     r = cmp.compare_case(str(case_dir), cmp.images_from_response(body), 2)
                 except Exception as e:  # noqa: BLE001 - one case's failure is that case's result
                     r = {"case": name, "pass": False, "exact": False, "error": str(e)[:500]}
@@ -227,12 +212,7 @@ def parity(a, dtype: str, workdir: Path) -> dict:
                 tag = "PASS" if row["pass"] else "FAIL"
                 print(f"  parity {dtype} {set_name}/{name}: {tag} max|diff| {row['max_abs']}", flush=True)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        server.stop()
     cases = result["cases"]
     result["passed"] = sum(c["pass"] for c in cases)
     result["exact"] = sum(c["exact"] for c in cases)
@@ -348,18 +328,17 @@ def main(argv=None) -> int:
     torch_version = None if a.skip_bench else torch_available(a.python)
     results["environment"]["torch"] = torch_version
     failed = False
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        if not a.skip_parity:
-            results["parity"] = []
-            for dtype in a.parity_dtypes:
-                r = parity(a, dtype, Path(tmp))
-                results["parity"].append(r)
-                failed |= "error" in r or r.get("errors", 0) > 0
-                print(f"parity {dtype}: {r.get('passed')}/{r.get('total')} pass, {r.get('exact')} exact"
-                      + (f", ERROR {r['error'][:200]}" if "error" in r else ""), flush=True)
-        if not a.skip_bench:
-            results["bench"] = bench(a, torch_version is not None, started)
-            failed |= any("error" in r for e in results["bench"] for s in ("ours", "diffusers") for r in e[s]["runs"])
+    if not a.skip_parity:
+        results["parity"] = []
+        for dtype in a.parity_dtypes:
+            r = parity(a, dtype)
+            results["parity"].append(r)
+            failed |= "error" in r or r.get("errors", 0) > 0
+            print(f"parity {dtype}: {r.get('passed')}/{r.get('total')} pass, {r.get('exact')} exact"
+                  + (f", ERROR {r['error'][:200]}" if "error" in r else ""), flush=True)
+    if not a.skip_bench:
+        results["bench"] = bench(a, torch_version is not None, started)
+        failed |= any("error" in r for e in results["bench"] for s in ("ours", "diffusers") for r in e[s]["runs"])
     results["seconds"] = round(time.monotonic() - started, 1)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1))

@@ -6,25 +6,30 @@
 const LANES: usize = 8;
 /// Cephes' expf coefficients of exp(r) ≈ 1 + r + r²·P(r) on |r| ≤ ln2/2, highest degree first.
 const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+/// Below this, exp gives 0 (e^-87 ≈ 1.6e-38, near the smallest normal f32).
+const EXP_FLOOR: f32 = -87.0;
+/// 1.5 · 2^23: adding it rounds an f32 to an integer (kept in the low mantissa bits).
+const ROUND: f32 = 12_582_912.0;
+/// ln 2 split in a part exact in f32 and the rest (Cody–Waite range reduction).
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
 
 /// exp(x) for x <= 0 (scores minus their row maximum), to about 1 ulp: Cephes' expf polynomial
 /// after a round-to-nearest range reduction (adding 1.5·2^23), with plain multiplies and adds
 /// that the AVX2 version repeats exactly. -inf and anything below -87 (e^-87 ≈ 1.6e-38) give 0.
 #[inline(always)]
 pub(super) fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const ROUND: f32 = 12_582_912.0; // 1.5 * 2^23: adding it rounds to an integer
-    let xc = x.max(-87.0);
-    let t = xc * LOG2E + ROUND;
+    let xc = x.max(EXP_FLOOR);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
     let n = t - ROUND;
-    let r = xc - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let r = xc - n * LN2_HI - n * LN2_LO;
     let mut y = EXP_POLY[0];
     for c in &EXP_POLY[1..] {
         y = y * r + c;
     }
     y = y * r * r + r + 1.0;
-    let scale = f32::from_bits(((t.to_bits() as i32 - 0x4B40_0000 + 127) << 23) as u32);
-    if x < -87.0 { 0.0 } else { y * scale }
+    let scale = f32::from_bits(((t.to_bits() as i32 - ROUND.to_bits() as i32 + 127) << 23) as u32);
+    if x < EXP_FLOOR { 0.0 } else { y * scale }
 }
 
 /// Row maximum of `row` (NEG_INFINITY when empty).
@@ -98,14 +103,12 @@ mod simd {
     /// [`super::exp_nonpositive`] on 8 lanes, operation for operation.
     #[target_feature(enable = "avx2")]
     fn exp8(x: __m256) -> __m256 {
+        use super::{EXP_FLOOR, LN2_HI, LN2_LO, ROUND};
         let set = _mm256_set1_ps;
-        let xc = _mm256_max_ps(x, set(-87.0));
-        let t = _mm256_add_ps(_mm256_mul_ps(xc, set(std::f32::consts::LOG2_E)), set(12_582_912.0));
-        let n = _mm256_sub_ps(t, set(12_582_912.0));
-        let r = _mm256_sub_ps(
-            _mm256_sub_ps(xc, _mm256_mul_ps(n, set(0.693_359_4))),
-            _mm256_mul_ps(n, set(-2.121_944_4e-4)),
-        );
+        let xc = _mm256_max_ps(x, set(EXP_FLOOR));
+        let t = _mm256_add_ps(_mm256_mul_ps(xc, set(std::f32::consts::LOG2_E)), set(ROUND));
+        let n = _mm256_sub_ps(t, set(ROUND));
+        let r = _mm256_sub_ps(_mm256_sub_ps(xc, _mm256_mul_ps(n, set(LN2_HI))), _mm256_mul_ps(n, set(LN2_LO)));
         let mut y = set(super::EXP_POLY[0]);
         for c in &super::EXP_POLY[1..] {
             y = _mm256_add_ps(_mm256_mul_ps(y, r), set(*c));
@@ -113,13 +116,13 @@ mod simd {
         y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(y, r), r), r), set(1.0));
         let bits = _mm256_slli_epi32(
             _mm256_add_epi32(
-                _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(0x4B40_0000)),
+                _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(ROUND.to_bits() as i32)),
                 _mm256_set1_epi32(127),
             ),
             23,
         );
         let e = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
-        _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(x, set(-87.0), _CMP_LT_OQ))
+        _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(x, set(EXP_FLOOR), _CMP_LT_OQ))
     }
 
     #[target_feature(enable = "avx2")]

@@ -75,7 +75,6 @@ pub struct GenResult {
 
 /// Random-weight UNet and VAE of `arch` on `device` in `dtype`.
 pub struct GenModel {
-    arch: Arch,
     unet: UNetModel,
     vae: AutoencoderKl,
     device: Device,
@@ -108,7 +107,7 @@ impl GenModel {
         device.synchronize()?;
         let build_ms = start.elapsed().as_secs_f64() * 1e3;
         let unet_params = weights.unet_params.load(Ordering::Relaxed);
-        Ok(Self { arch, unet, vae, device: device.clone(), dtype, build_ms, unet_params })
+        Ok(Self { unet, vae, device: device.clone(), dtype, build_ms, unet_params })
     }
 
     /// `warmup` untimed and `iters` timed generations of a `size`×`size` image in `steps` steps.
@@ -122,8 +121,9 @@ impl GenModel {
         let latent = size / 8;
         let dev = &self.device;
         let x0 = (super::input(&[1, 4, latent, latent], 21)?.to_device(dev)? * sigmas[0].0)?;
-        let context = super::input(&[2, 77, self.arch.context_dim()], 22)?.to_device(dev)?.to_dtype(self.dtype)?;
-        let vector = match self.arch.unet().adm_in_channels {
+        let config = self.unet.config();
+        let context = super::input(&[2, 77, config.context_dim], 22)?.to_device(dev)?.to_dtype(self.dtype)?;
+        let vector = match config.adm_in_channels {
             Some(width) => Some(super::input(&[2, width], 23)?.to_device(dev)?.to_dtype(self.dtype)?),
             None => None,
         };

@@ -49,25 +49,12 @@ impl Arch {
     }
 
     pub fn unet(self) -> UnetConfig {
-        if self == Arch::Sdxl {
-            return UnetConfig {
-                in_channels: 4,
-                out_channels: 4,
-                model_channels: 320,
-                time_embed_dim: 1280,
-                channel_mult: vec![1, 2, 4],
-                num_res_blocks: vec![2; 3],
-                transformer_depth: vec![0, 2, 10],
-                transformer_depth_middle: 10,
-                context_dim: self.context_dim(),
-                use_linear_proj: true,
-                heads: SD2_SDXL_UNET_HEADS,
-                adm_in_channels: Some(2816),
-            };
-        }
-        let (mc, mult, res, depth) = match self {
-            Arch::Sd15 | Arch::Sdxl => (320, vec![1, 2, 4, 4], vec![2; 4], vec![1, 1, 1, 0]),
-            Arch::Tiny => (32, vec![1, 2], vec![1; 2], vec![1, 0]),
+        // (model channels, multipliers, res blocks, transformer depths, middle depth, linear
+        // projections, heads, label_emb width)
+        let (mc, mult, res, depth, middle, linear_proj, heads, adm) = match self {
+            Arch::Sd15 => (320, vec![1, 2, 4, 4], vec![2; 4], vec![1, 1, 1, 0], 1, false, SD1_UNET_HEADS, None),
+            Arch::Sdxl => (320, vec![1, 2, 4], vec![2; 3], vec![0, 2, 10], 10, true, SD2_SDXL_UNET_HEADS, Some(2816)),
+            Arch::Tiny => (32, vec![1, 2], vec![1; 2], vec![1, 0], 1, false, SD1_UNET_HEADS, None),
         };
         UnetConfig {
             in_channels: 4,
@@ -77,11 +64,11 @@ impl Arch {
             channel_mult: mult,
             num_res_blocks: res,
             transformer_depth: depth,
-            transformer_depth_middle: 1,
+            transformer_depth_middle: middle,
             context_dim: self.context_dim(),
-            use_linear_proj: false,
-            heads: SD1_UNET_HEADS,
-            adm_in_channels: None,
+            use_linear_proj: linear_proj,
+            heads,
+            adm_in_channels: adm,
         }
     }
 

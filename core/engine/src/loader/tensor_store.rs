@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use candle_core::safetensors::MmapedSafetensors;
+use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::VarBuilder;
 
@@ -277,20 +277,15 @@ impl TensorStore {
 
     /// The stored tensor in its canonical shape, cast to `dtype`, without patches.
     fn read_unpatched(&self, name: &str, entry: &Entry, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let file = &self.files[entry.file];
+        let view = self.files[entry.file].data.get(&entry.stored)?;
+        let stored_dtype = DType::try_from(view.dtype())?;
         let tensor = match entry.view {
-            StoredView::Whole if dtype == DType::F32 && device.is_cpu() => {
-                let view = file.data.get(&entry.stored)?;
-                match f16_as_f32(DType::try_from(view.dtype())?, view.data(), view.shape())? {
-                    Some(t) => t,
-                    None => file.data.load(&entry.stored, device)?,
-                }
+            StoredView::Whole if stored_dtype == DType::F16 && dtype == DType::F32 && device.is_cpu() => {
+                f16_to_f32(view.data(), view.shape())?
             }
-            StoredView::Whole => file.data.load(&entry.stored, device)?,
-            StoredView::Transposed => file.data.load(&entry.stored, device)?.t()?.contiguous()?,
+            StoredView::Whole => view.load(device)?,
+            StoredView::Transposed => view.load(device)?.t()?.contiguous()?,
             StoredView::Rows { start, len } => {
-                let view = file.data.get(&entry.stored)?;
-                let stored_dtype = DType::try_from(view.dtype())?;
                 let row_bytes: usize = view.shape().iter().skip(1).product::<usize>() * stored_dtype.size_in_bytes();
                 let bytes = view
                     .data()
@@ -304,7 +299,7 @@ impl TensorStore {
         let tensor = tensor.to_dtype(dtype)?;
         // The tensor is a copy now: let its file pages go from this process's resident set, so the
         // mapped f16 file and the converted weights are not resident together while a model loads.
-        release_pages(file.data.get(&entry.stored)?.data());
+        release_pages(view.data());
         Ok(tensor)
     }
 
@@ -315,12 +310,9 @@ impl TensorStore {
 }
 
 /// An f16 tensor's bytes converted straight to an f32 CPU tensor (one pass, SIMD where the CPU
-/// has F16C), or `None` for other dtypes. candle's own path copies to an f16 tensor first.
-fn f16_as_f32(dtype: DType, bytes: &[u8], shape: &[usize]) -> candle_core::Result<Option<Tensor>> {
+/// has F16C). candle's own path copies to an f16 tensor first.
+fn f16_to_f32(bytes: &[u8], shape: &[usize]) -> candle_core::Result<Tensor> {
     use half::slice::HalfFloatSliceExt;
-    if dtype != DType::F16 {
-        return Ok(None);
-    }
     let n: usize = shape.iter().product();
     if bytes.len() != 2 * n {
         candle_core::bail!("f16 tensor of {} bytes for shape {shape:?}", bytes.len());
@@ -336,7 +328,7 @@ fn f16_as_f32(dtype: DType, bytes: &[u8], shape: &[usize]) -> candle_core::Resul
             halves.convert_to_f32_slice(&mut out);
         }
     }
-    Ok(Some(Tensor::from_vec(out, shape, &Device::Cpu)?))
+    Tensor::from_vec(out, shape, &Device::Cpu)
 }
 
 /// Drops the pages of a read-only file mapping that cover `bytes` from the resident set
