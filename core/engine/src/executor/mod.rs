@@ -481,3 +481,24 @@ fn preview_png(latent: &Tensor, family: ModelFamily) -> Option<String> {
     let img = image::RgbImage::from_raw(pixels.width, pixels.height, pixels.rgb)?;
     Some(to_base64(&encode_png(&img, None).ok()?))
 }
+
+#[cfg(test)]
+mod device_spec_tests {
+    use super::*;
+
+    #[test]
+    fn dtype_spec_defaults_per_device_and_refuses_anything_else() {
+        let cpu = Device::Cpu;
+        for auto in [None, Some(""), Some("auto"), Some(" AUTO ")] {
+            assert_eq!(parse_dtype(auto, &cpu).unwrap(), DType::F32, "{auto:?}");
+        }
+        assert_eq!(parse_dtype(Some("f16"), &cpu).unwrap(), DType::F16);
+        assert_eq!(parse_dtype(Some("float32"), &cpu).unwrap(), DType::F32);
+        for bad in ["bf16", "f64", "half", "32"] {
+            let err = parse_dtype(Some(bad), &cpu).unwrap_err().to_string();
+            assert!(err.contains("SDAPI_DTYPE") && err.contains("expected auto, f32 or f16"), "{bad}: {err}");
+        }
+        // The server refuses to start on a bad value instead of guessing.
+        assert!(DiffusionExecutor::with_dtype("cpu", Some("bf16")).is_err());
+    }
+}
