@@ -28,6 +28,7 @@ pub mod executor;
 mod fused;
 pub mod latent_upscale;
 pub mod loader;
+mod matmul;
 pub mod model;
 pub mod networks;
 mod norm;

@@ -10,6 +10,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape};
 
 use crate::cpu_storage::contiguous_f32;
+use crate::matmul::{Parallelism, View, gemm_f32};
 use rayon::prelude::*;
 
 use super::softmax_rows;
@@ -102,6 +103,7 @@ impl BlockedAttention {
         let mut row_max = vec![f32::NEG_INFINITY; rows];
         let mut denom = vec![0f32; rows];
         for h in 0..self.heads {
+            let q_h = View { offset: h * d, rows, cols: d, row_stride: width, col_stride: 1 };
             acc.fill(0.0);
             row_max.fill(f32::NEG_INFINITY);
             denom.fill(0.0);
@@ -110,32 +112,8 @@ impl BlockedAttention {
                 let keys = KEY_TILE.min(m - key0);
                 let s = &mut scores[..rows * keys];
                 // s (rows × keys) = scale · q_h (rows × d) · k_hᵀ (d × keys)
-                // SAFETY: every pointer/stride pair addresses only elements inside its slice:
-                // q: rows ≤ q.len()/width rows of width, columns h·d..h·d+d < width; k: key rows
-                // key0..key0+keys ≤ m of width, same columns; s: rows × keys, row-major.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        keys,
-                        d,
-                        s.as_mut_ptr(),
-                        1,
-                        keys as isize,
-                        false,
-                        q.as_ptr().add(h * d),
-                        1,
-                        width as isize,
-                        k.as_ptr().add(key0 * width + h * d),
-                        width as isize,
-                        1,
-                        0.0,
-                        self.scale,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let k_t = View { offset: key0 * width + h * d, rows: d, cols: keys, row_stride: 1, col_stride: width };
+                gemm_f32(s, View::row_major(rows, keys), false, q, q_h, k, k_t, self.scale, Parallelism::None);
                 if let Some(mask) = &self.mask {
                     for (i, row) in s.chunks_exact_mut(keys).enumerate() {
                         let mrow = &mask[(row0 + i) * m + key0..(row0 + i) * m + key0 + keys];
@@ -144,30 +122,18 @@ impl BlockedAttention {
                 }
                 fold_scores(s, keys, &mut row_max, &mut denom, &mut acc, d);
                 // acc (rows × d) += p (rows × keys) · v_h (keys × d)
-                // SAFETY: as above; v rows key0..key0+keys ≤ m, columns h·d..h·d+d; acc is rows × d.
-                unsafe {
-                    gemm::gemm(
-                        rows,
-                        d,
-                        keys,
-                        acc.as_mut_ptr(),
-                        1,
-                        d as isize,
-                        true,
-                        s.as_ptr(),
-                        1,
-                        keys as isize,
-                        v.as_ptr().add(key0 * width + h * d),
-                        1,
-                        width as isize,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                }
+                let v_h = View { offset: key0 * width + h * d, rows: keys, cols: d, row_stride: width, col_stride: 1 };
+                gemm_f32(
+                    &mut acc,
+                    View::row_major(rows, d),
+                    true,
+                    s,
+                    View::row_major(rows, keys),
+                    v,
+                    v_h,
+                    1.0,
+                    Parallelism::None,
+                );
                 key0 += keys;
             }
             for i in 0..rows {

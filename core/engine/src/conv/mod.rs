@@ -9,6 +9,8 @@
 
 mod gemm_conv;
 
+pub use gemm_conv::Lowering;
+
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Module};
 
@@ -19,6 +21,23 @@ pub const MAX_COLUMN_BYTES: usize = 256 << 20;
 /// candle's within float rounding, tested), without its element-by-element im2col, output
 /// transpose and separate bias pass. Other devices and dtypes go to candle.
 pub fn apply(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    apply_lowered(conv, x, lowering(conv, x)?)
+}
+
+/// The [`Lowering`] for `conv` over all of `x`. Strips of a convolution are computed with the
+/// whole one's lowering, so every output pixel is the same sum whichever way it is split.
+pub(crate) fn lowering(conv: &Conv2d, x: &Tensor) -> Result<Lowering> {
+    let cfg = conv.config();
+    let (batch, _, h, w) = x.dims4()?;
+    let (c_out, _, kh, kw) = conv.weight().dims4()?;
+    let (s, p) = (cfg.stride.max(1), cfg.padding);
+    let out_h = (h + 2 * p).saturating_sub(kh) / s + 1;
+    let out_w = (w + 2 * p).saturating_sub(kw) / s + 1;
+    Ok(Lowering::choose(batch, out_h * out_w, c_out, (kh, kw), s))
+}
+
+/// [`apply`] with a given lowering (the whole convolution's, for a strip of it).
+pub(crate) fn apply_lowered(conv: &Conv2d, x: &Tensor, lowering: Lowering) -> Result<Tensor> {
     let cfg = conv.config();
     let weight = conv.weight();
     if !(x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32)
@@ -28,11 +47,12 @@ pub fn apply(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
         return conv.forward(x);
     }
     let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
-    let op = gemm_conv::GemmConv { stride: cfg.stride, padding: cfg.padding, bias };
+    let op = gemm_conv::GemmConv { stride: cfg.stride, padding: cfg.padding, bias, lowering };
     x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op)
 }
 
-/// [`apply`] with its im2col buffer bounded by [`MAX_COLUMN_BYTES`].
+/// [`apply`] with its working memory (im2col columns or shifted-taps copies) bounded by
+/// [`MAX_COLUMN_BYTES`].
 pub fn forward(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     forward_bounded(conv, x, MAX_COLUMN_BYTES)
 }
@@ -40,16 +60,17 @@ pub fn forward(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
 fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor> {
     let cfg = *conv.config();
     let (batch, c_in, h, w) = x.dims4()?;
-    let (_, _, kh, kw) = conv.weight().dims4()?;
+    let (c_out, _, kh, kw) = conv.weight().dims4()?;
     if cfg.groups != 1 || cfg.dilation != 1 || h + 2 * cfg.padding < kh || w + 2 * cfg.padding < kw {
         return apply(conv, x);
     }
     let (p, s) = (cfg.padding, cfg.stride.max(1));
     let out_h = (h + 2 * p - kh) / s + 1;
     let out_w = (w + 2 * p - kw) / s + 1;
-    let row_bytes = batch * out_w * c_in * kh * kw * x.dtype().size_in_bytes();
+    let lowering = lowering(conv, x)?;
+    let row_bytes = lowering.bytes_per_output_row(batch, (c_in, c_out), (kh, kw), out_w);
     if out_h * row_bytes <= max_bytes {
-        return apply(conv, x);
+        return apply_lowered(conv, x, lowering);
     }
     let rows = (max_bytes / row_bytes.max(1)).max(1);
     let padded = if p > 0 { x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)? } else { x.clone() };
@@ -58,7 +79,7 @@ fn forward_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<Tensor
     for first in (0..out_h).step_by(rows) {
         let last = (first + rows).min(out_h) - 1;
         let (from, to) = (first * s, last * s + kh);
-        out.slice_set(&apply(&unpadded, &padded.narrow(2, from, to - from)?)?, 2, first)?;
+        out.slice_set(&apply_lowered(&unpadded, &padded.narrow(2, from, to - from)?, lowering)?, 2, first)?;
     }
     Ok(out)
 }
@@ -105,8 +126,11 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
     let p = cfg.padding;
     let out_h = th + 2 * p - kh + 1;
     let out_w = tw + 2 * p - kw + 1;
-    // Per output row: its im2col row and its share of the upsampled input.
-    let row_bytes = batch * x.dtype().size_in_bytes() * (out_w * c_in * kh * kw + c_in * tw);
+    let c_out = conv.weight().dim(0)?;
+    let lowering = Lowering::choose(batch, out_h * out_w, c_out, (kh, kw), 1);
+    // Per output row: the convolution's working memory and its share of the upsampled input.
+    let row_bytes = lowering.bytes_per_output_row(batch, (c_in, c_out), (kh, kw), out_w)
+        + batch * x.dtype().size_in_bytes() * c_in * tw;
     let rows = (max_bytes / row_bytes.max(1)).max(1);
     let unpadded = Conv2d::new(conv.weight().clone(), conv.bias().cloned(), Conv2dConfig { padding: 0, ..cfg });
     let out = output_for(conv, x, out_h, out_w)?;
@@ -116,7 +140,7 @@ fn upsampled_2x_bounded(conv: &Conv2d, x: &Tensor, max_bytes: usize) -> Result<T
         let up = x.narrow(2, low_from, low_to - low_from)?.upsample_nearest2d(2 * (low_to - low_from), tw)?;
         let up = up.narrow(2, from - 2 * low_from, to - from)?;
         let strip = up.pad_with_zeros(2, top, bottom)?.pad_with_zeros(3, p, p)?;
-        out.slice_set(&apply(&unpadded, &strip)?, 2, first)?;
+        out.slice_set(&apply_lowered(&unpadded, &strip, lowering)?, 2, first)?;
     }
     Ok(out)
 }
@@ -133,6 +157,10 @@ mod tests {
         Conv2d::new(weight, Some(bias), cfg)
     }
 
+    // gemm multiplies products of at most 256 outputs with other kernels, which sum in another
+    // order; real strips are far larger (MAX_COLUMN_BYTES), so the tests keep every strip above
+    // that too (c_out × padded width > 256) to compare like with like.
+
     #[test]
     fn strips_give_the_whole_convolution() {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 37, 23), &Device::Cpu).unwrap();
@@ -143,7 +171,7 @@ mod tests {
             (5, Conv2dConfig { padding: 2, stride: 2, ..Default::default() }),
         ];
         for (k, cfg) in cases {
-            let c = conv(3, 4, k, cfg);
+            let c = conv(3, 12, k, cfg);
             let whole = apply(&c, &x).unwrap();
             // A bound of one output row's columns: every row is its own strip.
             let tiny = forward_bounded(&c, &x, 1).unwrap();
@@ -161,7 +189,7 @@ mod tests {
     fn upsampling_strips_give_the_whole_upsampled_convolution() {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 11, 7), &Device::Cpu).unwrap();
         for (k, p) in [(3, 1), (1, 0), (5, 2)] {
-            let c = conv(3, 4, k, Conv2dConfig { padding: p, ..Default::default() });
+            let c = conv(3, 20, k, Conv2dConfig { padding: p, ..Default::default() });
             let whole = apply(&c, &x.upsample_nearest2d(22, 14).unwrap()).unwrap();
             for bound in [1, 2 * 3 * 14 * 4 * 3, 2 * 3 * 14 * 4 * 40] {
                 let strips = upsampled_2x_bounded(&c, &x, bound).unwrap();
@@ -199,13 +227,27 @@ mod tests {
             if !with_bias {
                 c = Conv2d::new(c.weight().clone(), None, cfg);
             }
-            let (ours, theirs) = (apply(&c, &x).unwrap(), c.forward(&x).unwrap());
-            assert_eq!(ours.dims(), theirs.dims(), "{shape:?} k {k} {cfg:?}");
-            let max_abs =
-                |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
-            // Float rounding of sums of up to 245 products: relative to the outputs' size.
-            let diff = max_abs(&(&ours - &theirs).unwrap()) / max_abs(&theirs).max(1.0);
-            assert!(diff < 4e-6, "{shape:?} k {k} {cfg:?} bias {with_bias}: differs by {diff} (relative)");
+            let theirs = c.forward(&x).unwrap();
+            // Both lowerings on every case (shifted taps fall back to columns at stride 2).
+            for lowering in [Lowering::Columns, Lowering::ShiftedTaps] {
+                let ours = apply_lowered(&c, &x, lowering).unwrap();
+                assert_eq!(ours.dims(), theirs.dims(), "{shape:?} k {k} {cfg:?}");
+                let max_abs =
+                    |t: &Tensor| t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                // Float rounding of sums of up to 245 products: relative to the outputs' size.
+                let diff = max_abs(&(&ours - &theirs).unwrap()) / max_abs(&theirs).max(1.0);
+                assert!(diff < 4e-6, "{shape:?} k {k} {cfg:?} bias {with_bias} {lowering:?}: differs by {diff}");
+            }
         }
+    }
+
+    #[test]
+    fn the_lowering_follows_pixels_per_output_channel() {
+        // A VAE decoder level (128 channels over 256²) and a deep UNet level (1280 over 8², CFG).
+        assert_eq!(Lowering::choose(1, 256 * 256, 128, (3, 3), 1), Lowering::ShiftedTaps);
+        assert_eq!(Lowering::choose(2, 8 * 8, 1280, (3, 3), 1), Lowering::Columns);
+        // Shifted taps need stride 1 and more than one tap.
+        assert_eq!(Lowering::choose(1, 256 * 256, 128, (3, 3), 2), Lowering::Columns);
+        assert_eq!(Lowering::choose(1, 256 * 256, 128, (1, 1), 1), Lowering::Columns);
     }
 }
