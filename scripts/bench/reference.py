@@ -8,6 +8,8 @@ the same `bench` names, so scripts/bench/compare.py can pair them:
     reference.py parts   [--latent 32] [--iters 3]       CLIP text encoder, VAE decode, VAE encode of (8*latent)^2
     reference.py txt2img [--size 256] [--steps 20] [--iters 3]
     reference.py lora    [--iters 3] [--lora-a A --lora-b B]  the LoRA files `bench lora` wrote
+    reference.py load    [--checkpoint F]  one process: read the file once (warm), then safetensors'
+                         load_file + .float() of every tensor (what a PyTorch f32 loader does at least)
 Weights: torch's default init (Linear/Conv kaiming_uniform(a=sqrt 5) = U(+-1/sqrt fan_in)) with
 biases zeroed, which is exactly the distribution `runner::bench` writes, so activations (and any
 denormal slow paths) match. Attention is SDPA (diffusers' default AttnProcessor2_0).
@@ -212,9 +214,29 @@ def bench_lora(a):
     report("lora_switch", timed(lambda: apply(sets[next(i) % 2]), 1, a.iters), arch="sd15", modules=len(targets))
 
 
+def read_once(path: str) -> None:
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(8 << 20)
+        while f.readinto(buf):
+            pass
+
+
+def bench_load(a):
+    from safetensors.torch import load_file
+    read_once(a.checkpoint)
+    t0 = time.perf_counter()
+    read_once(a.checkpoint)
+    report("file_read", [(time.perf_counter() - t0) * 1e3], bytes=os.path.getsize(a.checkpoint))
+    t0 = time.perf_counter()
+    weights = {k: v.float() for k, v in load_file(a.checkpoint).items()}
+    ms = (time.perf_counter() - t0) * 1e3
+    report("checkpoint_load", [ms], bytes=os.path.getsize(a.checkpoint), tensors=len(weights))
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("mode", choices=["unet", "ops", "parts", "txt2img", "lora"])
+    p.add_argument("mode", choices=["unet", "ops", "parts", "txt2img", "lora", "load"])
+    p.add_argument("--checkpoint", default="/tmp/sdapi-bench-models/Stable-diffusion/bench-sd15.safetensors")
     p.add_argument("--lora-a", default="/tmp/sdapi-bench-models/Lora/bench-sd15-r32-a.safetensors")
     p.add_argument("--lora-b", default="/tmp/sdapi-bench-models/Lora/bench-sd15-r32-b.safetensors")
     p.add_argument("--latent", type=int, default=32)
@@ -228,7 +250,8 @@ def main():
     torch.set_num_threads(a.threads)
     print(json.dumps({"bench": "env", "impl": "torch", "torch": torch.__version__, "threads": torch.get_num_threads(),
                       "sdpa": hasattr(torch.nn.functional, "scaled_dot_product_attention")}), flush=True)
-    {"unet": bench_unet, "ops": bench_ops, "parts": bench_parts, "txt2img": bench_txt2img, "lora": bench_lora}[a.mode](a)
+    {"unet": bench_unet, "ops": bench_ops, "parts": bench_parts, "txt2img": bench_txt2img, "lora": bench_lora,
+     "load": bench_load}[a.mode](a)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 //! bench --smoke                         tiny shapes, every stage once, < 30 s (CI)
 //! bench unet     [--latent 32] [--iters 5] [--warmup 1] [--arch sd15|tiny]
 //! bench ops      [--latent 32] [--iters 5]
+//! bench load     [--arch sd15|sdxl|tiny]   one fresh process: reading the checkpoint once (warm cache,
+//!                8 MiB buffer as `cat`), then loading it into an f32 model
 //! bench parts    [--latent 32] [--iters 3] [--warmup 1] [--stages text,decode,encode]   text encoder, VAE decode of a
 //!                latent×latent latent, VAE encode of the (8·latent)² image it decodes to
 //! bench txt2img  [--size 256] [--steps 20] [--iters 3] [--arch sd15|tiny]
@@ -91,6 +93,37 @@ fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
         json!({"arch": arch.name(), "latent": latent, "batch": 2, "eps_std": std, "load_ms": round(model.load_ms)}),
         &s,
     );
+    Ok(())
+}
+
+/// Loading the checkpoint against reading its bytes once, in one fresh process: a warm-up read
+/// (page cache), the timed read, then the load, which like a server's first load gets fresh memory
+/// from the kernel. Later loads in one process reuse freed heap and are no measure of a cold start,
+/// so a run is one load; scripts/bench/cpu_table.py repeats processes.
+fn load(args: &Args, arch: Arch) -> Result<(), BenchError> {
+    let path = ensure_checkpoint(arch, &args.models_dir())?;
+    let bytes = std::fs::metadata(&path).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))?.len();
+    read_once(&path)?;
+    let start = std::time::Instant::now();
+    read_once(&path)?;
+    let read = Samples { ms: vec![start.elapsed().as_secs_f64() * 1e3] };
+    report("file_read", json!({"arch": arch.name(), "bytes": bytes}), &read);
+    let model = BenchModel::load(&path)?;
+    let loaded = Samples { ms: vec![model.load_ms] };
+    report(
+        "checkpoint_load",
+        json!({"arch": arch.name(), "bytes": bytes, "load_over_read": round(model.load_ms / read.ms[0])}),
+        &loaded,
+    );
+    Ok(())
+}
+
+/// Reads a file start to end through one reused buffer and discards it.
+fn read_once(path: &std::path::Path) -> Result<(), BenchError> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))?;
+    let mut buf = vec![0u8; 8 << 20];
+    while file.read(&mut buf).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))? > 0 {}
     Ok(())
 }
 
@@ -229,6 +262,7 @@ async fn main() {
         "gen" => generate(&args, arch),
         "--smoke" | "smoke" => smoke(&args).await,
         "unet" => unet(&args, arch),
+        "load" => load(&args, arch),
         "parts" => parts(&args, arch),
         "ops" => ops(&args),
         "txt2img" => txt2img(&args, arch).await,
