@@ -3,12 +3,13 @@
 alternating process by process, every sample kept, peak RSS of every process.
 
     scripts/bench/cpu_table.py [--bench target/release/bench] [--python /tmp/venv-bench/bin/python]
-                               [--rounds 3] [--txt2img-rounds 5] [--out /tmp/cpu-table.jsonl]
+                               [--rounds 3] [--txt2img-rounds 5] [--load-rounds 5] [--out /tmp/cpu-table.jsonl]
 
 Per round and side one process per measurement: UNet CFG step at 256² (32² latent), CLIP-L on
 two 77-token chunks plus VAE decode 32² → 256² and encode 256² → 32², and a whole 256² txt2img
 (20 steps Euler a, CFG 7, decode, PNG + base64; one image per process, so its peak RSS is the
-request's). Threads: RAYON_NUM_THREADS / torch.set_num_threads, default 2. Prints one markdown
+request's), and the checkpoint load (one process each: a warm read of the file, then the load; ours
+through the real loader, torch as safetensors' load_file + .float()). Threads: RAYON_NUM_THREADS / torch.set_num_threads, default 2. Prints one markdown
 row per figure: medians of all samples, ratio ours/torch, n per side, peak RSS per side.
 """
 from __future__ import annotations
@@ -47,6 +48,7 @@ def main() -> int:
     ap.add_argument("--python", default="/tmp/venv-bench/bin/python")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--txt2img-rounds", type=int, default=5)
+    ap.add_argument("--load-rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--models-dir", default="/tmp/sdapi-bench-models")
     ap.add_argument("--out", type=Path, default=Path("/tmp/cpu-table.jsonl"))
@@ -61,6 +63,8 @@ def main() -> int:
          ["unet", "--latent", "32", "--iters", "2", "--warmup", "1"]),
         ("parts", a.rounds, ["parts", "--latent", "32", "--iters", "2", "--warmup", "1", *md],
          ["parts", "--latent", "32", "--iters", "2"]),
+        ("load", a.load_rounds, ["load", *md],
+         ["load", "--checkpoint", str(Path(a.models_dir) / "Stable-diffusion" / "bench-sd15.safetensors")]),
         ("txt2img", a.txt2img_rounds, ["txt2img", "--size", "256", "--steps", "20", "--iters", "1", *md],
          ["txt2img", "--size", "256", "--steps", "20", "--iters", "1"]),
     ]
@@ -85,13 +89,18 @@ def main() -> int:
     print("| measurement | ours (median) | torch (median) | ours / torch | n ours / torch |")
     print("| --- | ---: | ---: | ---: | ---: |")
     ops = sorted({name for name, _ in samples if name.startswith("op ")})
-    for bench in ("unet_cfg_step", "text_encode", "vae_decode", "vae_encode", "txt2img_total", *ops):
+    for bench in ("unet_cfg_step", "text_encode", "vae_decode", "vae_encode", "txt2img_total", "file_read",
+                  "checkpoint_load", *ops):
         o, t = samples.get((bench, "ours"), []), samples.get((bench, "torch"), [])
         if o and t:
             mo, mt = statistics.median(o), statistics.median(t)
             print(f"| {bench} | {mo:.1f} ms | {mt:.1f} ms | **{mo / mt:.2f}** | {len(o)} / {len(t)} |")
         elif o:
             print(f"| {bench} | {statistics.median(o):.1f} ms | – | – | {len(o)} / 0 |")
+    for side in ("ours", "torch"):
+        loads, reads = samples.get(("checkpoint_load", side), []), samples.get(("file_read", side), [])
+        if loads and reads:
+            print(f"| load ÷ warm read, {side} | {statistics.median(loads) / statistics.median(reads):.1f}× | | | {len(loads)} |")
     for label in ("unet", "parts", "txt2img"):  # ops processes hold no model: not compared
         o, t = rss.get((label, "ours"), []), rss.get((label, "torch"), [])
         if o and t:
