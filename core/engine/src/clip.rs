@@ -11,6 +11,7 @@ use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
 
 use crate::attention::multi_head_attention;
 use crate::config::{ClipActivation, ClipConfig};
+use crate::linear;
 
 struct EncoderLayer {
     layer_norm1: LayerNorm,
@@ -23,38 +24,43 @@ struct EncoderLayer {
     fc2: Linear,
 }
 
+/// A projection with its weight stored the way [`linear::forward`] multiplies fastest.
+fn linear_layer(inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Linear> {
+    linear::with_transposed_weight(candle_nn::linear(inputs, outputs, vb)?)
+}
+
 impl EncoderLayer {
     fn new(cfg: &ClipConfig, vb: VarBuilder) -> Result<Self> {
         let c = cfg.hidden_size;
         let attn = vb.pp("self_attn");
         Ok(Self {
             layer_norm1: candle_nn::layer_norm(c, cfg.layer_norm_eps, vb.pp("layer_norm1"))?,
-            q_proj: candle_nn::linear(c, c, attn.pp("q_proj"))?,
-            k_proj: candle_nn::linear(c, c, attn.pp("k_proj"))?,
-            v_proj: candle_nn::linear(c, c, attn.pp("v_proj"))?,
-            out_proj: candle_nn::linear(c, c, attn.pp("out_proj"))?,
+            q_proj: linear_layer(c, c, attn.pp("q_proj"))?,
+            k_proj: linear_layer(c, c, attn.pp("k_proj"))?,
+            v_proj: linear_layer(c, c, attn.pp("v_proj"))?,
+            out_proj: linear_layer(c, c, attn.pp("out_proj"))?,
             layer_norm2: candle_nn::layer_norm(c, cfg.layer_norm_eps, vb.pp("layer_norm2"))?,
-            fc1: candle_nn::linear(c, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
-            fc2: candle_nn::linear(cfg.intermediate_size, c, vb.pp("mlp").pp("fc2"))?,
+            fc1: linear_layer(c, cfg.intermediate_size, vb.pp("mlp").pp("fc1"))?,
+            fc2: linear_layer(cfg.intermediate_size, c, vb.pp("mlp").pp("fc2"))?,
         })
     }
 
     fn forward(&self, x: &Tensor, heads: usize, activation: ClipActivation, causal_mask: &Tensor) -> Result<Tensor> {
         let h = self.layer_norm1.forward(x)?;
         let attn = multi_head_attention(
-            &self.q_proj.forward(&h)?,
-            &self.k_proj.forward(&h)?,
-            &self.v_proj.forward(&h)?,
+            &linear::forward(&self.q_proj, &h)?,
+            &linear::forward(&self.k_proj, &h)?,
+            &linear::forward(&self.v_proj, &h)?,
             heads,
             Some(causal_mask),
         )?;
-        let x = (x + self.out_proj.forward(&attn)?)?;
-        let h = self.fc1.forward(&self.layer_norm2.forward(&x)?)?;
+        let x = (x + linear::forward(&self.out_proj, &attn)?)?;
+        let h = linear::forward(&self.fc1, &self.layer_norm2.forward(&x)?)?;
         let h = match activation {
             ClipActivation::QuickGelu => (&h * candle_nn::ops::sigmoid(&(&h * 1.702)?)?)?,
             ClipActivation::Gelu => h.gelu_erf()?,
         };
-        x + self.fc2.forward(&h)?
+        x + linear::forward(&self.fc2, &h)?
     }
 }
 

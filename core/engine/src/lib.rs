@@ -27,6 +27,7 @@ mod error;
 pub mod executor;
 mod fused;
 pub mod latent_upscale;
+mod linear;
 pub mod loader;
 mod matmul;
 pub mod model;
