@@ -204,29 +204,13 @@ mod tests {
     #[test]
     fn an_empty_depth_clears_or_keeps_the_destination() {
         let mut dst = vec![3f32; 4];
-        gemm_f32(
-            &mut dst,
-            View::row_major(2, 2),
-            true,
-            &[],
-            View::row_major(2, 0),
-            &[],
-            View::row_major(0, 2),
-            1.0,
-            Parallelism::None,
-        );
+        let empty = |dst: &mut Vec<f32>, accumulate: bool| {
+            let (l, r) = (View::row_major(2, 0), View::row_major(0, 2));
+            gemm_f32(dst, View::row_major(2, 2), accumulate, &[], l, &[], r, 1.0, Parallelism::None);
+        };
+        empty(&mut dst, true);
         assert_eq!(dst, vec![3.0; 4]);
-        gemm_f32(
-            &mut dst,
-            View::row_major(2, 2),
-            false,
-            &[],
-            View::row_major(2, 0),
-            &[],
-            View::row_major(0, 2),
-            1.0,
-            Parallelism::None,
-        );
+        empty(&mut dst, false);
         assert_eq!(dst, vec![0.0; 4]);
     }
 }
