@@ -6,6 +6,8 @@
 //! and activations are a fraction of that. [`forward`] computes such a convolution over strips of
 //! output rows, each reading its input rows plus the kernel's reach, so no buffer exceeds
 //! [`MAX_COLUMN_BYTES`]; every output pixel is the same sum of the same products as in one pass.
+//! On the CPU the product itself is ours ([`gemm_conv`]): im2col columns, or for large planes the
+//! shifted-taps lowering, whose copies are about the size of the input and output.
 
 mod gemm_conv;
 
@@ -14,7 +16,8 @@ pub use gemm_conv::Lowering;
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Module};
 
-/// Largest im2col buffer one convolution call may need (256 MiB).
+/// Largest working memory (im2col columns, or the shifted taps' padded copy and wide output) one
+/// convolution call may need (256 MiB).
 pub const MAX_COLUMN_BYTES: usize = 256 << 20;
 
 /// `conv.forward(x)`, through [`gemm_conv`] on the CPU in f32: the same dot products (equal to
