@@ -317,30 +317,20 @@ fn f16_to_f32(bytes: &[u8], shape: &[usize]) -> candle_core::Result<Tensor> {
     if bytes.len() != 2 * n {
         candle_core::bail!("f16 tensor of {} bytes for shape {shape:?}", bytes.len());
     }
-    // Converted through a small buffer into uninitialised capacity: no zeroing pass first.
-    // (Transparent huge pages for these buffers were tried: loads took 4.0-4.4 s instead of
-    // 1.2-1.3 s on a VM whose free memory had to be compacted first; docs/benchmarks.md.)
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    const CHUNK: usize = 4096;
-    let mut buf = [0f32; CHUNK];
-    for (dst, src) in out.spare_capacity_mut()[..n].chunks_mut(CHUNK).zip(bytes.chunks(2 * CHUNK)) {
-        let buf = &mut buf[..dst.len()];
-        // SAFETY (align_to): any two bytes are a valid f16; the aligned middle is used only when
-        // it covers the whole chunk.
-        match unsafe { src.align_to::<half::f16>() } {
-            ([], halves, []) => halves.convert_to_f32_slice(buf),
-            _ => {
-                for (v, b) in buf.iter_mut().zip(src.chunks_exact(2)) {
-                    *v = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                }
-            }
-        }
-        for (d, v) in dst.iter_mut().zip(buf.iter()) {
-            d.write(*v);
+    // One buffer converted in one call (F16C). A chunked conversion into uninitialised capacity
+    // was measured at twice the load time (docs/benchmarks.md), and transparent huge pages for
+    // these buffers at four times (the VM compacts memory to find 2 MiB pages).
+    let mut out = vec![0f32; n];
+    // SAFETY (align_to): any two bytes are a valid f16; the aligned middle is used only when it
+    // covers the whole slice.
+    match unsafe { bytes.align_to::<half::f16>() } {
+        ([], halves, []) => halves.convert_to_f32_slice(&mut out),
+        _ => {
+            let halves: Vec<half::f16> =
+                bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect();
+            halves.convert_to_f32_slice(&mut out);
         }
     }
-    // SAFETY: the loop above wrote all n elements (bytes.len() == 2n, checked above).
-    unsafe { out.set_len(n) };
     Tensor::from_vec(out, shape, &Device::Cpu)
 }
 
