@@ -102,7 +102,7 @@ fn unet(args: &Args, arch: Arch) -> Result<(), BenchError> {
 /// so a run is one load; scripts/bench/cpu_table.py repeats processes.
 fn load(args: &Args, arch: Arch) -> Result<(), BenchError> {
     let path = ensure_checkpoint(arch, &args.models_dir())?;
-    let bytes = std::fs::metadata(&path).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))?.len();
+    let bytes = std::fs::metadata(&path).map_err(|e| BenchError::Io(path.display().to_string(), e))?.len();
     read_once(&path)?;
     let start = std::time::Instant::now();
     read_once(&path)?;
@@ -121,9 +121,10 @@ fn load(args: &Args, arch: Arch) -> Result<(), BenchError> {
 /// Reads a file start to end through one reused buffer and discards it.
 fn read_once(path: &std::path::Path) -> Result<(), BenchError> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))?;
+    let io = |e| BenchError::Io(path.display().to_string(), e);
+    let mut file = std::fs::File::open(path).map_err(io)?;
     let mut buf = vec![0u8; 8 << 20];
-    while file.read(&mut buf).map_err(|e| BenchError::Request(format!("{}: {e}", path.display())))? > 0 {}
+    while file.read(&mut buf).map_err(io)? > 0 {}
     Ok(())
 }
 
