@@ -38,6 +38,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -168,8 +169,11 @@ def load_comparer(fixtures: Path):
 
 def post_json(url: str, body: bytes, timeout: float) -> dict:
     req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        return json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:  # the server's error body says what failed on the device
+        raise RuntimeError(f"HTTP {e.code}: {e.read()[:400].decode('utf-8', 'replace')}") from None
 
 
 def parity(a, dtype: str) -> dict:
@@ -211,6 +215,8 @@ def parity(a, dtype: str) -> dict:
                 result["cases"].append(row)
                 tag = "PASS" if row["pass"] else "FAIL"
                 print(f"  parity {dtype} {set_name}/{name}: {tag} max|diff| {row['max_abs']}", flush=True)
+        if any("error" in c for c in result["cases"]) and server.log is not None and server.log.exists():
+            result["server_log_tail"] = server.log.read_text(errors="replace")[-3000:]
     finally:
         server.stop()
     cases = result["cases"]
