@@ -6,7 +6,7 @@
 #   3. cargo build --release --features "$SDAPI_CUDA_FEATURES" (default cuda,cudnn) with CUDA_COMPUTE_CAP=90
 #      (H100/H200; no nvidia-smi here); cuDNN is linked against a stub too (the real libcudnn.so.9
 #      comes with PyTorch's nvidia-cudnn wheel on the GPU machine)
-#   4. gzip -9 the binaries (~60 MB -> ~15 MB) for transfer: <target>/release/{sdapi,bench}-cuda.gz
+#   4. xz the binaries (~95 MB -> ~18 MB; gzip -9 left 28 MB) for transfer: <target>/release/{sdapi,bench}-cuda.xz
 # Takes ~23 min of both cores on a clean target (mostly nvcc on candle-kernels). Cache the target dir.
 # Usage: scripts/build-cuda.sh [--toolkit-only]
 set -euo pipefail
@@ -60,7 +60,7 @@ echo "== cargo build --release --features $FEATURES"
 cargo build --release --locked --features "$FEATURES" -p sdapi-server --bin sdapi --bin bench
 TARGET=${CARGO_TARGET_DIR:-target}/release
 for b in sdapi bench; do
-  gzip -9 -c "$TARGET/$b" > "$TARGET/$b-cuda.gz"
+  xz -6 -T0 -c "$TARGET/$b" > "$TARGET/$b-cuda.xz"
 done
-ls -l "$TARGET"/*-cuda.gz
+ls -l "$TARGET"/*-cuda.xz
 echo "run on the GPU machine with LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib (see docs/cuda.md)"

@@ -4,7 +4,7 @@
 # (CUDA) and the packaged binaries from scripts/build-cuda.sh. diffusers may come as wheels.
 #   scripts/gpu-check/gpu-check.sh [--bin-dir DIR] [--wheels DIR] [check.py options, e.g. --out F]
 #   scripts/gpu-check/gpu-check.sh --smoke --bin-dir target/debug     # CPU, tiny shapes (CI)
-# --bin-dir holds sdapi + bench, or sdapi-cuda(.gz) + bench-cuda(.gz) (default: target/release).
+# --bin-dir holds sdapi + bench, or sdapi-cuda(.xz|.gz) + bench-cuda(.xz|.gz) (default: target/release).
 # --wheels DIR: pip-installs DIR/*.whl (no index) into a temporary folder when diffusers is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,16 +20,21 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-# The binaries: plain, or the gzipped CUDA build unpacked next to the check's temp dir.
+# The binaries: plain, or the packed CUDA build (.xz or .gz) unpacked into the check's temp dir.
 pick() {
   local name=$1
   for c in "$BIN_DIR/$name" "$BIN_DIR/$name-cuda"; do [ -x "$c" ] && { echo "$c"; return; }; done
-  if [ -f "$BIN_DIR/$name-cuda.gz" ]; then
-    local out=${TMPDIR:-/tmp}/gpu-check-bin/$name-cuda
-    mkdir -p "$(dirname "$out")" && gunzip -c "$BIN_DIR/$name-cuda.gz" > "$out" && chmod +x "$out"
-    echo "$out"; return
+  local out=${TMPDIR:-/tmp}/gpu-check-bin/$name-cuda
+  mkdir -p "$(dirname "$out")"
+  if [ -f "$BIN_DIR/$name-cuda.xz" ]; then
+    # Python's lzma: the GPU image need not have the xz tool.
+    "$PY" -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      "$BIN_DIR/$name-cuda.xz" "$out" && chmod +x "$out" && { echo "$out"; return; }
   fi
-  echo "no $name, $name-cuda or $name-cuda.gz in $BIN_DIR" >&2; exit 2
+  if [ -f "$BIN_DIR/$name-cuda.gz" ]; then
+    gunzip -c "$BIN_DIR/$name-cuda.gz" > "$out" && chmod +x "$out" && { echo "$out"; return; }
+  fi
+  echo "no $name, $name-cuda, $name-cuda.xz or $name-cuda.gz in $BIN_DIR" >&2; exit 2
 }
 SDAPI=$(pick sdapi)
 BENCH=$(pick bench)

@@ -43,6 +43,9 @@ pub(crate) fn lowering(conv: &Conv2d, x: &Tensor) -> Result<Lowering> {
 pub(crate) fn apply_lowered(conv: &Conv2d, x: &Tensor, lowering: Lowering) -> Result<Tensor> {
     let cfg = conv.config();
     let weight = conv.weight();
+    if x.device().is_cuda() && x.dtype() == DType::F16 {
+        return half_with_f32_accumulation(conv, x);
+    }
     if !(x.device().is_cpu() && x.dtype() == DType::F32 && weight.dtype() == DType::F32)
         || cfg.groups != 1
         || cfg.dilation != 1
@@ -52,6 +55,20 @@ pub(crate) fn apply_lowered(conv: &Conv2d, x: &Tensor, lowering: Lowering) -> Re
     let bias = conv.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
     let op = gemm_conv::GemmConv { stride: cfg.stride, padding: cfg.padding, bias, lowering };
     x.contiguous()?.apply_op2_no_bwd(&weight.contiguous()?, &op)
+}
+
+/// A half-precision convolution on CUDA, summed in f32 and rounded to f16 once.
+///
+/// candle's f16 convolution asks cuDNN for half-precision accumulation, which PyTorch does not
+/// use; on an H200 a whole f16 generation with it ran 4x slower than in f32 (the GPU ~10% busy,
+/// docs/cuda.md). Every f16 value is exact in
+/// f32 (and in the TF32 cuDNN may use for f32 data), so converting the operands and running the
+/// f32 convolution gives f16 inputs with f32 accumulation, as PyTorch computes it.
+fn half_with_f32_accumulation(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
+    let weight = conv.weight().to_dtype(DType::F32)?;
+    let bias = conv.bias().map(|b| b.to_dtype(DType::F32)).transpose()?;
+    let wide = Conv2d::new(weight, bias, *conv.config());
+    wide.forward(&x.to_dtype(DType::F32)?)?.to_dtype(DType::F16)
 }
 
 /// [`apply`] with its working memory (im2col columns or shifted-taps copies) bounded by
