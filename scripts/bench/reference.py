@@ -28,13 +28,18 @@ import time
 import torch
 
 
-def timed(fn, warmup: int, iters: int) -> list[float]:
+def timed(fn, warmup: int, iters: int, sync=None) -> list[float]:
+    """Milliseconds per call; `sync` (a device synchronisation) ends each timed call on a GPU."""
     for _ in range(warmup):
         fn()
+    if sync:
+        sync()
     out = []
     for _ in range(iters):
         t0 = time.perf_counter()
         fn()
+        if sync:
+            sync()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
 
@@ -118,25 +123,31 @@ def bench_ops(a):
     import torch.nn.functional as F
     l1, l2, l3 = a.latent, a.latent // 2, a.latent // 4
     t1 = l1 * l1
+    dev, dtype = torch.device(a.device), {"f32": torch.float32, "f16": torch.float16}[a.dtype]
+    sync = torch.cuda.synchronize if dev.type == "cuda" else None
+
+    def on(*shape, seed):
+        return inp(*shape, seed=seed).to(dev, dtype)
 
     def conv(ch, hw):
-        w, x = inp(ch, ch, 3, 3, seed=11) / (ch * 9) ** 0.5, inp(2, ch, hw, hw, seed=12)
-        b = torch.zeros(ch)
+        w, x = on(ch, ch, 3, 3, seed=11) / (ch * 9) ** 0.5, on(2, ch, hw, hw, seed=12)
+        b = torch.zeros(ch, device=dev, dtype=dtype)
         return lambda: F.conv2d(x, w, b, padding=1)
 
     def gn(ch, hw):
-        x = inp(2, ch, hw, hw, seed=13)
-        return lambda: F.group_norm(x, 32, torch.ones(ch), torch.zeros(ch), 1e-5)
+        x = on(2, ch, hw, hw, seed=13)
+        w, b = torch.ones(ch, device=dev, dtype=dtype), torch.zeros(ch, device=dev, dtype=dtype)
+        return lambda: F.group_norm(x, 32, w, b, 1e-5)
 
     def lin(tok, cin, cout):
-        w, x = inp(cout, cin, seed=14) / cin ** 0.5, inp(2, tok, cin, seed=15)
+        w, x = on(cout, cin, seed=14) / cin ** 0.5, on(2, tok, cin, seed=15)
         return lambda: F.linear(x, w)
 
     def attn(tok, kv, width):
         heads, d = 8, width // 8
-        q = inp(2, tok, width, seed=16).view(2, tok, heads, d).transpose(1, 2)
-        k = inp(2, kv, width, seed=17).view(2, kv, heads, d).transpose(1, 2)
-        v = inp(2, kv, width, seed=18).view(2, kv, heads, d).transpose(1, 2)
+        q = on(2, tok, width, seed=16).view(2, tok, heads, d).transpose(1, 2)
+        k = on(2, kv, width, seed=17).view(2, kv, heads, d).transpose(1, 2)
+        v = on(2, kv, width, seed=18).view(2, kv, heads, d).transpose(1, 2)
         return lambda: F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(2, tok, width)
 
     for name, fn in [
@@ -145,7 +156,7 @@ def bench_ops(a):
         (f"linear {t1}x320->320", lin(t1, 320, 320)), (f"linear {t1}x320->2560 (geglu in)", lin(t1, 320, 2560)),
         (f"self-attn {t1} tok 320 wide", attn(t1, t1, 320)), (f"cross-attn {t1}x77 tok 320 wide", attn(t1, 77, 320)),
     ]:
-        report("op", timed(fn, a.warmup, a.iters), op=name)
+        report("op", timed(fn, a.warmup, a.iters, sync), op=name, device=a.device, dtype=a.dtype)
 
 
 @torch.inference_mode()
@@ -244,6 +255,8 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--iters", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--device", default="cpu", help="ops only: cpu or cuda")
+    p.add_argument("--dtype", choices=["f32", "f16"], default="f32", help="ops only")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RAYON_NUM_THREADS", os.cpu_count() or 1)))
     a = p.parse_args()
     # Same thread count as candle's rayon pool (RAYON_NUM_THREADS, else every CPU).

@@ -3,6 +3,7 @@
 
     check.py --sdapi BIN --bench BIN [--out results.json] [--device cuda] [--smoke] [--rounds 2]
              [--iters 3] [--budget-s 420] [--parity-dtypes f32,f16] [--skip-parity] [--skip-bench]
+             [--skip-ops]
 
 Run through scripts/gpu-check/gpu-check.sh on a machine with an NVIDIA GPU, PyTorch and the
 packaged CUDA binaries (docs/cuda.md). Three parts, one JSON file:
@@ -17,7 +18,10 @@ packaged CUDA binaries (docs/cuda.md). Three parts, one JSON file:
    baseline, polled every 50 ms while the process runs; the same probe for both sides; torch's own
    allocator peak beside it), NaN/inf, the UNet parameter count (both sides must agree) and the
    sigma schedule (must agree).
-3. summary: ratios ours/diffusers against the targets of docs/benchmarks.md.
+3. ops: `bench ops` and scripts/bench/reference.py ops (torch) time the same single ops (conv,
+   GroupNorm, linear, attention at SD 1.5's 64² level) on the device in the bench's precision:
+   per op both medians and the ratio, the profile of a gap when no profiler runs there.
+4. summary: ratios ours/diffusers against the targets of docs/benchmarks.md.
 
 --smoke runs everything on the CPU with tiny shapes (CI): it checks the orchestration, the JSON
 and the reference's plan (`--plan`, so no torch is needed); with torch importable it also runs the
@@ -65,6 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--cases-per-set", type=int, default=0, help="0: every case")
     p.add_argument("--skip-parity", action="store_true")
     p.add_argument("--skip-bench", action="store_true")
+    p.add_argument("--skip-ops", action="store_true")
     p.add_argument("--python", default=sys.executable, help="the interpreter with torch and diffusers")
     a = p.parse_args(argv)
     if a.rounds < 1 or a.iters < 1 or a.budget_s <= 0 or a.cases_per_set < 0:
@@ -311,6 +316,58 @@ def bench(a, have_torch: bool, started: float) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Part 3: single ops against torch
+
+
+def op_rows(stdout: str) -> dict[str, float]:
+    """op name -> median ms of every `{"bench": "op", ...}` line."""
+    rows = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("bench") == "op":
+                rows[row["op"]] = row["median_ms"]
+    return rows
+
+
+def ops(a, have_torch: bool) -> dict:
+    latent = 8 if a.smoke else 64
+    dtype = "f32" if a.device == "cpu" else "f16"
+    common = ["ops", "--latent", str(latent), "--iters", "5", "--warmup", "2", "--device", a.device, "--dtype", dtype]
+    result = {"latent": latent, "device": a.device, "dtype": dtype, "ops": []}
+    env = dict(os.environ)
+    env.setdefault("RAYON_NUM_THREADS", str(os.cpu_count() or 1))
+    sides = {"ours": [str(a.bench), *common]}
+    if have_torch:
+        sides["torch"] = [a.python, str(ROOT / "scripts" / "bench" / "reference.py"), *common]
+    else:
+        result["torch_skipped"] = "torch not importable by " + a.python
+    medians = {}
+    for side, cmd in sides.items():
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        except subprocess.TimeoutExpired:
+            result[f"{side}_error"] = "timed out after 300 s"
+            continue
+        if p.returncode != 0:
+            result[f"{side}_error"] = (p.stderr or p.stdout)[-1500:]
+            continue
+        medians[side] = op_rows(p.stdout)
+    for name, ours_ms in medians.get("ours", {}).items():
+        theirs = medians.get("torch", {}).get(name)
+        row = {"op": name, "ours_ms": ours_ms, "torch_ms": theirs}
+        if theirs:
+            row["ratio"] = round(ours_ms / theirs, 3)
+        result["ops"].append(row)
+        print(f"  op {name}: ours {ours_ms} ms, torch {theirs} ms" + (f" -> {row['ratio']}x" if theirs else ""),
+              flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def environment(a) -> dict:
@@ -331,7 +388,7 @@ def main(argv=None) -> int:
             return 2
     results = {"check": "gpu-check", "version": 1, "started_unix": int(time.time()), "environment": environment(a),
                "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(a).items()}}
-    torch_version = None if a.skip_bench else torch_available(a.python)
+    torch_version = None if a.skip_bench and a.skip_ops else torch_available(a.python)
     results["environment"]["torch"] = torch_version
     failed = False
     if not a.skip_parity:
@@ -342,6 +399,9 @@ def main(argv=None) -> int:
             failed |= "error" in r or r.get("errors", 0) > 0
             print(f"parity {dtype}: {r.get('passed')}/{r.get('total')} pass, {r.get('exact')} exact"
                   + (f", ERROR {r['error'][:200]}" if "error" in r else ""), flush=True)
+    if not a.skip_ops:
+        results["ops"] = ops(a, torch_version is not None)
+        failed |= "ours_error" in results["ops"] or "torch_error" in results["ops"]
     if not a.skip_bench:
         results["bench"] = bench(a, torch_version is not None, started)
         failed |= any("error" in r for e in results["bench"] for s in ("ours", "diffusers") for r in e[s]["runs"])

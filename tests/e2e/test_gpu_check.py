@@ -2,7 +2,8 @@
 
 CI has no GPU and no torch: `gpu-check.sh --smoke` runs the same orchestration on the CPU with
 the debug binaries and tiny shapes — the parity part serves the bundled fixture models and
-compares two cases per set, the bench part runs `bench gen` twice, and the diffusers reference
+compares two cases per set, the ops part times `bench ops`, the bench part runs `bench gen`
+twice, and the diffusers reference
 contributes its plan (configs and sigma schedule, no torch) — then writes the results JSON. With
 torch and diffusers importable the reference also runs for real and a ratio is computed.
 """
@@ -41,6 +42,13 @@ def test_smoke_mode_writes_the_results_json(ctx):
     assert {c["set"] for c in par["cases"]} == {"a1111-parity", "a1111-parity-sdxl", "a1111-parity-sd2",
                                                 "a1111-parity-features"}
     assert all(isinstance(c["max_abs"], int) and c["max_abs"] <= 2 for c in par["cases"]), par["cases"]
+    # Ops: every single op timed on our side (torch's twins when torch is importable).
+    o = r["ops"]
+    assert (o["latent"], o["device"], o["dtype"]) == (8, "cpu", "f32") and "ours_error" not in o, o
+    assert len(o["ops"]) == 10 and all(x["ours_ms"] > 0 for x in o["ops"]), o["ops"]
+    assert any(x["op"] == "self-attn 64 tok 320 wide" for x in o["ops"]), o["ops"]
+    if "torch_skipped" not in o:
+        assert "torch_error" not in o and sum("ratio" in x for x in o["ops"]) == 8, o
     # Bench: ours ran twice (rounds) with the timed iterations; the reference's plan agrees.
     [b] = r["bench"]
     assert (b["arch"], b["size"], b["steps"], b["dtype"]) == ("tiny", 64, 2, "f32")

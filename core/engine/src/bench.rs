@@ -25,7 +25,7 @@ use sdapi_core::models_dir::ModelIndex;
 use sdapi_core::processing::{GenerationRequest, ProcessingContext, process_images};
 use sdapi_core::runner::{ProcessingRunner, Runner};
 
-use crate::executor::DiffusionExecutor;
+use crate::executor::{DiffusionExecutor, parse_device, parse_dtype};
 use crate::model::LoadedModel;
 use crate::vae::to_rgb8;
 use sdapi_protocol::api::request::Txt2ImgRequest;
@@ -99,6 +99,47 @@ impl Samples {
 impl std::fmt::Display for Samples {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "median {:.1} ms (min {:.1}, max {:.1}, n={})", self.median(), self.min(), self.max(), self.ms.len())
+    }
+}
+
+/// Where and in which precision a benchmark runs.
+#[derive(Debug, Clone)]
+pub struct BenchDevice {
+    pub device: Device,
+    pub dtype: DType,
+}
+
+impl BenchDevice {
+    pub fn cpu_f32() -> Self {
+        Self { device: Device::Cpu, dtype: DType::F32 }
+    }
+
+    /// The device `device` names (`cpu`, `cuda`, `cuda:N`; no fallback) in `dtype` (`auto`,
+    /// `f32`, `f16`), as `SDAPI_DEVICE`/`SDAPI_DTYPE` choose them for the server.
+    pub fn open(device: &str, dtype: &str) -> Result<Self, BenchError> {
+        let request = |e: sdapi_core::runner::RunnerError| BenchError::Request(e.to_string());
+        let device = parse_device(device).map_err(request)?;
+        let dtype = parse_dtype(Some(dtype), &device).map_err(request)?;
+        Ok(Self { device, dtype })
+    }
+
+    /// [`input`] on this device in this precision.
+    pub(crate) fn input(&self, shape: &[usize], seed: u64) -> Result<Tensor, BenchError> {
+        Ok(input(shape, seed)?.to_device(&self.device)?.to_dtype(self.dtype)?)
+    }
+
+    /// `warmup` untimed and `iters` timed calls of `f`, each followed by a synchronisation.
+    pub(crate) fn measure(
+        &self,
+        warmup: usize,
+        iters: usize,
+        f: impl Fn() -> candle_core::Result<Tensor>,
+    ) -> Result<Samples, BenchError> {
+        Samples::measure(warmup, iters, || {
+            let out = f()?;
+            self.device.synchronize()?;
+            Ok(out)
+        })
     }
 }
 

@@ -18,8 +18,7 @@ use candle_nn::VarBuilder;
 use candle_nn::var_builder::SimpleBackend;
 
 use super::weights::{Shared, SplitMix, init_values};
-use super::{Arch, BenchError, Samples};
-use crate::executor::{parse_device, parse_dtype};
+use super::{Arch, BenchDevice, BenchError, Samples};
 use crate::loader::diffusers_names::{UNET_PREFIX, VAE_PREFIX};
 use crate::schedule::{SD_BETAS, alphas_cumprod};
 use crate::unet::UNetModel;
@@ -87,10 +86,8 @@ impl GenModel {
     /// On the device `device` names (`cpu`, `cuda`, `cuda:N`; no fallback) in `dtype`
     /// (`auto`, `f32`, `f16`), as `SDAPI_DEVICE`/`SDAPI_DTYPE` choose them for the server.
     pub fn open(arch: Arch, device: &str, dtype: &str) -> Result<Self, BenchError> {
-        let request = |e: sdapi_core::runner::RunnerError| BenchError::Request(e.to_string());
-        let device = parse_device(device).map_err(request)?;
-        let dtype = parse_dtype(Some(dtype), &device).map_err(request)?;
-        Self::build(arch, &device, dtype)
+        let target = BenchDevice::open(device, dtype)?;
+        Self::build(arch, &target.device, target.dtype)
     }
 
     /// The precision the model runs in.

@@ -5,7 +5,7 @@
 //! ```text
 //! bench --smoke                         tiny shapes, every stage once, < 30 s (CI)
 //! bench unet     [--latent 32] [--iters 5] [--warmup 1] [--arch sd15|tiny]
-//! bench ops      [--latent 32] [--iters 5]
+//! bench ops      [--latent 32] [--iters 5] [--warmup 1] [--device cpu|cuda] [--dtype auto|f32|f16]
 //! bench load     [--arch sd15|sdxl|tiny]   one fresh process: reading the checkpoint once (warm cache,
 //!                8 MiB buffer as `cat`), then loading it into an f32 model
 //! bench parts    [--latent 32] [--iters 3] [--warmup 1] [--stages text,decode,encode]   text encoder, VAE decode of a
@@ -29,8 +29,8 @@ mod overhead;
 use std::path::PathBuf;
 
 use sdapi_engine::bench::{
-    Arch, BenchError, BenchModel, GenModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint, lora_times,
-    time_ops, write_lora,
+    Arch, BenchDevice, BenchError, BenchModel, GenModel, PipelineBench, Samples, default_models_dir, ensure_checkpoint,
+    lora_times, time_ops, write_lora,
 };
 use serde_json::json;
 
@@ -166,8 +166,11 @@ fn generate(args: &Args, arch: Arch) -> Result<(), BenchError> {
 }
 
 fn ops(args: &Args) -> Result<(), BenchError> {
-    for op in time_ops(args.get("latent", 32usize), args.get("warmup", 1), args.get("iters", 5))? {
-        report("op", json!({"op": op.name}), &op.samples);
+    let device_spec = args.get("device", String::from("cpu"));
+    let target = BenchDevice::open(&device_spec, &args.get("dtype", String::from("auto")))?;
+    let dtype = format!("{:?}", target.dtype).to_lowercase();
+    for op in time_ops(&target, args.get("latent", 32usize), args.get("warmup", 1), args.get("iters", 5))? {
+        report("op", json!({"op": op.name, "device": device_spec, "dtype": dtype}), &op.samples);
     }
     Ok(())
 }
@@ -230,7 +233,7 @@ async fn smoke(args: &Args) -> Result<(), BenchError> {
     a.flags.push(("latent".into(), "8".into()));
     unet(&a, Arch::Tiny)?;
     parts(&a, Arch::Tiny)?;
-    for op in time_ops(8, 0, 1)? {
+    for op in time_ops(&BenchDevice::cpu_f32(), 8, 0, 1)? {
         report("op", json!({"op": op.name}), &op.samples);
     }
     a.flags.extend([("size".into(), "64".into()), ("steps".into(), "2".into())]);
