@@ -148,8 +148,10 @@ class MemoryProbe:
         return proc.returncode, stdout, stderr, used
 
 
-def last_json(stdout: str, bench: str) -> dict | None:
-    for line in reversed(stdout.splitlines()):
+def json_rows(stdout: str, bench: str) -> list[dict]:
+    """The `{"bench": bench, ...}` lines a benchmark printed, in order (other output skipped)."""
+    rows = []
+    for line in stdout.splitlines():
         line = line.strip()
         if line.startswith("{"):
             try:
@@ -157,8 +159,25 @@ def last_json(stdout: str, bench: str) -> dict | None:
             except ValueError:
                 continue
             if row.get("bench") == bench:
-                return row
-    return None
+                rows.append(row)
+    return rows
+
+
+def last_json(stdout: str, bench: str) -> dict | None:
+    rows = json_rows(stdout, bench)
+    return rows[-1] if rows else None
+
+
+def bench_dtype(a) -> str:
+    """The precision the bench and ops parts run in: f32 on the CPU, f16 (A1111's default) on a GPU."""
+    return "f32" if a.device == "cpu" else "f16"
+
+
+def child_env() -> dict:
+    """The environment of a benchmark process: candle's thread pool as wide as torch's default."""
+    env = dict(os.environ)
+    env.setdefault("RAYON_NUM_THREADS", str(os.cpu_count() or 1))
+    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,10 +267,9 @@ def torch_available(python: str) -> str | None:
 
 def bench(a, have_torch: bool, started: float) -> list[dict]:
     runs = SMOKE_RUNS if a.smoke else GPU_RUNS
-    dtype = "f32" if a.device == "cpu" else "f16"
+    dtype = bench_dtype(a)
     probe = MemoryProbe(a.device)
-    env = dict(os.environ)
-    env.setdefault("RAYON_NUM_THREADS", str(os.cpu_count() or 1))
+    env = child_env()
     out = []
     for arch, size, steps in runs:
         common = ["--arch", arch, "--size", str(size), "--steps", str(steps), "--iters", str(a.iters),
@@ -319,27 +337,12 @@ def bench(a, have_torch: bool, started: float) -> list[dict]:
 # Part 3: single ops against torch
 
 
-def op_rows(stdout: str) -> dict[str, float]:
-    """op name -> median ms of every `{"bench": "op", ...}` line."""
-    rows = {}
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            if row.get("bench") == "op":
-                rows[row["op"]] = row["median_ms"]
-    return rows
-
-
 def ops(a, have_torch: bool) -> dict:
     latent = 8 if a.smoke else 64
-    dtype = "f32" if a.device == "cpu" else "f16"
+    dtype = bench_dtype(a)
     common = ["ops", "--latent", str(latent), "--iters", "5", "--warmup", "2", "--device", a.device, "--dtype", dtype]
     result = {"latent": latent, "device": a.device, "dtype": dtype, "ops": []}
-    env = dict(os.environ)
-    env.setdefault("RAYON_NUM_THREADS", str(os.cpu_count() or 1))
+    env = child_env()
     sides = {"ours": [str(a.bench), *common]}
     if have_torch:
         sides["torch"] = [a.python, str(ROOT / "scripts" / "bench" / "reference.py"), *common]
@@ -355,7 +358,7 @@ def ops(a, have_torch: bool) -> dict:
         if p.returncode != 0:
             result[f"{side}_error"] = (p.stderr or p.stdout)[-1500:]
             continue
-        medians[side] = op_rows(p.stdout)
+        medians[side] = {row["op"]: row["median_ms"] for row in json_rows(p.stdout, "op")}
     for name, ours_ms in medians.get("ours", {}).items():
         theirs = medians.get("torch", {}).get(name)
         row = {"op": name, "ours_ms": ours_ms, "torch_ms": theirs}

@@ -3,8 +3,8 @@
 CI has no GPU and no torch: `gpu-check.sh --smoke` runs the same orchestration on the CPU with
 the debug binaries and tiny shapes — the parity part serves the bundled fixture models and
 compares two cases per set, the ops part times `bench ops`, the bench part runs `bench gen`
-twice, and the diffusers reference
-contributes its plan (configs and sigma schedule, no torch) — then writes the results JSON. With
+twice, and the diffusers reference contributes its plan (configs and sigma schedule, no torch) —
+then writes the results JSON. With
 torch and diffusers importable the reference also runs for real and a ratio is computed.
 """
 from __future__ import annotations
